@@ -1,0 +1,275 @@
+"""The exact fixed-point cast, in floating point (torch) and in integers (numpy / Python int).
+
+``quantize(x, t)`` returns exactly the value that ``t v = x;`` leaves in an
+``ap_fixed`` of type ``t`` in C++ (Xilinx ap_types), for every rounding and
+overflow mode in :mod:`.types`:
+
+1. quantization: ``q = round_mode(x * 2**F)`` (an integer);
+2. overflow: ``q`` outside ``[raw_min, raw_max]`` is wrapped (low W bits) or
+   saturated (``AP_SAT``: clamp; ``AP_SAT_SYM``: clamp to ``+-raw_max`` for
+   signed types; ``AP_SAT_ZERO``: 0). Rounding may itself overflow.
+3. result ``q * 2**-F``.
+
+Exactness: every step is exact in the input's dtype as long as the mantissa
+fits it, so float32 inputs are accepted for ``W <= 24`` and float64 for
+``W <= 53``; anything wider raises ``ValueError`` (use the integer functions).
+Non-finite inputs (inf, NaN) are outside the contract.
+
+Gradient (straight-through): ``d quantize / d x = 1`` where ``min <= x <= max``
+of the type, 0 outside (where the hardware saturates or wraps).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .types import FixedType
+
+#: Mantissa bits a float dtype holds exactly (including the implicit bit).
+_EXACT_BITS = {torch.float32: 24, torch.float64: 53}
+_SMALLEST = {torch.float32: 2.0 ** -149, torch.float64: 2.0 ** -1074}
+
+
+def max_exact_width(dtype: torch.dtype) -> int:
+    """Widest type the float cast handles exactly for this dtype."""
+    if dtype not in _EXACT_BITS:
+        raise ValueError(f"quantize works on float32 or float64 tensors, got {dtype}")
+    return _EXACT_BITS[dtype]
+
+
+def _check(x: torch.Tensor, width: int, frac_min: int, frac_max: int) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"quantize expects a torch.Tensor, got {type(x).__name__}")
+    limit = max_exact_width(x.dtype)
+    if width > limit:
+        hint = "convert the tensor to float64" if x.dtype == torch.float32 and width <= 53 else \
+            "use qfx.requantize_raw on integer mantissas"
+        raise ValueError(
+            f"a {width}-bit type cannot be computed exactly in {str(x.dtype).replace('torch.', '')} "
+            f"(at most {limit} bits): {hint}")
+    # 2**-F (the lsb) and 2**F must be normal numbers and 2**(I+1) finite so that every
+    # scaling below is exact.
+    emax = 127 if x.dtype == torch.float32 else 1023
+    for frac in (frac_min, frac_max):
+        if not (-(emax - 1) <= frac <= emax - 1 and width - frac + 1 <= emax - 1):
+            raise ValueError(
+                f"a type with {frac} fractional bits and width {width} exceeds the exponent range of "
+                f"{str(x.dtype).replace('torch.', '')}")
+
+
+def _round(y: torch.Tensor, rounding: str) -> torch.Tensor:
+    """Round an (exactly scaled) tensor to integers with the ap_fixed quantization rule."""
+    if rounding == "AP_TRN":
+        return torch.floor(y)
+    if rounding == "AP_TRN_ZERO":
+        return torch.trunc(y)
+    if rounding == "AP_RND_CONV":
+        return torch.round(y)  # half to even, exact (nearbyint)
+    f = torch.floor(y)
+    h = f + 0.5  # exact whenever y is not an integer (|f| < 2**(p-2) then)
+    frac = y != f
+    gt = y > h
+    eq = y == h
+    if rounding == "AP_RND":
+        up = gt | eq
+    elif rounding == "AP_RND_MIN_INF":
+        up = gt
+    elif rounding == "AP_RND_ZERO":
+        up = gt | (eq & (y < 0))
+    elif rounding == "AP_RND_INF":
+        up = gt | (eq & (y > 0))
+    else:  # pragma: no cover - FixedType validates
+        raise ValueError(f"unknown rounding mode {rounding}")
+    return f + (up & frac).to(y.dtype)
+
+
+def _cast_scaled(x: torch.Tensor, frac: torch.Tensor | int, int_bits: torch.Tensor | int, width: int,
+                 signed: bool, rounding: str, overflow: str) -> torch.Tensor:
+    """Exact cast; ``frac``/``int_bits`` may be ints or tensors broadcastable to x (per channel)."""
+    dt = x.dtype
+    if isinstance(frac, torch.Tensor):
+        scale = torch.exp2(frac.to(dt))
+        inv = torch.exp2(-frac.to(dt))
+        span = torch.exp2(int_bits.to(dt))  # 2**I = 2**W * 2**-F
+    else:
+        scale, inv, span = 2.0 ** frac, 2.0 ** -frac, 2.0 ** int_bits
+    raw_min = -(1 << (width - 1)) if signed else 0
+    raw_max = (1 << (width - 1)) - 1 if signed else (1 << width) - 1
+    if overflow == "AP_WRAP":
+        # q mod 2**W == round(fmod(x, 2**I) * 2**F) mod 2**W, fmod is exact and keeps the sign.
+        x = torch.fmod(x, span)
+    else:
+        # Anything beyond +-2**(I+1) saturates the same way; clamping also removes overflow to inf.
+        x = torch.clamp(x, -2 * span, 2 * span)
+    y = x * scale
+    if isinstance(frac, torch.Tensor) or frac < 0:
+        # Scaling down can flush a tiny nonzero value to (signed) zero; any nonzero |y| < 1/2
+        # rounds the same way, so restore a tiny value of the right sign.
+        tiny = torch.full_like(y, _SMALLEST[dt])
+        y = torch.where((y == 0) & (x != 0), torch.copysign(tiny, x), y)
+    q = _round(y, rounding)
+    if overflow == "AP_WRAP":
+        qi = q.to(torch.int64)
+        qi = torch.remainder(qi - raw_min, 1 << width) + raw_min
+        q = qi.to(dt)
+    elif overflow == "AP_SAT":
+        q = q.clamp(raw_min, raw_max)
+    elif overflow == "AP_SAT_SYM":
+        q = q.clamp(-raw_max if signed else 0, raw_max)
+    elif overflow == "AP_SAT_ZERO":
+        q = torch.where((q < raw_min) | (q > raw_max), torch.zeros_like(q), q)
+    return q * inv
+
+
+class _QuantizeSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, frac, int_bits, width, signed, rounding, overflow):
+        out = _cast_scaled(x, frac, int_bits, width, signed, rounding, overflow)
+        if isinstance(frac, torch.Tensor):
+            inv = torch.exp2(-frac.to(x.dtype))
+        else:
+            inv = 2.0 ** -frac
+        raw_min = -(1 << (width - 1)) if signed else 0
+        raw_max = (1 << (width - 1)) - 1 if signed else (1 << width) - 1
+        inside = (x >= raw_min * inv) & (x <= raw_max * inv)
+        ctx.save_for_backward(inside)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        return grad * inside.to(grad.dtype), None, None, None, None, None, None
+
+
+def _per_channel(int_bits, x: torch.Tensor, axis: int) -> torch.Tensor:
+    ib = torch.as_tensor(int_bits, device=x.device)
+    if ib.dim() != 1 or ib.numel() != x.shape[axis]:
+        raise ValueError(
+            f"per-channel int_bits must have one entry per channel: {x.shape[axis]} along axis {axis}, "
+            f"got shape {tuple(ib.shape)}")
+    if ib.is_floating_point() and not torch.equal(ib, torch.round(ib)):
+        raise ValueError("per-channel int_bits must be integers")
+    shape = [1] * x.dim()
+    shape[axis] = -1
+    return ib.to(torch.int64).reshape(shape)
+
+
+def quantize(x: torch.Tensor, t: FixedType, *, int_bits: Sequence[int] | torch.Tensor | None = None,
+             axis: int = 1) -> torch.Tensor:
+    """Cast ``x`` onto ``t``'s grid exactly as ``ap_fixed`` assignment does (see module doc).
+
+    With ``int_bits`` (one integer per channel along ``axis``) each channel uses
+    ``t`` with its own integer bits: a per-channel binary point. Differentiable
+    with the straight-through gradient described in the module docstring.
+    """
+    if not isinstance(t, FixedType):
+        raise ValueError(f"quantize expects a FixedType, got {type(t).__name__}")
+    if int_bits is None:
+        _check(x, t.width, t.frac_bits, t.frac_bits)
+        return _QuantizeSTE.apply(x, t.frac_bits, t.int_bits, t.width, t.signed, t.rounding, t.overflow)
+    ib = _per_channel(int_bits, x, axis)
+    frac = t.width - ib
+    _check(x, t.width, int(frac.min()), int(frac.max()))
+    return _QuantizeSTE.apply(x, frac, ib, t.width, t.signed, t.rounding, t.overflow)
+
+
+# --------------------------------------------------------------- raw view
+def to_raw(x: torch.Tensor, t: FixedType, *, int_bits=None, axis: int = 1) -> torch.Tensor:
+    """Mantissas (int64) of values already on ``t``'s grid; raises if any value is off-grid or out of range."""
+    if int_bits is None:
+        frac = t.frac_bits
+        m = x.to(torch.float64) * 2.0 ** frac
+    else:
+        ib = _per_channel(int_bits, x, axis)
+        m = x.to(torch.float64) * torch.exp2((t.width - ib).to(torch.float64))
+    if t.width > 53:
+        raise ValueError(f"to_raw handles widths up to 53 bits, got {t}")
+    if not torch.equal(m, torch.round(m)):
+        raise ValueError(f"values are not on the grid of {t}: quantize them first")
+    mi = m.to(torch.int64)
+    if bool((mi < t.raw_min).any()) or bool((mi > t.raw_max).any()):
+        raise ValueError(f"values are outside the range of {t} [{t.min}, {t.max}]")
+    return mi
+
+
+def from_raw(m: torch.Tensor, t: FixedType, *, dtype: torch.dtype = torch.float64, int_bits=None,
+             axis: int = 1) -> torch.Tensor:
+    """Values ``m * 2**-F`` of int64 mantissas, exact in ``dtype`` (checked against its width)."""
+    m = torch.as_tensor(m)
+    if t.width > max_exact_width(dtype):
+        raise ValueError(f"{t} does not fit {dtype} exactly")
+    if int_bits is None:
+        return m.to(dtype) * 2.0 ** -t.frac_bits
+    ib = _per_channel(int_bits, m, axis)
+    return m.to(dtype) * torch.exp2(-(t.width - ib).to(dtype))
+
+
+# ------------------------------------------------------- integer domain
+def _floor_shift(m: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split m = q * 2**s + r with 0 <= r < 2**s: returns q, half-compare (-1/0/+1), r != 0."""
+    q = m >> s
+    r = m - (q << s)
+    half = 1 << (s - 1)
+    cmp = np.sign(r - half) if r.dtype != object else np.array([(v > half) - (v < half) for v in r.ravel()],
+                                                                   dtype=np.int64).reshape(r.shape)
+    return q, cmp, r != 0
+
+
+def requantize_raw(m, src_frac: int, t: FixedType) -> np.ndarray:
+    """Integer twin of :func:`quantize`: cast mantissas ``m`` (value ``m * 2**-src_frac``) to ``t``.
+
+    ``m`` is an int64 array or an object array of Python ints (any width); the
+    result has the same kind, holding ``t``'s mantissas. This is the rule the
+    IR interpreter and the HLS kernels implement at every assignment.
+    """
+    m = np.asarray(m)
+    if m.dtype != object and m.dtype.kind not in "iu":
+        raise ValueError(f"requantize_raw expects integer mantissas, got dtype {m.dtype}")
+    wide = m.dtype == object or t.width > 62 or abs(t.frac_bits - src_frac) > 62
+    if wide and m.dtype != object:
+        m = m.astype(object)
+    if m.dtype != object:
+        m = m.astype(np.int64)
+    s = src_frac - t.frac_bits
+    if s <= 0:
+        if m.dtype != object and m.size and int(np.abs(m).max()) >= (1 << (62 + s)):
+            m = m.astype(object)
+        q = m << (-s)
+    else:
+        q, cmp, nonzero = _floor_shift(m, s)
+        neg = m < 0
+        r = t.rounding
+        if r == "AP_TRN":
+            up = np.zeros(q.shape, bool)
+        elif r == "AP_TRN_ZERO":
+            up = neg & nonzero
+        elif r == "AP_RND":
+            up = cmp >= 0
+        elif r == "AP_RND_MIN_INF":
+            up = cmp > 0
+        elif r == "AP_RND_ZERO":
+            up = (cmp > 0) | ((cmp == 0) & neg)
+        elif r == "AP_RND_INF":
+            up = (cmp > 0) | ((cmp == 0) & ~neg)
+        else:  # AP_RND_CONV
+            odd = (q & 1) == 1 if q.dtype != object else np.array([v & 1 == 1 for v in q.ravel()],
+                                                                   dtype=bool).reshape(q.shape)
+            up = (cmp > 0) | ((cmp == 0) & odd)
+        up = up & nonzero
+        q = q + up.astype(q.dtype) if q.dtype != object else q + up.astype(np.int64).astype(object)
+    lo, hi = t.raw_min, t.raw_max
+    o = t.overflow
+    if o == "AP_WRAP":
+        q = (q - lo) % (1 << t.width) + lo
+    elif o == "AP_SAT":
+        q = np.where(q < lo, lo, np.where(q > hi, hi, q))
+    elif o == "AP_SAT_SYM":
+        lo2 = -hi if t.signed else 0
+        q = np.where(q < lo2, lo2, np.where(q > hi, hi, q))
+    else:  # AP_SAT_ZERO
+        q = np.where((q < lo) | (q > hi), 0, q)
+    if q.dtype == object and t.width <= 62:
+        q = q.astype(np.int64)
+    return q

@@ -1,0 +1,78 @@
+"""Shared machinery of the QFX layers: the eval/training switch and the float64 exactness guard.
+
+Eval mode computes in float64. A sum of products is exact in float64 when every
+partial sum is a multiple of the common lsb ``2**-F`` and smaller than ``2**53``
+lsbs; :func:`check_exact` enforces this from the actual operands' grids and
+magnitudes (any input with the same grid and max magnitude is then exact,
+whatever the summation order) and raises ``ValueError`` naming the layer otherwise.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..types import FixedType
+
+_LIMIT = 2.0 ** 53 * (1 - 2.0 ** -40)  # margin for the float64 rounding of the bound itself
+
+
+class QFXModule(nn.Module):
+    """Base of every QFX layer. ``qfx_name`` (set by ``quantize_model``) names it in errors."""
+
+    qfx_name: str | None = None
+
+    @property
+    def layer_name(self) -> str:
+        return f"{self.qfx_name or '<unnamed>'} ({type(self).__name__})"
+
+    #: Set by ``qfx.calibrate``: run the float path with observing (pass-through) quantizers.
+    calibrating: bool = False
+
+    def _calibrating(self) -> bool:
+        return self.calibrating
+
+    def _float_path(self) -> bool:
+        """True in training and calibration: float32 with straight-through casts."""
+        return self.training or self._calibrating()
+
+    def output_type(self, input_types: list[FixedType]) -> FixedType:
+        oq = getattr(self, "output_quantizer", None)
+        if oq is None:
+            if not input_types:
+                raise ValueError(f"{self.layer_name}: output_type needs the input type")
+            return input_types[0]
+        return oq.fixed_type()
+
+
+def frac_bits_of(x: torch.Tensor) -> int:
+    """Smallest F such that every element of float64 ``x`` is a multiple of ``2**-F`` (-1075 if all zero)."""
+    x = x.detach()
+    if x.dtype != torch.float64:
+        x = x.double()
+    nz = x[x != 0]
+    if nz.numel() == 0:
+        return -1075
+    if not bool(torch.isfinite(nz).all()):
+        raise ValueError("non-finite values cannot be computed exactly")
+    mant, exp = torch.frexp(nz)
+    m = (mant.abs() * 2.0 ** 53).to(torch.int64)
+    low = m & -m
+    tz = torch.log2(low.double()).to(torch.int64)
+    return int((53 - exp.to(torch.int64) - tz).max())
+
+
+def check_exact(layer: QFXModule, bound: float, frac: int, what: str = "accumulator") -> None:
+    """Raise ValueError if values up to ``bound`` on a ``2**-frac`` grid need more than 53 bits."""
+    if bound == 0:
+        return
+    if not math.isfinite(bound) or bound * 2.0 ** frac >= _LIMIT:
+        bits = math.inf if not math.isfinite(bound) else math.ceil(math.log2(bound)) + frac + 1
+        raise ValueError(
+            f"{layer.layer_name}: the exact {what} could need {bits} bits, more than the 53 bits float64 "
+            f"holds exactly; use narrower types (fewer fractional bits) for its inputs or weights")
+
+
+def amax(x: torch.Tensor | None) -> float:
+    return 0.0 if x is None or x.numel() == 0 else float(x.detach().abs().max())

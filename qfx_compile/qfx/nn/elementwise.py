@@ -1,0 +1,108 @@
+"""QFX element-wise layers.
+
+``QuantInput(t)``: ``cast(x_float, t)`` (eval: x converted to float64 first).
+``Quant(t)``: ``cast(x, t)`` anywhere. ``ReLU``: ``max(x, 0)``, no cast.
+``Clip(lo, hi)`` (ReLU6 = Clip(0, 6)): ``min(max(x, lo_q), hi_q)``, no cast, with
+``lo_q, hi_q`` = lo, hi cast to the input's type with AP_RND_CONV / AP_SAT
+(eval needs ``input_type``, which ``quantize_model`` keeps up to date; training
+clamps to lo, hi). ``Add(out_type)``: ``cast(a + b, out_type)``, the sum exact.
+``Flatten``: (N, C, H, W) -> (N, C*H*W) in PyTorch order.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..quantize import quantize
+from ..quantizer import Quantizer
+from ..types import FixedType
+from ._base import QFXModule, amax, check_exact, frac_bits_of
+
+
+class Quant(QFXModule):
+    """``cast(x, t)`` with a learned binary point."""
+
+    def __init__(self, type="ap_fixed<8,4,AP_RND,AP_SAT>", *, learnable: bool = True):
+        super().__init__()
+        self.output_quantizer = Quantizer(type, learnable=learnable, name="output")
+
+    @property
+    def quantizer(self) -> Quantizer:
+        return self.output_quantizer
+
+    def forward(self, x):
+        if not self._float_path():
+            x = x.to(torch.float64)
+        return self.output_quantizer(x)
+
+
+class QuantInput(Quant):
+    """The input quantizer: ``cast(x_float, t)``; the first layer of every QFX model."""
+
+
+class ReLU(QFXModule):
+    def forward(self, x):
+        if not self._float_path():
+            x = x.to(torch.float64)
+        return torch.relu(x)
+
+    def output_type(self, input_types):
+        return input_types[0]
+
+
+class Clip(QFXModule):
+    """``min(max(x, lo_q), hi_q)``; see module doc."""
+
+    def __init__(self, lo: float = 0.0, hi: float = 6.0):
+        super().__init__()
+        self.lo, self.hi = float(lo), float(hi)
+        if not self.lo < self.hi:
+            raise ValueError(f"Clip needs lo < hi, got lo={lo}, hi={hi}")
+        self.input_type: FixedType | None = None
+
+    def bounds(self, t: FixedType) -> tuple[float, float]:
+        """``lo_q, hi_q``: lo and hi cast to ``t`` with AP_RND_CONV / AP_SAT."""
+        c = t.replace(rounding="AP_RND_CONV", overflow="AP_SAT")
+        v = quantize(torch.tensor([self.lo, self.hi], dtype=torch.float64), c)
+        return float(v[0]), float(v[1])
+
+    def forward(self, x):
+        if self._float_path():
+            return torch.clamp(x, self.lo, self.hi)
+        if self.input_type is None:
+            raise ValueError(f"{self.layer_name}: eval mode needs the input type (set .input_type, or build the "
+                             f"model with qfx.quantize_model, which infers it)")
+        lo, hi = self.bounds(self.input_type)
+        return torch.clamp(x.to(torch.float64), lo, hi)
+
+    def output_type(self, input_types):
+        return input_types[0]
+
+    def extra_repr(self):
+        return f"lo={self.lo}, hi={self.hi}"
+
+
+class Add(QFXModule):
+    """Residual addition ``cast(a + b, out_type)``; a and b may have different types."""
+
+    def __init__(self, output_type="ap_fixed<8,4,AP_RND,AP_SAT>", *, learnable: bool = True):
+        super().__init__()
+        self.output_quantizer = Quantizer(output_type, learnable=learnable, name="output")
+
+    def forward(self, a, b):
+        if self._float_path():
+            return self.output_quantizer(a + b)
+        a, b = a.to(torch.float64), b.to(torch.float64)
+        check_exact(self, amax(a) + amax(b), max(frac_bits_of(a), frac_bits_of(b)), "sum")
+        return self.output_quantizer(a + b)
+
+
+class Flatten(QFXModule):
+    """``(N, C, H, W) -> (N, C*H*W)``, no arithmetic."""
+
+    def forward(self, x):
+        if not self._float_path():
+            x = x.to(torch.float64)
+        return torch.flatten(x, 1)
+
+    def output_type(self, input_types):
+        return input_types[0]

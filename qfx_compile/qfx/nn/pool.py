@@ -1,0 +1,112 @@
+"""QFX pooling. MaxPool2d: max over the window, no cast. AvgPool2d / AdaptiveAvgPool2d(1):
+``cast(S * r, out_type)`` with ``S`` the exact sum of the ``N`` window elements and
+``r = cast(1/N, ap_ufixed<R, 1-p, AP_RND_CONV, AP_SAT>)``, ``p = floor(log2 N)``,
+``R = recip_bits`` (default 16); exact in eval (float64, guarded). No padding.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..quantizer import Quantizer
+from ..types import FixedType
+from ._base import QFXModule, amax, check_exact, frac_bits_of
+from .linear import _pair
+
+
+def reciprocal_type(n: int, recip_bits: int) -> FixedType:
+    """``ap_ufixed<R, 1-p, AP_RND_CONV, AP_SAT>``, ``p = floor(log2 n)``."""
+    p = int(n).bit_length() - 1
+    return FixedType(recip_bits, 1 - p, False, "AP_RND_CONV", "AP_SAT")
+
+
+def reciprocal_raw(n: int, recip_bits: int) -> tuple[int, FixedType]:
+    """Mantissa of ``r = cast(1/n, reciprocal_type)``, computed exactly with integers."""
+    if n < 1:
+        raise ValueError(f"pool size must be positive, got {n}")
+    t = reciprocal_type(n, recip_bits)
+    q, rem = divmod(1 << t.frac_bits, n)  # frac_bits = R - 1 + p >= 0
+    if 2 * rem > n or (2 * rem == n and q & 1):
+        q += 1
+    return min(q, t.raw_max), t
+
+
+def _check_recip_bits(r):
+    if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= 32:
+        raise ValueError(f"recip_bits must be an int in 1..32, got {r!r}")
+    return r
+
+
+class MaxPool2d(QFXModule):
+    """Max over each window (no padding), no cast; output type = input type."""
+
+    def __init__(self, kernel_size, stride=None):
+        super().__init__()
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride if stride is not None else kernel_size, "stride")
+
+    def forward(self, x):
+        if not self._float_path():
+            x = x.to(torch.float64)
+        return F.max_pool2d(x, self.kernel_size, self.stride)
+
+    def output_type(self, input_types):
+        return input_types[0]
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class _Avg(QFXModule):
+    def _mean(self, x, summed, n):
+        r_raw, rt = reciprocal_raw(n, self.recip_bits)
+        r = r_raw * 2.0 ** -rt.frac_bits
+        if self._float_path():
+            return self.output_quantizer(summed(x) * r)
+        x = x.to(torch.float64)
+        fx = frac_bits_of(x)
+        check_exact(self, amax(x) * n, fx, "window sum")
+        s = summed(x)
+        check_exact(self, amax(x) * n * r, fx + rt.frac_bits, "product S * r")
+        return self.output_quantizer(s * r)
+
+
+class AvgPool2d(_Avg):
+    """``cast(S * r, out_type)`` over ``kernel_size`` windows with ``stride`` (no padding); see module doc."""
+
+    def __init__(self, kernel_size, stride=None, *, output_type="ap_fixed<8,4,AP_RND,AP_SAT>",
+                 recip_bits: int = 16, learnable: bool = True):
+        super().__init__()
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride if stride is not None else kernel_size, "stride")
+        self.recip_bits = _check_recip_bits(recip_bits)
+        self.output_quantizer = Quantizer(output_type, learnable=learnable, name="output")
+
+    def forward(self, x):
+        n = self.kernel_size[0] * self.kernel_size[1]
+        return self._mean(x, lambda v: F.avg_pool2d(v, self.kernel_size, self.stride, divisor_override=1), n)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, recip_bits={self.recip_bits}"
+
+
+class AdaptiveAvgPool2d(_Avg):
+    """Global average pooling (output size 1): ``cast(S * r, out_type)``, ``N = H*W``; output (N, C, 1, 1)."""
+
+    def __init__(self, output_size=1, *, output_type="ap_fixed<8,4,AP_RND,AP_SAT>", recip_bits: int = 16,
+                 learnable: bool = True):
+        super().__init__()
+        if _pair(output_size, "output_size") != (1, 1):
+            raise ValueError(f"AdaptiveAvgPool2d supports output_size 1 only, got {output_size}")
+        self.output_size = 1
+        self.kernel_size = None  # the whole input plane
+        self.stride = None
+        self.recip_bits = _check_recip_bits(recip_bits)
+        self.output_quantizer = Quantizer(output_type, learnable=learnable, name="output")
+
+    def forward(self, x):
+        n = x.shape[-1] * x.shape[-2]
+        return self._mean(x, lambda v: v.sum((2, 3), keepdim=True), n)
+
+    def extra_repr(self):
+        return f"output_size=1, recip_bits={self.recip_bits}"

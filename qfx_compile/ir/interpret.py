@@ -1,0 +1,125 @@
+"""Run an IR graph on integer mantissas, exactly as docs/semantics.md states.
+
+Every value is a pair ``(raw, type)``: ``raw`` has a leading batch axis and
+holds mantissas (int64, or Python ints in an object array where a bound
+exceeds 62 bits); every cast goes through ``qfx.requantize_raw``. The graph's
+input is given either as mantissas of the input quantizer's type (``x_raw``)
+or as floats (``x_float``), which the input quantizer casts exactly.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from ..qfx.quantize import requantize_raw
+from ..qfx.types import FixedType
+from .graph import Graph
+from .ops import get
+from .passes.shapes import infer_shapes
+
+
+def input_quant(graph: Graph):
+    """The node that casts the float graph input (``quant``), or None when the input is typed."""
+    name = graph.inputs[0]
+    if graph.tensors[name].type is not None:
+        return None
+    cons = graph.consumers(name)
+    if len(cons) != 1 or cons[0].op != "quant":
+        raise ValueError(f"graph {graph.name!r}: the float input {name!r} must feed exactly one quant node")
+    return cons[0]
+
+
+def input_type(graph: Graph) -> FixedType:
+    """The type whose mantissas the compiled design receives."""
+    q = input_quant(graph)
+    return graph.tensors[graph.inputs[0]].type if q is None else q.attrs["out_type"]
+
+
+def float_to_raw(x, t: FixedType) -> np.ndarray:
+    """``cast(x, t)`` of float32/float64 values, exact for any width (via the floats' own mantissas)."""
+    x = np.asarray(x, dtype=np.float64)  # float32 -> float64 is exact
+    if not np.isfinite(x).all():
+        raise ValueError("input values must be finite")
+    m, e = np.frexp(x)
+    mant = (m * float(1 << 53)).astype(np.int64)  # exact: |m| < 1
+    out = None
+    for ex in np.unique(e):
+        sel = e == ex
+        q = requantize_raw(mant[sel], 53 - int(ex), t)
+        if out is None:
+            out = np.zeros(x.shape, dtype=q.dtype)
+        if q.dtype == object and out.dtype != object:
+            out = out.astype(object)
+        out[sel] = q
+    return out if out is not None else np.zeros(x.shape, dtype=np.int64)
+
+
+def run_all(graph: Graph, x_raw=None, *, x_float=None) -> dict[str, tuple[np.ndarray, FixedType]]:
+    """Every tensor's ``(raw, type)`` for a batch of inputs (first axis = batch)."""
+    if graph.nodes and any(graph.tensors[o].type is None for n in graph.nodes for o in n.outputs):
+        graph = infer_shapes(graph)
+    name = graph.inputs[0]
+    shape = graph.tensors[name].shape
+    q = input_quant(graph)
+    env: dict[str, tuple[np.ndarray, FixedType]] = {}
+    if (x_raw is None) == (x_float is None):
+        raise ValueError("give exactly one of x_raw (mantissas of the input type) or x_float")
+    skip = None
+    if x_raw is not None:
+        t = input_type(graph)
+        raw = np.asarray(x_raw)
+        if raw.dtype != object and raw.dtype.kind not in "iu":
+            raise ValueError(f"x_raw must hold integer mantissas, got dtype {raw.dtype}")
+        if tuple(raw.shape[1:]) != tuple(shape):
+            raise ValueError(f"x_raw has shape {raw.shape}; expected (N, {', '.join(map(str, shape))})")
+        if raw.size and (raw.min() < t.raw_min or raw.max() > t.raw_max):
+            raise ValueError(f"x_raw holds mantissas outside {t}")
+        if q is None:
+            env[name] = (raw, t)
+        else:
+            env[q.outputs[0]] = (raw, t)
+            skip = q
+    else:
+        xf = np.asarray(x_float)
+        if tuple(xf.shape[1:]) != tuple(shape):
+            raise ValueError(f"x_float has shape {xf.shape}; expected (N, {', '.join(map(str, shape))})")
+        if q is None:
+            env[name] = (float_to_raw(xf, graph.tensors[name].type), graph.tensors[name].type)
+        else:
+            t = q.attrs["out_type"]
+            env[q.outputs[0]] = (float_to_raw(xf, t), t)
+            skip = q
+    for node in graph.nodes:
+        if node is skip:
+            continue
+        op = get(node.op)
+        ins = [env[i] for i in node.inputs]
+        out = op.run(node, ins)
+        env[node.outputs[0]] = (out, graph.tensors[node.outputs[0]].type)
+    return env
+
+
+def run(graph: Graph, x_raw=None, *, x_float=None) -> np.ndarray:
+    """Output mantissas (of the output tensor's type) for a batch of inputs."""
+    return run_all(graph, x_raw, x_float=x_float)[graph.outputs[0]][0]
+
+
+def output_type(graph: Graph) -> FixedType:
+    return graph.tensors[graph.outputs[0]].type
+
+
+def to_fractions(raw, t: FixedType) -> np.ndarray:
+    """Exact values ``raw * 2**-F`` as an object array of ``Fraction``."""
+    raw = np.asarray(raw)
+    scale = Fraction(2) ** -t.frac_bits
+    return np.array([Fraction(int(v)) * scale for v in raw.ravel()], dtype=object).reshape(raw.shape)
+
+
+def to_float64(raw, t: FixedType) -> np.ndarray:
+    """Values as float64; raises when they are not exactly representable."""
+    fr = to_fractions(raw, t)
+    out = np.array([float(v) for v in fr.ravel()], dtype=np.float64).reshape(fr.shape)
+    if any(Fraction(o) != v for o, v in zip(out.ravel(), fr.ravel())):
+        raise ValueError(f"values of {t} are not exact in float64")
+    return out

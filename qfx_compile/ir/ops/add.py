@@ -1,0 +1,28 @@
+"""``add``: ``y = cast(a + b, out_type)``; the sum is exact, the inputs may have different types."""
+from __future__ import annotations
+
+from ...qfx.quantize import requantize_raw
+from .base import OpDef, OpError, align_sum, cast_check, max_abs_raw, out_type
+
+
+def shape(node, in_shapes):
+    a, b = in_shapes
+    if tuple(a) != tuple(b):
+        raise OpError(f"node {node.name!r} (add): input shapes differ: {tuple(a)} and {tuple(b)}")
+    return tuple(a)
+
+
+def type_rule(node, in_types):
+    for t in in_types:
+        cast_check(node, t)
+    return out_type(node)
+
+
+def run(node, inputs):
+    (a, ta), (b, tb) = inputs
+    s, f = align_sum(a, ta.frac_bits, b, tb.frac_bits, max(max_abs_raw(ta), max_abs_raw(tb)))
+    return requantize_raw(s, f, out_type(node))
+
+
+OP = OpDef("add", __doc__, attrs={"out_type": "FixedType", "acc_type": "FixedType?"}, params={}, n_inputs=2,
+           shape=shape, type=type_rule, run=run, casts=True)

@@ -1,0 +1,83 @@
+"""``avgpool``: ``y = cast(S * r, out_type)``, ``S`` the exact sum of the ``N = kh*kw`` window
+elements, ``r = cast(1/N, ap_ufixed<R, 1-p, AP_RND_CONV, AP_SAT>)``, ``p = floor(log2 N)``,
+``R = recip_bits`` (default 16). No padding. Attr ``recip`` (a Const scalar) holds ``r``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...qfx.quantize import requantize_raw
+from ...qfx.types import FixedType
+from ..graph import Const
+from .base import OpDef, OpError, as_wide, cast_check, fits64, int_pair, max_abs_raw, out_type, pads4, window_out
+from .conv2d import patches
+
+DEFAULT_RECIP_BITS = 16
+
+
+def reciprocal(n: int, recip_bits: int) -> Const:
+    """``r = cast(1/n, ap_ufixed<R, 1-p, AP_RND_CONV, AP_SAT>)`` as a scalar Const (exact integers)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise OpError(f"average pooling over {n!r} elements")
+    if isinstance(recip_bits, bool) or not isinstance(recip_bits, (int, np.integer)) or not 1 <= recip_bits <= 64:
+        raise OpError(f"recip_bits must be an int in 1..64, got {recip_bits!r}")
+    n, r_bits = int(n), int(recip_bits)
+    p = n.bit_length() - 1
+    t = FixedType(r_bits, 1 - p, False, "AP_RND_CONV", "AP_SAT")
+    f = t.frac_bits
+    q, rem = divmod(1 << f, n)  # 2**f / n = q + rem/n
+    if 2 * rem > n or (2 * rem == n and q % 2 == 1):
+        q += 1
+    q = min(max(q, t.raw_min), t.raw_max)
+    return Const(np.array(q, dtype=np.int64), t)
+
+
+def recip_bits(node) -> int:
+    return node.attrs.get("recip_bits", DEFAULT_RECIP_BITS)
+
+
+def scale_sum(node, s: np.ndarray, tx: FixedType, n: int) -> np.ndarray:
+    """``cast(S * r, out_type)`` for window sums ``S`` of ``n`` elements at ``tx``'s binary point."""
+    r = reciprocal(n, recip_bits(node))
+    rv = int(r.raw)
+    if fits64(max_abs_raw(tx) * n * rv) and s.dtype != object:
+        prod = s.astype(np.int64) * rv
+    else:
+        prod = as_wide(s) * rv
+    return requantize_raw(prod, tx.frac_bits + r.type.frac_bits, out_type(node))
+
+
+def geometry(node):
+    k = int_pair(node, "kernel")
+    p = pads4(node)
+    if any(p):
+        raise OpError(f"node {node.name!r} (avgpool): padding is not supported, got pads {p}")
+    return k, int_pair(node, "stride", k), p
+
+
+def shape(node, in_shapes):
+    k, s, p = geometry(node)
+    reciprocal(k[0] * k[1], recip_bits(node))
+    ho, wo = window_out(node, in_shapes[0], k, s, p)
+    return (in_shapes[0][0], ho, wo)
+
+
+def type_rule(node, in_types):
+    cast_check(node, in_types[0])
+    return out_type(node)
+
+
+def run(node, inputs):
+    (x, tx), = inputs
+    k, s, p = geometry(node)
+    win = patches(x, k, s, p)
+    n = k[0] * k[1]
+    if not fits64(max_abs_raw(tx) * n):
+        win = as_wide(win)
+    return scale_sum(node, win.sum(axis=(2, 3)), tx, n)
+
+
+OP = OpDef("avgpool", __doc__,
+           attrs={"out_type": "FixedType", "kernel": "(kh, kw)", "stride": "(sh, sw)",
+                  "pads": "(0, 0, 0, 0)", "recip_bits": "int", "recip": "Const?", "acc_type": "FixedType?"},
+           params={}, n_inputs=1, shape=shape, type=type_rule, run=run, casts=True)

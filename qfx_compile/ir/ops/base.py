@@ -1,0 +1,150 @@
+"""What every op module declares (QONNX custom-op style) and the exact integer helpers they share.
+
+An :class:`OpDef` holds, side by side, an op's attributes, parameters, shape
+rule, type rule and integer interpreter. Values in the interpreter are pairs
+``(raw, type)``: ``raw`` has a leading batch axis and holds mantissas (int64,
+or an object array of Python ints when a bound exceeds 62 bits).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+
+from ...qfx.types import FixedType
+from ..graph import Const, Node
+
+#: Largest magnitude kept in int64 arithmetic; anything that may exceed it uses Python ints.
+INT64_SAFE_BITS = 62
+
+
+class OpError(ValueError):
+    """A node's attributes, parameters or input shapes/types break its op's rules."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OpDef:
+    """One IR op: its declaration and its three rules."""
+
+    name: str
+    doc: str
+    attrs: dict[str, str]  # attribute name -> what it holds ("?" suffix: optional)
+    params: dict[str, str]  # parameter name -> shape ("?" suffix: optional)
+    n_inputs: int
+    shape: Callable[[Node, list[tuple[int, ...]]], tuple[int, ...]]
+    type: Callable[[Node, list[FixedType]], FixedType]
+    run: Callable[[Node, list[tuple[np.ndarray, FixedType]]], np.ndarray]
+    casts: bool = False  # True: the op ends with cast(., out_type)
+
+
+# ----------------------------------------------------------------- attr helpers
+def attr(node: Node, key: str, default: Any = dataclasses.MISSING) -> Any:
+    if key in node.attrs:
+        return node.attrs[key]
+    if default is dataclasses.MISSING:
+        raise OpError(f"node {node.name!r} ({node.op}) lacks attribute {key!r}")
+    return default
+
+
+def out_type(node: Node) -> FixedType:
+    t = attr(node, "out_type")
+    if not isinstance(t, FixedType):
+        raise OpError(f"node {node.name!r} ({node.op}): out_type must be a FixedType, got {t!r}")
+    return t
+
+
+def int_pair(node: Node, key: str, default=None) -> tuple[int, int]:
+    v = attr(node, key, default)
+    if (not isinstance(v, (tuple, list)) or len(v) != 2
+            or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in v)):
+        raise OpError(f"node {node.name!r} ({node.op}): {key} must be two ints, got {v!r}")
+    return int(v[0]), int(v[1])
+
+
+def pads4(node: Node) -> tuple[int, int, int, int]:
+    v = attr(node, "pads", (0, 0, 0, 0))
+    if (not isinstance(v, (tuple, list)) or len(v) != 4
+            or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) and i >= 0 for i in v)):
+        raise OpError(f"node {node.name!r} ({node.op}): pads must be 4 ints >= 0 (top, left, bottom, right), got {v!r}")
+    return tuple(int(i) for i in v)
+
+
+def window_out(node: Node, in_shape, kernel, stride, pads) -> tuple[int, int]:
+    """Output (H', W') of a sliding window (floor mode); errors when the window does not fit."""
+    if len(in_shape) != 3:
+        raise OpError(f"node {node.name!r} ({node.op}) needs a (C, H, W) input, got shape {tuple(in_shape)}")
+    _, h, w = in_shape
+    (kh, kw), (sh, sw) = kernel, stride
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1:
+        raise OpError(f"node {node.name!r} ({node.op}): kernel and stride must be >= 1, got {kernel}, {stride}")
+    hp, wp = h + pads[0] + pads[2], w + pads[1] + pads[3]
+    if hp < kh or wp < kw:
+        raise OpError(f"node {node.name!r} ({node.op}): kernel {kernel} larger than padded input {(hp, wp)}")
+    return (hp - kh) // sh + 1, (wp - kw) // sw + 1
+
+
+# -------------------------------------------------------------- exact integers
+def max_abs_raw(t: FixedType) -> int:
+    return max(-t.raw_min, t.raw_max)
+
+
+def as_wide(a: np.ndarray) -> np.ndarray:
+    """The same integers as an object array of Python ints."""
+    a = np.asarray(a)
+    if a.dtype == object:
+        return a
+    return np.array(a.tolist(), dtype=object).reshape(a.shape) if a.size else a.astype(object)
+
+
+def fits64(bound: int) -> bool:
+    return int(bound).bit_length() <= INT64_SAFE_BITS
+
+
+def shift_left(a: np.ndarray, s) -> np.ndarray:
+    """``a * 2**s`` exactly (``s`` >= 0, an int or an array broadcastable to ``a``)."""
+    a = np.asarray(a)
+    s_arr = np.asarray(s)
+    if s_arr.size and int(s_arr.max()) == 0 and int(s_arr.min()) == 0:
+        return a
+    top = int(np.abs(a).max()) if a.size else 0
+    if a.dtype == object or not fits64(top << int(s_arr.max() if s_arr.size else 0)):
+        a = as_wide(a)
+        s_obj = as_wide(np.broadcast_to(s_arr, a.shape)) if s_arr.ndim else int(s_arr)
+        return a * (2 ** s_obj) if s_arr.ndim else a * (1 << int(s_arr))
+    return a.astype(np.int64) << s_arr.astype(np.int64)
+
+
+def const_common(c: Const) -> tuple[np.ndarray, int]:
+    """A constant's mantissas rescaled to one binary point: ``(raw, F)`` with value = raw * 2**-F."""
+    f = np.asarray(c.frac_bits(), dtype=np.int64)
+    big = int(f.max())
+    if c.int_bits is None or c.raw.ndim == 0:
+        return np.asarray(c.raw), big
+    s = (big - f).reshape((-1,) + (1,) * (c.raw.ndim - 1))
+    return shift_left(c.raw, s), big
+
+
+def const_values_bound(raw: np.ndarray) -> int:
+    return int(np.abs(raw).max()) if raw.size else 0
+
+
+def align_sum(a: np.ndarray, fa: int, b: np.ndarray, fb: int, bound: int) -> tuple[np.ndarray, int]:
+    """Exact ``a*2**-fa + b*2**-fb`` as ``(raw, F)``; ``bound`` bounds |a| and |b| before shifting."""
+    f = max(fa, fb)
+    big = bound << (f - min(fa, fb))
+    if not fits64(2 * big):
+        a, b = as_wide(a), as_wide(b)
+    return shift_left(a, f - fa) + shift_left(b, f - fb), f
+
+
+def matmul_exact(x: np.ndarray, w: np.ndarray, bound: int) -> np.ndarray:
+    """``x @ w`` exactly; ``bound`` bounds every |partial sum|."""
+    if fits64(bound) and x.dtype != object and w.dtype != object:
+        return np.matmul(x.astype(np.int64), w.astype(np.int64))
+    return np.matmul(as_wide(x), as_wide(w))
+
+
+def cast_check(node: Node, t) -> None:
+    if not isinstance(t, FixedType):
+        raise OpError(f"node {node.name!r} ({node.op}): input has no fixed-point type")

@@ -1,0 +1,49 @@
+"""``batchnorm``: ``y = cast(x * a_c + b_c, out_type)`` per channel (axis 0 of the activation).
+
+Params ``scale`` (a, shape (C,)) and ``shift`` (b, shape (C,)), each with its own
+(optionally per-channel) binary point. Inputs (C, H, W) or (C,).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...qfx.quantize import requantize_raw
+from ..graph import Const
+from .base import OpDef, OpError, align_sum, as_wide, cast_check, const_common, max_abs_raw, out_type, fits64
+
+
+def shape(node, in_shapes):
+    s = tuple(in_shapes[0])
+    if len(s) not in (1, 3):
+        raise OpError(f"node {node.name!r} (batchnorm) needs a (C, H, W) or (C,) input, got {s}")
+    for k in ("scale", "shift"):
+        c = node.params.get(k)
+        if not isinstance(c, Const) or c.shape != (s[0],):
+            raise OpError(f"node {node.name!r} (batchnorm): {k} must have shape ({s[0]},), got "
+                          f"{getattr(c, 'shape', c)}")
+    return s
+
+
+def type_rule(node, in_types):
+    cast_check(node, in_types[0])
+    return out_type(node)
+
+
+def run(node, inputs):
+    (x, tx), = inputs
+    a, fa = const_common(node.params["scale"])
+    b, fb = const_common(node.params["shift"])
+    bshape = (1, -1) + (1,) * (x.ndim - 2)
+    bound = max_abs_raw(tx) * (int(np.abs(as_wide(a)).max()) if a.size else 0)
+    if fits64(bound) and x.dtype != object and a.dtype != object:
+        prod = x.astype(np.int64) * a.astype(np.int64).reshape(bshape)
+    else:
+        prod = as_wide(x) * as_wide(a).reshape(bshape)
+    bb = int(np.abs(as_wide(b)).max()) if b.size else 0
+    s, f = align_sum(prod, tx.frac_bits + fa, np.asarray(b).reshape(bshape), fb, max(bound, bb))
+    return requantize_raw(s, f, out_type(node))
+
+
+OP = OpDef("batchnorm", __doc__, attrs={"out_type": "FixedType", "acc_type": "FixedType?"},
+           params={"scale": "(C,)", "shift": "(C,)"}, n_inputs=1, shape=shape, type=type_rule, run=run,
+           casts=True)

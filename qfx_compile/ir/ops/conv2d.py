@@ -1,0 +1,67 @@
+"""``conv2d``: ``y = cast(sum_{c,ky,kx} x * w + b, out_type)``, groups 1, dilation 1, zero padding.
+
+Weight (O, C, KH, KW), bias (O,) optional; attrs ``kernel`` (kh, kw), ``stride`` (sh, sw),
+``pads`` (top, left, bottom, right). K-hot term indices address the flattened (C, KH, KW) patch.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import OpDef, OpError, cast_check, const_common, int_pair, out_type, pads4, window_out
+from .linear import check_params, weighted_sum
+
+
+def geometry(node):
+    return int_pair(node, "kernel"), int_pair(node, "stride", (1, 1)), pads4(node)
+
+
+def shape(node, in_shapes):
+    w = node.params.get("weight")
+    check_params(node, w.shape[0] if w is not None and len(w.shape) == 4 else -1)
+    kernel, stride, pads = geometry(node)
+    if len(w.shape) != 4 or tuple(w.shape[2:]) != kernel:
+        raise OpError(f"node {node.name!r} (conv2d): weight {w.shape} does not match kernel {kernel}")
+    if len(in_shapes[0]) != 3 or in_shapes[0][0] != w.shape[1]:
+        raise OpError(f"node {node.name!r} (conv2d): input {tuple(in_shapes[0])} does not have the "
+                      f"{w.shape[1]} channels the weight expects")
+    ho, wo = window_out(node, in_shapes[0], kernel, stride, pads)
+    return (w.shape[0], ho, wo)
+
+
+def type_rule(node, in_types):
+    cast_check(node, in_types[0])
+    return out_type(node)
+
+
+def patches(x: np.ndarray, kernel, stride, pads, fill=0) -> np.ndarray:
+    """im2col: (N, C, H, W) -> (N, C, KH, KW, H', W') (padding cells hold ``fill``)."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (pt, pl, pb, pr) = kernel, stride, pads
+    xp = np.full((n, c, h + pt + pb, w + pl + pr), fill, dtype=x.dtype)
+    xp[:, :, pt:pt + h, pl:pl + w] = x
+    ho, wo = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+    out = np.empty((n, c, kh, kw, ho, wo), dtype=x.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            out[:, :, ky, kx] = xp[:, :, ky:ky + sh * (ho - 1) + 1:sh, kx:kx + sw * (wo - 1) + 1:sw]
+    return out
+
+
+def run(node, inputs):
+    (x, tx), = inputs
+    kernel, stride, pads = geometry(node)
+    p = patches(x, kernel, stride, pads)
+    n, c, kh, kw, ho, wo = p.shape
+    cols = p.reshape(n, c * kh * kw, ho * wo)
+    wraw, fw = const_common(node.params["weight"])
+    w2 = np.asarray(wraw).reshape(wraw.shape[0], -1)
+    y = weighted_sum(node, cols, tx, w2, fw, channel_axis=1)
+    return y.reshape(n, w2.shape[0], ho, wo)
+
+
+OP = OpDef("conv2d", __doc__,
+           attrs={"out_type": "FixedType", "kernel": "(kh, kw)", "stride": "(sh, sw)",
+                  "pads": "(top, left, bottom, right)", "acc_type": "FixedType?", "terms": "list?",
+                  "adders": "int?"},
+           params={"weight": "(O, C, KH, KW)", "bias": "(O,)?"}, n_inputs=1,
+           shape=shape, type=type_rule, run=run, casts=True)

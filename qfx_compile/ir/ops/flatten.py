@@ -1,0 +1,23 @@
+"""``flatten``: ``(C, H, W) -> (C*H*W,)`` in PyTorch (row-major) order, no arithmetic."""
+from __future__ import annotations
+
+import math
+
+from .base import OpDef, cast_check
+
+
+def shape(node, in_shapes):
+    return (math.prod(in_shapes[0]),)
+
+
+def type_rule(node, in_types):
+    cast_check(node, in_types[0])
+    return in_types[0]
+
+
+def run(node, inputs):
+    (x, tx), = inputs
+    return x.reshape(x.shape[0], -1)
+
+
+OP = OpDef("flatten", __doc__, attrs={}, params={}, n_inputs=1, shape=shape, type=type_rule, run=run)

@@ -1,0 +1,32 @@
+"""``global_avgpool``: (C, H, W) -> (C, 1, 1), ``y = cast(S * r, out_type)`` over all ``N = H*W``
+elements of a channel, ``r`` as in ``avgpool`` (attrs ``recip_bits``, ``recip``)."""
+from __future__ import annotations
+
+from .avgpool import reciprocal, recip_bits, scale_sum
+from .base import OpDef, OpError, as_wide, cast_check, fits64, max_abs_raw, out_type
+
+
+def shape(node, in_shapes):
+    s = tuple(in_shapes[0])
+    if len(s) != 3:
+        raise OpError(f"node {node.name!r} (global_avgpool) needs a (C, H, W) input, got {s}")
+    reciprocal(s[1] * s[2], recip_bits(node))
+    return (s[0], 1, 1)
+
+
+def type_rule(node, in_types):
+    cast_check(node, in_types[0])
+    return out_type(node)
+
+
+def run(node, inputs):
+    (x, tx), = inputs
+    n = x.shape[2] * x.shape[3]
+    if not fits64(max_abs_raw(tx) * n):
+        x = as_wide(x)
+    return scale_sum(node, x.sum(axis=(2, 3), keepdims=True), tx, n)
+
+
+OP = OpDef("global_avgpool", __doc__,
+           attrs={"out_type": "FixedType", "recip_bits": "int", "recip": "Const?", "acc_type": "FixedType?"},
+           params={}, n_inputs=1, shape=shape, type=type_rule, run=run, casts=True)

@@ -1,0 +1,23 @@
+"""``quant``: ``y = cast(x, out_type)`` (an activation quantizer; the first node casts the float input)."""
+from __future__ import annotations
+
+from ...qfx.quantize import requantize_raw
+from .base import OpDef, cast_check, out_type
+
+
+def shape(node, in_shapes):
+    return tuple(in_shapes[0])
+
+
+def type_rule(node, in_types):
+    return out_type(node)
+
+
+def run(node, inputs):
+    (x, tx), = inputs
+    cast_check(node, tx)
+    return requantize_raw(x, tx.frac_bits, out_type(node))
+
+
+OP = OpDef("quant", __doc__, attrs={"out_type": "FixedType"}, params={}, n_inputs=1,
+           shape=shape, type=type_rule, run=run, casts=True)

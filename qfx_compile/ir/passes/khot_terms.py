@@ -1,0 +1,55 @@
+"""Shift-add terms of constant weights (``dense``/``conv2d``) in canonical signed digits.
+
+Each weight ``w = m * 2**-f_c`` becomes ``sum sign * 2**exponent`` with the CSD digits of
+``m`` (exponent absolute: digit position minus ``f_c``). Sets, per node,
+``attrs["terms"]``: per output channel a list of ``(input flat index, sign, exponent)``
+(index into the flattened (n_in,) or (C, KH, KW) patch) and ``attrs["adders"]``:
+additions needed to sum every channel's terms (``sum_c max(len_c - 1, 0)``; bias excluded).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..graph import Graph
+from ..ops.base import as_wide
+
+try:  # the training library's digit decomposition, when present
+    from ...qfx.khot import digits_of as _lib_digits_of  # type: ignore
+except Exception:  # pragma: no cover - khot.py not there yet
+    _lib_digits_of = None
+
+
+def csd_digits(m: int) -> list[tuple[int, int]]:
+    """Canonical signed digits of ``m``: ``[(sign, e), ...]`` with ``m = sum sign * 2**e`` (no two adjacent)."""
+    m = int(m)
+    out, e = [], 0
+    while m:
+        if m & 1:
+            d = 2 - (m & 3)  # +1 or -1
+            out.append((d, e))
+            m -= d
+        m >>= 1
+        e += 1
+    return out
+
+
+def channel_terms(raw_row, frac: int) -> list[tuple[int, int, int]]:
+    terms = []
+    for i, m in enumerate(raw_row):
+        for sign, e in csd_digits(int(m)):
+            terms.append((i, sign, e - frac))
+    return terms
+
+
+def khot_terms(graph: Graph) -> Graph:
+    g = graph.copy()
+    for node in g.nodes:
+        if node.op not in ("dense", "conv2d"):
+            continue
+        w = node.params["weight"]
+        raw = as_wide(np.asarray(w.raw).reshape(w.raw.shape[0], -1))
+        fr = np.broadcast_to(np.asarray(w.frac_bits()), (raw.shape[0],))
+        terms = [channel_terms(raw[j], int(fr[j])) for j in range(raw.shape[0])]
+        node.attrs["terms"] = terms
+        node.attrs["adders"] = sum(max(len(t) - 1, 0) for t in terms)
+    return g

@@ -164,7 +164,7 @@ class Quantizer(nn.Module):
         self.name = name
         shape = () if channels is None else (channels,)
         self.int_bits_param = nn.Parameter(torch.full(shape, float(t.int_bits)), requires_grad=learnable)
-        self.frozen = False
+        self.frozen = not learnable
         self.calibrating = False
         self._obs = None  # (lo, hi) tensors observed while calibrating
 

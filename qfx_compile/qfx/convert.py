@@ -1,0 +1,367 @@
+"""``quantize_model``: turn a float ``nn.Module`` into a QFX model (torch.fx graph of QFX layers).
+
+The model is traced with torch.fx (QFX layers and torch.nn layers are leaves);
+supported layers are swapped for their QFX twins with the trained weights and
+statistics copied; residual ``+`` (``operator.add`` / ``torch.add``) becomes
+``qfx.nn.Add``, ``torch.flatten`` / ``nn.Flatten`` / ``x.flatten(1)`` become
+``qfx.nn.Flatten``, ``F.relu`` becomes ``qfx.nn.ReLU``; Dropout and Identity are
+removed; a ``QuantInput`` is inserted after the input. Weight / bias / BatchNorm
+binary points start from the float values; activation binary points from one
+calibration pass over ``example_input`` (unless ``learn_int_bits=False``: then
+every type is used exactly as declared and frozen).
+
+Which type goes where (``QFXConfig`` fields; a FixedType or its C++ spelling):
+``weight``, ``bias`` (Linear/Conv2d), ``output`` (Linear/Conv2d output cast),
+``bn_scale``, ``bn_shift``, ``bn_output`` (BatchNorm2d), ``residual`` (Add),
+``pool`` (average pools), ``input`` (QuantInput); ``output``, ``bn_output``,
+``residual``, ``pool``, ``input`` default to ``activation``.
+``overrides`` maps a layer's qualified name (fnmatch patterns allowed) or a
+class name (``"Conv2d"``, ``"Linear"``, ``"BatchNorm2d"``, ``"Add"``, ...) to a dict
+of these fields (mixed precision); names win over class names.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from . import nn as qnn
+from .calibrate import calibrate
+from .khot import DIGIT_FLAVOURS, check_khot
+from .quantizer import Quantizer, as_fixed_type, int_bits_to_cover
+from .types import FixedType
+
+
+@dataclasses.dataclass
+class QFXConfig:
+    """Default types and options of :func:`quantize_model` (see module doc)."""
+
+    weight: FixedType | str = "ap_fixed<8,1,AP_RND_CONV,AP_SAT>"
+    bias: FixedType | str = "ap_fixed<16,6,AP_RND_CONV,AP_SAT>"
+    activation: FixedType | str = "ap_fixed<8,4,AP_RND,AP_SAT>"
+    output: FixedType | str | None = None
+    input: FixedType | str | None = None
+    bn_scale: FixedType | str = "ap_fixed<8,3,AP_RND_CONV,AP_SAT>"
+    bn_shift: FixedType | str = "ap_fixed<8,3,AP_RND_CONV,AP_SAT>"
+    bn_output: FixedType | str | None = None
+    residual: FixedType | str | None = None
+    pool: FixedType | str | None = None
+    k_hot: int | list | None = None
+    digits: str = "csd"
+    per_channel_weights: bool = True
+    per_channel_bn: bool = True
+    learn_int_bits: bool = True
+    recip_bits: int = 16
+    input_range: tuple[float, float] | None = None
+    overrides: dict = dataclasses.field(default_factory=dict)
+
+
+_TYPE_FIELDS = ("weight", "bias", "activation", "output", "input", "bn_scale", "bn_shift", "bn_output", "residual",
+                "pool")
+_OVERRIDABLE = set(f.name for f in dataclasses.fields(QFXConfig)) - {"overrides", "input_range"}
+_FIELD_DEFAULTS = {"output": "activation", "input": "activation", "bn_output": "activation",
+                   "residual": "activation", "pool": "activation"}
+
+SUPPORTED = ("nn.Linear", "nn.Conv2d (groups=1, dilation=1, zero padding)", "nn.BatchNorm2d", "nn.ReLU",
+             "nn.ReLU6", "nn.Hardtanh", "nn.MaxPool2d (no padding)", "nn.AvgPool2d (no padding)",
+             "nn.AdaptiveAvgPool2d(1)", "nn.Flatten", "nn.Dropout", "nn.Identity", "qfx.nn layers",
+             "operator.add / torch.add (two tensors)", "torch.flatten(x, 1)", "F.relu / torch.relu")
+
+
+def _as_config(config) -> QFXConfig:
+    if config is None:
+        return QFXConfig()
+    if isinstance(config, QFXConfig):
+        return config
+    if isinstance(config, dict):
+        bad = set(config) - {f.name for f in dataclasses.fields(QFXConfig)}
+        if bad:
+            raise ValueError(f"unknown QFXConfig field(s) {sorted(bad)}; known: "
+                             f"{[f.name for f in dataclasses.fields(QFXConfig)]}")
+        return QFXConfig(**config)
+    raise ValueError(f"config must be a QFXConfig, a dict or None, got {type(config).__name__}")
+
+
+class _Resolver:
+    """Per-layer options: defaults, then class-name overrides, then name overrides."""
+
+    def __init__(self, cfg: QFXConfig):
+        self.cfg = cfg
+        self.used = set()
+        if not isinstance(cfg.overrides, dict):
+            raise ValueError("QFXConfig.overrides must be a dict {layer name or class name: {field: value}}")
+        for key, ov in cfg.overrides.items():
+            if not isinstance(ov, dict):
+                raise ValueError(f"override {key!r} must be a dict of QFXConfig fields, got {ov!r}")
+            bad = set(ov) - _OVERRIDABLE
+            if bad:
+                raise ValueError(f"override {key!r}: unknown field(s) {sorted(bad)}; overridable: "
+                                 f"{sorted(_OVERRIDABLE)}")
+        base = {f: getattr(cfg, f) for f in _OVERRIDABLE}
+        self._validate(base, "QFXConfig")
+
+    @staticmethod
+    def _validate(opts: dict, where: str) -> None:
+        for f in _TYPE_FIELDS:
+            if opts.get(f) is not None:
+                opts[f] = as_fixed_type(opts[f], f"{where}: {f}")
+        if opts.get("digits") not in DIGIT_FLAVOURS:
+            raise ValueError(f"{where}: digits must be one of {DIGIT_FLAVOURS}, got {opts.get('digits')!r}")
+        if opts.get("k_hot") is not None:
+            check_khot(opts["k_hot"], opts["digits"], opts["weight"].width, f"{where}: k_hot")
+        if not opts["weight"].signed:
+            raise ValueError(f"{where}: the weight type {opts['weight']} is unsigned; weights need ap_fixed")
+
+    def options(self, name: str, classes: tuple[str, ...]) -> dict:
+        opts = {f: getattr(self.cfg, f) for f in _OVERRIDABLE}
+        ov = self.cfg.overrides
+        for key in ov:
+            if key in classes:
+                opts.update(ov[key])
+                self.used.add(key)
+        for key in ov:
+            if key not in classes and (key == name or fnmatch.fnmatchcase(name, key)):
+                opts.update(ov[key])
+                self.used.add(key)
+        for f, src in _FIELD_DEFAULTS.items():
+            if opts.get(f) is None:
+                opts[f] = opts[src]
+        self._validate(opts, f"layer {name!r}")
+        return opts
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, qnn.QFXModule) or super().is_leaf_module(m, qualname)
+
+
+def _set_module(root: nn.Module, target: str, new: nn.Module) -> None:
+    parent, _, leaf = target.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, new)
+
+
+def _unsupported(name: str, what: str, why: str = "") -> ValueError:
+    return ValueError(f"unsupported layer {name!r} ({what}){': ' + why if why else ''}. "
+                      f"Supported: {', '.join(SUPPORTED)}")
+
+
+def _convert_module(name: str, mod: nn.Module, opts: dict):
+    """The QFX twin of ``mod`` (weights copied), or None to drop it (Dropout, Identity)."""
+    learn = opts["learn_int_bits"]
+    cls = type(mod).__name__
+    if isinstance(mod, qnn.QFXModule):
+        return mod
+    if isinstance(mod, (nn.Dropout, nn.Identity)):
+        return None
+    if isinstance(mod, nn.Linear):
+        new = qnn.Linear(mod.in_features, mod.out_features, mod.bias is not None, weight_type=opts["weight"],
+                         bias_type=opts["bias"], output_type=opts["output"],
+                         per_channel=opts["per_channel_weights"], k_hot=opts["k_hot"],
+                         digits=opts["digits"] if opts["k_hot"] is not None else None, learnable=learn)
+    elif isinstance(mod, nn.Conv2d):
+        if mod.groups != 1 or tuple(mod.dilation) != (1, 1):
+            raise _unsupported(name, cls, f"groups={mod.groups}, dilation={mod.dilation}; only 1 and 1")
+        if mod.padding_mode != "zeros":
+            raise _unsupported(name, cls, f"padding_mode={mod.padding_mode!r}; only 'zeros'")
+        pad = mod.padding
+        if isinstance(pad, str):
+            if pad != "valid":
+                raise _unsupported(name, cls, f"padding={pad!r}; give explicit padding")
+            pad = (0, 0)
+        new = qnn.Conv2d(mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride, pad,
+                         mod.bias is not None, weight_type=opts["weight"], bias_type=opts["bias"],
+                         output_type=opts["output"], per_channel=opts["per_channel_weights"], k_hot=opts["k_hot"],
+                         digits=opts["digits"] if opts["k_hot"] is not None else None, learnable=learn)
+    elif isinstance(mod, nn.BatchNorm2d):
+        if not mod.track_running_stats:
+            raise _unsupported(name, cls, "track_running_stats=False (eval needs running statistics)")
+        new = qnn.BatchNorm2d(mod.num_features, mod.eps, mod.momentum, scale_type=opts["bn_scale"],
+                              shift_type=opts["bn_shift"], output_type=opts["bn_output"],
+                              per_channel=opts["per_channel_bn"], learnable=learn)
+        with torch.no_grad():
+            if mod.affine:
+                new.weight.copy_(mod.weight)
+                new.bias.copy_(mod.bias)
+            new.running_mean.copy_(mod.running_mean)
+            new.running_var.copy_(mod.running_var)
+            new.num_batches_tracked.copy_(mod.num_batches_tracked)
+        if learn:
+            new.init_quantizers_from_stats()
+        return new
+    elif isinstance(mod, nn.ReLU):
+        return qnn.ReLU()
+    elif isinstance(mod, nn.ReLU6):
+        return qnn.Clip(0.0, 6.0)
+    elif isinstance(mod, nn.Hardtanh):
+        return qnn.Clip(mod.min_val, mod.max_val)
+    elif isinstance(mod, nn.MaxPool2d):
+        if mod.padding not in (0, (0, 0)) or mod.dilation not in (1, (1, 1)) or mod.ceil_mode or mod.return_indices:
+            raise _unsupported(name, cls, "padding, dilation, ceil_mode and return_indices are not supported")
+        return qnn.MaxPool2d(mod.kernel_size, mod.stride)
+    elif isinstance(mod, nn.AvgPool2d):
+        if mod.padding not in (0, (0, 0)) or mod.ceil_mode or mod.divisor_override is not None:
+            raise _unsupported(name, cls, "padding, ceil_mode and divisor_override are not supported")
+        return qnn.AvgPool2d(mod.kernel_size, mod.stride, output_type=opts["pool"], recip_bits=opts["recip_bits"],
+                             learnable=learn)
+    elif isinstance(mod, nn.AdaptiveAvgPool2d):
+        if mod.output_size not in (1, (1, 1), [1, 1]):
+            raise _unsupported(name, cls, f"output_size={mod.output_size}; only 1")
+        return qnn.AdaptiveAvgPool2d(1, output_type=opts["pool"], recip_bits=opts["recip_bits"], learnable=learn)
+    elif isinstance(mod, nn.Flatten):
+        if mod.start_dim != 1 or mod.end_dim != -1:
+            raise _unsupported(name, cls, "only start_dim=1, end_dim=-1")
+        return qnn.Flatten()
+    else:
+        raise _unsupported(name, cls)
+    with torch.no_grad():
+        new.weight.copy_(mod.weight)
+        if mod.bias is not None:
+            new.bias.copy_(mod.bias)
+    if learn:
+        new.init_quantizers_from_weights()
+    return new
+
+
+def _float_class(mod) -> tuple[str, ...]:
+    names = (type(mod).__name__,)
+    return names
+
+
+def quantize_model(model: nn.Module, config=None, example_input: torch.Tensor | None = None) -> fx.GraphModule:
+    """A QFX model (``fx.GraphModule``, in training mode) computing ``model`` in fixed point; see module doc."""
+    cfg = _as_config(config)
+    res = _Resolver(cfg)
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as e:  # noqa: BLE001 - report any tracing failure the same way
+        raise ValueError(f"torch.fx could not trace {type(model).__name__}: {e}") from e
+    gm = fx.GraphModule(model, graph, type(model).__name__ + "QFX")
+    g = gm.graph
+    placeholders = [n for n in g.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise ValueError(f"quantize_model supports one input tensor, the model has {len(placeholders)}")
+    new_name = {}
+
+    def add_module(node, base, mod, args):
+        name = base
+        i = 1
+        while hasattr(gm, name):
+            name = f"{base}_{i}"
+            i += 1
+        gm.add_submodule(name, mod)
+        with g.inserting_after(node):
+            new = g.call_module(name, args=args)
+        node.replace_all_uses_with(new)
+        g.erase_node(node)
+        return name
+
+    for node in list(g.nodes):
+        if node.op == "call_module":
+            mod = gm.get_submodule(node.target)
+            if node.target in new_name:
+                _set_module(gm, node.target, new_name[node.target])
+                continue
+            opts = res.options(node.target, _float_class(mod))
+            try:
+                new = _convert_module(node.target, mod, opts)
+            except ValueError as e:
+                if str(e).startswith("unsupported layer"):
+                    raise
+                raise ValueError(f"layer {node.target!r} ({type(mod).__name__}): {e}") from None
+            if new is None:
+                node.replace_all_uses_with(node.args[0])
+                g.erase_node(node)
+                continue
+            new_name[node.target] = new
+            _set_module(gm, node.target, new)
+        elif node.op in ("call_function", "call_method"):
+            t = node.target
+            tensors = [a for a in node.args if isinstance(a, fx.Node)]
+            if t in (operator.add, torch.add, "add") and len(node.args) == 2 and len(tensors) == 2 \
+                    and not node.kwargs:
+                opts = res.options(node.name, ("Add",))
+                add_module(node, node.name, qnn.Add(opts["residual"], learnable=opts["learn_int_bits"]),
+                           tuple(node.args))
+            elif t in (torch.flatten, "flatten") and len(tensors) == 1 and \
+                    tuple(node.args[1:]) + tuple(node.kwargs.values()) in ((1,), (1, -1)):
+                add_module(node, node.name, qnn.Flatten(), (node.args[0],))
+            elif t in (F.relu, torch.relu, "relu") and len(tensors) == 1 and len(node.args) == 1:
+                add_module(node, node.name, qnn.ReLU(), (node.args[0],))
+            else:
+                what = t if isinstance(t, str) else getattr(t, "__name__", str(t))
+                raise _unsupported(node.name, f"{node.op} {what}")
+        elif node.op == "get_attr":
+            raise _unsupported(node.name, f"parameter or buffer access {node.target!r} in forward")
+    unused = set(cfg.overrides) - res.used
+    # the input quantizer
+    ph = placeholders[0]
+    opts = res.options("input_quant", ("QuantInput",))
+    qin = qnn.QuantInput(opts["input"], learnable=opts["learn_int_bits"])
+    if "input_quant" in cfg.overrides:
+        unused.discard("input_quant")
+    if unused:
+        raise ValueError(f"override key(s) {sorted(unused)} match no layer name or class of the model")
+    gm.add_submodule("input_quant", qin)
+    users = list(ph.users)
+    with g.inserting_after(ph):
+        qnode = g.call_module("input_quant", args=(ph,))
+    for u in users:
+        u.replace_input_with(ph, qnode)
+    if cfg.input_range is not None:
+        lo, hi = (float(v) for v in cfg.input_range)
+        t = qin.output_quantizer.fixed_type()
+        if lo < 0 and not t.signed:
+            raise ValueError(f"input type {t} is unsigned but the declared input range {cfg.input_range} is negative")
+        if opts["learn_int_bits"]:
+            qin.output_quantizer.set_int_bits(int_bits_to_cover(lo, hi, t.signed))
+            qin.output_quantizer.freeze()
+        elif lo < t.min or hi > t.max:
+            raise ValueError(f"input type {t} (range [{t.min}, {t.max}]) cannot hold the declared input range "
+                             f"{cfg.input_range}")
+    g.lint()
+    gm.recompile()
+    for name, m in gm.named_modules():
+        if isinstance(m, qnn.QFXModule):
+            m.qfx_name = name
+    if not cfg.learn_int_bits:
+        for q in gm.modules():
+            if isinstance(q, Quantizer):
+                q.freeze()
+    gm.register_forward_pre_hook(_eval_types_hook)
+    if example_input is not None:
+        calibrate(gm, example_input)
+    gm.train(model.training)
+    return gm
+
+
+def infer_types(gm: fx.GraphModule) -> dict[str, FixedType | None]:
+    """Eval-mode type of every node's output (None before the input quantizer); sets ``Clip.input_type``."""
+    types: dict[str, FixedType | None] = {}
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            types[node.name] = None
+        elif node.op == "call_module":
+            m = gm.get_submodule(node.target)
+            ins = [types.get(a.name) for a in node.args if isinstance(a, fx.Node)]
+            if isinstance(m, qnn.Clip):
+                m.input_type = ins[0] if ins else None
+            if isinstance(m, qnn.QFXModule) and (getattr(m, "output_quantizer", None) is not None
+                                                 or all(t is not None for t in ins)):
+                types[node.name] = m.output_type(ins)
+            else:
+                types[node.name] = None
+        elif node.op == "output":
+            a = node.args[0]
+            types[node.name] = types.get(a.name) if isinstance(a, fx.Node) else None
+        else:
+            types[node.name] = None
+    return types
+
+
+def _eval_types_hook(gm, args):
+    if not gm.training:
+        infer_types(gm)

@@ -1,0 +1,229 @@
+"""A small zoo of QFX models for end-to-end tests: ``(model, example_input)`` builders.
+
+Every model is deterministic (fixed seeds), small (8x8 single-channel inputs,
+few channels: fast to compile to C++), randomly initialised and calibrated
+(``qfx.calibrate``) so that outputs are neither all zero nor all saturated, and
+in eval mode. :func:`export_zoo_model` writes one as a qfx ONNX file with test
+vectors. Names: ``ZOO`` (mlp, cnn, resnet, khot_csd, khot_binary, per_channel,
+all_modes); :func:`khot` takes any K and digit flavour.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from .. import qfx
+from ..qfx import nn as qnn
+
+INPUT_SHAPE = (1, 8, 8)
+
+
+def _data(n: int = 256, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((n,) + INPUT_SHAPE, generator=g).clamp(-3.5, 3.5)
+
+
+def _finish(model: nn.Module, seed: int = 1) -> tuple[nn.Module, torch.Tensor]:
+    data = _data(seed=seed)
+    qfx.calibrate(model, data)
+    _set_clip_types(model, data[:2])
+    model.eval()
+    return model, data[:4].clone()
+
+
+def _set_clip_types(model: nn.Module, x: torch.Tensor) -> None:
+    """Clip needs its input type in eval mode: take it from the layer that feeds it (in order)."""
+    prev = None
+    for m in model.modules():
+        if isinstance(m, qnn.Clip) and prev is not None:
+            m.input_type = prev
+        oq = getattr(m, "output_quantizer", None)
+        if isinstance(m, qnn.QFXModule) and oq is not None:
+            prev = oq.fixed_type()
+
+
+T = "ap_fixed<{},{},{},{}>"
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp = qnn.QuantInput("ap_fixed<8,3,AP_RND_CONV,AP_SAT>")
+        self.flatten = qnn.Flatten()
+        self.fc1 = qnn.Linear(64, 16, per_channel=False, output_type="ap_fixed<10,4,AP_RND,AP_SAT>")
+        self.relu1 = qnn.ReLU()
+        self.fc2 = qnn.Linear(16, 12, output_type="ap_fixed<10,4,AP_RND,AP_SAT>")
+        self.clip = qnn.Clip(0.0, 3.0)
+        self.fc3 = qnn.Linear(12, 10, output_type="ap_fixed<12,5,AP_RND,AP_SAT>")
+
+    def forward(self, x):
+        x = self.flatten(self.inp(x))
+        x = self.relu1(self.fc1(x))
+        x = self.clip(self.fc2(x))
+        return self.fc3(x)
+
+
+class CNN(nn.Module):
+    def __init__(self, k_hot=None, digits=None, per_channel=False):
+        super().__init__()
+        kw = dict(k_hot=k_hot, digits=digits, per_channel=per_channel or k_hot is not None)
+        self.inp = qnn.QuantInput("ap_fixed<8,3,AP_RND_CONV,AP_SAT>")
+        self.conv1 = qnn.Conv2d(1, 4, 3, padding=1, output_type="ap_fixed<8,4,AP_RND,AP_SAT>", **kw)
+        self.relu1 = qnn.ReLU()
+        self.pool1 = qnn.MaxPool2d(2)
+        self.conv2 = qnn.Conv2d(4, 6, 3, padding=1, output_type="ap_fixed<8,4,AP_RND,AP_SAT>", **kw)
+        self.relu2 = qnn.ReLU()
+        self.pool2 = qnn.AvgPool2d(2, output_type="ap_ufixed<8,3,AP_RND_CONV,AP_SAT>")
+        self.flatten = qnn.Flatten()
+        self.fc = qnn.Linear(24, 10, output_type="ap_fixed<12,5,AP_RND,AP_SAT>", **kw)
+
+    def forward(self, x):
+        x = self.pool1(self.relu1(self.conv1(self.inp(x))))
+        x = self.pool2(self.relu2(self.conv2(x)))
+        return self.fc(self.flatten(x))
+
+
+class _Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1 = qnn.Conv2d(c, c, 3, padding=1, bias=False, output_type="ap_fixed<10,5,AP_RND,AP_SAT>")
+        self.bn1 = qnn.BatchNorm2d(c, output_type="ap_fixed<8,4,AP_RND,AP_SAT>")
+        self.relu1 = qnn.ReLU()
+        self.conv2 = qnn.Conv2d(c, c, 3, padding=1, bias=False, output_type="ap_fixed<10,5,AP_RND,AP_SAT>")
+        self.bn2 = qnn.BatchNorm2d(c, output_type="ap_fixed<8,4,AP_RND,AP_SAT>")
+        self.add = qnn.Add("ap_fixed<9,5,AP_RND_CONV,AP_SAT>")
+        self.relu2 = qnn.ReLU()
+
+    def forward(self, x):
+        y = self.relu1(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return self.relu2(self.add(x, y))
+
+
+class ResNet(nn.Module):
+    def __init__(self, c=4):
+        super().__init__()
+        self.inp = qnn.QuantInput("ap_fixed<8,3,AP_RND_CONV,AP_SAT>")
+        self.stem = qnn.Conv2d(1, c, 3, padding=1, output_type="ap_fixed<10,5,AP_RND,AP_SAT>")
+        self.stem_bn = qnn.BatchNorm2d(c, output_type="ap_fixed<8,4,AP_RND,AP_SAT>")
+        self.stem_relu = qnn.ReLU()
+        self.block1 = _Block(c)
+        self.block2 = _Block(c)
+        self.gap = qnn.AdaptiveAvgPool2d(1, output_type="ap_fixed<10,4,AP_RND_CONV,AP_SAT>")
+        self.flatten = qnn.Flatten()
+        self.fc = qnn.Linear(c, 10, output_type="ap_fixed<12,5,AP_RND,AP_SAT>")
+
+    def forward(self, x):
+        x = self.stem_relu(self.stem_bn(self.stem(self.inp(x))))
+        x = self.block2(self.block1(x))
+        return self.fc(self.flatten(self.gap(x)))
+
+
+class AllModes(nn.Module):
+    """Every rounding mode and every overflow mode appears in some quantizer (and overflows happen)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = qnn.QuantInput("ap_fixed<8,3,AP_RND_CONV,AP_SAT>")
+        self.conv = qnn.Conv2d(1, 3, 3, padding=1, weight_type="ap_fixed<6,1,AP_RND,AP_SAT_SYM>",
+                               bias_type="ap_fixed<10,3,AP_RND_MIN_INF,AP_SAT>",
+                               output_type="ap_fixed<8,3,AP_TRN,AP_WRAP>")
+        self.q1 = qnn.Quant("ap_fixed<7,3,AP_TRN_ZERO,AP_SAT_ZERO>")
+        self.pool = qnn.AvgPool2d(2, output_type="ap_fixed<8,3,AP_RND_ZERO,AP_SAT_SYM>", recip_bits=12)
+        self.flatten = qnn.Flatten()
+        self.fc1 = qnn.Linear(48, 16, weight_type="ap_fixed<7,1,AP_RND_INF,AP_SAT>",
+                              output_type="ap_fixed<9,4,AP_RND_MIN_INF,AP_WRAP>")
+        self.relu = qnn.ReLU()
+        self.q2 = qnn.Quant("ap_ufixed<6,2,AP_RND_INF,AP_SAT_SYM>")
+        self.fc2 = qnn.Linear(16, 10, weight_type="ap_fixed<8,1,AP_TRN_ZERO,AP_WRAP>",
+                              output_type="ap_fixed<12,5,AP_RND_CONV,AP_SAT_ZERO>")
+
+    def forward(self, x):
+        x = self.q1(self.conv(self.inp(x)))
+        x = self.flatten(self.pool(x))
+        x = self.q2(self.relu(self.fc1(x)))
+        return self.fc2(x)
+
+
+def _randomize_bn(model: nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, qnn.BatchNorm2d):
+            c = m.num_features
+            with torch.no_grad():
+                m.weight.copy_(0.5 + torch.rand(c, generator=g))
+                m.bias.copy_(0.3 * torch.randn(c, generator=g))
+                m.running_mean.copy_(0.3 * torch.randn(c, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+
+
+def mlp():
+    torch.manual_seed(10)
+    return _finish(MLP())
+
+
+def cnn():
+    torch.manual_seed(11)
+    return _finish(CNN())
+
+
+def resnet():
+    torch.manual_seed(12)
+    m = ResNet()
+    _randomize_bn(m, 12)
+    return _finish(m)
+
+
+def khot(k=2, digits="csd"):
+    """The CNN with K-hot weights (``k``: one K, or one per output channel of every layer if a list fits)."""
+    torch.manual_seed(13)
+    return _finish(CNN(k_hot=k, digits=digits))
+
+
+def per_channel():
+    """The CNN with per-channel weight binary points that really differ across channels."""
+    torch.manual_seed(14)
+    m = CNN(per_channel=True)
+    with torch.no_grad():
+        for layer in (m.conv1, m.conv2, m.fc):
+            oc = layer.weight.shape[0]
+            scale = 2.0 ** (torch.arange(oc) % 4 - 1.0)
+            layer.weight.mul_(scale.reshape((-1,) + (1,) * (layer.weight.dim() - 1)))
+    return _finish(m)
+
+
+def all_modes():
+    torch.manual_seed(15)
+    m, x = _finish(AllModes())
+    # Make the wrap / saturate-to-zero quantizers actually overflow on typical inputs.
+    for q in (m.conv.output_quantizer, m.q1.output_quantizer, m.fc1.output_quantizer):
+        q.set_int_bits(int(q.int_bits_tensor()) - 1)
+    return m, x
+
+
+ZOO = {
+    "mlp": mlp,
+    "cnn": cnn,
+    "resnet": resnet,
+    "khot_csd": lambda: khot(2, "csd"),
+    "khot_binary": lambda: khot(2, "binary"),
+    "per_channel": per_channel,
+    "all_modes": all_modes,
+}
+
+
+def build(name: str):
+    """``(model, example_input)`` of the zoo model ``name`` (see ``ZOO``)."""
+    if name not in ZOO:
+        raise ValueError(f"unknown zoo model {name!r}; choose from {', '.join(ZOO)}")
+    return ZOO[name]()
+
+
+def export_zoo_model(name: str, dir, vectors: int = 100) -> str:
+    """Export zoo model ``name`` to ``dir/<name>.onnx`` with ``vectors`` test vectors; returns the path."""
+    from ..qfx.export import export_onnx
+    model, example = build(name)
+    os.makedirs(dir, exist_ok=True)
+    return export_onnx(model, example, os.path.join(os.fspath(dir), f"{name}.onnx"), vectors=vectors)

@@ -13,30 +13,13 @@ import numpy as np
 from ..graph import Graph
 from ..ops.base import as_wide
 
-try:  # the training library's digit decomposition, when present
-    from ...qfx.khot import digits_of as _lib_digits_of  # type: ignore
-except Exception:  # pragma: no cover - khot.py not there yet
-    _lib_digits_of = None
-
-
-def csd_digits(m: int) -> list[tuple[int, int]]:
-    """Canonical signed digits of ``m``: ``[(sign, e), ...]`` with ``m = sum sign * 2**e`` (no two adjacent)."""
-    m = int(m)
-    out, e = [], 0
-    while m:
-        if m & 1:
-            d = 2 - (m & 3)  # +1 or -1
-            out.append((d, e))
-            m -= d
-        m >>= 1
-        e += 1
-    return out
+from ...qfx.khot import digits_of
 
 
 def channel_terms(raw_row, frac: int) -> list[tuple[int, int, int]]:
     terms = []
     for i, m in enumerate(raw_row):
-        for sign, e in csd_digits(int(m)):
+        for sign, e in digits_of(int(m), "csd"):
             terms.append((i, sign, e - frac))
     return terms
 

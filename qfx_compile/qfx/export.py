@@ -86,7 +86,7 @@ class _Builder:
 
     def init(self, name: str, arr: np.ndarray) -> str:
         name = self.unique(name)
-        self.inits[name] = numpy_helper.from_array(np.ascontiguousarray(arr), name=name)
+        self.inits[name] = numpy_helper.from_array(np.array(arr, order="C", copy=True), name=name)
         return name
 
     def fixed_point(self, x: str, t: FixedType, int_bits, ib_shape, name: str, shape, **extra) -> str:

@@ -1,0 +1,431 @@
+"""From a typed IR graph to a *plan*: everything the templates print, already made safe.
+
+The plan is plain data (dicts, lists, strings, ints) built in a deterministic
+order. Every name from the model goes through :mod:`.names` here; the templates
+never see an original name except as ``*_comment`` text made by
+:func:`names.comment`.
+
+Kernel calls follow hls_lib/README.md (config structs with typedefs, sizes as
+``static const unsigned``, constants as plain-integer mantissa arrays).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..ir.graph import Const, Graph, Node
+from ..qfx.types import FixedType
+from ..targets import Target, estimate_memory
+from . import names
+from .lower import chw_to_stream, lower
+
+
+class BackendError(ValueError):
+    """The model or the options cannot be compiled (a user error: exit 2)."""
+
+
+#: Fixed identifiers of the generated code; no derived identifier can equal them.
+TOP = "qfx_top"
+RESERVED = ("qfx_top", "qfx", "in", "out", "main", "hls")
+
+#: Layer options a config file may set, with their defaults.
+LAYER_DEFAULTS = {"stream_depth": 2, "mul_limit": 0, "inline": False}
+
+
+# --------------------------------------------------------------------- helpers
+def raw_ctype(lo: int, hi: int) -> str:
+    for bits in (8, 16, 32, 64):
+        if -(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1:
+            return f"int{bits}_t"
+    raise BackendError(f"a constant mantissa in [{lo}, {hi}] does not fit 64 bits")
+
+
+def _pair(v: Any, default: int) -> tuple[int, int]:
+    if v is None:
+        return default, default
+    if isinstance(v, (int, np.integer)):
+        return int(v), int(v)
+    v = [int(x) for x in v]
+    return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+
+
+def _pads(v: Any) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) from an int, (ph, pw) or ONNX (top, left, bottom, right)."""
+    if v is None:
+        return 0, 0, 0, 0
+    if isinstance(v, (int, np.integer)):
+        return (int(v),) * 4
+    v = [int(x) for x in v]
+    if len(v) == 2:
+        return v[0], v[0], v[1], v[1]
+    if len(v) == 4:
+        return v[0], v[2], v[1], v[3]
+    raise BackendError(f"cannot read padding {v!r}")
+
+
+def unify_const(c: Const) -> tuple[np.ndarray, FixedType]:
+    """One type for a constant: per-channel mantissas shifted to the largest F (exact)."""
+    raw = np.asarray(c.raw)
+    if c.int_bits is None:
+        return raw.astype(object) if raw.dtype == object else raw.astype(np.int64), c.type
+    ib = np.asarray(c.int_bits, dtype=np.int64).reshape(-1)
+    f = c.type.width - ib
+    f_max, i_max = int(f.max()), int(ib.max())
+    shifts = (f_max - f).reshape((-1,) + (1,) * (raw.ndim - 1))
+    out = raw.astype(object) * (2 ** shifts.astype(object))
+    t = FixedType(i_max + f_max, i_max, c.type.signed, c.type.rounding, c.type.overflow)
+    return out, t
+
+
+def acc_from_weights(x_t: FixedType, w: np.ndarray, w_t: FixedType, b: np.ndarray | None,
+                     b_t: FixedType | None) -> FixedType:
+    """Accumulator by interval analysis over the actual weights (reference section 7).
+
+    ``w`` is ``[out][...inputs...]`` mantissas; ``b`` per output.
+    """
+    f = x_t.frac_bits + w_t.frac_bits
+    if b_t is not None:
+        f = max(f, b_t.frac_bits)
+    w2 = np.asarray(w).reshape(w.shape[0], -1).astype(object)
+    pos = np.where(w2 > 0, w2, 0)
+    neg = np.where(w2 < 0, w2, 0)
+    s = f - x_t.frac_bits - w_t.frac_bits
+    hi = (pos.sum(axis=1) * x_t.raw_max + neg.sum(axis=1) * x_t.raw_min) * (1 << s)
+    lo = (pos.sum(axis=1) * x_t.raw_min + neg.sum(axis=1) * x_t.raw_max) * (1 << s)
+    if b is not None:
+        bb = np.asarray(b).astype(object) * (1 << (f - b_t.frac_bits))
+        hi, lo = hi + bb, lo + bb
+    return FixedType.for_raw_range(min(int(min(lo)), 0), max(int(max(hi)), 0), f, signed=True)
+
+
+def fmt_array(values: np.ndarray, per_line: int = 24) -> list[str]:
+    flat = [str(int(v)) for v in np.asarray(values).reshape(-1).tolist()]
+    return [", ".join(flat[i:i + per_line]) for i in range(0, len(flat), per_line)]
+
+
+def axis_width(t: FixedType) -> int:
+    return max(8, 8 * math.ceil(t.width / 8))
+
+
+# --------------------------------------------------------------- layer config
+def load_layer_config(path: str | Path | None, graph: Graph) -> tuple[dict, dict[str, dict]]:
+    """Read the per-layer options file (JSON): ``{"default": {...}, "layers": {"<onnx name>": {...}}}``."""
+    default = dict(LAYER_DEFAULTS)
+    per: dict[str, dict] = {}
+    if path is None:
+        return default, per
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BackendError(f"config file {p} does not exist")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BackendError(f"config file {p} is not valid JSON ({e}); expected "
+                           '{"default": {"stream_depth": 2}, "layers": {"<layer name>": {"mul_limit": 64}}}')
+    if not isinstance(data, dict) or set(data) - {"default", "layers"}:
+        raise BackendError(f"config file {p}: the top level must be an object with keys 'default' and/or 'layers'")
+
+    def check(where: str, opts: Any) -> dict:
+        if not isinstance(opts, dict):
+            raise BackendError(f"config file {p}: {where} must be an object")
+        out = {}
+        for k, v in opts.items():
+            if k not in LAYER_DEFAULTS:
+                raise BackendError(f"config file {p}: unknown option {names.comment(k)!r} in {where}; "
+                                   f"known options: {', '.join(sorted(LAYER_DEFAULTS))}")
+            if k == "inline":
+                if not isinstance(v, bool):
+                    raise BackendError(f"config file {p}: {where}.inline must be true or false")
+            elif isinstance(v, bool) or not isinstance(v, int) or v < (1 if k == "stream_depth" else 0) \
+                    or v > 1 << 20:
+                raise BackendError(f"config file {p}: {where}.{k} must be an integer "
+                                   f"{'>= 1' if k == 'stream_depth' else '>= 0'}, got {v!r}")
+            out[k] = v
+        return out
+
+    default.update(check("default", data.get("default", {})))
+    layer_names = {n.name for n in graph.nodes}
+    for name, opts in sorted((data.get("layers") or {}).items()):
+        if name not in layer_names:
+            raise BackendError(f"config file {p}: no layer named {names.comment(name)!r} in the model "
+                               f"(layers: {', '.join(names.comment(n.name, 30) for n in graph.nodes[:12])})")
+        per[name] = check(f"layers[{names.comment(name, 30)!r}]", opts)
+    return default, per
+
+
+# ------------------------------------------------------------------- the plan
+@dataclasses.dataclass
+class PlanOptions:
+    target: Target
+    part: str
+    clock_ns: float
+    config_path: str | None = None
+
+
+def _prepare(graph: Graph) -> Graph:
+    g = lower(graph)
+    # the input quantizer of a float input is done by the host: the stream carries its mantissas
+    inp = g.inputs[0]
+    t = g.tensors[inp]
+    if t.type is None:
+        first = g.consumers(inp)
+        if len(first) == 1 and first[0].op == "quant":
+            q = first[0]
+            g.nodes.remove(q)
+            new_in = q.outputs[0]
+            g.inputs = [new_in]
+            g.tensors.pop(inp, None)
+        else:
+            raise BackendError("the model input has no fixed-point type and is not followed by an input quantizer")
+    return g
+
+
+def build_plan(graph: Graph, opts: PlanOptions) -> dict:
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise BackendError(f"the backend supports one input and one output, the model has "
+                           f"{len(graph.inputs)} and {len(graph.outputs)}")
+    g = _prepare(graph)
+    default_opts, per_layer = load_layer_config(opts.config_path, graph)
+    table = names.NameTable(prefix="n", reserved=RESERVED)
+
+    # tensors in a deterministic order: input, then each node's outputs in topological order
+    order = [g.inputs[0]] + [o for n in g.nodes for o in n.outputs]
+    tensors: dict[str, dict] = {}
+    for tn in order:
+        t = g.tensors[tn]
+        if t.type is None or t.shape is None:
+            raise BackendError(f"tensor {names.comment(tn)!r} has no type or shape after the IR passes")
+        tid = table(tn, key="tensor:" + tn)
+        count = int(np.prod(t.shape))
+        tensors[tn] = {
+            "id": tid, "comment": names.comment(tn), "ctype": t.type.cpp(), "typedef": f"t_{tid}",
+            "count": count, "shape": list(t.shape), "type": t.type,
+            "hwc": "x".join(str(s) for s in ([t.shape[1], t.shape[2], t.shape[0]] if len(t.shape) == 3
+                                             else list(t.shape))),
+        }
+
+    layers = []
+    for n in g.nodes:
+        lid = table(n.name, key="node:" + n.name)
+        layers.append(_layer_plan(g, n, lid, tensors, {**default_opts, **per_layer.get(n.name, {})}))
+
+    # streams: one per consumer edge; fan-out when a tensor has several consumers
+    streams, fanouts, in_stream, out_stream = _streams(g, tensors, layers)
+
+    in_t = tensors[g.inputs[0]]
+    out_t = tensors[g.outputs[0]]
+    mem = estimate_memory((L["name_comment"], a["name"], a["width"], a["depth"])
+                          for L in layers for a in L["arrays"])
+    plan = {
+        "top": TOP,
+        "model_comment": names.comment(graph.name or "model"),
+        "target": dataclasses.asdict(opts.target), "part": opts.part, "clock_ns": opts.clock_ns,
+        "input": {**in_t, "axis_w": axis_width(in_t["type"]), "width": in_t["type"].width,
+                  "frac": in_t["type"].frac_bits, "signed": in_t["type"].signed},
+        "output": {**out_t, "axis_w": axis_width(out_t["type"]), "width": out_t["type"].width,
+                   "frac": out_t["type"].frac_bits, "signed": out_t["type"].signed},
+        "tensors": [tensors[t] for t in order],
+        "layers": layers, "streams": streams, "fanouts": fanouts,
+        "in_stream": in_stream, "out_stream": out_stream,
+        "memory": mem, "graph": g,
+    }
+    return plan
+
+
+def _const_array(L: dict, role: str, prefix: str, c: Const, dims: str) -> dict:
+    raw, t = unify_const(c)
+    flat = np.asarray(raw).reshape(-1)
+    lo = int(min(flat.tolist())) if flat.size else 0
+    hi = int(max(flat.tolist())) if flat.size else 0
+    return {"role": role, "name": f"{prefix}_{L['id']}", "ctype": raw_ctype(lo, hi), "type": t,
+            "depth": int(flat.size), "width": t.width, "lines": fmt_array(flat), "dims": dims,
+            "min": lo, "max": hi}
+
+
+def _layer_plan(g: Graph, n: Node, lid: str, tensors: dict, lopts: dict) -> dict:
+    ins = [tensors[i] for i in n.inputs]
+    out = tensors[n.outputs[0]]
+    x_t: FixedType = ins[0]["type"]
+    y_t: FixedType = out["type"]
+    L: dict[str, Any] = {"id": lid, "op": n.op, "name_comment": names.comment(n.name),
+                         "func": f"layer_{lid}", "cfg": f"cfg_{lid}", "inputs": ins, "output": out,
+                         "arrays": [], "types": [], "sizes": [], "opts": lopts, "acc": None,
+                         "params_bits": 0, "macs": 0}
+    ty, sz = L["types"], L["sizes"]
+
+    def shape3(t):
+        s = t["shape"]
+        if len(s) == 3:
+            return s
+        if len(s) == 1:
+            return [s[0], 1, 1]
+        raise BackendError(f"layer {L['name_comment']!r}: unsupported tensor shape {s}")
+
+    if n.op in ("dense", "conv2d"):
+        w, b = n.params["weight"], n.params.get("bias")
+        wa = _const_array(L, "weight", "w", w, "[n_filt][kh][kw][n_chan]" if n.op == "conv2d" else "[n_out][n_in]")
+        if b is None:
+            nb = w.raw.shape[0]
+            b = Const(raw=np.zeros(nb, dtype=np.int64), type=FixedType(1, 1, True))
+        ba = _const_array(L, "bias", "b", b, "[n_filt]" if n.op == "conv2d" else "[n_out]")
+        acc = n.attrs.get("acc_type")
+        if acc is None:
+            acc = acc_from_weights(x_t, np.asarray(unify_const(w)[0]), wa["type"], np.asarray(ba and unify_const(b)[0]),
+                                   ba["type"])
+        L["acc"] = acc
+        L["arrays"] = [wa, ba]
+        ty += [("in_t", x_t.cpp()), ("w_t", wa["type"].cpp()), ("b_t", ba["type"].cpp()), ("acc_t", acc.cpp()),
+               ("out_t", y_t.cpp()), ("w_raw_t", wa["ctype"]), ("b_raw_t", ba["ctype"])]
+        L["params_bits"] = wa["depth"] * wa["width"] + ba["depth"] * ba["width"]
+        if n.op == "dense":
+            n_out, n_in = int(w.raw.shape[0]), int(np.prod(w.raw.shape[1:]))
+            if n_in != ins[0]["count"] or n_out != out["count"]:
+                raise BackendError(f"layer {L['name_comment']!r}: weight shape {w.raw.shape} does not match "
+                                   f"input {ins[0]['count']} / output {out['count']}")
+            sz += [("n_in", n_in), ("n_out", n_out)]
+            L["macs"] = n_in * n_out
+        else:
+            c, h, wd = shape3(ins[0])
+            f, kh, kw, cc = (int(s) for s in w.raw.shape)
+            kh2, kw2 = _pair(n.attrs.get("kernel"), kh)
+            sh, sw = _pair(n.attrs.get("stride"), 1)
+            pt, pb, pl, pr = _pads(n.attrs.get("pads"))
+            oh = (h + pt + pb - kh) // sh + 1
+            ow = (wd + pl + pr - kw) // sw + 1
+            if cc != c or (kh2, kw2) != (kh, kw) or [f, oh, ow] != shape3(out):
+                raise BackendError(f"conv layer {L['name_comment']!r}: shapes do not agree "
+                                   f"(input {ins[0]['shape']}, weight {tuple(w.raw.shape)}, output {out['shape']})")
+            sz += [("in_height", h), ("in_width", wd), ("n_chan", c), ("n_filt", f), ("filt_height", kh),
+                   ("filt_width", kw), ("stride_height", sh), ("stride_width", sw), ("pad_top", pt),
+                   ("pad_bottom", pb), ("pad_left", pl), ("pad_right", pr), ("out_height", oh), ("out_width", ow)]
+            L["macs"] = f * kh * kw * c * oh * ow
+        L["kernel"] = n.op
+    elif n.op == "batchnorm":
+        sa = _const_array(L, "scale", "scale", n.params["scale"], "[n_chan]")
+        ha = _const_array(L, "shift", "shift", n.params["shift"], "[n_chan]")
+        c, h, wd = shape3(ins[0])
+        L["arrays"] = [sa, ha]
+        ty += [("in_t", x_t.cpp()), ("scale_t", sa["type"].cpp()), ("shift_t", ha["type"].cpp()),
+               ("out_t", y_t.cpp()), ("scale_raw_t", sa["ctype"]), ("shift_raw_t", ha["ctype"])]
+        sz += [("n_chan", c), ("n_pixels", h * wd)]
+        L["params_bits"] = sa["depth"] * sa["width"] + ha["depth"] * ha["width"]
+        L["macs"] = c * h * wd
+        L["kernel"] = "batchnorm"
+    elif n.op in ("relu", "clip", "quant"):
+        ty += [("in_t", x_t.cpp()), ("out_t", y_t.cpp())]
+        sz += [("n", ins[0]["count"])]
+        L["kernel"] = {"relu": "relu", "clip": "clip", "quant": "cast"}[n.op]
+        if n.op == "clip":
+            L["longs"] = [("lo_raw", int(n.attrs["lo"])), ("hi_raw", int(n.attrs["hi"]))]
+        if n.op != "quant" and x_t != y_t:
+            raise BackendError(f"layer {L['name_comment']!r} ({n.op}) must keep its input type")
+    elif n.op == "add":
+        if len(ins) != 2:
+            raise BackendError(f"add layer {L['name_comment']!r} needs two inputs, has {len(ins)}")
+        ty += [("in_a_t", x_t.cpp()), ("in_b_t", ins[1]["type"].cpp()), ("out_t", y_t.cpp())]
+        sz += [("n", out["count"])]
+        L["kernel"] = "add"
+    elif n.op in ("maxpool", "avgpool"):
+        c, h, wd = shape3(ins[0])
+        ph, pw = _pair(n.attrs.get("kernel"), 2)
+        sh, sw = _pair(n.attrs.get("stride"), ph)
+        if any(_pads(n.attrs.get("pads"))):
+            raise BackendError(f"pooling layer {L['name_comment']!r}: padding is not supported")
+        oh, ow = (h - ph) // sh + 1, (wd - pw) // sw + 1
+        if [c, oh, ow] != shape3(out):
+            raise BackendError(f"pooling layer {L['name_comment']!r}: output shape {out['shape']} does not agree")
+        sz += [("in_height", h), ("in_width", wd), ("n_chan", c), ("pool_height", ph), ("pool_width", pw),
+               ("stride_height", sh), ("stride_width", sw), ("out_height", oh), ("out_width", ow)]
+        if n.op == "maxpool":
+            ty += [("in_t", x_t.cpp()), ("out_t", y_t.cpp())]
+            L["kernel"] = "maxpool2d"
+        else:
+            _avg_types(L, n, x_t, y_t, ph * pw)
+            L["kernel"] = "avgpool2d"
+    elif n.op == "global_avgpool":
+        c, h, wd = shape3(ins[0])
+        sz += [("in_height", h), ("in_width", wd), ("n_chan", c)]
+        _avg_types(L, n, x_t, y_t, h * wd)
+        L["kernel"] = "global_avgpool"
+    else:
+        raise BackendError(f"layer {L['name_comment']!r}: op {n.op!r} has no HLS kernel in this backend")
+    L.setdefault("longs", [])
+    L["args_in"] = len(ins)
+    return L
+
+
+def _avg_types(L: dict, n: Node, x_t: FixedType, y_t: FixedType, count: int) -> None:
+    acc = n.attrs.get("acc_type") or x_t.sum_of(count)
+    rb = int(n.attrs.get("recip_bits", 16))
+    p = count.bit_length() - 1
+    recip = FixedType(rb, 1 - p, False, "AP_RND_CONV", "AP_SAT")
+    L["acc"] = acc
+    L["types"] += [("in_t", x_t.cpp()), ("acc_t", acc.cpp()), ("recip_t", recip.cpp()), ("out_t", y_t.cpp())]
+
+
+def _streams(g: Graph, tensors: dict, layers: list[dict]):
+    """Stream variables: each tensor gets one stream; a tensor read by several consumers
+    (a residual fork) is copied by a chain of 2-way fan-outs into one stream per reader."""
+    streams: list[dict] = []
+    fanouts: list[dict] = []
+    port: dict[tuple, str] = {}
+    readers: dict[str, list[tuple]] = {}
+    for li, n in enumerate(g.nodes):
+        for pi, tn in enumerate(n.inputs):
+            readers.setdefault(tn, []).append((li, pi))
+    out_name = g.outputs[0]
+    readers.setdefault(out_name, []).append(("out", 0))
+    produced: dict[str, str] = {}
+    for tn in [g.inputs[0]] + [o for n in g.nodes for o in n.outputs]:
+        T = tensors[tn]
+        prod = g.producer(tn)
+        depth = int(layers[g.nodes.index(prod)]["opts"]["stream_depth"]) if prod is not None else 2
+        main = f"s_{T['id']}"
+        streams.append({"var": main, "typedef": T["typedef"], "depth": depth, "comment": T["comment"],
+                        "count": T["count"]})
+        produced[tn] = main
+        rd = readers.get(tn, [])
+        if len(rd) <= 1:
+            for r in rd:
+                port[r] = main
+            continue
+        # a fork: every copy may have to hold the whole map while the other branch works
+        deep = max(2, int(T["count"]))
+        src = main
+        for k, r in enumerate(rd):
+            var = f"s_{T['id']}_c{k}"
+            streams.append({"var": var, "typedef": T["typedef"], "depth": deep,
+                            "comment": f"copy {k} of {T['comment']}", "count": T["count"]})
+            port[r] = var
+        for k in range(len(rd) - 1):
+            a = f"s_{T['id']}_c{k}"
+            if k == len(rd) - 2:
+                b = f"s_{T['id']}_c{k + 1}"
+            else:
+                b = f"s_{T['id']}_r{k}"
+                streams.append({"var": b, "typedef": T["typedef"], "depth": 2,
+                                "comment": f"rest of {T['comment']}", "count": T["count"]})
+            fanouts.append({"src": src, "a": a, "b": b, "typedef": T["typedef"], "count": T["count"],
+                            "comment": T["comment"]})
+            src = b
+    for li, L in enumerate(layers):
+        n = g.nodes[li]
+        L["in_streams"] = [port[(li, pi)] for pi in range(len(n.inputs))]
+        L["out_stream"] = produced[n.outputs[0]]
+    return streams, fanouts, produced[g.inputs[0]], port[("out", 0)]
+
+
+def vectors_for_files(graph: Graph, n_max: int | None) -> tuple[list[str], list[str], int]:
+    """Input and expected output mantissas in stream order, one line per vector."""
+    v = graph.vectors
+    ins = chw_to_stream(np.asarray(v.input_raw))
+    outs = chw_to_stream(np.asarray(v.output_raw))
+    n = ins.shape[0] if n_max is None else min(n_max, ins.shape[0])
+    lines_in = [" ".join(str(int(x)) for x in row.tolist()) for row in ins[:n]]
+    lines_out = [" ".join(str(int(x)) for x in row.tolist()) for row in outs[:n]]
+    return lines_in, lines_out, n

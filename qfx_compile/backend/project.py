@@ -1,0 +1,87 @@
+"""The backend in one call: typed IR graph -> project folder (and optionally its C simulation)."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..ir.graph import Graph, Vectors
+from ..targets import Target, TargetError, check_fits, get_target
+from . import csim as csim_mod
+from .plan import BackendError, PlanOptions, build_plan, vectors_for_files
+from .render import render_files, report_dict, write_project, write_report
+from .toolchain import find_ap_types
+
+_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{2,63}$")
+
+
+@dataclasses.dataclass
+class CompileResult:
+    outdir: Path
+    plan: dict
+    report: dict
+    n_vectors: int
+    vectors_source: str
+    csim: csim_mod.CsimResult | None = None
+
+
+def resolve_target(target: str | Target, part: str | None, clock_ns: float | None) -> tuple[Target, str, float]:
+    t = target if isinstance(target, Target) else get_target(target)
+    p = part or t.part
+    if not _PART.match(p):
+        raise TargetError(f"--part {p[:80]!r} is not a Xilinx part name (letters, digits, '-', '_', '.'), "
+                          f"e.g. {t.part}")
+    c = t.clock_ns if clock_ns is None else float(clock_ns)
+    if not (0.5 <= c <= 1000.0):
+        raise TargetError(f"--clock-ns {c} is outside 0.5..1000 ns")
+    return t, p, c
+
+
+def interpreter_vectors(graph: Graph, n: int, seed: int = 0) -> Vectors:
+    """Random inputs on the input type's grid, expected outputs from the IR interpreter."""
+    from ..ir import interpret
+
+    t = interpret.input_type(graph)
+    shape = graph.tensors[graph.inputs[0]].shape
+    if shape is None:
+        raise BackendError("the model input has no shape; cannot make test vectors")
+    rng = np.random.default_rng(seed)
+    lo, hi = t.raw_min, t.raw_max
+    x = rng.integers(lo, hi, size=(n, *shape), endpoint=True, dtype=np.int64)
+    # put the extremes in the first vectors so that saturation paths are exercised
+    if n >= 2:
+        x[0].fill(hi)
+        x[1].fill(lo)
+    y = interpret.run(graph, x)
+    return Vectors(input_raw=x, output_raw=np.asarray(y), source="interpreter")
+
+
+def compile_graph(graph: Graph, outdir: str | Path, *, target: str | Target = "ultra96", part: str | None = None,
+                  clock_ns: float | None = None, config: str | None = None, vectors: int | None = None,
+                  force: bool = False, model_path: str = "model.onnx", run_csim: bool = False,
+                  jobs: int | None = None) -> CompileResult:
+    """Typed IR (after ``run_default_passes``) -> project in ``outdir``."""
+    t, p, c = resolve_target(target, part, clock_ns)
+    plan = build_plan(graph, PlanOptions(target=t, part=p, clock_ns=c, config_path=config))
+    check_fits(plan["memory"], t, part=p)
+    n_req = 100 if vectors is None else int(vectors)
+    if n_req < 1:
+        raise BackendError(f"--vectors must be at least 1, got {n_req}")
+    if graph.vectors is None or len(graph.vectors.input_raw) == 0:
+        graph = dataclasses.replace(graph, vectors=interpreter_vectors(graph, n_req))
+    source = "expected outputs from the IR interpreter on random inputs" if graph.vectors.source == "interpreter" \
+        else "expected outputs stored in the model file (PyTorch eval mode)"
+    ins, exp, n = vectors_for_files(graph, n_req)
+    ap = str(find_ap_types())
+    report = report_dict(plan, model_path=model_path, n_vectors=n, vectors_source=source, csim=None)
+    files = render_files(plan, ap_types=ap, inputs=ins, expected=exp, vectors_source=source, report=report)
+    out = Path(outdir)
+    write_project(out, files, force=force)
+    res = CompileResult(out, plan, report, n, source)
+    if run_csim:
+        res.csim = csim_mod.build_and_run(out, expected_vectors=n, jobs=jobs)
+        report["csim"] = res.csim.as_dict()
+        write_report(out, report)
+    return res

@@ -1,0 +1,121 @@
+// qfx_pool.h: max pooling, average pooling, global average pooling (no padding).
+// Max: no cast. Average: S = exact window sum in acc_t, out = cast(S * r, out_t)
+// with r = cast(1/N, recip_t) (recip_t = ap_ufixed<R, 1-floor(log2 N), AP_RND_CONV, AP_SAT>).
+#ifndef QFX_POOL_H
+#define QFX_POOL_H
+
+#include "qfx_types.h"
+#include "qfx_window.h"
+
+namespace qfx {
+
+// Mantissa of cast(1/n, R) for an unsigned R with F <= 62 fractional bits:
+// 2^F / n rounded half to even, saturated to R's width (integer arithmetic only).
+template <class R>
+inline unsigned long long recip_mantissa(unsigned long long n) {
+    typedef fixed_traits<R> T;
+    const unsigned long long num = 1ULL << T::frac_bits;
+    unsigned long long q = num / n;
+    const unsigned long long r = num % n;
+    if (2 * r > n || (2 * r == n && (q & 1))) q++;  // round half to even
+    const unsigned long long qmax = (1ULL << T::width) - 1;
+    return q > qmax ? qmax : q;  // saturate
+}
+
+template <class R>
+inline R reciprocal(unsigned long long n) {
+    typedef fixed_traits<R> T;
+    static_assert(!T::is_signed && T::frac_bits >= 0 && T::frac_bits <= 62 && T::width <= 63,
+                  "recip_t must be an ap_ufixed with at most 62 fractional bits");
+    return from_raw<R>(recip_mantissa<R>(n));
+}
+
+template <class C>
+void maxpool2d(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out) {
+    QFX_HLS(INLINE off)
+    typedef typename C::in_t in_t;
+    static const unsigned KH = C::pool_height, KW = C::pool_width, NC = C::n_chan;
+    line_window<in_t, C::in_width, NC, KH, KW> lw;
+QFX_LABEL(rows)
+    for (unsigned py = 0; py < C::in_height; py++) {
+    QFX_LABEL(cols)
+        for (unsigned px = 0; px < C::in_width; px++) {
+        QFX_LABEL(chans)
+            for (unsigned c = 0; c < NC; c++) {
+                QFX_HLS(PIPELINE II=1)
+                lw.push(px, c, in.read());
+            }
+            if (!window_ends_at(py, KH, C::stride_height, C::out_height) ||
+                !window_ends_at(px, KW, C::stride_width, C::out_width))
+                continue;
+        QFX_LABEL(outs)
+            for (unsigned c = 0; c < NC; c++) {
+                QFX_HLS(PIPELINE II=1)
+                in_t m = lw.win[0][0][c];
+                for (unsigned ky = 0; ky < KH; ky++)
+                    for (unsigned kx = 0; kx < KW; kx++)
+                        if (lw.win[ky][kx][c] > m) m = lw.win[ky][kx][c];
+                out.write(m);  // no cast
+            }
+        }
+    }
+}
+
+template <class C>
+void avgpool2d(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out) {
+    QFX_HLS(INLINE off)
+    typedef typename C::in_t in_t;
+    static const unsigned KH = C::pool_height, KW = C::pool_width, NC = C::n_chan;
+    const typename C::recip_t r = reciprocal<typename C::recip_t>(KH * KW);
+    line_window<in_t, C::in_width, NC, KH, KW> lw;
+QFX_LABEL(rows)
+    for (unsigned py = 0; py < C::in_height; py++) {
+    QFX_LABEL(cols)
+        for (unsigned px = 0; px < C::in_width; px++) {
+        QFX_LABEL(chans)
+            for (unsigned c = 0; c < NC; c++) {
+                QFX_HLS(PIPELINE II=1)
+                lw.push(px, c, in.read());
+            }
+            if (!window_ends_at(py, KH, C::stride_height, C::out_height) ||
+                !window_ends_at(px, KW, C::stride_width, C::out_width))
+                continue;
+        QFX_LABEL(outs)
+            for (unsigned c = 0; c < NC; c++) {
+                QFX_HLS(PIPELINE II=1)
+                typename C::acc_t s = 0;
+                for (unsigned ky = 0; ky < KH; ky++)
+                    for (unsigned kx = 0; kx < KW; kx++) s += lw.win[ky][kx][c];  // exact sum
+                const typename C::out_t y = s * r;  // exact product, the one cast
+                out.write(y);
+            }
+        }
+    }
+}
+
+template <class C>
+void global_avgpool(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out) {
+    QFX_HLS(INLINE off)
+    const typename C::recip_t r = reciprocal<typename C::recip_t>(C::in_height * C::in_width);
+    typename C::acc_t sum[C::n_chan];
+QFX_LABEL(init)
+    for (unsigned c = 0; c < C::n_chan; c++) sum[c] = 0;
+QFX_LABEL(pixels)
+    for (unsigned p = 0; p < C::in_height * C::in_width; p++) {
+    QFX_LABEL(chans)
+        for (unsigned c = 0; c < C::n_chan; c++) {
+            QFX_HLS(PIPELINE II=1)
+            sum[c] += in.read();  // exact sum
+        }
+    }
+QFX_LABEL(outs)
+    for (unsigned c = 0; c < C::n_chan; c++) {
+        QFX_HLS(PIPELINE II=1)
+        const typename C::out_t y = sum[c] * r;  // exact product, the one cast
+        out.write(y);
+    }
+}
+
+}  // namespace qfx
+
+#endif

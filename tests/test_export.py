@@ -152,6 +152,20 @@ def test_all_modes_used():
     assert {r for _, _, r, _ in over} == set(ROUNDING_MODES)
     assert {o for _, _, _, o in over} == set(OVERFLOW_MODES)
     assert any(not s for _, s, _, _ in over)
+    # Overflow really happens in a WRAP, a SAT, a SAT_SYM and a SAT_ZERO activation cast.
+    from qfx_compile.qfx.quantizer import Quantizer
+    hit = set()
+
+    def hook(mod, inp, out):
+        t = mod.fixed_type()
+        if bool(((inp[0] > t.max) | (inp[0] < t.min)).any()):
+            hit.add(t.overflow)
+
+    hs = [q.register_forward_hook(hook) for q in model.modules() if isinstance(q, Quantizer)]
+    _torch_eval(model, _tie_inputs(model, 200, seed=9))
+    for h in hs:
+        h.remove()
+    assert hit == set(OVERFLOW_MODES)
 
 
 def test_vectors_from_given_inputs(tmp_path):

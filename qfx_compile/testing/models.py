@@ -198,8 +198,9 @@ def all_modes():
     torch.manual_seed(15)
     m, x = _finish(AllModes())
     # Make the wrap / saturate-to-zero quantizers actually overflow on typical inputs.
-    for q in (m.conv.output_quantizer, m.q1.output_quantizer, m.fc1.output_quantizer):
-        q.set_int_bits(int(q.int_bits_tensor()) - 1)
+    for layer, delta in ((m.conv, 2), (m.q1, 2), (m.pool, 1), (m.fc1, 1), (m.q2, 1), (m.fc2, 1)):
+        q = layer.output_quantizer
+        q.set_int_bits(int(q.int_bits_tensor()) - delta)
     return m, x
 
 

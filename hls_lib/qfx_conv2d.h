@@ -20,7 +20,10 @@ void conv2d_core(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_
     static const unsigned HP = C::in_height + C::pad_top + C::pad_bottom;
     static const unsigned WP = C::in_width + C::pad_left + C::pad_right;
     static const unsigned KH = C::filt_height, KW = C::filt_width, NC = C::n_chan;
-    line_window<in_t, WP, NC, KH, KW> lw;
+    in_t lb[line_rows<KH>::value][WP][NC];
+    QFX_HLS(ARRAY_PARTITION variable=lb complete dim=1)
+    in_t win[KH][KW][NC];
+    QFX_HLS(ARRAY_PARTITION variable=win complete dim=0)
 QFX_LABEL(rows)
     for (unsigned py = 0; py < HP; py++) {
     QFX_LABEL(cols)
@@ -31,7 +34,7 @@ QFX_LABEL(rows)
                 QFX_HLS(PIPELINE II=1)
                 in_t v = 0;  // zero padding
                 if (inside) v = in.read();
-                lw.push(px, c, v);
+                window_push<in_t, WP, NC, KH, KW>(lb, win, px, c, v);
             }
             if (!window_ends_at(py, KH, C::stride_height, C::out_height) ||
                 !window_ends_at(px, KW, C::stride_width, C::out_width))
@@ -46,7 +49,7 @@ QFX_LABEL(rows)
                     for (unsigned kx = 0; kx < KW; kx++) {
                     QFX_LABEL(win_c)
                         for (unsigned c = 0; c < NC; c++) {
-                            MAC::template mac<C>(acc, lw.win[ky][kx][c], wa, wb, ((f * KH + ky) * KW + kx) * NC + c);
+                            MAC::template mac<C>(acc, win[ky][kx][c], wa, wb, ((f * KH + ky) * KW + kx) * NC + c);
                         }
                     }
                 }

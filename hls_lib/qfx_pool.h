@@ -35,7 +35,10 @@ void maxpool2d(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>
     QFX_HLS(INLINE off)
     typedef typename C::in_t in_t;
     static const unsigned KH = C::pool_height, KW = C::pool_width, NC = C::n_chan;
-    line_window<in_t, C::in_width, NC, KH, KW> lw;
+    in_t lb[line_rows<KH>::value][C::in_width][NC];
+    QFX_HLS(ARRAY_PARTITION variable=lb complete dim=1)
+    in_t win[KH][KW][NC];
+    QFX_HLS(ARRAY_PARTITION variable=win complete dim=0)
 QFX_LABEL(rows)
     for (unsigned py = 0; py < C::in_height; py++) {
     QFX_LABEL(cols)
@@ -43,7 +46,7 @@ QFX_LABEL(rows)
         QFX_LABEL(chans)
             for (unsigned c = 0; c < NC; c++) {
                 QFX_HLS(PIPELINE II=1)
-                lw.push(px, c, in.read());
+                window_push<in_t, C::in_width, NC, KH, KW>(lb, win, px, c, in.read());
             }
             if (!window_ends_at(py, KH, C::stride_height, C::out_height) ||
                 !window_ends_at(px, KW, C::stride_width, C::out_width))
@@ -51,10 +54,10 @@ QFX_LABEL(rows)
         QFX_LABEL(outs)
             for (unsigned c = 0; c < NC; c++) {
                 QFX_HLS(PIPELINE II=1)
-                in_t m = lw.win[0][0][c];
+                in_t m = win[0][0][c];
                 for (unsigned ky = 0; ky < KH; ky++)
                     for (unsigned kx = 0; kx < KW; kx++)
-                        if (lw.win[ky][kx][c] > m) m = lw.win[ky][kx][c];
+                        if (win[ky][kx][c] > m) m = win[ky][kx][c];
                 out.write(m);  // no cast
             }
         }
@@ -67,7 +70,10 @@ void avgpool2d(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>
     typedef typename C::in_t in_t;
     static const unsigned KH = C::pool_height, KW = C::pool_width, NC = C::n_chan;
     const typename C::recip_t r = reciprocal<typename C::recip_t>(KH * KW);
-    line_window<in_t, C::in_width, NC, KH, KW> lw;
+    in_t lb[line_rows<KH>::value][C::in_width][NC];
+    QFX_HLS(ARRAY_PARTITION variable=lb complete dim=1)
+    in_t win[KH][KW][NC];
+    QFX_HLS(ARRAY_PARTITION variable=win complete dim=0)
 QFX_LABEL(rows)
     for (unsigned py = 0; py < C::in_height; py++) {
     QFX_LABEL(cols)
@@ -75,7 +81,7 @@ QFX_LABEL(rows)
         QFX_LABEL(chans)
             for (unsigned c = 0; c < NC; c++) {
                 QFX_HLS(PIPELINE II=1)
-                lw.push(px, c, in.read());
+                window_push<in_t, C::in_width, NC, KH, KW>(lb, win, px, c, in.read());
             }
             if (!window_ends_at(py, KH, C::stride_height, C::out_height) ||
                 !window_ends_at(px, KW, C::stride_width, C::out_width))
@@ -85,7 +91,7 @@ QFX_LABEL(rows)
                 QFX_HLS(PIPELINE II=1)
                 typename C::acc_t s = 0;
                 for (unsigned ky = 0; ky < KH; ky++)
-                    for (unsigned kx = 0; kx < KW; kx++) s += lw.win[ky][kx][c];  // exact sum
+                    for (unsigned kx = 0; kx < KW; kx++) s += win[ky][kx][c];  // exact sum
                 const typename C::out_t y = s * r;  // exact product, the one cast
                 out.write(y);
             }

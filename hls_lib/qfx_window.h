@@ -19,42 +19,37 @@ inline bool window_ends_at(unsigned p, unsigned k, unsigned s, unsigned n_out) {
 // p - lo < n with unsigned wrap-around: lo <= p < lo + n (a pad test).
 inline bool in_span(unsigned p, unsigned lo, unsigned n) { return p - lo < n; }
 
+// Rows kept by the line buffer: KH - 1 (at least 1: no zero-size arrays).
+template <unsigned KH> struct line_rows { static const unsigned value = KH > 1 ? KH - 1 : 1; };
+
+// The kernels own two plain arrays (so the partition pragmas sit next to them):
+//   T lb[line_rows<KH>::value][WP][C];  the last KH-1 rows, oldest first
+//   T win[KH][KW][C];                   the window, ky = 0 the oldest row
+// window_push shifts value v of channel c at padded column px into both.
 template <class T, unsigned WP, unsigned C, unsigned KH, unsigned KW>
-struct line_window {
-    static const unsigned LB_ROWS = KH > 1 ? KH - 1 : 1;  // no zero-size arrays
-    T lb[LB_ROWS][WP][C];  // the last KH-1 rows, oldest first, lb[row][x][c]
-    T win[KH][KW][C];      // win[ky][kx][c]: ky = 0 is the oldest row
-
-    line_window() {
-        QFX_HLS(ARRAY_PARTITION variable=lb complete dim=1)
-        QFX_HLS(ARRAY_PARTITION variable=win complete dim=0)
+void window_push(T lb[line_rows<KH>::value][WP][C], T win[KH][KW][C], unsigned px, unsigned c, const T& v) {
+    QFX_HLS(INLINE)
+QFX_LABEL(shift_cols)
+    for (unsigned ky = 0; ky < KH; ky++) {
+        QFX_HLS(UNROLL)
+        for (unsigned kx = 0; kx + 1 < KW; kx++) {
+            QFX_HLS(UNROLL)
+            win[ky][kx][c] = win[ky][kx + 1][c];
+        }
     }
-
-    // Push value v of channel c at padded column px of the current row.
-    void push(unsigned px, unsigned c, const T& v) {
-        QFX_HLS(INLINE)
-    QFX_LABEL(shift_cols)
-        for (unsigned ky = 0; ky < KH; ky++) {
-            QFX_HLS(UNROLL)
-            for (unsigned kx = 0; kx + 1 < KW; kx++) {
-                QFX_HLS(UNROLL)
-                win[ky][kx][c] = win[ky][kx + 1][c];
-            }
-        }
-    QFX_LABEL(new_col)
-        for (unsigned ky = 0; ky + 1 < KH; ky++) {
-            QFX_HLS(UNROLL)
-            win[ky][KW - 1][c] = lb[ky][px][c];
-        }
-        win[KH - 1][KW - 1][c] = v;
-    QFX_LABEL(shift_rows)
-        for (unsigned ky = 0; ky + 2 < KH; ky++) {
-            QFX_HLS(UNROLL)
-            lb[ky][px][c] = lb[ky + 1][px][c];
-        }
-        if (KH > 1) lb[LB_ROWS - 1][px][c] = v;
+QFX_LABEL(new_col)
+    for (unsigned ky = 0; ky + 1 < KH; ky++) {
+        QFX_HLS(UNROLL)
+        win[ky][KW - 1][c] = lb[ky][px][c];
     }
-};
+    win[KH - 1][KW - 1][c] = v;
+QFX_LABEL(shift_rows)
+    for (unsigned ky = 0; ky + 2 < KH; ky++) {
+        QFX_HLS(UNROLL)
+        lb[ky][px][c] = lb[ky + 1][px][c];
+    }
+    if (KH > 1) lb[line_rows<KH>::value - 1][px][c] = v;
+}
 
 }  // namespace qfx
 

@@ -31,7 +31,7 @@ QONNX_DOMAINS = ("qonnx.custom_op.general", "onnx.brevitas", "finn.custom_op.gen
 STD = ("", "ai.onnx")
 SUPPORTED = ("qfx.FixedPoint", "qfx.Conv", "qfx.AveragePool", "qfx.GlobalAveragePool", "Quant/IntQuant (QONNX)",
              "Gemm", "MatMul", "Conv", "Mul", "Add", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool",
-             "Flatten", "Reshape", "Cast", "Identity", "Constant")
+             "Flatten", "Reshape", "Transpose (of a weight)", "Cast", "Identity", "Constant")
 _CAST_TARGETS = {TensorProto.DOUBLE: 53, TensorProto.FLOAT: 24}
 
 
@@ -601,6 +601,14 @@ class _Reader:
         if shp is None or shp.ndim != 1 or len(shp) != 2 or shp[1] not in (n, -1) or shp[0] not in (1, -1, 0):
             raise self.err(f"only a Reshape to (N, {n}) (a flatten) is supported, got {None if shp is None else shp.tolist()}")
         self.set_act(self.emit("flatten", [x.name], out), out)
+
+    def op_Transpose(self, out):
+        v = self.inp(0)
+        perm = self.attr("perm", AttributeProto.INTS, None)
+        if not isinstance(v, (CFloat, CFixed)) or np.ndim(v.arr if isinstance(v, CFloat) else v.raw) != 2 \
+                or perm not in (None, [1, 0]):
+            raise self.err("only the transpose of a 2-D constant (a weight) is supported")
+        self.vals[out] = CFloat(v.arr.T.copy()) if isinstance(v, CFloat) else v.transposed()
 
     def op_Identity(self, out):
         self.vals[out] = self.inp(0)

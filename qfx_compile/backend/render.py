@@ -119,6 +119,30 @@ def report_dict(plan: dict, *, model_path: str, n_vectors: int, vectors_source: 
     }
 
 
+#: Translation units for the layer functions: each re-parses the ap_types headers (~2 s of g++),
+#: so a few units (built in parallel by make -j) beat one per layer.
+MAX_PARTS = 4
+
+
+def split_parts(layers: list[dict], max_parts: int = MAX_PARTS) -> list[dict]:
+    """Consecutive groups of layers with about equal cost (kernel instantiations + weights)."""
+    if not layers:
+        return []
+    cost = [4000 + sum(a["depth"] for a in L["arrays"]) for L in layers]
+    k = max(1, min(max_parts, len(layers)))
+    total = sum(cost)
+    parts, cur, acc = [], [], 0
+    for L, c in zip(layers, cost):
+        cur.append(L)
+        acc += c
+        if len(parts) < k - 1 and acc >= total * (len(parts) + 1) / k:
+            parts.append(cur)
+            cur = []
+    if cur:
+        parts.append(cur)
+    return [{"name": f"part{i}", "layers": p} for i, p in enumerate(parts)]
+
+
 def write_report(outdir: Path, report: dict) -> None:
     """(Re)write OUTDIR/report.json (atomically: temp file + rename)."""
     text = json.dumps(report, indent=2, sort_keys=True) + "\n"
@@ -148,6 +172,7 @@ def render_files(plan: dict, *, ap_types: str, inputs: list[str], expected: list
         else:
             input_fanouts.append(f)
     ctx = dict(plan)
+    ctx["parts"] = split_parts(plan["layers"])
     ctx.update(ap_types=ap_types, n_vectors=len(inputs), vectors_source=vectors_source, input_fanouts=input_fanouts)
     files: dict[str, str] = {}
     top = plan["top"]
@@ -158,8 +183,9 @@ def render_files(plan: dict, *, ap_types: str, inputs: list[str], expected: list
     files["firmware/qfx_plumbing.h"] = env.get_template("firmware/plumbing.h.j2").render(ctx)
     lt = env.get_template("firmware/layer.cpp.j2")
     wt = env.get_template("firmware/weights.h.j2")
+    for P in ctx["parts"]:
+        files[f"firmware/layers/{P['name']}.cpp"] = lt.render(ctx, part=P)
     for L in plan["layers"]:
-        files[f"firmware/layers/{L['id']}.cpp"] = lt.render(ctx, L=L)
         if L["arrays"]:
             files[f"firmware/weights/{L['id']}.h"] = wt.render(ctx, L=L)
     files["tb/testbench.cpp"] = env.get_template("tb/testbench.cpp.j2").render(ctx)

@@ -78,3 +78,51 @@ def compile_cpp(sources: list[str | Path], output: str | Path, *, include_dirs: 
     if proc.returncode != 0:
         raise ToolchainError(f"g++ failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return Path(output)
+
+
+def compile_cached(sources: dict[str, str], build_dir: str | Path, name: str, *, opt: str = "-O0",
+                   std: str = "c++14", extra_flags: list[str] = (), jobs: int = 2,
+                   timeout: float = 1800) -> Path:
+    """Compile generated C++ (``{file name: text}``) once; reuse the binary while nothing changed.
+
+    The binary lives in ``build_dir/<name>-<hash>/<name>``, the hash covering the
+    sources, the flags, the compiler and the header directory, so any change
+    rebuilds. Translation units are compiled in parallel (``jobs``), then linked.
+    The result is moved into place atomically, so concurrent callers are safe.
+    """
+    import concurrent.futures
+    import hashlib
+    import tempfile
+
+    cxx, headers = find_cxx(), find_ap_types()
+    h = hashlib.sha256()
+    for part in [cxx, str(headers), opt, std, *extra_flags]:
+        h.update(part.encode() + b"\0")
+    for fname in sorted(sources):
+        h.update(fname.encode() + b"\0" + sources[fname].encode() + b"\0")
+    final_dir = Path(build_dir) / f"{name}-{h.hexdigest()[:16]}"
+    binary = final_dir / name
+    if binary.is_file():
+        return binary
+    Path(build_dir).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=build_dir))
+    try:
+        paths = []
+        for fname, text in sources.items():
+            (tmp / fname).write_text(text)
+            paths.append(tmp / fname)
+        cpp = [p for p in paths if p.suffix in (".cpp", ".cc", ".cxx")]
+        with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
+            objs = list(pool.map(
+                lambda p: compile_cpp([p], p.with_suffix(".o"), include_dirs=[tmp], opt=opt, std=std,
+                                      extra_flags=["-c", *extra_flags], timeout=timeout), cpp))
+        compile_cpp(objs, tmp / name, opt=opt, std=std, timeout=timeout)
+        try:
+            tmp.rename(final_dir)
+        except OSError:  # another process finished first: use its binary
+            if not binary.is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return binary

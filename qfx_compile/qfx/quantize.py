@@ -59,6 +59,29 @@ def _check(x: torch.Tensor, width: int, frac_min: int, frac_max: int) -> None:
                 f"{str(x.dtype).replace('torch.', '')}")
 
 
+def _sym_min(width: int, signed: bool) -> int:
+    """Lower bound of AP_SAT_SYM: ``-raw_max`` for signed types, except 1-bit ones.
+
+    A signed 1-bit type holds {-1, 0} (raw); the headers saturate it to -1 like
+    AP_SAT (``overflow_adjust`` sets the sign bit and bit 0, the same bit), so
+    ``ap_fixed<1, I, Q, AP_SAT_SYM>`` behaves as ``AP_SAT``.
+    """
+    if not signed:
+        return 0
+    return -((1 << (width - 1)) - 1) if width > 1 else -1
+
+
+def _pow2(e: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Exact ``2.0**e`` for an integer tensor (normal range), built from the exponent bits.
+
+    Independent of the device's ``exp2`` accuracy (CUDA's is not guaranteed exact).
+    """
+    e = e.to(torch.int64)
+    if dtype == torch.float64:
+        return ((e + 1023) << 52).view(torch.float64)
+    return ((e + 127) << 23).to(torch.int32).view(torch.float32)
+
+
 def _round(y: torch.Tensor, rounding: str) -> torch.Tensor:
     """Round an (exactly scaled) tensor to integers with the ap_fixed quantization rule."""
     if rounding == "AP_TRN":
@@ -90,9 +113,9 @@ def _cast_scaled(x: torch.Tensor, frac: torch.Tensor | int, int_bits: torch.Tens
     """Exact cast; ``frac``/``int_bits`` may be ints or tensors broadcastable to x (per channel)."""
     dt = x.dtype
     if isinstance(frac, torch.Tensor):
-        scale = torch.exp2(frac.to(dt))
-        inv = torch.exp2(-frac.to(dt))
-        span = torch.exp2(int_bits.to(dt))  # 2**I = 2**W * 2**-F
+        scale = _pow2(frac, dt)
+        inv = _pow2(-frac, dt)
+        span = _pow2(int_bits, dt)  # 2**I = 2**W * 2**-F
     else:
         scale, inv, span = 2.0 ** frac, 2.0 ** -frac, 2.0 ** int_bits
     raw_min = -(1 << (width - 1)) if signed else 0
@@ -117,7 +140,7 @@ def _cast_scaled(x: torch.Tensor, frac: torch.Tensor | int, int_bits: torch.Tens
     elif overflow == "AP_SAT":
         q = q.clamp(raw_min, raw_max)
     elif overflow == "AP_SAT_SYM":
-        q = q.clamp(-raw_max if signed else 0, raw_max)
+        q = q.clamp(_sym_min(width, signed), raw_max)
     elif overflow == "AP_SAT_ZERO":
         q = torch.where((q < raw_min) | (q > raw_max), torch.zeros_like(q), q)
     return q * inv
@@ -128,7 +151,7 @@ class _QuantizeSTE(torch.autograd.Function):
     def forward(ctx, x, frac, int_bits, width, signed, rounding, overflow):
         out = _cast_scaled(x, frac, int_bits, width, signed, rounding, overflow)
         if isinstance(frac, torch.Tensor):
-            inv = torch.exp2(-frac.to(x.dtype))
+            inv = _pow2(-frac, x.dtype)
         else:
             inv = 2.0 ** -frac
         raw_min = -(1 << (width - 1)) if signed else 0
@@ -176,34 +199,51 @@ def quantize(x: torch.Tensor, t: FixedType, *, int_bits: Sequence[int] | torch.T
 
 
 # --------------------------------------------------------------- raw view
+def _scale_of(frac, dtype: torch.dtype, what: str) -> float | torch.Tensor:
+    """``2**frac`` (int or int64 tensor) exactly, as a normal number of ``dtype``."""
+    emax = 127 if dtype == torch.float32 else 1023
+    lo, hi = (int(frac.min()), int(frac.max())) if isinstance(frac, torch.Tensor) else (frac, frac)
+    if lo < 1 - emax or hi > emax:
+        raise ValueError(f"{what}: the scale 2**{lo if lo < 1 - emax else hi} is outside the normal range of "
+                         f"{str(dtype).replace('torch.', '')}")
+    if isinstance(frac, torch.Tensor):
+        return _pow2(frac, dtype)
+    return 2.0 ** frac
+
+
 def to_raw(x: torch.Tensor, t: FixedType, *, int_bits=None, axis: int = 1) -> torch.Tensor:
     """Mantissas (int64) of values already on ``t``'s grid; raises if any value is off-grid or out of range."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"to_raw expects a float tensor of values, got {getattr(x, 'dtype', type(x).__name__)}")
+    if t.width > 53:
+        raise ValueError(f"to_raw handles widths up to 53 bits, got {t}: use integer mantissas")
+    x = x.to(torch.float64)
     if int_bits is None:
-        frac = t.frac_bits
-        m = x.to(torch.float64) * 2.0 ** frac
+        m = x * _scale_of(t.frac_bits, torch.float64, f"to_raw to {t}")
     else:
         ib = _per_channel(int_bits, x, axis)
-        m = x.to(torch.float64) * torch.exp2((t.width - ib).to(torch.float64))
-    if t.width > 53:
-        raise ValueError(f"to_raw handles widths up to 53 bits, got {t}")
+        m = x * _scale_of(t.width - ib, torch.float64, f"to_raw to {t}")
     if not torch.equal(m, torch.round(m)):
         raise ValueError(f"values are not on the grid of {t}: quantize them first")
-    mi = m.to(torch.int64)
-    if bool((mi < t.raw_min).any()) or bool((mi > t.raw_max).any()):
+    if bool((m < t.raw_min).any()) or bool((m > t.raw_max).any()):
         raise ValueError(f"values are outside the range of {t} [{t.min}, {t.max}]")
-    return mi
+    return m.to(torch.int64)
 
 
 def from_raw(m: torch.Tensor, t: FixedType, *, dtype: torch.dtype = torch.float64, int_bits=None,
              axis: int = 1) -> torch.Tensor:
     """Values ``m * 2**-F`` of int64 mantissas, exact in ``dtype`` (checked against its width)."""
     m = torch.as_tensor(m)
+    if m.is_floating_point() or m.is_complex() or m.dtype == torch.bool:
+        raise ValueError(f"from_raw expects integer mantissas, got {m.dtype}")
     if t.width > max_exact_width(dtype):
-        raise ValueError(f"{t} does not fit {dtype} exactly")
+        raise ValueError(f"{t} does not fit {dtype} exactly (at most {max_exact_width(dtype)} bits)")
+    if m.numel() and (int(m.min()) < t.raw_min or int(m.max()) > t.raw_max):
+        raise ValueError(f"mantissas outside the range of {t} [{t.raw_min}, {t.raw_max}]")
     if int_bits is None:
-        return m.to(dtype) * 2.0 ** -t.frac_bits
+        return m.to(dtype) * _scale_of(-t.frac_bits, dtype, f"from_raw of {t}")
     ib = _per_channel(int_bits, m, axis)
-    return m.to(dtype) * torch.exp2(-(t.width - ib).to(dtype))
+    return m.to(dtype) * _scale_of(ib - t.width, dtype, f"from_raw of {t}")
 
 
 # ------------------------------------------------------- integer domain
@@ -220,22 +260,42 @@ def _floor_shift(m: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray, np.ndar
 def requantize_raw(m, src_frac: int, t: FixedType) -> np.ndarray:
     """Integer twin of :func:`quantize`: cast mantissas ``m`` (value ``m * 2**-src_frac``) to ``t``.
 
-    ``m`` is an int64 array or an object array of Python ints (any width); the
-    result has the same kind, holding ``t``'s mantissas. This is the rule the
-    IR interpreter and the HLS kernels implement at every assignment.
+    ``m`` is an integer array (any numpy integer dtype) or an object array of
+    Python ints (any width). The result holds ``t``'s mantissas: int64 when
+    ``t.width <= 62``, otherwise an object array of Python ints. This is the
+    rule the IR interpreter and the HLS kernels implement at every assignment;
+    it equals the ap_fixed headers' ``ap_fixed<W,I> = ap_fixed<W2,I2>`` bit for
+    bit (tests/test_cast_headers.py), including sources wider than 64 bits.
+
+    Header limitation (not ours): when the whole source lies below the
+    target's rounding bit (``src_frac - F > W2``) and the rounding mode is not
+    AP_TRN, the headers' C simulation aborts with the assertion "Attempting to
+    read bit beyond MSB" (ap_private::get_bit) unless compiled with NDEBUG;
+    generated C++ should not contain such a cast. This function returns the
+    mathematically defined result there (rounding of a value below half an LSB).
     """
+    if not isinstance(t, FixedType):
+        raise ValueError(f"requantize_raw expects a FixedType, got {type(t).__name__}")
+    if isinstance(src_frac, bool) or not isinstance(src_frac, (int, np.integer)):
+        raise ValueError(f"src_frac must be an integer, got {src_frac!r}")
+    src_frac = int(src_frac)
     m = np.asarray(m)
-    if m.dtype != object and m.dtype.kind not in "iu":
+    if m.dtype == object:
+        if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in m.ravel()):
+            raise ValueError("requantize_raw: an object array must hold Python ints only")
+        m = np.vectorize(int, otypes=[object])(m) if m.size else m
+    elif m.dtype.kind not in "iu":
         raise ValueError(f"requantize_raw expects integer mantissas, got dtype {m.dtype}")
-    wide = m.dtype == object or t.width > 62 or abs(t.frac_bits - src_frac) > 62
-    if wide and m.dtype != object:
-        m = m.astype(object)
-    if m.dtype != object:
-        m = m.astype(np.int64)
     s = src_frac - t.frac_bits
-    if s <= 0:
-        if m.dtype != object and m.size and int(np.abs(m).max()) >= (1 << (62 + s)):
+    if m.dtype != object:
+        # int64 arithmetic is exact while |m| << max(0, -s) and the rounding stay below 2**62.
+        big = m.size and max(abs(int(m.min())), abs(int(m.max()))) >= (1 << (62 + min(s, 0)))
+        if big or t.width > 62 or abs(s) > 62:
             m = m.astype(object)
+            m = np.vectorize(int, otypes=[object])(m) if m.size else m
+        else:
+            m = m.astype(np.int64)
+    if s <= 0:
         q = m << (-s)
     else:
         q, cmp, nonzero = _floor_shift(m, s)
@@ -266,7 +326,7 @@ def requantize_raw(m, src_frac: int, t: FixedType) -> np.ndarray:
     elif o == "AP_SAT":
         q = np.where(q < lo, lo, np.where(q > hi, hi, q))
     elif o == "AP_SAT_SYM":
-        lo2 = -hi if t.signed else 0
+        lo2 = _sym_min(t.width, t.signed)
         q = np.where(q < lo2, lo2, np.where(q > hi, hi, q))
     else:  # AP_SAT_ZERO
         q = np.where((q < lo) | (q > hi), 0, q)

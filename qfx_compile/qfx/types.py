@@ -12,6 +12,7 @@ The training library, the IR and the templates all import it.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import re
 from fractions import Fraction
 from typing import Iterable
@@ -54,10 +55,13 @@ class FixedType:
     overflow: str = "AP_WRAP"
 
     def __post_init__(self):
-        if isinstance(self.width, bool) or not isinstance(self.width, int):
-            raise ValueError(f"FixedType width must be an int, got {self.width!r}")
-        if isinstance(self.int_bits, bool) or not isinstance(self.int_bits, int):
-            raise ValueError(f"FixedType int_bits must be an int, got {self.int_bits!r}")
+        for name in ("width", "int_bits"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise ValueError(f"FixedType {name} must be an int, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        if isinstance(self.signed, str) or self.signed not in (0, 1):
+            raise ValueError(f"FixedType signed must be a bool, got {self.signed!r}")
         if not 1 <= self.width <= MAX_WIDTH:
             raise ValueError(f"FixedType width must be in 1..{MAX_WIDTH}, got {self.width}")
         if abs(self.int_bits) > 4 * MAX_WIDTH:

@@ -129,8 +129,8 @@ def split_parts(layers: list[dict], max_parts: int = MAX_PARTS) -> list[dict]:
     if not layers:
         return []
     cost = [4000 + sum(a["depth"] for a in L["arrays"]) for L in layers]
-    k = max(1, min(max_parts, len(layers)))
     total = sum(cost)
+    k = max(1, min(max_parts, len(layers), -(-total // 120_000)))
     parts, cur, acc = [], [], 0
     for L, c in zip(layers, cost):
         cur.append(L)

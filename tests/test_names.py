@@ -1,0 +1,49 @@
+"""backend.names: untrusted text -> safe identifiers and comments."""
+import re
+
+import pytest
+
+from qfx_compile.backend import names
+
+IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NASTY = ['a"b', "x\ny", "end */ int x; /*", '#include "evil.h"', "$(rm -rf ~)", "`id`", "naïve_層", "x" * 10000,
+         "", "123", "class", "int", "__x", "a b", "a-b", "a.b", "{}[]", "\\", "main", "_", "\x00\x01"]
+
+
+@pytest.mark.parametrize("text", NASTY)
+def test_identifier_is_safe(text):
+    s = names.identifier(text)
+    assert IDENT.match(s) and len(s) <= names.MAX_IDENT
+    assert s not in names.CXX_KEYWORDS
+
+
+def test_table_unique_and_deterministic():
+    def run():
+        t = names.NameTable(reserved=("qfx_top",))
+        return [t(x) for x in ["a b", "a-b", "a.b", "A_B", "qfx_top", "a b", "x" * 10000, "x" * 9999 + "y"]]
+
+    r1, r2 = run(), run()
+    assert r1 == r2
+    assert r1[0] == r1[5]  # the same original gets the same name
+    distinct = r1[:5] + r1[6:]
+    assert len({s.lower() for s in distinct}) == len(distinct)
+    assert "qfx_top" not in r1
+    assert all(IDENT.match(s) and len(s) <= names.MAX_IDENT for s in r1)
+
+
+def test_table_keys_distinguish_same_text():
+    t = names.NameTable()
+    assert t("conv", key="node:conv") != t("conv", key="tensor:conv")
+
+
+@pytest.mark.parametrize("text", NASTY)
+def test_comment_is_safe(text):
+    c = names.comment(text)
+    assert len(c) <= names.MAX_COMMENT
+    assert c.isascii() and "\n" not in c and "\r" not in c
+    for bad in ("*/", "/*", "//", "#", "$", "`", '"', "'", "\\", "{", "}", "[", "]", ";", "<", ">", "|", "&"):
+        assert bad not in c
+
+
+def test_comment_keeps_plain_names():
+    assert names.comment("conv1.weight") == "conv1.weight"

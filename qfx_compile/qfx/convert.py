@@ -42,7 +42,7 @@ class QFXConfig:
 
     weight: FixedType | str = "ap_fixed<8,1,AP_RND_CONV,AP_SAT>"
     bias: FixedType | str = "ap_fixed<16,6,AP_RND_CONV,AP_SAT>"
-    activation: FixedType | str = "ap_fixed<8,4,AP_RND,AP_SAT>"
+    activation: FixedType | str = "ap_fixed<8,4,AP_RND_CONV,AP_SAT>"
     output: FixedType | str | None = None
     input: FixedType | str | None = None
     bn_scale: FixedType | str = "ap_fixed<8,3,AP_RND_CONV,AP_SAT>"

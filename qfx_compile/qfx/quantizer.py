@@ -42,7 +42,7 @@ _FAST_OVERFLOW = ("AP_SAT", "AP_SAT_SYM")
 
 
 def as_fixed_type(t, what: str = "type") -> FixedType:
-    """A FixedType from a FixedType or its C++ spelling (``"ap_fixed<8,3,AP_RND,AP_SAT>"``)."""
+    """A FixedType from a FixedType or its C++ spelling (``"ap_fixed<8,3,AP_RND_CONV,AP_SAT>"``)."""
     if isinstance(t, FixedType):
         return t
     if isinstance(t, str):
@@ -260,6 +260,19 @@ class Quantizer(nn.Module):
             return self.apply_eval(x)
         p = self.int_bits_param
         ib = p + (torch.floor(p + 0.5) - p).detach()  # straight-through round
+        t = self.base_type
+        if (self.k_hot is None and t.rounding == "AP_RND_CONV" and t.overflow in _FAST_OVERFLOW
+                and t.width <= _F32_WIDTH and x.dtype == torch.float32 and not (self.per_channel and x.dim() < 2)):
+            # torch's fused fake-quant kernel: round half to even, clamp; its LSQ gradient for the
+            # scale s = 2**(I-W) is exactly the TQT gradient above after ds/dI = s ln2.
+            qmax = t.raw_max
+            qmin = -qmax if (t.overflow == "AP_SAT_SYM" and t.signed) else t.raw_min
+            scale = torch.exp2(ib - t.width)
+            if self.per_channel:
+                return torch._fake_quantize_learnable_per_channel_affine(
+                    x, scale, torch.zeros_like(scale), self.axis % x.dim(), qmin, qmax, 1.0)
+            return torch._fake_quantize_learnable_per_tensor_affine(
+                x, scale.reshape(1), torch.zeros(1, device=x.device), qmin, qmax, 1.0)
         return _FixedPointTrain.apply(x, ib, self.width, self.base_type.signed, self.base_type.rounding,
                                       self.base_type.overflow, self.axis, self.k_hot, self.digits)
 

@@ -21,7 +21,7 @@ from ._base import QFXModule, amax, check_exact, frac_bits_of
 class Quant(QFXModule):
     """``cast(x, t)`` with a learned binary point."""
 
-    def __init__(self, type="ap_fixed<8,4,AP_RND,AP_SAT>", *, learnable: bool = True):
+    def __init__(self, type="ap_fixed<8,4,AP_RND_CONV,AP_SAT>", *, learnable: bool = True):
         super().__init__()
         self.output_quantizer = Quantizer(type, learnable=learnable, name="output")
 
@@ -84,7 +84,7 @@ class Clip(QFXModule):
 class Add(QFXModule):
     """Residual addition ``cast(a + b, out_type)``; a and b may have different types."""
 
-    def __init__(self, output_type="ap_fixed<8,4,AP_RND,AP_SAT>", *, learnable: bool = True):
+    def __init__(self, output_type="ap_fixed<8,4,AP_RND_CONV,AP_SAT>", *, learnable: bool = True):
         super().__init__()
         self.output_quantizer = Quantizer(output_type, learnable=learnable, name="output")
 

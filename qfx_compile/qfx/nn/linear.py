@@ -76,7 +76,7 @@ class Linear(_Weighted):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  weight_type="ap_fixed<8,1,AP_RND_CONV,AP_SAT>", bias_type="ap_fixed<16,6,AP_RND_CONV,AP_SAT>",
-                 output_type="ap_fixed<8,4,AP_RND,AP_SAT>", per_channel: bool = True, k_hot=None,
+                 output_type="ap_fixed<8,4,AP_RND_CONV,AP_SAT>", per_channel: bool = True, k_hot=None,
                  digits=None, learnable: bool = True):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
@@ -103,7 +103,7 @@ class Conv2d(_Weighted):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True,
                  *, weight_type="ap_fixed<8,1,AP_RND_CONV,AP_SAT>", bias_type="ap_fixed<16,6,AP_RND_CONV,AP_SAT>",
-                 output_type="ap_fixed<8,4,AP_RND,AP_SAT>", per_channel: bool = True, k_hot=None, digits=None,
+                 output_type="ap_fixed<8,4,AP_RND_CONV,AP_SAT>", per_channel: bool = True, k_hot=None, digits=None,
                  learnable: bool = True):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)

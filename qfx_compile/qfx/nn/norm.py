@@ -20,7 +20,7 @@ from ._base import QFXModule, amax, check_exact, frac_bits_of
 class BatchNorm2d(QFXModule):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, *,
                  scale_type="ap_fixed<8,3,AP_RND_CONV,AP_SAT>", shift_type="ap_fixed<8,3,AP_RND_CONV,AP_SAT>",
-                 output_type="ap_fixed<8,4,AP_RND,AP_SAT>", per_channel: bool = True, learnable: bool = True):
+                 output_type="ap_fixed<8,4,AP_RND_CONV,AP_SAT>", per_channel: bool = True, learnable: bool = True):
         super().__init__()
         c = int(num_features)
         self.num_features, self.eps, self.momentum = c, float(eps), momentum
@@ -56,8 +56,7 @@ class BatchNorm2d(QFXModule):
             raise ValueError(f"{self.layer_name}: expected a 4-D input (N, C, H, W), got {tuple(x.shape)}")
         if self._float_path():
             if self.training and not self._calibrating():
-                mean = x.mean((0, 2, 3))
-                var = x.var((0, 2, 3), unbiased=False)
+                var, mean = torch.var_mean(x, (0, 2, 3), unbiased=False)
                 with torch.no_grad():
                     n = x.numel() // x.shape[1]
                     self.num_batches_tracked += 1
@@ -68,7 +67,7 @@ class BatchNorm2d(QFXModule):
                 mean, var = self.running_mean, self.running_var
             a, b = self._float_scale_shift(mean, var, x.dtype)
             a, b = self.scale_quantizer(a), self.shift_quantizer(b)
-            return self.output_quantizer(x * a.reshape(1, -1, 1, 1) + b.reshape(1, -1, 1, 1))
+            return self.output_quantizer(torch.addcmul(b.reshape(1, -1, 1, 1), x, a.reshape(1, -1, 1, 1)))
         x = x.to(torch.float64)
         a, b = self.quantized_scale_shift()
         frac = max(frac_bits_of(x) + frac_bits_of(a), frac_bits_of(b))

@@ -74,7 +74,7 @@ class _Avg(QFXModule):
 class AvgPool2d(_Avg):
     """``cast(S * r, out_type)`` over ``kernel_size`` windows with ``stride`` (no padding); see module doc."""
 
-    def __init__(self, kernel_size, stride=None, *, output_type="ap_fixed<8,4,AP_RND,AP_SAT>",
+    def __init__(self, kernel_size, stride=None, *, output_type="ap_fixed<8,4,AP_RND_CONV,AP_SAT>",
                  recip_bits: int = 16, learnable: bool = True):
         super().__init__()
         self.kernel_size = _pair(kernel_size, "kernel_size")
@@ -93,7 +93,7 @@ class AvgPool2d(_Avg):
 class AdaptiveAvgPool2d(_Avg):
     """Global average pooling (output size 1): ``cast(S * r, out_type)``, ``N = H*W``; output (N, C, 1, 1)."""
 
-    def __init__(self, output_size=1, *, output_type="ap_fixed<8,4,AP_RND,AP_SAT>", recip_bits: int = 16,
+    def __init__(self, output_size=1, *, output_type="ap_fixed<8,4,AP_RND_CONV,AP_SAT>", recip_bits: int = 16,
                  learnable: bool = True):
         super().__init__()
         if _pair(output_size, "output_size") != (1, 1):

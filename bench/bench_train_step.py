@@ -1,0 +1,107 @@
+"""Milliseconds per training step: float ResNet-20 vs the same network in QFX with every tensor quantized.
+
+CIFAR shape (3x32x32), batch 64, SGD step (forward, backward, update), 2 CPU
+threads. QFX: 8-bit weights (per channel), 16-bit biases, 8-bit activations,
+BatchNorm scale / shift / output, residual additions and pooling, all binary
+points learned. Prints both medians and the ratio (target: QFX < 1.5x float).
+
+    python bench/bench_train_step.py [--steps 20] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qfx_compile import qfx
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet20(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(16)
+        layers, cin = [], 16
+        for cout, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(3):
+                layers.append(BasicBlock(cin, cout, stride if i == 0 else 1))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(x)))
+        x = self.layers(x)
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def time_steps(model, x, y, steps, warmup=3):
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=64)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    x = torch.randn(a.batch, 3, 32, 32)
+    y = torch.randint(0, 10, (a.batch,))
+    fmodel = ResNet20()
+    cfg = qfx.QFXConfig(weight="ap_fixed<8,1,AP_RND_CONV,AP_SAT>", bias="ap_fixed<16,6,AP_RND_CONV,AP_SAT>",
+                        activation="ap_fixed<8,4,AP_RND_CONV,AP_SAT>", bn_scale="ap_fixed<8,3,AP_RND_CONV,AP_SAT>",
+                        bn_shift="ap_fixed<8,3,AP_RND_CONV,AP_SAT>")
+    qmodel = qfx.quantize_model(ResNet20(), cfg, x)
+    nq = len(qfx.quantizers(qmodel))
+    # interleave to share any background load fairly
+    f1 = time_steps(fmodel, x, y, a.steps)
+    q1 = time_steps(qmodel, x, y, a.steps)
+    f2 = time_steps(fmodel, x, y, a.steps)
+    q2 = time_steps(qmodel, x, y, a.steps)
+    f, q = min(f1, f2), min(q1, q2)
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}")
+    print(f"ResNet-20, batch {a.batch}, 3x32x32, {a.steps} steps (median, best of 2 rounds)")
+    print(f"float: {f:8.1f} ms/step")
+    print(f"QFX  : {q:8.1f} ms/step  ({nq} quantizers)")
+    print(f"ratio: {q / f:.2f}x (target < 1.5x)")
+
+
+if __name__ == "__main__":
+    main()

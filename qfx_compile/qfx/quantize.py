@@ -122,7 +122,10 @@ def _cast_scaled(x: torch.Tensor, frac: torch.Tensor | int, int_bits: torch.Tens
     raw_max = (1 << (width - 1)) - 1 if signed else (1 << width) - 1
     if overflow == "AP_WRAP":
         # q mod 2**W == round(fmod(x, 2**I) * 2**F) mod 2**W, fmod is exact and keeps the sign.
-        x = torch.fmod(x, span)
+        # torch's vectorised fmod computes x - trunc(x / y) * y, which is NaN when x / y
+        # overflows; any |x| >= 2**(I + p) is a multiple of 2**I anyway, so set it to 0 first.
+        big = span * float(2 ** _EXACT_BITS[dt])
+        x = torch.fmod(torch.where(torch.abs(x) >= big, torch.zeros_like(x), x), span)
     else:
         # Anything beyond +-2**(I+1) saturates the same way; clamping also removes overflow to inf.
         x = torch.clamp(x, -2 * span, 2 * span)
@@ -134,9 +137,9 @@ def _cast_scaled(x: torch.Tensor, frac: torch.Tensor | int, int_bits: torch.Tens
         y = torch.where((y == 0) & (x != 0), torch.copysign(tiny, x), y)
     q = _round(y, rounding)
     if overflow == "AP_WRAP":
-        qi = q.to(torch.int64)
-        qi = torch.remainder(qi - raw_min, 1 << width) + raw_min
-        q = qi.to(dt)
+        # |x| < 2**I after fmod, so |q| <= 2**W: one step of 2**W wraps it, exactly.
+        step = float(1 << width)
+        q = torch.where(q > raw_max, q - step, torch.where(q < raw_min, q + step, q))
     elif overflow == "AP_SAT":
         q = q.clamp(raw_min, raw_max)
     elif overflow == "AP_SAT_SYM":

@@ -29,16 +29,11 @@ class UserError(Exception):
 
 
 def _list_targets(console) -> None:
-    from rich.table import Table
-
-    t = Table(title="qfx-compile targets")
-    for col in ("target", "board", "part", "clock (ns)", "DSP", "LUT", "FF", "BRAM36", "URAM"):
-        t.add_column(col, justify="right" if col not in ("target", "board", "part") else "left")
+    click.echo(f"{'target':<9} {'part':<22} {'clock':>6} {'DSP':>14} {'LUT':>8} {'FF':>8} {'BRAM36':>6} {'URAM':>4}  board")
     for name in sorted(TARGETS):
         x = TARGETS[name]
-        t.add_row(name, x.board, x.part, f"{x.clock_ns:g}", f"{x.dsp:,} {x.dsp_kind}", f"{x.lut:,}", f"{x.ff:,}",
-                  f"{x.bram36:,}", f"{x.uram:,}")
-    console.print(t)
+        click.echo(f"{name:<9} {x.part:<22} {x.clock_ns:>4g}ns {x.dsp:>6,} {x.dsp_kind:<7} {x.lut:>8,} {x.ff:>8,} "
+                   f"{x.bram36:>6,} {x.uram:>4}  {x.board}")
 
 
 def _summary(console, report: dict) -> None:

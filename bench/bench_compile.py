@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from torch import nn
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 from qfx_compile import qfx
 from qfx_compile.qfx import nn as qnn

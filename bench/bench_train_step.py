@@ -58,19 +58,28 @@ class ResNet20(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def time_steps(model, x, y, steps, warmup=3):
+def make_step(model, x, y):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
-    times = []
-    for i in range(warmup + steps):
+
+    def step():
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
+        F.cross_entropy(model(x), y).backward()
         opt.step()
+        return time.perf_counter() - t0
+    return step
+
+
+def alternate(steps_a, steps_b, n, warmup=3):
+    """Median ms of two step functions timed alternately (shares background load fairly)."""
+    ta, tb = [], []
+    for i in range(warmup + n):
+        a, b = steps_a(), steps_b()
         if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+            ta.append(a)
+            tb.append(b)
+    return 1000 * statistics.median(ta), 1000 * statistics.median(tb)
 
 
 def main():
@@ -89,15 +98,10 @@ def main():
                         bn_shift="ap_fixed<8,3,AP_RND_CONV,AP_SAT>")
     qmodel = qfx.quantize_model(ResNet20(), cfg, x)
     nq = len(qfx.quantizers(qmodel))
-    # interleave to share any background load fairly
-    f1 = time_steps(fmodel, x, y, a.steps)
-    q1 = time_steps(qmodel, x, y, a.steps)
-    f2 = time_steps(fmodel, x, y, a.steps)
-    q2 = time_steps(qmodel, x, y, a.steps)
-    f, q = min(f1, f2), min(q1, q2)
+    f, q = alternate(make_step(fmodel, x, y), make_step(qmodel, x, y), a.steps)
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}")
-    print(f"ResNet-20, batch {a.batch}, 3x32x32, {a.steps} steps (median, best of 2 rounds)")
+    print(f"ResNet-20, batch {a.batch}, 3x32x32, {a.steps} steps each, alternating (median)")
     print(f"float: {f:8.1f} ms/step")
     print(f"QFX  : {q:8.1f} ms/step  ({nq} quantizers)")
     print(f"ratio: {q / f:.2f}x (target < 1.5x)")

@@ -9,14 +9,18 @@ Forward:
 * eval: exactly :func:`qfx.quantize` with type ``ap_fixed<W, I, Q, O>`` (per-channel
   ``int_bits`` when per channel), or, with K-hot, the exact nearest K-hot value
   of that grid (:mod:`.khot`). No other rounding happens anywhere.
-* training: the same cast computed in float32 (exact for ``W <= 24``).
+* training: the same cast computed in float32 (exact for ``W <= 22``; wider types
+  train through a float64 cast). AP_RND_CONV with AP_SAT[_SYM] runs on torch's
+  fused fake-quant kernels (the common, fast case).
 
 Gradient (TQT / Brevitas log2-scale style, arXiv 1903.08066): the lsb is
 ``s = 2**(I-W)``, so ``I`` is ``log2 s`` up to a constant and
 ``dq/dI = ln2 * (q - x)`` where ``x`` is inside the range (rounding error:
 pushes towards more fractional bits) and ``dq/dI = ln2 * q`` where it saturates
 (``q`` = the bound: pushes towards more range). ``dq/dx`` is 1 inside the
-range, 0 outside (straight-through).
+range, 0 outside (straight-through). For speed, per-tensor AP_RND_CONV
+quantizers on tensors above ``GRAD_SAMPLE`` elements sum the ``I`` gradient
+over every k-th element (k prime) times k, an estimate; all others sum exactly.
 
 Calibration: :meth:`Quantizer.calibrate` (or ``with qfx.calibrate(model)``)
 observes the max magnitude and sets ``I`` to the fewest integer bits whose

@@ -14,5 +14,6 @@
 #include "qfx_cast.h"
 #include "qfx_shiftadd.h"
 #include "qfx_axis.h"
+#include "qfx_stream.h"
 
 #endif

@@ -1,6 +1,8 @@
 // qfx_conv2d.h: streaming 2-D convolution (zero padding, stride, groups 1).
 // out[oy][ox][f] = cast(b[f] + sum_{ky,kx,c} x_pad[oy*sh+ky][ox*sw+kx][c] * w[f][ky][kx][c], out_t):
-// exact products and sums in acc_t, one cast to out_t per output.
+// exact products and sums (acc_t's grid, see qfx_mac.h), one cast to out_t per output.
+// Folding: the n_filt outputs of one pixel (kh*kw*n_chan*n_filt products) on
+// ceil(products / reuse) multipliers.
 #ifndef QFX_CONV2D_H
 #define QFX_CONV2D_H
 
@@ -12,18 +14,25 @@ namespace qfx {
 
 // Shared body: walks the padded image in HWC order; pads are zeros made here,
 // real pixels are read from `in` exactly once; a window is complete at the
-// last (row, column) of each output position.
+// last (row, column) of each output position. The line buffer and window hold
+// input mantissas (converted once per input element, not once per product).
 template <class C, class MAC, class WA, class WB>
 void conv2d_core(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out, const WA wa[],
                  const WB wb[], const typename C::b_raw_t b[C::n_filt]) {
-    typedef typename C::in_t in_t;
+    typedef mac_types<C> T;
+    typedef typename T::x_m x_m;
     static const unsigned HP = C::in_height + C::pad_top + C::pad_bottom;
     static const unsigned WP = C::in_width + C::pad_left + C::pad_right;
-    static const unsigned KH = C::filt_height, KW = C::filt_width, NC = C::n_chan;
-    in_t lb[line_rows<KH>::value][WP][NC];
+    static const unsigned KH = C::filt_height, KW = C::filt_width, NC = C::n_chan, NF = C::n_filt;
+    static const unsigned NI = KH * KW * NC;  // products per output
+    x_m lb[line_rows<KH>::value][WP][NC];
     QFX_HLS(ARRAY_PARTITION variable=lb complete dim=1)
-    in_t win[KH][KW][NC];
+    x_m win[KH][KW][NC];
     QFX_HLS(ARRAY_PARTITION variable=win complete dim=0)
+    typename T::acc_m bias[NF];  // bias on acc_t's grid, converted once per call
+    QFX_HLS(ARRAY_PARTITION variable=bias complete)
+QFX_LABEL(bias_init)
+    for (unsigned f = 0; f < NF; f++) bias[f] = bias_mantissa<C>(b[f]);
 QFX_LABEL(rows)
     for (unsigned py = 0; py < HP; py++) {
     QFX_LABEL(cols)
@@ -32,29 +41,34 @@ QFX_LABEL(rows)
         QFX_LABEL(chans)
             for (unsigned c = 0; c < NC; c++) {
                 QFX_HLS(PIPELINE II=1)
-                in_t v = 0;  // zero padding
-                if (inside) v = in.read();
-                window_push<in_t, WP, NC, KH, KW>(lb, win, px, c, v);
+                x_m v = 0;  // zero padding
+                if (inside) v = raw_of(in.read());
+                window_push<x_m, WP, NC, KH, KW>(lb, win, px, c, v);
             }
             if (!window_ends_at(py, KH, C::stride_height, C::out_height) ||
                 !window_ends_at(px, KW, C::stride_width, C::out_width))
                 continue;
-        QFX_LABEL(filters)
-            for (unsigned f = 0; f < C::n_filt; f++) {
-                QFX_HLS(PIPELINE II=1)
-                typename C::acc_t acc = from_raw<typename C::b_t>(b[f]);  // exact
-            QFX_LABEL(win_y)
-                for (unsigned ky = 0; ky < KH; ky++) {
-                QFX_LABEL(win_x)
-                    for (unsigned kx = 0; kx < KW; kx++) {
-                    QFX_LABEL(win_c)
-                        for (unsigned c = 0; c < NC; c++) {
-                            MAC::template mac<C>(acc, win[ky][kx][c], wa, wb, ((f * KH + ky) * KW + kx) * NC + c);
-                        }
+            x_m x[NI];  // the window flattened [ky][kx][c] (wiring)
+            QFX_HLS(ARRAY_PARTITION variable=x complete)
+            typename T::acc_m acc[NF];
+            QFX_HLS(ARRAY_PARTITION variable=acc complete)
+        QFX_LABEL(flatten)
+            for (unsigned ky = 0; ky < KH; ky++)
+                for (unsigned kx = 0; kx < KW; kx++)
+                    for (unsigned c = 0; c < NC; c++) {
+                        QFX_HLS(UNROLL)
+                        x[(ky * KW + kx) * NC + c] = win[ky][kx][c];
                     }
-                }
-                const typename C::out_t y = acc;  // the one cast
-                out.write(y);
+        QFX_LABEL(acc_init)
+            for (unsigned f = 0; f < NF; f++) {
+                QFX_HLS(UNROLL)
+                acc[f] = bias[f];
+            }
+            fold_mac<C, MAC, NI, NF>(x, acc, wa, wb);
+        QFX_LABEL(filters)
+            for (unsigned f = 0; f < NF; f++) {
+                QFX_HLS(PIPELINE II=1)
+                out.write(acc_to_out<C>(acc[f]));  // the one cast
             }
         }
     }
@@ -66,6 +80,10 @@ void conv2d(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& o
             const typename C::w_raw_t w[C::n_filt * C::filt_height * C::filt_width * C::n_chan],
             const typename C::b_raw_t b[C::n_filt]) {
     QFX_HLS(INLINE off)
+    static const unsigned M =
+        fold_shape<C::n_filt * C::filt_height * C::filt_width * C::n_chan, reuse_of<C>::value>::mults;
+    QFX_HLS(ARRAY_PARTITION variable=w cyclic factor=M)  // multiplier m reads w[r*M + m]
+    (void)M;
     conv2d_core<C, mac_multiply>(in, out, w, w, b);
 }
 

@@ -1,6 +1,7 @@
 // qfx_dense.h: fully connected layer.
-// out[j] = cast(b[j] + sum_i x[i] * w[j][i], out_t): exact products and sums in
-// acc_t, the one rounding/overflow is the final assignment to out_t.
+// out[j] = cast(b[j] + sum_i x[i] * w[j][i], out_t): exact products and sums
+// (acc_t's grid, see qfx_mac.h), the one rounding/overflow is the final cast to out_t.
+// Folding: n_in * n_out products on ceil(n_in * n_out / reuse) multipliers.
 #ifndef QFX_DENSE_H
 #define QFX_DENSE_H
 
@@ -9,28 +10,30 @@
 
 namespace qfx {
 
-// Shared body: MAC adds x * w[j][i] (weights given by the arrays wa, wb).
+// Shared body: MAC computes x * w[j][i] (weights given by the arrays wa, wb).
 template <class C, class MAC, class WA, class WB>
 void dense_core(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out, const WA wa[],
                 const WB wb[], const typename C::b_raw_t b[C::n_out]) {
-    typename C::in_t x[C::n_in];
+    typedef mac_types<C> T;
+    typename T::x_m x[C::n_in];
     QFX_HLS(ARRAY_PARTITION variable=x complete)
+    typename T::acc_m acc[C::n_out];
+    QFX_HLS(ARRAY_PARTITION variable=acc complete)
 QFX_LABEL(read)
     for (unsigned i = 0; i < C::n_in; i++) {
         QFX_HLS(PIPELINE II=1)
-        x[i] = in.read();
+        x[i] = raw_of(in.read());
     }
-QFX_LABEL(outputs)
+QFX_LABEL(bias)
+    for (unsigned j = 0; j < C::n_out; j++) {
+        QFX_HLS(UNROLL)
+        acc[j] = bias_mantissa<C>(b[j]);
+    }
+    fold_mac<C, MAC, C::n_in, C::n_out>(x, acc, wa, wb);
+QFX_LABEL(write)
     for (unsigned j = 0; j < C::n_out; j++) {
         QFX_HLS(PIPELINE II=1)
-        typename C::acc_t acc = from_raw<typename C::b_t>(b[j]);  // exact: acc_t holds b_t
-    QFX_LABEL(products)
-        for (unsigned i = 0; i < C::n_in; i++) {
-            QFX_HLS(UNROLL)
-            MAC::template mac<C>(acc, x[i], wa, wb, j * C::n_in + i);
-        }
-        const typename C::out_t y = acc;  // the one cast: out_t's rounding and overflow
-        out.write(y);
+        out.write(acc_to_out<C>(acc[j]));  // the one cast
     }
 }
 
@@ -39,6 +42,9 @@ template <class C>
 void dense(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out,
            const typename C::w_raw_t w[C::n_out * C::n_in], const typename C::b_raw_t b[C::n_out]) {
     QFX_HLS(INLINE off)
+    static const unsigned M = fold_shape<C::n_in * C::n_out, reuse_of<C>::value>::mults;
+    QFX_HLS(ARRAY_PARTITION variable=w cyclic factor=M)  // multiplier m reads w[r*M + m]
+    (void)M;
     dense_core<C, mac_multiply>(in, out, w, w, b);
 }
 

@@ -92,7 +92,7 @@ QFX_LABEL(rows)
                 typename C::acc_t s = 0;
                 for (unsigned ky = 0; ky < KH; ky++)
                     for (unsigned kx = 0; kx < KW; kx++) s += win[ky][kx][c];  // exact sum
-                const typename C::out_t y = s * r;  // exact product, the one cast
+                const typename C::out_t y = mul<C>(s, r);  // exact product (multiplier per mul_impl), the one cast
                 out.write(y);
             }
         }
@@ -117,7 +117,7 @@ QFX_LABEL(pixels)
 QFX_LABEL(outs)
     for (unsigned c = 0; c < C::n_chan; c++) {
         QFX_HLS(PIPELINE II=1)
-        const typename C::out_t y = sum[c] * r;  // exact product, the one cast
+        const typename C::out_t y = mul<C>(sum[c], r);  // exact product (multiplier per mul_impl), the one cast
         out.write(y);
     }
 }

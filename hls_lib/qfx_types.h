@@ -8,8 +8,15 @@
 #include <ap_int.h>
 #include <hls_stream.h>
 
-// HLS pragmas: active under Vitis HLS, absent for g++ (no unknown-pragma warnings).
-#ifdef __SYNTHESIS__
+// HLS pragmas and loop labels: active under Vitis HLS (a clang front end that
+// defines __SYNTHESIS__), absent for g++ -- also when someone passes
+// -D__SYNTHESIS__ to plain g++, which would warn about the unknown pragmas and
+// the never-jumped-to labels under -Wall.
+#if defined(__SYNTHESIS__) && !(defined(__GNUC__) && !defined(__clang__))
+#define QFX_SYNTH_ACTIVE 1
+#endif
+
+#ifdef QFX_SYNTH_ACTIVE
 #define QFX_PRAGMA_STR(x) _Pragma(#x)
 #define QFX_HLS(x) QFX_PRAGMA_STR(HLS x)
 #define QFX_LABEL(name) name:
@@ -72,6 +79,63 @@ inline typename fixed_traits<T>::template shifted<S>::type shl(const T& x) {
     typename fixed_traits<T>::template shifted<S>::type y;
     y.range(fixed_traits<T>::width - 1, 0) = x.range(fixed_traits<T>::width - 1, 0);
     return y;
+}
+
+// ---------------------------------------------------------------- optional config fields
+// Configs written before folding existed have no `reuse` / `mul_impl`: they
+// default to reuse = 1 (fully parallel) and mul_impl = 0 (the tool decides).
+template <class T> struct void_if_valid { typedef void type; };
+
+template <class C, class = void> struct reuse_of { static const unsigned value = 1; };
+template <class C>
+struct reuse_of<C, typename void_if_valid<decltype(C::reuse)>::type> {
+    static const unsigned value = C::reuse;
+    static_assert(C::reuse >= 1, "config field `reuse` must be >= 1 (cycles per output vector / pixel)");
+};
+
+// 0 = let the tool decide, 1 = DSP, 2 = fabric (LUTs).
+template <class C, class = void> struct mul_impl_of { static const int value = 0; };
+template <class C>
+struct mul_impl_of<C, typename void_if_valid<decltype(C::mul_impl)>::type> {
+    static const int value = C::mul_impl;
+    static_assert(C::mul_impl >= 0 && C::mul_impl <= 2, "config field `mul_impl` must be 0 (auto), 1 (dsp) or 2 (fabric)");
+};
+
+// a * b in its full-precision result type (exact), the multiplier bound by
+// IMPL under HLS. One specialisation per IMPL because a pragma is text.
+template <int IMPL> struct mul_bound;
+template <> struct mul_bound<0> {
+    template <class A, class B>
+    static auto mul(const A& a, const B& b) -> decltype(a * b) {
+        QFX_HLS(INLINE)
+        const decltype(a * b) p = a * b;
+        return p;
+    }
+};
+template <> struct mul_bound<1> {
+    template <class A, class B>
+    static auto mul(const A& a, const B& b) -> decltype(a * b) {
+        QFX_HLS(INLINE)
+        const decltype(a * b) p = a * b;
+        QFX_HLS(BIND_OP variable=p op=mul impl=dsp)
+        return p;
+    }
+};
+template <> struct mul_bound<2> {
+    template <class A, class B>
+    static auto mul(const A& a, const B& b) -> decltype(a * b) {
+        QFX_HLS(INLINE)
+        const decltype(a * b) p = a * b;
+        QFX_HLS(BIND_OP variable=p op=mul impl=fabric)
+        return p;
+    }
+};
+
+// x * y with the multiplier implementation chosen by config C's mul_impl.
+template <class C, class A, class B>
+inline auto mul(const A& a, const B& b) -> decltype(a * b) {
+    QFX_HLS(INLINE)
+    return mul_bound<mul_impl_of<C>::value>::mul(a, b);
 }
 
 }  // namespace qfx

@@ -7,6 +7,7 @@ naming the file, the node and what to do.
 from __future__ import annotations
 
 import base64
+import heapq
 import io
 import math
 import os
@@ -16,10 +17,11 @@ import onnx
 from onnx import AttributeProto, TensorProto, numpy_helper
 
 from ..ir.graph import Const, Graph, Node, Tensor, Vectors
-from ..ir.interpret import float_to_raw
 from ..ir.ops import OpError
 from ..ir.ops.avgpool import DEFAULT_RECIP_BITS
 from ..ir.passes.shapes import infer_shapes
+from ..qfx.khot import digit_count
+from ..qfx.quantize import requantize_raw
 from ..qfx.types import FixedType
 from .errors import ModelError
 from .quantizers import describe_fixedpoint, describe_qonnx
@@ -32,7 +34,33 @@ STD = ("", "ai.onnx")
 SUPPORTED = ("qfx.FixedPoint", "qfx.Conv", "qfx.AveragePool", "qfx.GlobalAveragePool", "Quant/IntQuant (QONNX)",
              "Gemm", "MatMul", "Conv", "Mul", "Add", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool",
              "Flatten", "Reshape", "Transpose (of a weight)", "Cast", "Identity", "Constant")
-_CAST_TARGETS = {TensorProto.DOUBLE: 53, TensorProto.FLOAT: 24}
+#: float element types a Cast may target: (mantissa bits, largest F = W - I, largest I) that stay exact
+_MAX_INPUTS = {"qfx.FixedPoint": 2, "Quant": 4, "qfx.Conv": 3, "qfx.AveragePool": 1, "qfx.GlobalAveragePool": 1,
+               "Gemm": 3, "MatMul": 2, "Conv": 3, "Mul": 2, "Add": 2, "Relu": 1, "Clip": 3, "MaxPool": 1,
+               "AveragePool": 1, "GlobalAveragePool": 1, "Flatten": 1, "Reshape": 2, "Transpose": 1, "Cast": 1,
+               "Identity": 1, "Constant": 0}
+_VEC_FIX = "re-export with qfx.export_onnx(..., vectors=N) or delete the qfx.vectors metadata entry"
+_CAST_TARGETS = {TensorProto.DOUBLE: (53, 1074, 1023), TensorProto.FLOAT: (24, 149, 127)}
+
+
+def _float_to_raw(x, t: FixedType) -> np.ndarray:
+    """``cast(x, t)`` of finite floats, exact for any magnitude.
+
+    Like ``ir.interpret.float_to_raw``, but mantissas whose shift would exceed 62 bits go to
+    ``requantize_raw`` as Python ints (its int64 path cannot shift a value such as 1e300 onto a grid).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    m, e = np.frexp(x)
+    mant = (m * float(1 << 53)).astype(np.int64)  # exact: |m| < 1
+    out = np.zeros(x.shape, dtype=object)
+    for ex in np.unique(e):
+        sel = e == ex
+        src = 53 - int(ex)
+        mm = mant[sel]
+        if abs(src - t.frac_bits) > 62:
+            mm = np.array([int(v) for v in mm], dtype=object)
+        out[sel] = requantize_raw(mm, src, t)
+    return out.astype(np.int64) if t.width <= 62 else out
 
 
 class _Reader:
@@ -43,6 +71,8 @@ class _Reader:
         self.tensors: dict[str, Tensor] = {}
         self.node_names: set[str] = set()
         self.cur = None  # the ONNX node being read
+        self.file_names = {o for n in self.g.node for o in n.output} | {t.name for t in self.g.initializer} | \
+            {i.name for i in self.g.input}
 
     # ------------------------------------------------------------ errors
     def err(self, msg: str) -> ModelError:
@@ -87,8 +117,11 @@ class _Reader:
         for a in self.cur.attribute:
             if a.name == key:
                 if a.type != kind:
-                    raise self.err(f"attribute {key!r} has type {AttributeProto.AttributeType.Name(a.type)}, "
-                                   f"expected {AttributeProto.AttributeType.Name(kind)}")
+                    got = AttributeProto.AttributeType.Name(a.type) \
+                        if a.type in AttributeProto.AttributeType.values() else str(a.type)
+                    raise self.err(f"attribute {key!r} has type {got}, expected "
+                                   f"{AttributeProto.AttributeType.Name(kind)}; write it with that type "
+                                   f"(see the operator's definition / docs/semantics.md)")
                 v = onnx.helper.get_attribute_value(a)
                 if kind == AttributeProto.STRING:
                     try:
@@ -99,7 +132,7 @@ class _Reader:
                     v = [int(i) for i in v]
                 return v
         if required:
-            raise self.err(f"missing attribute {key!r}")
+            raise self.err(f"missing attribute {key!r}; add it (see the operator's definition / docs/semantics.md)")
         return default
 
     # ------------------------------------------------------------- inputs
@@ -108,7 +141,8 @@ class _Reader:
         if i >= len(n.input) or n.input[i] == "":
             if optional:
                 return None
-            raise self.err(f"missing input {i}")
+            raise self.err(f"missing input {i} (the node has {len(n.input)} inputs); give the operator all "
+                           f"its inputs")
         name = n.input[i]
         if name not in self.vals:
             raise self.err(f"input {name!r} is not computed by any node nor an initializer")
@@ -197,6 +231,7 @@ class _Reader:
         if math.prod(shape) > MAX_ELEMENTS:
             raise self.err(f"graph input {gi.name!r} shape {shape} is too large")
         self.input_name = gi.name
+        self.input_elem = tt.elem_type
         self.tensors[gi.name] = Tensor(gi.name, tuple(shape), None)
         self.vals[gi.name] = Act(gi.name, tuple(shape), None)
         for node in self.topo_order():
@@ -213,32 +248,46 @@ class _Reader:
         return self.build(v.name)
 
     def topo_order(self):
+        """The nodes in an order where every input is computed first (Kahn's algorithm, linear time)."""
         nodes = list(self.g.node)
         avail = set(self.vals)
-        produced = {o for n in nodes for o in n.output if o}
-        for n in nodes:
-            for i in n.input:
-                if i and i not in avail and i not in produced:
+        producer: dict[str, int] = {}
+        for k, n in enumerate(nodes):
+            for o in n.output:
+                if not o:
+                    continue
+                if o in avail or o in producer:
                     self.cur = n
-                    raise self.err(f"input {i!r} is neither computed by a node nor an initializer "
-                                   f"(missing initializer?)")
-        order, done = [], [False] * len(nodes)
-        progress = True
-        while progress:
-            progress = False
-            for k, n in enumerate(nodes):
-                if not done[k] and all((not i) or i in avail for i in n.input):
-                    done[k] = progress = True
-                    order.append(n)
-                    for o in n.output:
-                        if o in avail:
-                            self.cur = n
-                            raise self.err(f"tensor {o!r} is written twice")
-                        avail.add(o)
+                    raise self.err(f"tensor {o!r} is written twice (by two nodes, or by a node and an initializer/"
+                                   f"the graph input); give every tensor one producer")
+                producer[o] = k
+        waiting = [0] * len(nodes)
+        users: dict[int, list[int]] = {}
+        for k, n in enumerate(nodes):
+            for i in dict.fromkeys(n.input):
+                if not i or i in avail:
+                    continue
+                if i not in producer:
+                    self.cur = n
+                    raise self.err(f"input {i!r} is neither computed by a node nor an initializer (missing "
+                                   f"initializer?): save the model with all its initializers")
+                waiting[k] += 1
+                users.setdefault(producer[i], []).append(k)
+        ready = [k for k in range(len(nodes)) if waiting[k] == 0]  # a heap: file order where free
+        order = []
+        while ready:
+            k = heapq.heappop(ready)
+            order.append(nodes[k])
+            for u in users.get(k, ()):
+                waiting[u] -= 1
+                if waiting[u] == 0:
+                    heapq.heappush(ready, u)
         if len(order) != len(nodes):
-            stuck = [n for k, n in enumerate(nodes) if not done[k]]
+            done = {id(n) for n in order}
+            stuck = [n for n in nodes if id(n) not in done]
             self.cur = stuck[0]
-            raise self.err(f"the graph has a cycle through {len(stuck)} node(s)")
+            raise self.err(f"the graph has a cycle through {len(stuck)} node(s) (a node depends on its own "
+                           f"output); an ONNX graph must be acyclic: re-export the model")
         return order
 
     def build(self, out: str) -> Graph:
@@ -272,25 +321,34 @@ class _Reader:
             data = np.load(io.BytesIO(base64.b64decode(props["qfx.vectors"], validate=True)), allow_pickle=False)
             xi, yo = np.asarray(data["input_raw"]), np.asarray(data["output_raw"])
         except Exception as e:
-            raise ModelError(f"metadata qfx.vectors is not a base64 .npz with input_raw and output_raw: {e}",
-                             path=self.path) from None
+            raise ModelError(f"metadata qfx.vectors is not a base64 .npz with input_raw and output_raw "
+                             f"({type(e).__name__}: {e}); {_VEC_FIX}", path=self.path) from None
         ti, to = g.tensors[g.nodes[0].outputs[0]], g.tensors[g.outputs[0]]
         for what, a, t in (("input_raw", xi, ti), ("output_raw", yo, to)):
             if a.dtype.kind not in "iu" or tuple(a.shape[1:]) != tuple(t.shape) or a.ndim < 1:
-                raise ModelError(f"qfx.vectors {what} must be integers shaped (N, {t.shape}), got {a.dtype} "
-                                 f"{a.shape}", path=self.path)
+                raise ModelError(f"qfx.vectors {what} must be integers shaped (N, "
+                                 f"{', '.join(map(str, t.shape))}), got {a.dtype} {a.shape}; {_VEC_FIX}",
+                                 path=self.path)
             if a.size and (a.min() < t.type.raw_min or a.max() > t.type.raw_max):
-                raise ModelError(f"qfx.vectors {what} holds mantissas outside {t.type}", path=self.path)
+                raise ModelError(f"qfx.vectors {what} holds mantissas outside {t.type}; {_VEC_FIX}", path=self.path)
         if xi.shape[0] != yo.shape[0]:
-            raise ModelError("qfx.vectors input_raw and output_raw have different counts", path=self.path)
+            raise ModelError(f"qfx.vectors input_raw and output_raw have different counts ({xi.shape[0]} and "
+                             f"{yo.shape[0]}); {_VEC_FIX}", path=self.path)
         return Vectors(xi.astype(np.int64), yo.astype(np.int64), "model")
 
     # ---------------------------------------------------------------- ops
     def read_node(self, n):
         dom, op = n.domain, n.op_type
         if len(n.output) < 1 or not n.output[0]:
-            raise self.err("node has no output")
+            raise self.err("node has no output; every node must name its output tensor")
         out = n.output[0]
+        key = op if dom in STD else ("Quant" if dom in QONNX_DOMAINS and op in ("Quant", "IntQuant") else
+                                      f"{dom}.{op}")
+        if key in _MAX_INPUTS and len(n.input) > _MAX_INPUTS[key]:
+            raise self.err(f"{op} takes at most {_MAX_INPUTS[key]} inputs, got {len(n.input)}; remove the extra "
+                           f"inputs")
+        if key in _MAX_INPUTS and any(o for o in n.output[1 if op != "MaxPool" else 2:]):
+            raise self.err(f"{op} has {len(n.output)} outputs; only the first is supported (remove the others)")
         if dom == "qfx" and op == "FixedPoint":
             return self.cast_fixedpoint(out)
         if dom in QONNX_DOMAINS and op in ("Quant", "IntQuant"):
@@ -299,7 +357,14 @@ class _Reader:
             return getattr(self, "op_" + op)(out, qfx=True)
         if dom in STD and hasattr(self, "op_" + op):
             return getattr(self, "op_" + op)(out)
-        raise self.err(f"unsupported operator {(dom + '.') if dom else ''}{op}; supported: {', '.join(SUPPORTED)}")
+        if dom in STD and op == "BatchNormalization":
+            raise self.err("a float BatchNormalization computes (x - mean) / sqrt(var + eps) * gamma + beta in "
+                           "floating point, which rounds at every step: no fixed-point graph reproduces it exactly "
+                           "(and sqrt(var + eps) is almost never a power of two). Fold the BatchNorm into the "
+                           "preceding conv/linear before export (then quantize the folded weights), or use "
+                           "qfx.nn.BatchNorm2d, whose scale and shift are fixed-point")
+        raise self.err(f"unsupported operator {(dom + '.') if dom else ''}{op}; supported: {', '.join(SUPPORTED)}. "
+                       f"Replace it with supported layers (docs/semantics.md) and re-export")
 
     # casts --------------------------------------------------------------
     def cast_fixedpoint(self, out):
@@ -349,10 +414,11 @@ class _Reader:
                 for fv in np.unique(f):
                     t = FixedType(width, width - int(fv), signed, rounding, overflow)
                     sel = f == fv
-                    if arr is not None:
-                        raw[sel] = float_to_raw(np.broadcast_to(arr, f.shape)[sel], t)
+                    if arr is not None and arr.dtype.kind in "iu":  # integers: exact, even beyond 2**53
+                        raw[sel] = requantize_raw(np.broadcast_to(arr, f.shape)[sel], 0, t)
+                    elif arr is not None:
+                        raw[sel] = _float_to_raw(np.broadcast_to(arr, f.shape)[sel], t)
                     else:
-                        from ..qfx.quantize import requantize_raw
                         for sf in np.unique(arr_frac[sel]):
                             s2 = sel & (arr_frac == sf)
                             raw[s2] = requantize_raw(np.asarray(arr_raw)[s2], int(sf), t)
@@ -360,8 +426,13 @@ class _Reader:
                 raise self.err(str(e)) from None
             if width <= 62:
                 raw = raw.astype(np.int64)
+            if k_hot is not None:
+                self.check_khot(raw, k_hot, digits, width)
             self.vals[out] = CFixed(raw, np.asarray(frac), width, signed, rounding, overflow, k_hot, digits)
             return
+        if k_hot is not None or digits is not None:
+            raise self.err("k_hot/digits describe weights; an activation cast must not carry them (remove the "
+                           "attributes)")
         if np.asarray(frac).size != 1:
             raise self.err("a per-channel binary point is only supported for constants (weights), not activations")
         try:
@@ -371,19 +442,47 @@ class _Reader:
         if isinstance(x, Pending):
             if x.relu_out is not None and overflow == "AP_WRAP":
                 raise self.err("a ReLU before a wrapping cast cannot be moved after it exactly; cast with saturation")
-            x.node.attrs["out_type"] = t
+            node = Node(self.node_name(x.node.name), x.node.op, list(x.node.inputs), [], dict(x.node.attrs),
+                        dict(x.node.params))  # a copy: one exact result may feed several casts
+            node.attrs["out_type"] = t
             mid = x.relu_out if x.relu_out is not None else out
-            x.node.outputs = [mid]
-            x.node.name = self.node_name(x.node.name)
-            self.nodes.append(x.node)
+            if mid in self.tensors:  # a second cast of the same ReLU'd result
+                mid = out + "/pre_relu"
+                while mid in self.tensors or mid in self.vals or mid in self.file_names:
+                    mid += "_"
+            node.outputs = [mid]
+            self.nodes.append(node)
             self.tensors[mid] = Tensor(mid)
-            self.set_act(x.node, mid)
+            self.set_act(node, mid)
             if x.relu_out is not None:
                 self.set_act(self.emit("relu", [mid], out, name=x.onnx_name + "/relu"), out)
             return
         if not isinstance(x, Act):
             raise self.err("cannot cast this input")
         self.set_act(self.emit("quant", [x.name], out, {"out_type": t}), out)
+
+    def check_khot(self, raw: np.ndarray, k_hot: np.ndarray, digits, width: int) -> None:
+        """``k_hot``: one K or one per index of axis 0, each in 1..width, and the constant really is K-hot."""
+        if digits not in ("binary", "csd"):
+            raise self.err(f"k_hot needs digits 'binary' or 'csd', got {digits!r}; write both attributes")
+        n = raw.shape[0] if raw.ndim else 1
+        if k_hot.ndim != 1 or k_hot.size not in (1, n) or (k_hot < 1).any() or (k_hot > width).any():
+            raise self.err(f"k_hot must be one K or one per output channel ({n}), each in 1..{width}; got "
+                           f"{k_hot.tolist()}")
+        rows = raw.reshape(n, -1)
+        if rows.dtype == object:
+            def count(m):
+                m = abs(int(m))
+                return bin(m).count("1") if digits == "binary" else bin((m >> 1) ^ (m + (m >> 1))).count("1")
+            counts = np.vectorize(count, otypes=[np.int64])(rows) if rows.size else np.zeros(rows.shape, np.int64)
+        else:
+            counts = digit_count(rows, digits)
+        per_row = counts.max(axis=1) if rows.size else np.zeros(n, np.int64)
+        bad = np.nonzero(per_row > np.broadcast_to(k_hot, (n,)))[0]
+        if bad.size:
+            raise self.err(f"the constant is not {k_hot.tolist()}-hot ({digits}) as k_hot says (channel "
+                           f"{int(bad[0])} has a mantissa with {int(per_row[bad[0]])} nonzero digits); project the "
+                           f"weights onto K-hot values before export, or remove k_hot")
 
     # arithmetic ---------------------------------------------------------
     def pending(self, out, op, x: Act, attrs=None, params=None, stage="done"):
@@ -535,9 +634,9 @@ class _Reader:
     def op_Relu(self, out):
         v = self.inp(0)
         if isinstance(v, Pending):
-            if v.stage == "needs_shift" or v.relu_out is not None:
-                pass
-            self.vals[out] = Pending(v.node, v.shape, v.onnx_name, v.stage, v.relu_out or out)
+            # relu(relu(s)) = relu(s); stage "done": a constant Add after the ReLU is no bias/shift of the
+            # node (relu(s) + b != relu(s + b)), so it must not be merged into it
+            self.vals[out] = Pending(v.node, v.shape, v.onnx_name, "done", v.relu_out or out)
             return
         x = self.typed_act(0)
         self.set_act(self.emit("relu", [x.name], out), out)
@@ -546,24 +645,51 @@ class _Reader:
         x = self.typed_act(0)
         t = x.type.replace(rounding="AP_RND_CONV", overflow="AP_SAT")
         bounds = []
-        for i, default in ((1, x.type.raw_min), (2, x.type.raw_max)):
+        for i, default, side in ((1, x.type.raw_min, "min"), (2, x.type.raw_max, "max")):
             if i < len(self.cur.input) and self.cur.input[i]:
                 v = self.inp(i)
                 arr = v.arr if isinstance(v, CFloat) else None
                 if arr is None or arr.size != 1:
-                    raise self.err("Clip bounds must be scalar constants")
-                bounds.append(int(float_to_raw(arr.reshape(1).astype(np.float64), t)[0]))
+                    raise self.err(f"Clip {side} must be a scalar constant (an initializer or Constant), not "
+                                   f"{'an activation' if isinstance(v, (Act, Pending)) else 'a tensor of ' + str(np.shape(arr if arr is not None else v.raw)) + ' values'}")
+                bounds.append(self.clip_bound(float(arr.reshape(-1)[0]), x.type, t, side))
             else:
                 bounds.append(default)
         if bounds[0] > bounds[1]:
-            raise self.err("Clip min is greater than max")
+            raise self.err(f"Clip min is greater than max (as mantissas of {x.type}: {bounds[0]} > {bounds[1]}); "
+                           f"give min <= max")
         self.set_act(self.emit("clip", [x.name], out, {"lo": bounds[0], "hi": bounds[1]}), out)
+
+    def clip_bound(self, v: float, xt: FixedType, t: FixedType, side: str) -> int:
+        """A Clip bound as a mantissa of the input type; exact or an error.
+
+        ``min(max(x, lo), hi)`` stays on ``x``'s grid only if every bound that can win is a value of
+        ``x``'s type; a bound beyond the type's range on its own side never wins (a no-op).
+        """
+        from fractions import Fraction
+        fv, lo_v, hi_v = Fraction(v), xt.exact_min(), xt.exact_max()
+        if (side == "min" and fv <= lo_v) or (side == "max" and fv >= hi_v):
+            return xt.raw_min if side == "min" else xt.raw_max
+        if fv < lo_v or fv > hi_v:
+            raise self.err(f"Clip {side} {v!r} lies outside the range [{float(lo_v)!r}, {float(hi_v)!r}] of the "
+                           f"input type {xt}: every output would be {v!r}, which that type cannot hold; use a bound "
+                           f"inside the range")
+        raw = int(_float_to_raw(np.array([v], dtype=np.float64), t)[0])
+        if Fraction(raw) * Fraction(2) ** -xt.frac_bits != fv:
+            near = float(Fraction(raw) * Fraction(2) ** -xt.frac_bits)
+            raise self.err(f"Clip {side} {v!r} is not on the grid of the input type {xt} (a multiple of "
+                           f"2**-{xt.frac_bits}), so the clipped values would leave the grid; use a bound on the "
+                           f"grid, e.g. {near!r} (qfx.export_onnx writes the bounds cast to the input type)")
+        return raw
 
     def op_MaxPool(self, out):
         x = self.typed_act(0)
         if self.attr("storage_order", AttributeProto.INT, 0) != 0 or len(self.cur.output) > 1 and self.cur.output[1]:
             raise self.err("MaxPool indices output is not supported")
         k, s, p = self.window_attrs()
+        if max(p[0], p[2]) >= k[0] or max(p[1], p[3]) >= k[1]:
+            raise self.err(f"MaxPool pads {list(p)} must be smaller than the kernel {list(k)} (a window of padding "
+                           f"only has no maximum); use smaller pads")
         self.set_act(self.emit("maxpool", [x.name], out, {"kernel": k, "stride": s, "pads": p}), out)
 
     def recip_bits(self, qfx, n):
@@ -617,11 +743,31 @@ class _Reader:
         to = self.attr("to", AttributeProto.INT, required=True)
         v = self.inp(0)
         if to not in _CAST_TARGETS:
-            raise self.err("only casts to float or double are supported")
-        if isinstance(v, Act) and v.type is not None and v.type.width > _CAST_TARGETS[to]:
-            raise self.err(f"casting a {v.type} tensor to a {_CAST_TARGETS[to]}-bit float would round")
+            raise self.err(f"only casts to FLOAT or DOUBLE are supported (to={to}); remove the Cast or export the "
+                           f"model in floating point")
+        bits, max_frac, max_int = _CAST_TARGETS[to]
+        kind = "double" if to == TensorProto.DOUBLE else "float32"
         if isinstance(v, Pending):
-            raise self.err(f"input is the exact result of {v.onnx_name!r}, which has no fixed-point type")
+            raise self.err(f"input is the exact result of {v.onnx_name!r}, which has no fixed-point type: put a "
+                           f"FixedPoint/Quant before the Cast")
+        if isinstance(v, (Act, CFixed)) and (v.type if isinstance(v, Act) else v) is not None:
+            t = v.type if isinstance(v, Act) else v
+            fr = np.asarray(t.frac_bits if isinstance(v, Act) else v.frac)
+            if t.width > bits or int(fr.max()) > max_frac or int((t.width - fr).max()) > max_int:
+                raise self.err(f"casting a {t.width}-bit fixed-point tensor (binary point {int(fr.max())}) to "
+                               f"{kind} would round it; use a type of at most {bits} bits within {kind}'s "
+                               f"exponent range, or drop the Cast")
+        elif isinstance(v, Act) and to == TensorProto.FLOAT and self.input_elem == TensorProto.DOUBLE:
+            raise self.err("casting the double graph input to float32 rounds it before its quantizer; quantize the "
+                           "input first or give the graph a float32 input")
+        elif isinstance(v, CFloat):
+            with np.errstate(over="ignore"):
+                arr = np.asarray(v.arr, dtype=np.float64)
+                if to == TensorProto.FLOAT:
+                    arr = arr.astype(np.float32).astype(np.float64)  # rounds as onnxruntime does
+            if not np.isfinite(arr).all():
+                raise self.err(f"the constant overflows {kind}; use values within {kind}'s range")
+            v = CFloat(arr)
         self.vals[out] = v
 
     def op_Constant(self, out):
@@ -634,17 +780,31 @@ class _Reader:
 
 def read_model_proto(model: onnx.ModelProto, path: str = "<model>") -> Graph:
     """The IR of an already parsed ModelProto."""
+    reader = _Reader(model, path)
     try:
-        return _Reader(model, path).read()
+        return reader.read()
     except ModelError:
         raise
     except RecursionError:
-        raise ModelError("the model is too deeply nested", path=path) from None
+        raise ModelError("the model is too deeply nested; simplify the graph", path=path) from None
+    except Exception as e:
+        # A bug in the frontend, not in the user's model: errors caused by malformed input are mapped
+        # to ModelError where they happen. Propagate it as it is (type and traceback kept; the CLI
+        # reports an internal error), with a note saying where the reader was.
+        n = reader.cur
+        where = "the graph" if n is None else \
+            f"node {(n.name or (n.output[0] if n.output else '?'))!r} ({(n.domain + '.') if n.domain else ''}{n.op_type})"
+        e.add_note(f"qfx-compile internal error while reading {path}, at {where}: a frontend bug, please report it")
+        raise
 
 
 def load_model(path) -> Graph:
     """Read ``path`` (qfx ONNX or QONNX) into an IR graph with shapes and types inferred."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ModelError("is a directory, not a model file; give the path of the .onnx file", path=path)
+    if not os.path.exists(path):
+        raise ModelError("cannot read the file: it does not exist; check the path", path=path)
     try:
         size = os.path.getsize(path)
         if size > MAX_FILE_BYTES:
@@ -652,13 +812,17 @@ def load_model(path) -> Graph:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise ModelError(f"cannot read the file: {e.strerror or e}", path=path) from None
+        raise ModelError(f"cannot read the file: {e.strerror or e}; check the path and its permissions",
+                         path=path) from None
+    if not data:
+        raise ModelError("the file is empty (0 bytes), not an ONNX model; export the model again", path=path)
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
     except Exception:
-        raise ModelError("not an ONNX model (the protobuf cannot be parsed; truncated or corrupt file?)",
-                         path=path) from None
-    if not model.HasField("graph"):
-        raise ModelError("not an ONNX model (no graph)", path=path)
+        raise ModelError("not an ONNX model (the protobuf cannot be parsed; truncated or corrupt file?); give a "
+                         ".onnx file written by qfx.export_onnx or Brevitas export_qonnx", path=path) from None
+    if not model.HasField("graph") or not len(model.graph.node):
+        raise ModelError("not an ONNX model (no graph or no nodes); give a .onnx file written by "
+                         "qfx.export_onnx or Brevitas export_qonnx", path=path)
     return read_model_proto(model, path)

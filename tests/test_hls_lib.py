@@ -264,7 +264,17 @@ def terms_arrays(w: np.ndarray, k: int):
 
 
 # ---------------------------------------------------------------- case builders
-def dense_case(name, rng, n_in, n_out, tx, tw, tb, tout, samples=12, shiftadd_k=0):
+def fold_fields(reuse=None, mul_impl=None) -> str:
+    """The optional folding fields (absent = the kernel's defaults reuse 1, mul_impl 0)."""
+    text = ""
+    if reuse is not None:
+        text += f"\nstatic const unsigned reuse = {reuse};"
+    if mul_impl is not None:
+        text += f"\nstatic const int mul_impl = {mul_impl};"
+    return text
+
+
+def dense_case(name, rng, n_in, n_out, tx, tw, tb, tout, samples=12, shiftadd_k=0, reuse=None, mul_impl=None):
     if shiftadd_k:
         w = khot_weights(tw, (n_out, n_in), shiftadd_k, rng)
     else:
@@ -279,7 +289,8 @@ def dense_case(name, rng, n_in, n_out, tx, tw, tb, tout, samples=12, shiftadd_k=
     cfg = (f"typedef {tx.cpp()} in_t; typedef {tw.cpp()} w_t; typedef {tb.cpp()} b_t;\n"
            f"typedef {tacc.cpp()} acc_t; typedef {tout.cpp()} out_t;\n"
            f"typedef {raw_ctype(tw)} w_raw_t; typedef {raw_ctype(tb)} b_raw_t;\n"
-           f"static const unsigned n_in = {n_in}, n_out = {n_out}, n_terms = {max(1, shiftadd_k)};")
+           f"static const unsigned n_in = {n_in}, n_out = {n_out}, n_terms = {max(1, shiftadd_k)};" +
+           fold_fields(reuse, mul_impl))
     expected = ref_dense(x, w, b, tx, tw, tb, tacc, tout)
     if shiftadd_k:
         sign, shift = terms_arrays(w, shiftadd_k)
@@ -292,7 +303,8 @@ def dense_case(name, rng, n_in, n_out, tx, tw, tb, tout, samples=12, shiftadd_k=
     return case, expected
 
 
-def conv_case(name, rng, hw, c, nf, k, stride, pads, tx, tw, tb, tout, samples=3, shiftadd_k=0):
+def conv_case(name, rng, hw, c, nf, k, stride, pads, tx, tw, tb, tout, samples=3, shiftadd_k=0, reuse=None,
+              mul_impl=None):
     h, wd = hw
     if shiftadd_k:
         w = khot_weights(tw, (nf, k[0], k[1], c), shiftadd_k, rng)
@@ -314,7 +326,8 @@ def conv_case(name, rng, hw, c, nf, k, stride, pads, tx, tw, tb, tout, samples=3
            f"static const unsigned stride_height = {stride[0]}, stride_width = {stride[1]};\n"
            f"static const unsigned pad_top = {pads[0]}, pad_bottom = {pads[1]}, pad_left = {pads[2]}, "
            f"pad_right = {pads[3]};\n"
-           f"static const unsigned out_height = {oh}, out_width = {ow}, n_terms = {max(1, shiftadd_k)};")
+           f"static const unsigned out_height = {oh}, out_width = {ow}, n_terms = {max(1, shiftadd_k)};" +
+           fold_fields(reuse, mul_impl))
     expected = np.stack([ref_conv(xs.reshape(h, wd, c), w, b, tx, tw, tb, tout, stride, pads).ravel()
                          for xs in x])
     if shiftadd_k:
@@ -327,7 +340,7 @@ def conv_case(name, rng, hw, c, nf, k, stride, pads, tx, tw, tb, tout, samples=3
     return Case(name, cfg, call, arrays, [(tx.cpp(), x)], tout.cpp(), oh * ow * nf), expected
 
 
-def pool_case(name, rng, kind, hw, c, k, stride, tx, tout=None, recip_bits=16, samples=4):
+def pool_case(name, rng, kind, hw, c, k, stride, tx, tout=None, recip_bits=16, samples=4, mul_impl=None):
     h, wd = hw
     x = np.stack([rand_raw(tx, h * wd * c, rng) for _ in range(samples)])
     if kind == "global":
@@ -354,7 +367,7 @@ def pool_case(name, rng, kind, hw, c, k, stride, tx, tout=None, recip_bits=16, s
         call, out_t = "qfx::maxpool2d<cfg>(in0, out)", tx.cpp()
     else:
         cfg = (f"typedef {tx.cpp()} in_t; typedef {tacc.cpp()} acc_t; typedef {tr.cpp()} recip_t; "
-               f"typedef {tout.cpp()} out_t;\n" + sizes)
+               f"typedef {tout.cpp()} out_t;\n" + sizes + fold_fields(None, mul_impl))
         fn = "avgpool2d" if kind == "avg" else "global_avgpool"
         call, out_t = f"qfx::{fn}<cfg>(in0, out)", tout.cpp()
     return Case(name, cfg, call, [], [(tx.cpp(), x)], out_t, oh * ow * c), np.stack(exp)
@@ -403,9 +416,10 @@ def elementwise_cases(rng):
         cases.append((Case(name, cfg, "qfx::add<cfg>(in0, in1, out)", [], [(ta.cpp(), a), (tb.cpp(), b)],
                            tout.cpp(), n), cast(s, f, tout)))
     # batchnorm: feature map (HWC, channel innermost) and vector
-    for name, npix, nch, tx, tsc, tsh, tout in (
-            ("bn_map", 7, 3, T("ap_fixed<8,4>"), T("ap_fixed<10,2>"), T("ap_fixed<12,5>"), T("ap_fixed<9,4,AP_RND_ZERO,AP_SAT>")),
-            ("bn_vec", 1, 11, T("ap_ufixed<6,3>"), T("ap_fixed<7,-1>"), T("ap_fixed<6,1>"), T("ap_fixed<5,0,AP_RND_MIN_INF,AP_SAT_ZERO>"))):
+    for name, npix, nch, tx, tsc, tsh, tout, impl in (
+            ("bn_map", 7, 3, T("ap_fixed<8,4>"), T("ap_fixed<10,2>"), T("ap_fixed<12,5>"), T("ap_fixed<9,4,AP_RND_ZERO,AP_SAT>"), None),
+            ("bn_vec", 1, 11, T("ap_ufixed<6,3>"), T("ap_fixed<7,-1>"), T("ap_fixed<6,1>"), T("ap_fixed<5,0,AP_RND_MIN_INF,AP_SAT_ZERO>"), 1),
+            ("bn_lut", 4, 5, T("ap_fixed<7,2>"), T("ap_ufixed<6,1>"), T("ap_fixed<9,3>"), T("ap_fixed<8,3,AP_RND,AP_WRAP>"), 2)):
         sc, sh = rand_raw(tsc, nch, rng), rand_raw(tsh, nch, rng)
         x = np.stack([rand_raw(tx, npix * nch, rng) for _ in range(5)])
         f = tx.frac_bits + tsc.frac_bits
@@ -413,7 +427,7 @@ def elementwise_cases(rng):
         y = (x.reshape(5, npix, nch) * sc + (sh << (f - tsh.frac_bits))).reshape(5, -1)
         cfg = (f"typedef {tx.cpp()} in_t; typedef {tsc.cpp()} scale_t; typedef {tsh.cpp()} shift_t; "
                f"typedef {tout.cpp()} out_t;\n typedef {raw_ctype(tsc)} scale_raw_t; typedef {raw_ctype(tsh)} shift_raw_t;\n"
-               f"static const unsigned n_chan = {nch}, n_pixels = {npix};")
+               f"static const unsigned n_chan = {nch}, n_pixels = {npix};" + fold_fields(None, impl))
         cases.append((Case(name, cfg, "qfx::batchnorm<cfg>(in0, out, sc, sh)",
                            [("sc", raw_ctype(tsc), sc), ("sh", raw_ctype(tsh), sh)], [(tx.cpp(), x)],
                            tout.cpp(), npix * nch), cast(y, f, tout)))
@@ -430,6 +444,12 @@ def elementwise_cases(rng):
             f"const {tout.cpp()} y = acc; out.write(y); " + "}")
     cases.append((Case("shl_expr", f"typedef {tx.cpp()} in_t;", call, [], [(tx.cpp(), x)], tout.cpp(), 1),
                   cast(acc, f, tout)[:, None]))
+    # fanout2: out = copy A, then copy B (appended by the driver)
+    for name, t, n in (("fanout_s", T("ap_fixed<9,4>"), 37), ("fanout_u", T("ap_ufixed<3,1>"), 1)):
+        v = np.stack([rand_raw(t, n, rng) for _ in range(3)])
+        call = (f"{{ hls::stream<{t.cpp()} > b; qfx::fanout2<{t.cpp()}, {n}>(in0, out, b); "
+                f"for (unsigned i = 0; i < {n}u; i++) out.write(b.read()); }}")
+        cases.append((Case(name, "", call, [], [(t.cpp(), v)], t.cpp(), 2 * n), np.concatenate([v, v], 1)))
     # axis: read raw mantissas from 16-bit words, write them back into 32-bit words
     for name, t in (("axis_s", T("ap_fixed<12,3>")), ("axis_u", T("ap_ufixed<10,10>"))):
         n = 9
@@ -457,6 +477,32 @@ def layer_cases(rng):
                             T("ap_fixed<8,3,AP_RND_ZERO,AP_SAT_SYM>"), shiftadd_k=3))
     cases.append(dense_case("dense_sa_u", rng, 6, 3, T("ap_ufixed<6,2>"), T("ap_ufixed<6,0>"), T("ap_fixed<8,3>"),
                             T("ap_fixed<7,3,AP_RND_MIN_INF,AP_WRAP>"), shiftadd_k=2))
+    # folding: reuse 1, divisors and non-divisors of P, reuse > P, both mul_impl values (same exact results)
+    for reuse, impl in ((1, 0), (5, 1), (3, 2), (7, None), (35, 1), (50, 2)):  # P = 7 * 5 = 35
+        cases.append(dense_case(f"dense_r{reuse}_m{impl}", rng, 7, 5, T("ap_fixed<8,3>"), T("ap_fixed<6,1>"),
+                                T("ap_fixed<9,3>"), T("ap_fixed<8,4,AP_RND_CONV,AP_SAT>"), samples=6,
+                                reuse=reuse, mul_impl=impl))
+    for reuse, impl in ((3, 1), (8, 2), (16, 0), (5, None)):  # n_out 8, P = 48
+        cases.append(dense_case(f"dense8_r{reuse}", rng, 6, 8, T("ap_fixed<7,2>"), T("ap_fixed<5,1>"),
+                                T("ap_fixed<8,3>"), T("ap_fixed<7,3,AP_RND,AP_SAT>"), samples=6,
+                                reuse=reuse, mul_impl=impl))
+    cases.append(dense_case("dense_sa_r5", rng, 9, 4, T("ap_fixed<8,3>"), T("ap_fixed<7,1>"), T("ap_fixed<9,3>"),
+                            T("ap_fixed<8,3,AP_RND_ZERO,AP_SAT_SYM>"), shiftadd_k=3, reuse=5, mul_impl=1))
+    cases.append(dense_case("dense_sa_r4", rng, 6, 3, T("ap_ufixed<6,2>"), T("ap_ufixed<6,0>"), T("ap_fixed<8,3>"),
+                            T("ap_fixed<7,3,AP_RND_MIN_INF,AP_WRAP>"), shiftadd_k=2, reuse=4, mul_impl=2))
+    for reuse, impl in ((1, 1), (4, 2), (7, 1), (12, 0), (200, 2)):  # P = 3 * 3 * 3 * 4 = 108
+        cases.append(conv_case(f"conv_r{reuse}", rng, (5, 6), 3, 4, (3, 3), (1, 1), (1, 1, 1, 1),
+                               T("ap_fixed<6,2>"), T("ap_fixed<5,1>"), T("ap_fixed<8,3>"),
+                               T("ap_fixed<8,4,AP_RND_CONV,AP_SAT>"), samples=2, reuse=reuse, mul_impl=impl))
+    cases.append(conv_case("conv_s2_r5", rng, (6, 5), 2, 3, (3, 3), (2, 2), (0, 2, 1, 0), T("ap_ufixed<5,2>"),
+                           T("ap_fixed<4,0>"), T("ap_fixed<7,2>"), T("ap_fixed<6,2,AP_RND,AP_WRAP>"), reuse=5,
+                           mul_impl=2))
+    cases.append(conv_case("conv_sa_r4", rng, (5, 4), 3, 2, (3, 3), (2, 2), (1, 2, 2, 1), T("ap_fixed<6,2>"),
+                           T("ap_fixed<6,1>"), T("ap_fixed<8,3>"), T("ap_fixed<8,4,AP_RND_INF,AP_SAT_SYM>"),
+                           shiftadd_k=2, reuse=4, mul_impl=1))
+    cases.append(conv_case("conv_sa_r7", rng, (4, 4), 2, 3, (2, 2), (1, 1), (0, 1, 1, 0), T("ap_fixed<7,3>"),
+                           T("ap_fixed<5,1>"), T("ap_fixed<8,4>"), T("ap_fixed<8,4,AP_RND_CONV,AP_SAT>"),
+                           shiftadd_k=2, reuse=7, mul_impl=2))
     # conv: 3x3 pad 1 all sides; 3x3 stride 2 asymmetric pads; 1x1; 2x3 stride (2,1) with unused rows
     cases.append(conv_case("conv_3x3", rng, (5, 7), 3, 4, (3, 3), (1, 1), (1, 1, 1, 1), T("ap_fixed<6,2>"),
                            T("ap_fixed<5,1>"), T("ap_fixed<8,3>"), T("ap_fixed<8,4,AP_RND_CONV,AP_SAT>")))
@@ -477,13 +523,17 @@ def layer_cases(rng):
     cases.append(pool_case("avg_2x2", rng, "avg", (6, 5), 3, (2, 2), (2, 2), T("ap_fixed<7,3>"),
                            T("ap_fixed<6,3,AP_RND,AP_SAT>"), recip_bits=8))
     cases.append(pool_case("avg_3x1", rng, "avg", (5, 4), 2, (3, 1), (1, 1), T("ap_ufixed<6,3>"),
-                           T("ap_fixed<7,3,AP_RND_ZERO,AP_WRAP>"), recip_bits=5))
+                           T("ap_fixed<7,3,AP_RND_ZERO,AP_WRAP>"), recip_bits=5, mul_impl=1))
+    cases.append(pool_case("avg_2x2_lut", rng, "avg", (4, 4), 2, (2, 2), (2, 2), T("ap_fixed<7,3>"),
+                           T("ap_fixed<6,3,AP_RND,AP_SAT>"), recip_bits=8, mul_impl=2))
     cases.append(pool_case("gap_15", rng, "global", (5, 3), 4, None, None, T("ap_fixed<8,3>"),
                            T("ap_fixed<8,3,AP_RND_CONV,AP_SAT>")))
     cases.append(pool_case("gap_49", rng, "global", (7, 7), 2, None, None, T("ap_fixed<6,2>"),
                            T("ap_fixed<7,2,AP_TRN,AP_SAT>"), recip_bits=12))
     cases.append(pool_case("gap_4", rng, "global", (2, 2), 3, None, None, T("ap_fixed<6,2>"),
-                           T("ap_fixed<5,1,AP_RND_INF,AP_SAT_SYM>")))
+                           T("ap_fixed<5,1,AP_RND_INF,AP_SAT_SYM>"), mul_impl=2))
+    cases.append(pool_case("gap_9_dsp", rng, "global", (3, 3), 2, None, None, T("ap_fixed<6,2>"),
+                           T("ap_fixed<6,1,AP_RND_CONV,AP_SAT>"), mul_impl=1))
     return cases
 
 
@@ -532,7 +582,7 @@ def test_syntax_all_kernels_warning_free():
     """qfx.h with every kernel instantiated: -fsyntax-only -Wall -Wextra -Werror (ap_types via -isystem)."""
     cases = [c for c, _ in layer_cases(np.random.default_rng(5))] + \
             [c for c, _ in elementwise_cases(np.random.default_rng(7))]
-    src = driver_source(cases)
+    src = driver_source(cases) + fold_shape_asserts()
     BUILD.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256((src + lib_hash()).encode()).hexdigest()[:16]
     stamp = BUILD / f"syntax-{key}.ok"
@@ -546,3 +596,59 @@ def test_syntax_all_kernels_warning_free():
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stderr == "", proc.stderr[-4000:]
     stamp.write_text("ok\n")
+
+
+def readme_fold(p: int, reuse: int) -> tuple[int, int]:
+    """(multipliers, folds) by the README formula."""
+    r = min(reuse, p)
+    mults = -(-p // r)
+    return mults, -(-p // mults)
+
+
+def fold_shape_asserts() -> str:
+    """static_asserts: qfx::fold_shape equals the README formula; configs without the fields get the defaults."""
+    lines = ["// fold_shape against the README formula",
+             "struct no_fields {};", "struct with_fields { static const unsigned reuse = 9; static const int mul_impl = 2; };",
+             "static_assert(qfx::reuse_of<no_fields>::value == 1, \"default reuse\");",
+             "static_assert(qfx::mul_impl_of<no_fields>::value == 0, \"default mul_impl\");",
+             "static_assert(qfx::reuse_of<with_fields>::value == 9, \"reuse\");",
+             "static_assert(qfx::mul_impl_of<with_fields>::value == 2, \"mul_impl\");"]
+    for p in (1, 2, 7, 8, 35, 48, 108, 2304):
+        for reuse in sorted({1, 2, 3, 5, 7, 8, 16, 64, p - 1, p, p + 1} - {0}):
+            mults, folds = readme_fold(p, reuse)
+            assert folds <= reuse and mults * folds >= p > mults * (folds - 1)
+            lines.append(f"static_assert(qfx::fold_shape<{p}, {reuse}>::mults == {mults} && "
+                         f"qfx::fold_shape<{p}, {reuse}>::folds == {folds}, \"fold {p} {reuse}\");")
+    return "\n".join(lines) + "\n"
+
+
+def test_bad_fold_fields_rejected():
+    """reuse = 0 or mul_impl outside 0..2 stop the build with a message naming the field."""
+    src = ('#include "qfx.h"\n'
+           "struct r0 { static const unsigned reuse = 0; };\n"
+           "struct m3 { static const int mul_impl = 3; };\n"
+           "unsigned a = qfx::reuse_of<r0>::value;\n"
+           "int b = qfx::mul_impl_of<m3>::value;\n")
+    BUILD.mkdir(parents=True, exist_ok=True)
+    cpp = BUILD / f"bad-fields-{os.getpid()}.cpp"
+    cpp.write_text(src)
+    try:
+        proc = subprocess.run([toolchain.find_cxx(), "-std=c++14", "-fsyntax-only", "-isystem",
+                               str(toolchain.find_ap_types()), "-I", str(HLS_LIB), str(cpp)],
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        cpp.unlink()
+    assert proc.returncode != 0
+    assert "config field `reuse` must be >= 1" in proc.stderr, proc.stderr[-2000:]
+    assert "config field `mul_impl` must be 0 (auto), 1 (dsp) or 2 (fabric)" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_no_bare_labels_or_pragmas():
+    """Labels and pragmas only through QFX_LABEL / QFX_HLS (g++ -Wall: unused labels, unknown pragmas)."""
+    import re
+    for p in sorted(HLS_LIB.glob("*.h")):
+        for n, line in enumerate(p.read_text().splitlines(), 1):
+            code = line.split("//")[0]
+            assert not re.match(r"^\s*[A-Za-z_]\w*\s*:(?!:)\s*$", code) or "default" in code or \
+                re.match(r"^\s*(public|private|protected)\s*:", code), f"{p.name}:{n}: bare label: {line}"
+            assert "#pragma HLS" not in code, f"{p.name}:{n}: raw HLS pragma: {line}"

@@ -193,6 +193,8 @@ class _Reader:
         try:
             shape = tuple(op.shape(node, [t.shape for t in ins]))
             typ = op.type(node, [t.type for t in ins])
+        except ModelError:
+            raise
         except (OpError, ValueError) as e:
             raise self.err(str(e)) from None
         if math.prod(shape) > MAX_ELEMENTS or any(d < 1 for d in shape):
@@ -308,6 +310,8 @@ class _Reader:
                              f"(FixedPoint/Quant) and nothing else", path=self.path)
         try:
             g = infer_shapes(g)
+        except ModelError:
+            raise
         except (OpError, ValueError) as e:
             raise ModelError(str(e), path=self.path) from None
         g.vectors = self.vectors(g)
@@ -376,6 +380,8 @@ class _Reader:
                                        self.attr("signed", AttributeProto.INT, required=True),
                                        self.attr("rounding", AttributeProto.STRING, required=True),
                                        self.attr("overflow", AttributeProto.STRING, required=True), ib)
+        except ModelError:
+            raise
         except ValueError as e:
             raise self.err(str(e)) from None
         k_hot = self.attr("k_hot", AttributeProto.INTS)
@@ -392,6 +398,8 @@ class _Reader:
                                   self.const(self.cur.input[3], "bitwidth"),
                                   self.attr("signed", AttributeProto.INT, 1), self.attr("narrow", AttributeProto.INT, 0),
                                   self.attr("rounding_mode", AttributeProto.STRING, "ROUND"))
+        except ModelError:
+            raise
         except ValueError as e:
             raise self.err(f"cannot be fixed-point: {e}") from None
         self.cast(out, desc)
@@ -406,6 +414,8 @@ class _Reader:
                 arr_raw, arr_frac = x.raw, f
             try:
                 f = np.broadcast_to(frac, (arr if arr is not None else arr_raw).shape)
+            except ModelError:
+                raise
             except ValueError:
                 raise self.err(f"the per-channel binary point (shape {np.shape(frac)}) does not broadcast to the "
                                f"constant's shape") from None
@@ -422,6 +432,8 @@ class _Reader:
                         for sf in np.unique(arr_frac[sel]):
                             s2 = sel & (arr_frac == sf)
                             raw[s2] = requantize_raw(np.asarray(arr_raw)[s2], int(sf), t)
+            except ModelError:
+                raise
             except ValueError as e:
                 raise self.err(str(e)) from None
             if width <= 62:
@@ -437,6 +449,8 @@ class _Reader:
             raise self.err("a per-channel binary point is only supported for constants (weights), not activations")
         try:
             t = FixedType(width, width - int(np.asarray(frac).ravel()[0]), signed, rounding, overflow)
+        except ModelError:
+            raise
         except ValueError as e:
             raise self.err(str(e)) from None
         if isinstance(x, Pending):
@@ -492,6 +506,8 @@ class _Reader:
         node.attrs.setdefault("out_type", FixedType(1, 1))  # placeholder for the shape check only
         try:
             shape = tuple(get(op).shape(node, [x.shape]))
+        except ModelError:
+            raise
         except (OpError, ValueError) as e:
             raise self.err(str(e)) from None
         del node.attrs["out_type"]
@@ -504,6 +520,8 @@ class _Reader:
             if shape is not None:
                 c = c.reshaped(shape)
             return c.to_const(what)
+        except ModelError:
+            raise
         except ValueError as e:
             raise self.err(f"{what}: {e}") from None
 
@@ -724,7 +742,8 @@ class _Reader:
         x = self.typed_act(0)
         shp = self.const(self.cur.input[1], "shape") if len(self.cur.input) > 1 else None
         n = math.prod(x.shape)
-        if shp is None or shp.ndim != 1 or len(shp) != 2 or shp[1] not in (n, -1) or shp[0] not in (1, -1, 0):
+        if shp is None or shp.ndim != 1 or len(shp) != 2 or shp[1] not in (n, -1) or shp[0] not in (1, -1, 0) \
+                or (shp[0] == -1 and shp[1] == -1):
             raise self.err(f"only a Reshape to (N, {n}) (a flatten) is supported, got {None if shp is None else shp.tolist()}")
         self.set_act(self.emit("flatten", [x.name], out), out)
 

@@ -27,7 +27,7 @@ def _int_scalar(a: np.ndarray, what: str) -> int:
 
 def describe_fixedpoint(width, signed, rounding, overflow, int_bits: np.ndarray):
     if not isinstance(width, int) or not 1 <= width <= MAX_WIDTH:
-        raise ValueError(f"width {width!r} outside the supported 1..{MAX_WIDTH}")
+        raise ValueError(f"width {width!r} outside the supported 1..{MAX_WIDTH}; use a width in that range")
     if signed not in (0, 1):
         raise ValueError(f"signed must be 0 or 1, got {signed!r}")
     if rounding not in ROUNDING_MODES:
@@ -49,7 +49,7 @@ def describe_qonnx(scale: np.ndarray, zeropt: np.ndarray, bitwidth: np.ndarray, 
     """A QONNX Quant as ap_fixed: power-of-two scale, zero point 0, saturating."""
     w = _int_scalar(bitwidth, "bitwidth")
     if not 1 <= w <= MAX_WIDTH:
-        raise ValueError(f"bitwidth {w} outside the supported 1..{MAX_WIDTH}")
+        raise ValueError(f"bitwidth {w} outside the supported 1..{MAX_WIDTH}; use a bit width in that range")
     if np.any(np.asarray(zeropt) != 0):
         raise ValueError("the zero point is not 0: an offset grid is not an ap_fixed type")
     s = np.asarray(scale, dtype=np.float64)

@@ -50,8 +50,8 @@ QFX_LABEL(rows)
                 continue;
             x_m x[NI];  // the window flattened [ky][kx][c] (wiring)
             QFX_HLS(ARRAY_PARTITION variable=x complete)
-            typename T::acc_m acc[NF];
-            QFX_HLS(ARRAY_PARTITION variable=acc complete)
+            typename T::sum_m sum[NF];
+            QFX_HLS(ARRAY_PARTITION variable=sum complete)
         QFX_LABEL(flatten)
             for (unsigned ky = 0; ky < KH; ky++)
                 for (unsigned kx = 0; kx < KW; kx++)
@@ -59,16 +59,11 @@ QFX_LABEL(rows)
                         QFX_HLS(UNROLL)
                         x[(ky * KW + kx) * NC + c] = win[ky][kx][c];
                     }
-        QFX_LABEL(acc_init)
-            for (unsigned f = 0; f < NF; f++) {
-                QFX_HLS(UNROLL)
-                acc[f] = bias[f];
-            }
-            fold_mac<C, MAC, NI, NF>(x, acc, wa, wb);
+            fold_mac<C, MAC, NI, NF>(x, sum, wa, wb);
         QFX_LABEL(filters)
             for (unsigned f = 0; f < NF; f++) {
                 QFX_HLS(PIPELINE II=1)
-                out.write(acc_to_out<C>(acc[f]));  // the one cast
+                out.write(acc_to_out<C>(bias[f], sum[f]));  // + bias, the one cast
             }
         }
     }

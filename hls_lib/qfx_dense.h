@@ -17,23 +17,18 @@ void dense_core(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t
     typedef mac_types<C> T;
     typename T::x_m x[C::n_in];
     QFX_HLS(ARRAY_PARTITION variable=x complete)
-    typename T::acc_m acc[C::n_out];
-    QFX_HLS(ARRAY_PARTITION variable=acc complete)
+    typename T::sum_m sum[C::n_out];
+    QFX_HLS(ARRAY_PARTITION variable=sum complete)
 QFX_LABEL(read)
     for (unsigned i = 0; i < C::n_in; i++) {
         QFX_HLS(PIPELINE II=1)
         x[i] = raw_of(in.read());
     }
-QFX_LABEL(bias)
-    for (unsigned j = 0; j < C::n_out; j++) {
-        QFX_HLS(UNROLL)
-        acc[j] = bias_mantissa<C>(b[j]);
-    }
-    fold_mac<C, MAC, C::n_in, C::n_out>(x, acc, wa, wb);
+    fold_mac<C, MAC, C::n_in, C::n_out>(x, sum, wa, wb);
 QFX_LABEL(write)
     for (unsigned j = 0; j < C::n_out; j++) {
         QFX_HLS(PIPELINE II=1)
-        out.write(acc_to_out<C>(acc[j]));  // the one cast
+        out.write(acc_to_out<C>(bias_mantissa<C>(b[j]), sum[j]));  // + bias, the one cast
     }
 }
 

@@ -177,16 +177,16 @@ def pad_hwc(x: np.ndarray, pads) -> np.ndarray:
 
 
 def ref_dense(x, w, b, tx, tw, tb, tacc, tout):
-    """cast(sum_i x_i w_ji + b_j, out): exact integer sum at frac Fx + Fw."""
-    f = tx.frac_bits + tw.frac_bits
-    acc = x.astype(np.int64) @ w.T.astype(np.int64) + (b.astype(np.int64) << (f - tb.frac_bits))
-    assert tacc.frac_bits == f
-    return cast(acc, f, tout)
+    """cast(sum_i x_i w_ji + b_j, out): exact integer sum at acc_t's frac (>= Fx + Fw and >= Fb)."""
+    f, fa = tx.frac_bits + tw.frac_bits, tacc.frac_bits
+    acc = ((x.astype(np.int64) @ w.T.astype(np.int64)) << (fa - f)) + (b.astype(np.int64) << (fa - tb.frac_bits))
+    return cast(acc, fa, tout)
 
 
 def ref_conv(x, w, b, tx, tw, tb, tout, stride, pads):
     """x [H, W, C], w [F, KH, KW, C]: cast(sum x_pad * w + b, out) per output pixel."""
     f = tx.frac_bits + tw.frac_bits
+    fa = max(f, tb.frac_bits)  # an exact common grid of products and bias
     xp = pad_hwc(x, pads)
     nf, kh, kw, _ = w.shape
     oh = (xp.shape[0] - kh) // stride[0] + 1
@@ -195,8 +195,8 @@ def ref_conv(x, w, b, tx, tw, tb, tout, stride, pads):
     for oy in range(oh):
         for ox in range(ow):
             win = xp[oy * stride[0]:oy * stride[0] + kh, ox * stride[1]:ox * stride[1] + kw, :]
-            out[oy, ox] = np.tensordot(w, win, axes=([1, 2, 3], [0, 1, 2])) + (b << (f - tb.frac_bits))
-    return cast(out, f, tout)
+            out[oy, ox] = (np.tensordot(w, win, axes=([1, 2, 3], [0, 1, 2])) << (fa - f)) + (b << (fa - tb.frac_bits))
+    return cast(out, fa, tout)
 
 
 def recip_raw(n: int, tr: FixedType) -> int:
@@ -274,7 +274,8 @@ def fold_fields(reuse=None, mul_impl=None) -> str:
     return text
 
 
-def dense_case(name, rng, n_in, n_out, tx, tw, tb, tout, samples=12, shiftadd_k=0, reuse=None, mul_impl=None):
+def dense_case(name, rng, n_in, n_out, tx, tw, tb, tout, samples=12, shiftadd_k=0, reuse=None, mul_impl=None,
+               acc_frac=None):
     if shiftadd_k:
         w = khot_weights(tw, (n_out, n_in), shiftadd_k, rng)
     else:
@@ -282,10 +283,12 @@ def dense_case(name, rng, n_in, n_out, tx, tw, tb, tout, samples=12, shiftadd_k=
     b = rand_raw(tb, n_out, rng)
     x = np.stack([rand_raw(tx, n_in, rng) for _ in range(samples)])
     f = tx.frac_bits + tw.frac_bits
-    assert tb.frac_bits <= f
+    fa = f if acc_frac is None else acc_frac  # acc_t's frac: > f exercises the product -> acc grid shift
+    assert f <= fa and tb.frac_bits <= fa
     prods = np.where(w > 0, w * tx.raw_max, w * tx.raw_min), np.where(w > 0, w * tx.raw_min, w * tx.raw_max)
-    bb = b << (f - tb.frac_bits)
-    tacc = acc_type(int((prods[1].sum(1) + bb).min()), int((prods[0].sum(1) + bb).max()), f)
+    bb = b << (fa - tb.frac_bits)
+    tacc = acc_type(int(((prods[1].sum(1) << (fa - f)) + bb).min()), int(((prods[0].sum(1) << (fa - f)) + bb).max()),
+                    fa)
     cfg = (f"typedef {tx.cpp()} in_t; typedef {tw.cpp()} w_t; typedef {tb.cpp()} b_t;\n"
            f"typedef {tacc.cpp()} acc_t; typedef {tout.cpp()} out_t;\n"
            f"typedef {raw_ctype(tw)} w_raw_t; typedef {raw_ctype(tb)} b_raw_t;\n"
@@ -304,7 +307,7 @@ def dense_case(name, rng, n_in, n_out, tx, tw, tb, tout, samples=12, shiftadd_k=
 
 
 def conv_case(name, rng, hw, c, nf, k, stride, pads, tx, tw, tb, tout, samples=3, shiftadd_k=0, reuse=None,
-              mul_impl=None):
+              mul_impl=None, acc_frac=None):
     h, wd = hw
     if shiftadd_k:
         w = khot_weights(tw, (nf, k[0], k[1], c), shiftadd_k, rng)
@@ -313,9 +316,11 @@ def conv_case(name, rng, hw, c, nf, k, stride, pads, tx, tw, tb, tout, samples=3
     b = rand_raw(tb, nf, rng)
     x = np.stack([rand_raw(tx, h * wd * c, rng) for _ in range(samples)])
     f = tx.frac_bits + tw.frac_bits
-    hi = (np.where(w > 0, w * tx.raw_max, w * tx.raw_min).reshape(nf, -1).sum(1) + (b << (f - tb.frac_bits)))
-    lo = (np.where(w > 0, w * tx.raw_min, w * tx.raw_max).reshape(nf, -1).sum(1) + (b << (f - tb.frac_bits)))
-    tacc = acc_type(int(lo.min()), int(hi.max()), f)
+    fa = f if acc_frac is None else acc_frac
+    assert f <= fa and tb.frac_bits <= fa
+    hi = (np.where(w > 0, w * tx.raw_max, w * tx.raw_min).reshape(nf, -1).sum(1) << (fa - f)) + (b << (fa - tb.frac_bits))
+    lo = (np.where(w > 0, w * tx.raw_min, w * tx.raw_max).reshape(nf, -1).sum(1) << (fa - f)) + (b << (fa - tb.frac_bits))
+    tacc = acc_type(int(lo.min()), int(hi.max()), fa)
     oh = (h + pads[0] + pads[1] - k[0]) // stride[0] + 1
     ow = (wd + pads[2] + pads[3] - k[1]) // stride[1] + 1
     cfg = (f"typedef {tx.cpp()} in_t; typedef {tw.cpp()} w_t; typedef {tb.cpp()} b_t;\n"
@@ -329,7 +334,7 @@ def conv_case(name, rng, hw, c, nf, k, stride, pads, tx, tw, tb, tout, samples=3
            f"static const unsigned out_height = {oh}, out_width = {ow}, n_terms = {max(1, shiftadd_k)};" +
            fold_fields(reuse, mul_impl))
     expected = np.stack([ref_conv(xs.reshape(h, wd, c), w, b, tx, tw, tb, tout, stride, pads).ravel()
-                         for xs in x])
+                         for xs in x])  # exact, so acc_t's frac does not matter
     if shiftadd_k:
         sign, shift = terms_arrays(w, shiftadd_k)
         arrays = [("sg", "int8_t", sign), ("sh", "int8_t", shift), ("b", raw_ctype(tb), b)]
@@ -503,6 +508,16 @@ def layer_cases(rng):
     cases.append(conv_case("conv_sa_r7", rng, (4, 4), 2, 3, (2, 2), (1, 1), (0, 1, 1, 0), T("ap_fixed<7,3>"),
                            T("ap_fixed<5,1>"), T("ap_fixed<8,4>"), T("ap_fixed<8,4,AP_RND_CONV,AP_SAT>"),
                            shiftadd_k=2, reuse=7, mul_impl=2))
+    # acc_t finer than the product grid (s = F_acc - Fx - Fw > 0), bias finer than the products
+    cases.append(dense_case("dense_acc_s3", rng, 7, 5, T("ap_fixed<8,3>"), T("ap_fixed<6,1>"), T("ap_fixed<9,3>"),
+                            T("ap_fixed<8,4,AP_RND_CONV,AP_SAT>"), samples=8, reuse=3, acc_frac=13))
+    cases.append(dense_case("dense_bias_fine", rng, 5, 4, T("ap_fixed<6,3>"), T("ap_fixed<5,2>"), T("ap_fixed<12,2>"),
+                            T("ap_fixed<9,3,AP_RND,AP_SAT>"), samples=8, reuse=6, acc_frac=10, mul_impl=2))
+    cases.append(dense_case("dense_sa_acc_s2", rng, 6, 3, T("ap_ufixed<6,2>"), T("ap_ufixed<6,0>"), T("ap_fixed<8,3>"),
+                            T("ap_fixed<7,3,AP_RND_MIN_INF,AP_WRAP>"), shiftadd_k=2, reuse=5, acc_frac=12))
+    cases.append(conv_case("conv_acc_s4", rng, (4, 5), 3, 3, (3, 3), (1, 1), (1, 1, 1, 1), T("ap_fixed<6,2>"),
+                           T("ap_fixed<5,1>"), T("ap_fixed<14,3>"), T("ap_fixed<8,4,AP_RND_CONV,AP_SAT>"), samples=2,
+                           reuse=10, acc_frac=11))
     # conv: 3x3 pad 1 all sides; 3x3 stride 2 asymmetric pads; 1x1; 2x3 stride (2,1) with unused rows
     cases.append(conv_case("conv_3x3", rng, (5, 7), 3, 4, (3, 3), (1, 1), (1, 1, 1, 1), T("ap_fixed<6,2>"),
                            T("ap_fixed<5,1>"), T("ap_fixed<8,3>"), T("ap_fixed<8,4,AP_RND_CONV,AP_SAT>")))

@@ -53,12 +53,16 @@ QFX_LABEL(rows)
             typename T::sum_m sum[NF];
             QFX_HLS(ARRAY_PARTITION variable=sum complete)
         QFX_LABEL(flatten)
-            for (unsigned ky = 0; ky < KH; ky++)
-                for (unsigned kx = 0; kx < KW; kx++)
+            for (unsigned ky = 0; ky < KH; ky++) {
+                QFX_HLS(UNROLL)
+                for (unsigned kx = 0; kx < KW; kx++) {
+                    QFX_HLS(UNROLL)
                     for (unsigned c = 0; c < NC; c++) {
                         QFX_HLS(UNROLL)
                         x[(ky * KW + kx) * NC + c] = win[ky][kx][c];
                     }
+                }
+            }
             fold_mac<C, MAC, NI, NF>(x, sum, wa, wb);
         QFX_LABEL(filters)
             for (unsigned f = 0; f < NF; f++) {

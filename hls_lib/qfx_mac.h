@@ -69,7 +69,7 @@ struct mac_shiftadd {
         for (unsigned k = 0; k < C::n_terms; k++) {
             QFX_HLS(UNROLL)
             const unsigned i = idx * C::n_terms + k;
-            const prod_m t = x << shift[i];  // constant shift after unrolling: wiring
+            const prod_m t = x << shift[i];  // reuse 1: a constant shift (wiring); folded: a small shifter
             if (sign[i] > 0) p += t;
             else if (sign[i] < 0) p -= t;
         }

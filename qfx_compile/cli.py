@@ -36,21 +36,102 @@ def _list_targets(console) -> None:
                    f"{x.bram36:>6,} {x.uram:>4}  {x.board}")
 
 
+_MODES = {"AP_TRN": "TRN", "AP_WRAP": "WRAP"}
+
+
+def short_type(cpp: str | None) -> str:
+    """``ap_fixed<8, 3, AP_RND_CONV, AP_SAT>`` -> ``fixed<8,3,RND_CONV,SAT>``; default modes left out."""
+    if not cpp:
+        return "-"
+    from .qfx.types import FixedType
+
+    try:
+        t = FixedType.parse(cpp)
+    except ValueError:
+        return cpp
+    args = [str(t.width), str(t.int_bits)]
+    if t.rounding != "AP_TRN" or t.overflow != "AP_WRAP":
+        args.append(t.rounding[3:])
+    if t.overflow != "AP_WRAP":
+        args.append(t.overflow[3:])
+    return f"{'fixed' if t.signed else 'ufixed'}<{','.join(args)}>"
+
+
+def middle_truncate(text: str, n: int) -> str:
+    """``layer1.0.conv1/Conv`` -> ``layer1...1/Conv``: keep both ends, which tell layers apart."""
+    if len(text) <= n:
+        return text
+    if n <= 3:
+        return text[:n]
+    head = (n - 1) // 2
+    tail = n - 1 - head
+    return text[:head] + "~" + text[len(text) - tail:]
+
+
+def _compact(v: int) -> str:
+    if v < 10_000:
+        return f"{v:,}"
+    if v < 1_000_000:
+        return f"{v / 1000:.1f}k" if v < 100_000 else f"{v // 1000}k"
+    return f"{v / 1e6:.1f}M"
+
+
+_OPS = {"batchnorm": "bn", "global_avgpool": "gap", "maxpool": "maxpool", "avgpool": "avgpool", "conv2d": "conv"}
+
+
 def _summary(console, report: dict) -> None:
+    from rich import box
     from rich.table import Table
 
-    t = Table(title=f"{report['model']} -> {report['target']} ({report['part']}, {report['clock_ns']:g} ns)")
-    for col in ("#", "layer", "op", "output type", "accumulator", "param bits", "DSP est.", "adders est."):
-        t.add_column(col, justify="right" if col in ("#", "param bits", "DSP est.", "adders est.") else "left")
-    for i, L in enumerate(report["layers"], 1):
-        t.add_row(str(i), L["name"], L["op"], L["output_type"], L["accumulator"] or "-", f"{L['parameter_bits']:,}",
-                  str(L["dsp_estimate"]), str(L["adder_estimate"]))
+    wide = console.width >= 120
+    cols = [("layer", "left"), ("op", "left"), ("out type", "left"), ("acc", "left"), ("params", "right"),
+            ("DSP", "right"), ("LUT", "right"), ("cycles", "right")]
+    if wide:
+        cols[5:5] = [("reuse", "right")]
+        cols.insert(-1, ("adders", "right"))
+    worst = max((L["cycles"] for L in report["layers"]), default=0)
+    rows = []
+    for L in report["layers"]:
+        op = _OPS.get(L["op"], L["op"]) + ("+sa" if L.get("shift_add") else "")
+        row = [L["name"], op, short_type(L["output_type"]), short_type(L["accumulator"]),
+               _compact(L["parameters"]), _compact(L["dsp_estimate"]), _compact(L["lut_estimate"]),
+               ("*" if L["cycles"] == worst and worst else "") + _compact(L["cycles"])]
+        if wide:
+            row[5:5] = [str(L["reuse"]) if L["reuse"] else "-"]
+            row.insert(-1, _compact(L["adder_estimate"]))
+        rows.append(row)
     tot = report["totals"]
-    t.add_row("", "total", "", "", "", f"{tot['parameter_bits']:,}", f"{tot['dsp_estimate']:,} / {tot['part_dsp']:,}",
-              f"{tot['adder_estimate']:,}")
+    tr = ["total", "", "", "", _compact(tot["parameters"]), f"{tot['dsp_estimate']:,}", _compact(tot["lut_estimate"]),
+          _compact(tot["interval_cycles"])]
+    if wide:
+        tr[5:5] = [""]
+        tr.insert(-1, _compact(tot["adder_estimate"]))
+    # the layer column gets what the others leave (names are cut in the middle, never wrapped)
+    others = sum(max([len(c[0])] + [len(r[i]) for r in rows + [tr]]) + 1 for i, c in enumerate(cols) if i)
+    name_w = max(8, min(64, console.width - others - 1))
+    t = Table(title=f"{report['model']} -> {report['target']} ({report['part']}, {report['clock_ns']:g} ns)",
+              box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0), title_justify="left", show_edge=False)
+    for col, just in cols:
+        t.add_column(col, justify=just, no_wrap=True, overflow="ellipsis")
+    for row in rows:
+        row[0] = middle_truncate(row[0], name_w)
+        t.add_row(*row)
+    t.add_section()
+    t.add_row(*tr)
     console.print(t)
-    console.print(f"input {report['input']['type']} HWC {report['input']['shape_hwc']}, output "
-                  f"{report['output']['type']} HWC {report['output']['shape_hwc']}; weight memory "
+    console.print("+sa: K-hot weights as shift-add (adders, no DSP); LUT: fabric multipliers and adders; "
+                  "* slowest layer", markup=False, highlight=False)
+    small = [L["name"] for L in report["layers"] if L.get("multipliers_in_luts")]
+    console.print(f"estimate: {tot['dsp_estimate']:,} DSP of {tot['part_dsp']:,} (budget {tot['dsp_budget']:,}), "
+                  f"~{tot['lut_estimate']:,} LUT of {tot['part_lut']:,}, {tot['adder_estimate']:,} shift-add adders; "
+                  f"{tot['interval_cycles']:,} cycles/sample at {report['clock_ns']:g} ns = "
+                  f"{tot['samples_per_s']:,.0f} samples/s, latency <= {tot['latency_us']:,} us.",
+                  markup=False, highlight=False)
+    if small:
+        console.print(f"note: {len(small)} layer(s) multiply operands of <= 4 bits: counted in LUTs, not DSPs "
+                      f"(set mul_impl 1 in --config to force DSPs).", markup=False, highlight=False)
+    console.print(f"input {short_type(report['input']['type'])} HWC {report['input']['shape_hwc']}, output "
+                  f"{short_type(report['output']['type'])} HWC {report['output']['shape_hwc']}; weight memory "
                   f"{tot['weight_bram18']} BRAM18 of {tot['part_bram18']}, {tot['weight_lutram_luts']} LUTs of ROM.",
                   markup=False, highlight=False)
     v = report["vectors"]
@@ -87,7 +168,9 @@ def _step(console, text: str, quiet: bool):
 @click.option("--csim", is_flag=True, help="Build and run the C simulation now; non-zero exit on any mismatch.")
 @click.option("--force", is_flag=True, help="Replace OUTDIR even when qfx-compile did not create it.")
 @click.option("--config", "config", default=None, metavar="FILE",
-              help='Per-layer options (JSON): {"default": {"stream_depth": 2}, "layers": {"<name>": {"mul_limit": 64}}}.')
+              help='Per-layer options (JSON): {"default": {"stream_depth": 2}, "layers": {"<name>": {"reuse": 16, '
+                   '"mul_impl": 1}}}; options: stream_depth, reuse (cycles per output, 0 = chosen to fit the '
+                   'DSPs), mul_impl (0 auto, 1 DSP, 2 LUTs), mul_limit, inline.')
 @click.option("--vectors", type=click.IntRange(1, 100000), default=100, show_default=True,
               help="Test vectors in the testbench (at most those stored in the model).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Parallel g++ jobs for --csim.")

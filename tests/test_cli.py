@@ -98,6 +98,86 @@ def test_config_applies_and_success(mlp_onnx, tmp_path, capsys):
     assert rep["target"] == "kv260" and rep["vectors"]["count"] == 10
 
 
+def _last_layer(path):
+    from qfx_compile.frontend import load_model
+
+    return load_model(str(path)).nodes[-1].name
+
+
+def test_config_reuse_and_mul_impl(mlp_onnx, tmp_path, capsys):
+    layer = _last_layer(mlp_onnx)
+    cfg = tmp_path / "layers.json"
+    cfg.write_text(json.dumps({"default": {"mul_impl": 1}, "layers": {layer: {"reuse": 7, "mul_impl": 2}}}))
+    out = tmp_path / "prj"
+    assert main([str(mlp_onnx), "--config", str(cfg), "-o", str(out), "-q"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    last = rep["layers"][-1]
+    assert (last["reuse"], last["mul_impl"], last["dsp_estimate"]) == (7, 2, 0)
+    assert last["lut_estimate"] > 0 and last["multipliers"] == -(-last["macs"] // 7)
+    assert all(L["mul_impl"] == 1 for L in rep["layers"][:-1] if L["op"] == "dense")
+    params = (out / "firmware" / "parameters.h").read_text()
+    assert "static const unsigned reuse = 7;" in params and "static const int mul_impl = 2;" in params
+    for bad, word in (({"reuse": -1}, "reuse"), ({"mul_impl": 3}, "mul_impl"), ({"reuse": 10**9}, "more than")):
+        cfg.write_text(json.dumps({"layers": {layer: bad}}))
+        assert main([str(mlp_onnx), "--config", str(cfg), "-o", str(tmp_path / "o2"), "-q"]) == 2
+        assert word in _err(capsys)
+
+
+def test_dsps_cannot_fit(mlp_onnx, tmp_path, capsys, monkeypatch):
+    """A part with too few DSPs even at maximum reuse: exit 2 with the numbers; LUT multipliers fit."""
+    from qfx_compile import targets
+
+    small = targets.Target("dsp2", "dsp2", "xc7z007sclg400-1", 10.0, 2, "DSP48E1", 100_000, 100_000, 100, 0)
+    monkeypatch.setitem(targets.TARGETS, "dsp2", small)
+    assert main([str(mlp_onnx), "--target", "dsp2", "-o", str(tmp_path / "o"), "-q"]) == 2
+    e = _err(capsys)
+    assert "needs 3 DSPs even at maximum reuse" in e and "more than 1 (80% of the 2 DSP48E1" in e
+    assert "mul_impl 2" in e
+    cfg = tmp_path / "luts.json"
+    cfg.write_text(json.dumps({"default": {"mul_impl": 2}}))
+    assert main([str(mlp_onnx), "--target", "dsp2", "--config", str(cfg), "-o", str(tmp_path / "o"), "-q"]) == 0
+
+
+def _long_names(src, dst):
+    m = onnx.load(str(src))
+    for k, n in enumerate(m.graph.node):
+        n.name = f"backbone.stage{k}.a_rather_long_module_name.with_parts/{n.op_type}_{k}"
+    onnx.save(m, str(dst))
+
+
+@pytest.mark.parametrize("cols", [80, 160])
+def test_summary_table_fits_the_terminal(mlp_onnx, tmp_path, capsys, monkeypatch, cols):
+    src = tmp_path / "long.onnx"
+    _long_names(mlp_onnx, src)
+    monkeypatch.setenv("COLUMNS", str(cols))
+    assert main([str(src), "-o", str(tmp_path / f"prj{cols}"), "-q"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert max(len(ln) for ln in lines) <= cols
+    rep = json.loads((tmp_path / f"prj{cols}" / "report.json").read_text())
+    rows = [ln for ln in lines if ln.startswith("backbone.")]
+    assert len(rows) == len(rep["layers"])  # one line per layer: nothing wraps
+    for row, L in zip(rows, rep["layers"]):
+        # names are cut in the middle: both ends (which tell the layers apart) stay
+        assert row.split()[0].endswith(L["name"][-4:])
+        assert "fixed<" in row and "AP_" not in row  # compact type spellings
+    assert "samples/s" in out and "DSP of 360" in out
+    if cols >= 160:
+        assert all(L["name"] in out for L in rep["layers"])
+        assert "reuse" in lines[1] and "adders" in lines[1]
+
+
+def test_short_type_and_middle_truncate():
+    from qfx_compile.cli import middle_truncate, short_type
+
+    assert short_type("ap_fixed<8, 3, AP_RND_CONV, AP_SAT>") == "fixed<8,3,RND_CONV,SAT>"
+    assert short_type("ap_ufixed<8, 0, AP_TRN, AP_WRAP>") == "ufixed<8,0>"
+    assert short_type("ap_fixed<10, 4, AP_RND, AP_WRAP>") == "fixed<10,4,RND>"
+    assert short_type(None) == "-"
+    assert middle_truncate("layer1.0.conv1/Conv", 12) == "layer~1/Conv"
+    assert len(middle_truncate("x" * 100, 17)) == 17 and middle_truncate("short", 17) == "short"
+
+
 def test_model_too_big(mlp_onnx, tmp_path, capsys, monkeypatch):
     from qfx_compile import targets
 

@@ -41,9 +41,20 @@ def test_comment_is_safe(text):
     c = names.comment(text)
     assert len(c) <= names.MAX_COMMENT
     assert c.isascii() and "\n" not in c and "\r" not in c
-    for bad in ("*/", "/*", "//", "#", "$", "`", '"', "'", "\\", "{", "}", "[", "]", ";", "<", ">", "|", "&"):
+    assert all(32 <= ord(ch) < 127 for ch in c)
+    for bad in ("*/", "/*", "??", "$", "`", '"', "'", "\\", "{", "}", "<", ">", "|"):
         assert bad not in c
+
+
+@pytest.mark.parametrize("text", ["a*/b", "/*/", "*/*/", "a/**/b", "???/", "x??/\n", "?*/?", "/" * 5 + "*" * 5])
+def test_comment_breaks_comment_delimiters(text):
+    c = names.comment(text)
+    assert "*/" not in c and "/*" not in c and "??" not in c and not c.endswith("\\")
 
 
 def test_comment_keeps_plain_names():
     assert names.comment("conv1.weight") == "conv1.weight"
+    # '/' is harmless in a // comment: ONNX node names read as written
+    assert names.comment("stem.0/Conv") == "stem.0/Conv"
+    assert names.comment("layer1[0].conv1/Conv#2") == "layer1[0].conv1/Conv#2"
+    assert names.comment("a\nb") == "a?b"

@@ -58,7 +58,7 @@ def _graph():
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tcl") / "prj"
+    out = tmp_path_factory.mktemp("tcl") / "my project (v2)"  # spaces and parentheses in the path
     compile_graph(_graph(), out, target="pynq-z2", vectors=4)
     (out / "stub_run.tcl").write_text(STUBS)
     return out
@@ -87,6 +87,15 @@ def _check_order(log):
     tb = [e.split()[1] for e in log if e.startswith("add_files")]
     assert tb == sorted(tb)
     return steps
+
+
+def test_no_absolute_paths_in_build_tcl(project):
+    """Paths with spaces: build.tcl passes no -I/-argv paths (includes are relative to the sources)."""
+    assert " " in str(project)
+    text = (project / "build.tcl").read_text()
+    assert "-I" not in text and "-argv" not in text and str(project) not in text
+    tb = (project / "tb" / "testbench.cpp").read_text()
+    assert '#include "../firmware/qfx_top.h"' in tb
 
 
 def test_default_steps(project):

@@ -8,8 +8,8 @@ newlines, ``*/``, ``#include``, ``$(...)``, backticks, non-ASCII text or be
   :data:`MAX_IDENT` characters, never a C/C++ keyword or a name reserved to the
   implementation (leading underscore + capital, double underscore), and unique
   within a table (collisions resolved deterministically by order of request);
-* :func:`comment`: printable ASCII without ``*/``, ``/*``, ``//``, backslashes,
-  ``$``, backticks, quotes or newlines, capped at :data:`MAX_COMMENT`.
+* :func:`comment`: printable ASCII without ``*/``, ``/*``, ``??``, backslashes,
+  ``$``, backticks, quotes, braces, ``|``, ``<>`` or newlines, capped at :data:`MAX_COMMENT`.
 """
 from __future__ import annotations
 
@@ -93,19 +93,23 @@ class NameTable:
         return dict(self._by_orig)
 
 
-_COMMENT_BAD = re.compile(r"[^A-Za-z0-9 _.,:=+\-()!?@%^~]")
+_COMMENT_BAD = re.compile(r"[^A-Za-z0-9 _.,:;=+\-()!?@%^~/*#&\[\]]")
 
 
 def comment(text: object, max_len: int = MAX_COMMENT) -> str:
     """Text safe inside a C ``//`` or ``/* */`` comment, a Tcl/Make ``#`` comment or a Markdown cell.
 
-    Every character outside a small printable set becomes ``?``; the sequences
-    that could end or start a comment are broken; long text is cut with a digest.
+    Layer names keep their usual punctuation (``stem.0/Conv``, ``layer1[0]``). What could end a
+    comment, continue it onto the next line, start a string or a Markdown code span, or reach a
+    shell or Make expansion becomes ``?``: newlines and other control characters, non-ASCII, quotes,
+    backslashes, ``$``, backticks, braces, ``|``, ``<>``. ``*/`` and ``/*`` are broken, runs of
+    ``?`` collapse to one (no ``??/`` trigraph); long text is cut with a digest.
     """
     raw = text if isinstance(text, str) else str(text)
     s = _COMMENT_BAD.sub("?", raw)
-    # '*' and '/' and '#' are already mapped to '?'; also no trailing backslash is possible.
+    while "*/" in s or "/*" in s:
+        s = s.replace("*/", "*?").replace("/*", "?*")
+    s = re.sub(r"\?{2,}", "?", s)
     if len(s) > max_len:
-        s = s[: max_len - 12] + "...#" + _digest(raw)
-        s = s.replace("#", "h")
+        s = s[: max_len - 12] + "...h" + _digest(raw)
     return s

@@ -21,7 +21,8 @@ import numpy as np
 from ..ir.graph import Const, Graph, Node
 from ..qfx.types import FixedType
 from ..targets import Target, estimate_memory
-from . import names
+from . import names, shiftadd
+from .estimate import DSP_SHARE, DesignEstimate, FitError, LayerShape, choose_reuse, estimate_layer, signed_bits
 from .lower import chw_to_stream, lower
 
 
@@ -34,7 +35,9 @@ TOP = "qfx_top"
 RESERVED = ("qfx_top", "qfx", "in", "out", "main", "hls")
 
 #: Layer options a config file may set, with their defaults.
-LAYER_DEFAULTS = {"stream_depth": 2, "mul_limit": 0, "inline": False}
+LAYER_DEFAULTS = {"stream_depth": 2, "mul_limit": 0, "inline": False, "reuse": 0, "mul_impl": 0}
+#: Allowed ranges of the integer options (reuse 0 = chosen by the compiler; mul_impl 0 auto, 1 DSP, 2 LUTs).
+OPTION_RANGES = {"stream_depth": (1, 1 << 20), "mul_limit": (0, 1 << 20), "reuse": (0, 1 << 30), "mul_impl": (0, 2)}
 
 
 # --------------------------------------------------------------------- helpers
@@ -141,10 +144,12 @@ def load_layer_config(path: str | Path | None, graph: Graph) -> tuple[dict, dict
             if k == "inline":
                 if not isinstance(v, bool):
                     raise BackendError(f"config file {p}: {where}.inline must be true or false")
-            elif isinstance(v, bool) or not isinstance(v, int) or v < (1 if k == "stream_depth" else 0) \
-                    or v > 1 << 20:
-                raise BackendError(f"config file {p}: {where}.{k} must be an integer "
-                                   f"{'>= 1' if k == 'stream_depth' else '>= 0'}, got {v!r}")
+            elif isinstance(v, bool) or not isinstance(v, int) or not \
+                    OPTION_RANGES[k][0] <= v <= OPTION_RANGES[k][1]:
+                lo, hi = OPTION_RANGES[k]
+                raise BackendError(f"config file {p}: {where}.{k} must be an integer in {lo}..{hi}, got {v!r}"
+                                   + (" (0 auto, 1 DSP, 2 LUTs)" if k == "mul_impl" else "")
+                                   + (" (0 = chosen by the compiler)" if k == "reuse" else ""))
             out[k] = v
         return out
 
@@ -213,6 +218,7 @@ def build_plan(graph: Graph, opts: PlanOptions) -> dict:
     for n in g.nodes:
         lid = table(n.name, key="node:" + n.name)
         layers.append(_layer_plan(g, n, lid, tensors, {**default_opts, **per_layer.get(n.name, {})}))
+    design = _choose_parallelism(layers, opts)
 
     # streams: one per consumer edge; fan-out when a tensor has several consumers
     streams, fanouts, in_stream, out_stream = _streams(g, tensors, layers)
@@ -232,7 +238,7 @@ def build_plan(graph: Graph, opts: PlanOptions) -> dict:
         "tensors": [tensors[t] for t in order],
         "layers": layers, "streams": streams, "fanouts": fanouts,
         "in_stream": in_stream, "out_stream": out_stream,
-        "memory": mem, "graph": g,
+        "memory": mem, "graph": g, "design": design,
     }
     return plan
 
@@ -255,7 +261,7 @@ def _layer_plan(g: Graph, n: Node, lid: str, tensors: dict, lopts: dict) -> dict
     L: dict[str, Any] = {"id": lid, "op": n.op, "name_comment": names.comment(n.name),
                          "func": f"layer_{lid}", "cfg": f"cfg_{lid}", "inputs": ins, "output": out,
                          "arrays": [], "types": [], "sizes": [], "opts": lopts, "acc": None,
-                         "params_bits": 0, "macs": 0}
+                         "params_bits": 0, "macs": 0, "n_params": 0}
     ty, sz = L["types"], L["sizes"]
 
     def shape3(t):
@@ -267,44 +273,7 @@ def _layer_plan(g: Graph, n: Node, lid: str, tensors: dict, lopts: dict) -> dict
         raise BackendError(f"layer {L['name_comment']!r}: unsupported tensor shape {s}")
 
     if n.op in ("dense", "conv2d"):
-        w, b = n.params["weight"], n.params.get("bias")
-        wa = _const_array(L, "weight", "w", w, "[n_filt][kh][kw][n_chan]" if n.op == "conv2d" else "[n_out][n_in]")
-        if b is None:
-            nb = w.raw.shape[0]
-            b = Const(raw=np.zeros(nb, dtype=np.int64), type=FixedType(1, 1, True))
-        ba = _const_array(L, "bias", "b", b, "[n_filt]" if n.op == "conv2d" else "[n_out]")
-        acc = n.attrs.get("acc_type")
-        if acc is None:
-            acc = acc_from_weights(x_t, np.asarray(unify_const(w)[0]), wa["type"], np.asarray(ba and unify_const(b)[0]),
-                                   ba["type"])
-        L["acc"] = acc
-        L["arrays"] = [wa, ba]
-        ty += [("in_t", x_t.cpp()), ("w_t", wa["type"].cpp()), ("b_t", ba["type"].cpp()), ("acc_t", acc.cpp()),
-               ("out_t", y_t.cpp()), ("w_raw_t", wa["ctype"]), ("b_raw_t", ba["ctype"])]
-        L["params_bits"] = wa["depth"] * wa["width"] + ba["depth"] * ba["width"]
-        if n.op == "dense":
-            n_out, n_in = int(w.raw.shape[0]), int(np.prod(w.raw.shape[1:]))
-            if n_in != ins[0]["count"] or n_out != out["count"]:
-                raise BackendError(f"layer {L['name_comment']!r}: weight shape {w.raw.shape} does not match "
-                                   f"input {ins[0]['count']} / output {out['count']}")
-            sz += [("n_in", n_in), ("n_out", n_out)]
-            L["macs"] = n_in * n_out
-        else:
-            c, h, wd = shape3(ins[0])
-            f, kh, kw, cc = (int(s) for s in w.raw.shape)
-            kh2, kw2 = _pair(n.attrs.get("kernel"), kh)
-            sh, sw = _pair(n.attrs.get("stride"), 1)
-            pt, pb, pl, pr = _pads(n.attrs.get("pads"))
-            oh = (h + pt + pb - kh) // sh + 1
-            ow = (wd + pl + pr - kw) // sw + 1
-            if cc != c or (kh2, kw2) != (kh, kw) or [f, oh, ow] != shape3(out):
-                raise BackendError(f"conv layer {L['name_comment']!r}: shapes do not agree "
-                                   f"(input {ins[0]['shape']}, weight {tuple(w.raw.shape)}, output {out['shape']})")
-            sz += [("in_height", h), ("in_width", wd), ("n_chan", c), ("n_filt", f), ("filt_height", kh),
-                   ("filt_width", kw), ("stride_height", sh), ("stride_width", sw), ("pad_top", pt),
-                   ("pad_bottom", pb), ("pad_left", pl), ("pad_right", pr), ("out_height", oh), ("out_width", ow)]
-            L["macs"] = f * kh * kw * c * oh * ow
-        L["kernel"] = n.op
+        _matmul_plan(L, n, ins, out, x_t, y_t, shape3)
     elif n.op == "batchnorm":
         sa = _const_array(L, "scale", "scale", n.params["scale"], "[n_chan]")
         ha = _const_array(L, "shift", "shift", n.params["shift"], "[n_chan]")
@@ -314,8 +283,11 @@ def _layer_plan(g: Graph, n: Node, lid: str, tensors: dict, lopts: dict) -> dict
                ("out_t", y_t.cpp()), ("scale_raw_t", sa["ctype"]), ("shift_raw_t", ha["ctype"])]
         sz += [("n_chan", c), ("n_pixels", h * wd)]
         L["params_bits"] = sa["depth"] * sa["width"] + ha["depth"] * ha["width"]
+        L["n_params"] = sa["depth"] + ha["depth"]
         L["macs"] = c * h * wd
         L["kernel"] = "batchnorm"
+        L["shape"] = LayerShape("fixed_mul", a_bits=signed_bits(x_t.width, x_t.signed),
+                                b_bits=signed_bits(sa["type"].width, sa["type"].signed), fixed_cycles=c * h * wd)
     elif n.op in ("relu", "clip", "quant"):
         ty += [("in_t", x_t.cpp()), ("out_t", y_t.cpp())]
         sz += [("n", ins[0]["count"])]
@@ -347,16 +319,172 @@ def _layer_plan(g: Graph, n: Node, lid: str, tensors: dict, lopts: dict) -> dict
         else:
             _avg_types(L, n, x_t, y_t, ph * pw)
             L["kernel"] = "avgpool2d"
+        L["stream_cycles"] = c * h * wd + (c * oh * ow if n.op == "avgpool" else 0)
     elif n.op == "global_avgpool":
         c, h, wd = shape3(ins[0])
         sz += [("in_height", h), ("in_width", wd), ("n_chan", c)]
         _avg_types(L, n, x_t, y_t, h * wd)
         L["kernel"] = "global_avgpool"
+        L["stream_cycles"] = c * h * wd + c
     else:
         raise BackendError(f"layer {L['name_comment']!r}: op {n.op!r} has no HLS kernel in this backend")
     L.setdefault("longs", [])
+    L.setdefault("ints", [])
+    L.setdefault("callee", f"qfx::{L['kernel']}<{L['cfg']}>")
+    L.setdefault("straight", None)
+    if "shape" not in L:
+        L["shape"] = LayerShape("stream")
+    if L["shape"].kind != "mul" and not L["shape"].fixed_cycles:
+        L["shape"].fixed_cycles = int(L.get("stream_cycles", max(i["count"] for i in ins)))
     L["args_in"] = len(ins)
     return L
+
+
+def _choose_parallelism(layers: list[dict], opts: PlanOptions) -> DesignEstimate:
+    """Reuse and mul_impl of every layer (config first, then the default choice), and the estimates."""
+    t = opts.target
+    shapes = [L["shape"] for L in layers]
+    impl = [int(L["opts"].get("mul_impl", 0)) for L in layers]
+    fixed = []
+    for L, s in zip(layers, shapes):
+        r = int(L["opts"].get("reuse", 0))
+        if r and s.kind != "mul":
+            if not L.get("has_reuse"):
+                raise BackendError(f"config: layer {L['name_comment']!r} ({L['op']}) has no reuse option "
+                                   f"(only dense / conv2d layers with multipliers do)")
+        if r > s.max_reuse and s.kind == "mul":
+            raise BackendError(f"config: reuse {r} of layer {L['name_comment']!r} is more than its "
+                               f"{s.max_reuse} products per output; use 1..{s.max_reuse}")
+        fixed.append(r if (r and s.kind == "mul") else None)
+    budget = int(t.dsp * DSP_SHARE)
+    try:
+        reuse = choose_reuse(shapes, fixed, impl, t.dsp_kind, budget)
+    except FitError as e:
+        need = int(e.args[0])
+        per = sorted(((estimate_layer(s, (f or s.max_reuse) if s.kind == "mul" else None, m, t.dsp_kind).dsp,
+                       L["name_comment"]) for L, s, f, m in zip(layers, shapes, fixed, impl)), reverse=True)[:3]
+        top = ", ".join(f"{nm} {d}" for d, nm in per if d)
+        raise BackendError(
+            f"the model needs {need} DSPs even at maximum reuse (one multiplier per layer), more than "
+            f"{budget} ({int(DSP_SHARE * 100)}% of the {t.dsp} {t.dsp_kind} of {t.name}); largest: {top}. "
+            f"Set mul_impl 2 (LUTs) for some layers in --config, use K-hot weights, or choose a bigger target.")
+    ests = []
+    for L, s, r, m in zip(layers, shapes, reuse, impl):
+        e = estimate_layer(s, r, m, t.dsp_kind)
+        if L.get("fixed_reuse"):
+            e.reuse = L["fixed_reuse"]
+        ests.append(e)
+        L["est"] = e
+        if L.get("has_reuse"):
+            L["sizes"].append(("reuse", int(e.reuse)))
+        if s.kind in ("mul", "fixed_mul") or L.get("has_reuse"):
+            L["ints"] = [("mul_impl", m)]
+    return DesignEstimate(ests, opts.clock_ns)
+
+
+def _matmul_plan(L: dict, n: Node, ins: list, out: dict, x_t: FixedType, y_t: FixedType, shape3) -> None:
+    """dense / conv2d: multiplier kernels, or shift-add (straight-line code or table kernels) for K-hot weights."""
+    w, b = n.params["weight"], n.params.get("bias")
+    ty, sz = L["types"], L["sizes"]
+    conv = n.op == "conv2d"
+    if b is None:
+        b = Const(raw=np.zeros(w.raw.shape[0], dtype=np.int64), type=FixedType(1, 1, True))
+    wa = _const_array(L, "weight", "w", w, "[n_filt][kh][kw][n_chan]" if conv else "[n_out][n_in]")
+    ba = _const_array(L, "bias", "b", b, "[n_filt]" if conv else "[n_out]")
+    w_raw_u, b_raw_u = np.asarray(unify_const(w)[0]), np.asarray(unify_const(b)[0])
+    acc = n.attrs.get("acc_type")
+    if acc is None:
+        acc = acc_from_weights(x_t, w_raw_u, wa["type"], b_raw_u, ba["type"])
+    L["acc"] = acc
+    L["params_bits"] = wa["depth"] * wa["width"] + ba["depth"] * ba["width"]
+    L["n_params"] = wa["depth"] + (ba["depth"] if n.params.get("bias") is not None else 0)
+    if not conv:
+        n_out, n_in = int(w.raw.shape[0]), int(np.prod(w.raw.shape[1:]))
+        if n_in != ins[0]["count"] or n_out != out["count"]:
+            raise BackendError(f"layer {L['name_comment']!r}: weight shape {w.raw.shape} does not match "
+                               f"input {ins[0]['count']} / output {out['count']}")
+        sz += [("n_in", n_in), ("n_out", n_out)]
+        L["macs"] = n_in * n_out
+        products, read, outputs, natural = n_in * n_out, n_in, 1, n_out
+        writes = n_out
+    else:
+        c, h, wd = shape3(ins[0])
+        f, kh, kw, cc = (int(s) for s in w.raw.shape)
+        kh2, kw2 = _pair(n.attrs.get("kernel"), kh)
+        sh, sw = _pair(n.attrs.get("stride"), 1)
+        pt, pb, pl, pr = _pads(n.attrs.get("pads"))
+        oh = (h + pt + pb - kh) // sh + 1
+        ow = (wd + pl + pr - kw) // sw + 1
+        if cc != c or (kh2, kw2) != (kh, kw) or [f, oh, ow] != shape3(out):
+            raise BackendError(f"conv layer {L['name_comment']!r}: shapes do not agree "
+                               f"(input {ins[0]['shape']}, weight {tuple(w.raw.shape)}, output {out['shape']})")
+        sz += [("in_height", h), ("in_width", wd), ("n_chan", c), ("n_filt", f), ("filt_height", kh),
+               ("filt_width", kw), ("stride_height", sh), ("stride_width", sw), ("pad_top", pt),
+               ("pad_bottom", pb), ("pad_left", pl), ("pad_right", pr), ("out_height", oh), ("out_width", ow)]
+        L["macs"] = f * kh * kw * c * oh * ow
+        products, read, outputs, natural = f * kh * kw * c, (h + pt + pb) * (wd + pl + pr) * c, oh * ow, f
+        writes = f
+    L["kernel"] = n.op
+    if w.k_hot is None:
+        L["arrays"] = [wa, ba]
+        ty += [("in_t", x_t.cpp()), ("w_t", wa["type"].cpp()), ("b_t", ba["type"].cpp()), ("acc_t", acc.cpp()),
+               ("out_t", y_t.cpp()), ("w_raw_t", wa["ctype"]), ("b_raw_t", ba["ctype"])]
+        L["shape"] = LayerShape("mul", products=products, read_cycles=read, outputs=outputs, max_reuse=products,
+                                natural_reuse=natural, writes=writes, a_bits=signed_bits(x_t.width, x_t.signed),
+                                b_bits=signed_bits(wa["type"].width, wa["type"].signed))
+        L["has_reuse"] = True
+        return
+    # ---- K-hot: shift-add, no multiplier
+    terms = shiftadd.layer_terms(np.asarray(w.raw), np.asarray(w.frac_bits()))
+    n_terms = sum(len(t) for t in terms)
+    if n_terms <= shiftadd.STRAIGHT_LINE_MAX_TERMS:
+        if conv:
+            def pos(i, _c=c, _kw=kw):
+                return i // (_c * _kw), (i // _c) % _kw, i % _c
+
+            def leaf(i):
+                return "m_{}_{}_{}".format(*pos(i))
+
+            def element(i):
+                return "x[{}][{}][{}]".format(*pos(i))
+        else:
+            def leaf(i):
+                return f"m{i}"
+
+            def element(i):
+                return f"x[{i}]"
+        code = shiftadd.layer_code(terms, x_t, [int(v) for v in b_raw_u.reshape(-1).tolist()], ba["type"], leaf,
+                                   element)
+        L["arrays"] = [ba]
+        L["acc"] = code.widest or acc
+        ty += [("in_t", x_t.cpp()), ("b_t", ba["type"].cpp()), ("out_t", y_t.cpp()), ("b_raw_t", ba["ctype"])]
+        L["straight"] = {"name": f"sa_{L['id']}", "body": code.body, "terms": code.terms, "adders": code.adders,
+                         "depth": code.depth,
+                         "x_dims": f"[{kh}][{kw}][{c}]" if conv else f"[{n_in}]",
+                         "n_out": f if conv else n_out}
+        L["callee"] = f"qfx_gen::{'conv2d' if conv else 'dense'}_straight<{L['cfg']}, {L['straight']['name']}>"
+        L["kernel"] = f"{n.op} shift-add"
+        L["shape"] = LayerShape("shiftadd", adders=code.adders, adder_bits=code.adder_bits,
+                                fixed_cycles=read + outputs * (1 + writes))
+        return
+    sign, shift, k = shiftadd.sign_shift_tables(w_raw_u)
+    mk = dict(type=FixedType(8, 8, True), ctype="int8_t", width=8, depth=int(sign.size),
+              dims=("[n_filt][kh][kw][n_chan]" if conv else "[n_out][n_in]") + "[n_terms]")
+    sa = {"role": "sign", "name": f"wsign_{L['id']}", "lines": fmt_array(sign), "min": int(sign.min()),
+          "max": int(sign.max()), **mk}
+    sha = {"role": "shift", "name": f"wshift_{L['id']}", "lines": fmt_array(shift), "min": int(shift.min()),
+           "max": int(shift.max()), **mk}
+    L["arrays"] = [sa, sha, ba]
+    ty += [("in_t", x_t.cpp()), ("w_t", wa["type"].cpp()), ("b_t", ba["type"].cpp()), ("acc_t", acc.cpp()),
+           ("out_t", y_t.cpp()), ("w_raw_t", wa["ctype"]), ("b_raw_t", ba["ctype"])]
+    sz.append(("n_terms", k))
+    L["kernel"] = f"{n.op}_shiftadd"
+    # the table kernel at reuse n_out / n_filt: ceil(P / reuse) term units of n_terms shift-adds each
+    units = math.ceil(products / natural)
+    L["shape"] = LayerShape("shiftadd", adders=units * k, adder_bits=units * k * acc.width,
+                            fixed_cycles=read + outputs * (math.ceil(products / units) + writes))
+    L["has_reuse"] = True
+    L["fixed_reuse"] = natural
 
 
 def _avg_types(L: dict, n: Node, x_t: FixedType, y_t: FixedType, count: int) -> None:
@@ -366,6 +494,10 @@ def _avg_types(L: dict, n: Node, x_t: FixedType, y_t: FixedType, count: int) -> 
     recip = FixedType(rb, 1 - p, False, "AP_RND_CONV", "AP_SAT")
     L["acc"] = acc
     L["types"] += [("in_t", x_t.cpp()), ("acc_t", acc.cpp()), ("recip_t", recip.cpp()), ("out_t", y_t.cpp())]
+    # one multiplier S * r per output (a shift when N is a power of two)
+    L["shape"] = LayerShape("stream" if count & (count - 1) == 0 else "fixed_mul",
+                            a_bits=signed_bits(acc.width, acc.signed), b_bits=rb + 1, fixed_cycles=0)
+    L["ints"] = [("mul_impl", int(L["opts"].get("mul_impl", 0)))]
 
 
 def _streams(g: Graph, tensors: dict, layers: list[dict]):

@@ -21,6 +21,7 @@ import numpy as np
 from ..resources import hls_lib_dir, templates_dir
 from ..targets import bram18_for  # noqa: F401  (documented estimate lives there)
 from . import names
+from .estimate import DSP_SHARE, LUT_MUL_BITS
 from .plan import BackendError
 
 MARKER = ".qfx-compile"
@@ -51,57 +52,34 @@ def check_outdir(outdir: Path, force: bool) -> None:
             f"choose another -o, empty it, or pass --force to replace it")
 
 
-def estimates(plan: dict) -> list[dict]:
-    """Per-layer arithmetic estimate: multipliers (DSP) or shift-add adders for K-hot weights."""
-    rows = []
-    g = plan["graph"]
-    for L, n in zip(plan["layers"], g.nodes):
-        dsp = adders = 0
-        if n.op in ("dense", "conv2d"):
-            w = n.params["weight"]
-            par = L["sizes"]
-            d = dict(par)
-            per_out = d["n_in"] if n.op == "dense" else d["filt_height"] * d["filt_width"] * d["n_chan"]
-            outs = d["n_out"] if n.op == "dense" else d["n_filt"]
-            mults = per_out * (1 if n.op == "dense" else outs)
-            raw = np.asarray(w.raw)
-            if w.k_hot is not None:
-                # one adder per nonzero digit beyond the first, per weight in parallel
-                k = int(np.max(np.asarray(w.k_hot)))
-                adders = mults * max(k, 1)
-            else:
-                wx = L["inputs"][0]["type"].width
-                ww = L["arrays"][0]["width"]
-                small = (int(np.count_nonzero(raw)) == 0) or wx + ww <= 10
-                if small:
-                    adders = mults * min(wx, ww)
-                else:
-                    per = 1 if plan["target"]["dsp_kind"] == "DSP48E2" and max(wx, ww) <= 27 and min(wx, ww) <= 18 \
-                        else 2
-                    dsp = mults * per
-        rows.append({"dsp": dsp, "adders": adders})
-    return rows
-
-
 def report_dict(plan: dict, *, model_path: str, n_vectors: int, vectors_source: str, csim: dict | None) -> dict:
-    est = estimates(plan)
+    design = plan["design"]
     layers = []
-    for L, e in zip(plan["layers"], est):
+    for L in plan["layers"]:
+        e = L["est"]
         layers.append({
-            "name": L["name_comment"], "id": L["id"], "op": L["op"], "kernel": f"qfx::{L['kernel']}",
+            "name": L["name_comment"], "id": L["id"], "op": L["op"], "kernel": L["callee"].split("<")[0],
             "input_types": [i["ctype"] for i in L["inputs"]], "output_type": L["output"]["ctype"],
             "output_shape": L["output"]["shape"],
             "accumulator": L["acc"].cpp() if L["acc"] is not None else None,
             "constants": [{"role": a["role"], "type": a["type"].cpp(), "count": a["depth"], "c_type": a["ctype"]}
                           for a in L["arrays"]],
-            "parameter_bits": L["params_bits"], "macs": L["macs"], "dsp_estimate": e["dsp"],
-            "adder_estimate": e["adders"], "options": dict(sorted(L["opts"].items())),
+            "parameters": L["n_params"],
+            "parameter_bits": L["params_bits"], "macs": L["macs"],
+            "shift_add": (None if L["shape"].kind != "shiftadd" else
+                          {"form": "straight-line" if L["straight"] else "table kernel",
+                           "terms": L["straight"]["terms"] if L["straight"] else None}),
+            "reuse": e.reuse, "mul_impl": e.mul_impl, "multipliers": e.multipliers,
+            "multipliers_in_luts": e.to_luts and e.multipliers > 0,
+            "dsp_estimate": e.dsp, "lut_estimate": e.lut, "adder_estimate": e.adders, "cycles": e.cycles,
+            "options": dict(sorted(L["opts"].items())),
         })
     mem = plan["memory"]
+    tgt = plan["target"]
     return {
-        "tool": "qfx-compile", "format": 1,
+        "tool": "qfx-compile", "format": 2,
         "model": names.comment(Path(model_path).name, 120),
-        "target": plan["target"]["name"], "part": plan["part"], "clock_ns": plan["clock_ns"],
+        "target": tgt["name"], "part": plan["part"], "clock_ns": plan["clock_ns"],
         "top": plan["top"],
         "input": {"type": plan["input"]["ctype"], "shape_hwc": plan["input"]["hwc"], "count": plan["input"]["count"],
                   "axis_bits": plan["input"]["axis_w"]},
@@ -109,11 +87,19 @@ def report_dict(plan: dict, *, model_path: str, n_vectors: int, vectors_source: 
                    "count": plan["output"]["count"], "axis_bits": plan["output"]["axis_w"]},
         "layers": layers,
         "totals": {"parameter_bits": sum(x["parameter_bits"] for x in layers),
+                   "parameters": sum(x["parameters"] for x in layers),
                    "macs": sum(x["macs"] for x in layers),
-                   "dsp_estimate": sum(x["dsp_estimate"] for x in layers),
-                   "adder_estimate": sum(x["adder_estimate"] for x in layers),
+                   "dsp_estimate": design.dsp, "lut_estimate": design.lut, "adder_estimate": design.adders,
+                   "interval_cycles": design.interval_cycles, "latency_cycles": design.latency_cycles,
+                   "samples_per_s": round(design.samples_per_s, 1),
+                   "latency_us": round(design.latency_cycles * plan["clock_ns"] / 1000, 2),
                    "weight_bram18": mem.bram18, "weight_lutram_luts": mem.lut, "weight_bits": mem.bits,
-                   "part_bram18": plan["target"]["bram36"] * 2, "part_dsp": plan["target"]["dsp"]},
+                   "part_bram18": tgt["bram36"] * 2, "part_dsp": tgt["dsp"], "part_lut": tgt["lut"],
+                   "dsp_budget": int(tgt["dsp"] * DSP_SHARE)},
+        "estimate_rules": "qfx_compile/backend/estimate.py: DSPs per product by operand widths "
+                          f"({tgt['dsp_kind']}), products with an operand of <= {LUT_MUL_BITS} bits in LUTs "
+                          "(mul_impl 0), reuse = cycles per output vector/pixel, cycles per sample per layer; "
+                          "samples/s from the slowest layer (DATAFLOW)",
         "vectors": {"count": n_vectors, "source": vectors_source},
         "csim": csim,
     }
@@ -173,21 +159,25 @@ def render_files(plan: dict, *, ap_types: str, inputs: list[str], expected: list
             input_fanouts.append(f)
     ctx = dict(plan)
     ctx["parts"] = split_parts(plan["layers"])
-    ctx.update(ap_types=ap_types, n_vectors=len(inputs), vectors_source=vectors_source, input_fanouts=input_fanouts)
+    # a Make value: '$' and '#' would be read by make (the path may contain spaces: quoted where used)
+    ctx.update(ap_types=ap_types.replace("$", "$$").replace("#", "\\#"), n_vectors=len(inputs), vectors_source=vectors_source, input_fanouts=input_fanouts)
     files: dict[str, str] = {}
     top = plan["top"]
     files[f"firmware/{top}.cpp"] = env.get_template("firmware/top.cpp.j2").render(ctx)
     files[f"firmware/{top}.h"] = env.get_template("firmware/top.h.j2").render(ctx)
     files["firmware/parameters.h"] = env.get_template("firmware/parameters.h.j2").render(ctx)
     files["firmware/layers.h"] = env.get_template("firmware/layers.h.j2").render(ctx)
-    files["firmware/qfx_plumbing.h"] = env.get_template("firmware/plumbing.h.j2").render(ctx)
     lt = env.get_template("firmware/layer.cpp.j2")
     wt = env.get_template("firmware/weights.h.j2")
     for P in ctx["parts"]:
         files[f"firmware/layers/{P['name']}.cpp"] = lt.render(ctx, part=P)
+    st = env.get_template("firmware/shiftadd.h.j2")
+    files["firmware/qfx_gen.h"] = env.get_template("firmware/straight.h.j2").render(ctx)
     for L in plan["layers"]:
         if L["arrays"]:
             files[f"firmware/weights/{L['id']}.h"] = wt.render(ctx, L=L)
+        if L["straight"]:
+            files[f"firmware/shiftadd/{L['id']}.h"] = st.render(ctx, L=L)
     files["tb/testbench.cpp"] = env.get_template("tb/testbench.cpp.j2").render(ctx)
     files["tb_data/inputs.txt"] = "".join(line + "\n" for line in inputs)
     files["tb_data/expected.txt"] = "".join(line + "\n" for line in expected)

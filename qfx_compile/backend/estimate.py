@@ -1,0 +1,203 @@
+"""The one place of the resource and speed estimates (DSP, LUT, cycles) and of the reuse choice.
+
+Rules (figures per layer, for the kernels' real parallelism, hls_lib/README.md):
+
+* ``reuse`` R (>= 1): the cycles over which a kernel spreads the P products of one
+  output vector (dense, ``P = n_in*n_out``) or output pixel (conv2d,
+  ``P = kh*kw*n_chan*n_filt``): ``multipliers = ceil(P / R)``,
+  ``folds = ceil(P / multipliers)`` cycles of the fold loop.
+* cycles per sample (the kernels' loops at II=1, hls_lib/README.md "Folding"):
+  dense ``n_in + folds + n_out``; conv2d ``Hp*Wp*n_chan + out_h*out_w*(folds + n_filt)``
+  (the padded image is read one value per cycle; each output pixel takes its folds,
+  then writes its n_filt values); shift-add kernels as dense/conv2d;
+  straight-line shift-add: folds = 1; batchnorm one per element; avgpool2d
+  ``in + out`` elements; global_avgpool ``in + n_chan``; the others one per
+  element read. The default reuse is never below the natural point
+  ``n_out`` / ``n_filt`` (the write loop dominates there: less buys little).
+* DSPs per product from the operand widths (a signed multiplier: an unsigned
+  operand needs one more bit): DSP48E2 multiplies 27x18, DSP48E1 25x18, so a
+  product takes ``ceil(a/27)*ceil(b/18)`` DSP48E2 (``a >= b``, 25 for E1).
+  ``mul_impl`` 0 (auto): products whose narrower operand has at most
+  :data:`LUT_MUL_BITS` bits go to LUTs (what Vitis does with small multiplies);
+  1 forces DSPs, 2 forces fabric LUTs (``BIND_OP impl=fabric``).
+* LUTs: a fabric multiplier ~ ``a*b/2 + a`` LUTs; a shift-add adder one LUT per
+  result bit (carry chain), so a shift-add layer costs the sum of its adders' widths.
+* Throughput: under DATAFLOW the slowest layer sets the interval:
+  ``samples/s = 1e9 / (clock_ns * max cycles)``; latency <= the sum of the cycles.
+
+Default reuse: the largest common cycle budget T (binary search) is sought such
+that, with every multiplier layer at the largest reuse that keeps its cycles
+<= T, the design's DSPs fit :data:`DSP_SHARE` of the part. Layers therefore
+get equal latencies where they can, and no layer is made faster than the
+slowest one needs. A per-layer ``reuse`` from ``--config`` is kept as given.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+#: Share of the part's DSPs the default reuse choice may use.
+DSP_SHARE = 0.8
+#: mul_impl auto: a product whose narrower operand has at most this many bits goes to LUTs.
+LUT_MUL_BITS = 4
+MUL_AUTO, MUL_DSP, MUL_FABRIC = 0, 1, 2
+
+DSP_PORTS = {"DSP48E2": (27, 18), "DSP48E1": (25, 18)}
+
+
+class FitError(ValueError):
+    """The model cannot fit the part's DSPs even at maximum reuse."""
+
+
+def dsp_per_product(a_bits: int, b_bits: int, dsp_kind: str) -> int:
+    """DSP slices for one a x b signed product (operand widths already include a sign bit)."""
+    pa, pb = DSP_PORTS.get(dsp_kind, DSP_PORTS["DSP48E2"])
+    hi, lo = max(a_bits, b_bits), min(a_bits, b_bits)
+    return math.ceil(hi / pa) * math.ceil(lo / pb)
+
+
+def signed_bits(width: int, signed: bool) -> int:
+    return width if signed else width + 1
+
+
+def fabric_mul_luts(a_bits: int, b_bits: int) -> int:
+    return math.ceil(a_bits * b_bits / 2) + max(a_bits, b_bits)
+
+
+def product_cost(a_bits: int, b_bits: int, dsp_kind: str, mul_impl: int) -> tuple[int, int, bool]:
+    """(DSPs, LUTs, went_to_luts) of one multiplier."""
+    to_luts = mul_impl == MUL_FABRIC or (mul_impl == MUL_AUTO and min(a_bits, b_bits) <= LUT_MUL_BITS)
+    if to_luts:
+        return 0, fabric_mul_luts(a_bits, b_bits), True
+    return dsp_per_product(a_bits, b_bits, dsp_kind), 0, False
+
+
+@dataclasses.dataclass
+class LayerShape:
+    """What the estimate needs of one layer (filled by the plan)."""
+    kind: str            # "mul" (dense/conv2d with multipliers), "fixed_mul" (batchnorm/avgpool: 1 multiplier),
+                         # "shiftadd" (K-hot straight-line or table kernel), "stream" (everything else)
+    products: int = 0    # products per output vector/pixel (mul) ; per element (fixed_mul: 1)
+    read_cycles: int = 0     # cycles to stream the input in
+    outputs: int = 1         # output vectors/pixels per sample (folds + writes cycles each)
+    writes: int = 0          # values written per output vector/pixel (n_out / n_filt)
+    max_reuse: int = 1
+    natural_reuse: int = 1   # reuse of the kernel's default schedule (one output/filter per cycle)
+    a_bits: int = 0          # operand widths (signed) of the products
+    b_bits: int = 0
+    adders: int = 0          # shift-add: adders in the hardware
+    adder_bits: int = 0      # shift-add: sum of adder widths
+    fixed_cycles: int | None = None  # stream/shiftadd/fixed_mul: cycles per sample
+
+
+@dataclasses.dataclass
+class LayerEstimate:
+    reuse: int | None
+    mul_impl: int
+    multipliers: int
+    dsp: int
+    lut: int
+    adders: int
+    cycles: int
+    to_luts: bool
+
+
+def multipliers(products: int, reuse: int) -> int:
+    return math.ceil(products / max(1, min(int(reuse), products)))
+
+
+def folds(products: int, reuse: int) -> int:
+    return math.ceil(products / multipliers(products, reuse))
+
+
+def layer_cycles(s: LayerShape, reuse: int | None) -> int:
+    if s.kind == "mul":
+        return s.read_cycles + s.outputs * (folds(s.products, reuse) + s.writes)
+    return int(s.fixed_cycles or 0)
+
+
+def estimate_layer(s: LayerShape, reuse: int | None, mul_impl: int, dsp_kind: str) -> LayerEstimate:
+    if s.kind == "mul":
+        r = max(1, min(int(reuse), s.max_reuse))
+        m = multipliers(s.products, r)
+        d, lut, small = product_cost(s.a_bits, s.b_bits, dsp_kind, mul_impl)
+        return LayerEstimate(r, mul_impl, m, m * d, m * lut, 0, layer_cycles(s, r), small)
+    if s.kind == "fixed_mul":
+        d, lut, small = product_cost(s.a_bits, s.b_bits, dsp_kind, mul_impl)
+        return LayerEstimate(None, mul_impl, 1, d, lut, 0, layer_cycles(s, None), small)
+    if s.kind == "shiftadd":
+        return LayerEstimate(None, mul_impl, 0, 0, s.adder_bits, s.adders, layer_cycles(s, None), False)
+    return LayerEstimate(None, mul_impl, 0, 0, 0, 0, layer_cycles(s, None), False)
+
+
+def largest_reuse_within(s: LayerShape, t: int) -> int:
+    """The largest reuse (at least the natural one) whose cycles stay <= t."""
+    max_folds = (t - s.read_cycles) // max(1, s.outputs) - s.writes
+    if max_folds < 1:
+        return max(1, min(s.natural_reuse, s.max_reuse))
+    m = math.ceil(s.products / min(max_folds, s.products))  # fewest multipliers that keep up
+    r = math.ceil(s.products / m)                             # = its folds: the canonical reuse
+    return max(1, min(s.max_reuse, max(r, s.natural_reuse)))
+
+
+def choose_reuse(shapes: list[LayerShape], fixed: list[int | None], mul_impl: list[int], dsp_kind: str,
+                 dsp_budget: int) -> list[int | None]:
+    """Reuse per layer (None for layers without a reuse); raises :class:`FitError` when nothing fits."""
+
+    def total(reuses):
+        return sum(estimate_layer(s, r, m, dsp_kind).dsp for s, r, m in zip(shapes, reuses, mul_impl))
+
+    def at(t):
+        return [(fixed[i] if fixed[i] is not None else largest_reuse_within(s, t)) if s.kind == "mul" else None
+                for i, s in enumerate(shapes)]
+
+    # the fastest schedule the streaming layers allow: no multiplier layer needs to be faster
+    floor_t = max([layer_cycles(s, s.natural_reuse) if s.kind == "mul" and fixed[i] is None else
+                   layer_cycles(s, fixed[i] if s.kind == "mul" else None) for i, s in enumerate(shapes)] + [1])
+    lo_t = floor_t
+    best = at(lo_t)
+    if total(best) <= dsp_budget:
+        return best
+    worst = [(fixed[i] if fixed[i] is not None else s.max_reuse) if s.kind == "mul" else None
+             for i, s in enumerate(shapes)]
+    need = total(worst)
+    if need > dsp_budget:
+        raise FitError(need)
+    hi_t = max(layer_cycles(s, r) for s, r in zip(shapes, worst))
+    while lo_t < hi_t:
+        mid = (lo_t + hi_t) // 2
+        if total(at(mid)) <= dsp_budget:
+            hi_t = mid
+        else:
+            lo_t = mid + 1
+    return at(hi_t)
+
+
+@dataclasses.dataclass
+class DesignEstimate:
+    layers: list[LayerEstimate]
+    clock_ns: float
+
+    @property
+    def dsp(self) -> int:
+        return sum(e.dsp for e in self.layers)
+
+    @property
+    def lut(self) -> int:
+        return sum(e.lut for e in self.layers)
+
+    @property
+    def adders(self) -> int:
+        return sum(e.adders for e in self.layers)
+
+    @property
+    def interval_cycles(self) -> int:
+        return max([e.cycles for e in self.layers] + [1])
+
+    @property
+    def latency_cycles(self) -> int:
+        return sum(e.cycles for e in self.layers)
+
+    @property
+    def samples_per_s(self) -> float:
+        return 1e9 / (self.clock_ns * self.interval_cycles)

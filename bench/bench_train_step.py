@@ -18,7 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qfx_compile import qfx
+if __package__ in (None, ""):  # run as a script from a checkout
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from qfx_compile import qfx  # noqa: E402
 
 
 class BasicBlock(nn.Module):

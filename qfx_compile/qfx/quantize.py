@@ -149,24 +149,100 @@ def _cast_scaled(x: torch.Tensor, frac: torch.Tensor | int, int_bits: torch.Tens
     return q * inv
 
 
+#: Tie-breaking perturbation of the float64 kernel (see _cast_f32_via_f64).
+_EPS = 2.0 ** -26
+#: (c, alpha factor) per rounding mode: q = floor(c + y * factor), y = x * 2**F (see _cast_f32_via_f64).
+_RND_AFFINE = {"AP_RND": (0.5, 1.0), "AP_RND_MIN_INF": (0.5 - _EPS, 1.0),
+               "AP_RND_INF": (0.5, 1.0 + _EPS), "AP_RND_ZERO": (0.5, 1.0 - _EPS)}
+
+
+def _round64(y: torch.Tensor, rounding: str, scale: float) -> torch.Tensor:
+    """In place on float64 ``y``: ``round_mode(y * scale)`` for y * scale of at most 24 significant bits, |.| < 2**25.
+
+    Exactness argument for the AP_RND family (the float32 input has a 24-bit
+    significand, so ``z = y * scale`` does too, and float64 holds 53 bits):
+    ``q = floor(c + z * (1 + e))`` with (c, e) from ``_RND_AFFINE``, e = 0 or
+    +-2**-26. ``z * (1 + e)`` has at most 24 + 27 bits: exact. For ``|z| >= 1/4``
+    the sum with c spans bits 2**25 .. 2**-52 (at most 53): exact, so the floor
+    is the floor of the exact value; for ``|z| < 1/4`` the exact value lies in
+    (1/4 - 2**-26, 3/4], so the rounded sum floors to 0, as every mode must.
+    Which way ties go: a tie ``z = n + 1/2`` is moved by ``c - 1/2 + e*z``:
+    AP_RND +0 (up), AP_RND_MIN_INF -2**-26 (down), AP_RND_INF +e|z| away from 0,
+    AP_RND_ZERO -e|z| towards 0, with ``0 < 2**-26 * |z| < 1/2``. A non-tie
+    ``z = m * 2**k`` (m < 2**24) is at least ``2**k`` (k <= -2) or 1/2 (k >= -1)
+    from every tie, more than ``|e z| < 2**(k-2)`` (resp. < 1/2 for |z| < 2**25)
+    and more than 2**-26, so it rounds to the nearest integer as it must.
+    tests/test_cast_headers.py checks this against the Xilinx headers.
+    """
+    if rounding == "AP_TRN":
+        return y.mul_(scale).floor_()
+    if rounding == "AP_TRN_ZERO":
+        return y.mul_(scale).trunc_()
+    if rounding == "AP_RND_CONV":
+        return y.mul_(scale).round_()  # half to even (nearbyint), exact
+    c, f = _RND_AFFINE[rounding]
+    return torch.add(torch.tensor(c, dtype=torch.float64), y, alpha=scale * f, out=y).floor_()
+
+
+def _cast_f32_via_f64(x: torch.Tensor, frac: int, width: int, signed: bool, rounding: str,
+                      overflow: str) -> torch.Tensor:
+    """The exact cast of a float32 tensor (W <= 24, per-tensor F), computed in one float64 buffer.
+
+    ``x * 2**F`` is exact in float64 (no overflow or underflow for |F| < 127),
+    so no tiny-value or infinity guard is needed. Saturation clamps x to the
+    type's range first (rounding is monotone and the bounds are on the grid, so
+    clamp-then-round equals round-then-clamp). Wrapping first reduces
+    ``y = x * 2**F`` to ``r = y - trunc(y * 2**-W) * 2**W`` (exact: r is a
+    multiple of y's lsb, |r| < 2**W; same sign as y, so every rounding mode
+    commutes with it), rounds r, then wraps ``q - 2**W * floor((q - raw_min) * 2**-W)``
+    (q is a small integer: exact). The result is converted back to float32
+    (exact: a W-bit value).
+    """
+    scale, inv = 2.0 ** frac, 2.0 ** -frac
+    raw_min = -(1 << (width - 1)) if signed else 0
+    raw_max = (1 << (width - 1)) - 1 if signed else (1 << width) - 1
+    y = x.to(torch.float64)  # always a new buffer (x is float32); all else happens in place
+    if overflow == "AP_WRAP":
+        step = float(1 << width)
+        y.mul_(scale)
+        k = torch.mul(y, 1.0 / step).trunc_()
+        y.add_(k, alpha=-step)
+        q = _round64(y, rounding, 1.0)
+        torch.add(torch.tensor(-raw_min / step, dtype=torch.float64), q, alpha=1.0 / step, out=k).floor_()
+        q.add_(k, alpha=-step)
+    elif overflow in ("AP_SAT", "AP_SAT_SYM"):
+        lo = _sym_min(width, signed) if overflow == "AP_SAT_SYM" else raw_min
+        q = _round64(y.clamp_(lo * inv, raw_max * inv), rounding, scale)
+    else:  # AP_SAT_ZERO: |x * 2**F| >= 2**25 may round inexactly but stays out of range (-> 0)
+        q = _round64(y, rounding, scale)
+        q.masked_fill_((q < raw_min) | (q > raw_max), 0.0)
+    return q.mul_(inv).to(torch.float32)
+
+
 class _QuantizeSTE(torch.autograd.Function):
+    """The exact cast with the straight-through gradient (1 inside [min, max] of the type, else 0)."""
+
     @staticmethod
     def forward(ctx, x, frac, int_bits, width, signed, rounding, overflow):
-        out = _cast_scaled(x, frac, int_bits, width, signed, rounding, overflow)
-        if isinstance(frac, torch.Tensor):
-            inv = _pow2(-frac, x.dtype)
-        else:
-            inv = 2.0 ** -frac
-        raw_min = -(1 << (width - 1)) if signed else 0
-        raw_max = (1 << (width - 1)) - 1 if signed else (1 << width) - 1
-        inside = (x >= raw_min * inv) & (x <= raw_max * inv)
-        ctx.save_for_backward(inside)
-        return out
+        ctx.save_for_backward(x)
+        ctx.meta = (frac, width, signed)
+        return _cast(x, frac, int_bits, width, signed, rounding, overflow)
 
     @staticmethod
     def backward(ctx, grad):
-        (inside,) = ctx.saved_tensors
-        return grad * inside.to(grad.dtype), None, None, None, None, None, None
+        (x,) = ctx.saved_tensors
+        frac, width, signed = ctx.meta
+        inv = _pow2(-frac, x.dtype) if isinstance(frac, torch.Tensor) else 2.0 ** -frac
+        raw_min = -(1 << (width - 1)) if signed else 0
+        raw_max = (1 << (width - 1)) - 1 if signed else (1 << width) - 1
+        inside = (x >= raw_min * inv) & (x <= raw_max * inv)
+        return torch.where(inside, grad, 0.0), None, None, None, None, None, None
+
+
+def _cast(x, frac, int_bits, width, signed, rounding, overflow):
+    if x.dtype == torch.float32 and not isinstance(frac, torch.Tensor) and width <= 24:
+        return _cast_f32_via_f64(x, frac, width, signed, rounding, overflow)
+    return _cast_scaled(x, frac, int_bits, width, signed, rounding, overflow)
 
 
 def _per_channel(int_bits, x: torch.Tensor, axis: int) -> torch.Tensor:
@@ -194,10 +270,14 @@ def quantize(x: torch.Tensor, t: FixedType, *, int_bits: Sequence[int] | torch.T
         raise ValueError(f"quantize expects a FixedType, got {type(t).__name__}")
     if int_bits is None:
         _check(x, t.width, t.frac_bits, t.frac_bits)
+        if not (x.requires_grad and torch.is_grad_enabled()):
+            return _cast(x, t.frac_bits, t.int_bits, t.width, t.signed, t.rounding, t.overflow)
         return _QuantizeSTE.apply(x, t.frac_bits, t.int_bits, t.width, t.signed, t.rounding, t.overflow)
     ib = _per_channel(int_bits, x, axis)
     frac = t.width - ib
     _check(x, t.width, int(frac.min()), int(frac.max()))
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return _cast(x, frac, ib, t.width, t.signed, t.rounding, t.overflow)
     return _QuantizeSTE.apply(x, frac, ib, t.width, t.signed, t.rounding, t.overflow)
 
 

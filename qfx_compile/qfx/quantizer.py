@@ -11,16 +11,20 @@ Forward:
   of that grid (:mod:`.khot`). No other rounding happens anywhere.
 * training: the same cast computed in float32 (exact for ``W <= 22``; wider types
   train through a float64 cast). AP_RND_CONV with AP_SAT[_SYM] runs on torch's
-  fused fake-quant kernels (the common, fast case).
+  fast paths (the common case): per tensor two to four vectorised float32
+  passes (``_FakeQuantTQT``: torch's quantize_per_tensor / dequantize), per channel (also 1-D tensors: bias, BatchNorm scale /
+  shift) torch's ``_fake_quantize_learnable_per_channel_affine``.
 
 Gradient (TQT / Brevitas log2-scale style, arXiv 1903.08066): the lsb is
 ``s = 2**(I-W)``, so ``I`` is ``log2 s`` up to a constant and
 ``dq/dI = ln2 * (q - x)`` where ``x`` is inside the range (rounding error:
 pushes towards more fractional bits) and ``dq/dI = ln2 * q`` where it saturates
 (``q`` = the bound: pushes towards more range). ``dq/dx`` is 1 inside the
-range, 0 outside (straight-through). For speed, per-tensor AP_RND_CONV
-quantizers on tensors above ``GRAD_SAMPLE`` elements sum the ``I`` gradient
-over every k-th element (k prime) times k, an estimate; all others sum exactly.
+range, 0 outside (straight-through). Every ``I`` gradient is an exact sum over
+all elements (float32 accumulation). On the fused kernels (AP_RND_CONV with
+AP_SAT[_SYM]) per channel (torch's LSQ kernel) "inside" means the rounded value
+is within the raw range (x up to half an lsb beyond ``max`` counts as inside);
+everywhere else it is ``min <= x <= max``.
 
 Calibration: :meth:`Quantizer.calibrate` (or ``with qfx.calibrate(model)``)
 observes the max magnitude and sets ``I`` to the fewest integer bits whose
@@ -29,6 +33,7 @@ range covers it: ``I = ceil(log2 max) + 1`` signed, ``ceil(log2 max)`` unsigned.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -125,46 +130,67 @@ class _FixedPointTrain(torch.autograd.Function):
         return gx, gib, None, None, None, None, None, None, None
 
 
-#: Per-tensor integer-bit gradients are estimated from at most this many elements (see _FakeQuantTQT).
-GRAD_SAMPLE = 1 << 16
+def _widen(v: float, up: bool) -> float:
+    """The next float32 after ``v`` (towards +inf if up): strict ``<`` against it is ``<=`` against v."""
+    t = torch.tensor(v, dtype=torch.float32)
+    return float(torch.nextafter(t, torch.tensor(math.inf if up else -math.inf)))
 
 
-def _sample_stride(n: int) -> int:
-    """1 for small tensors, else the smallest prime >= n / GRAD_SAMPLE (a prime avoids aliasing with shapes)."""
-    k = -(-n // GRAD_SAMPLE)
-    if k <= 1:
-        return 1
-    while any(k % p == 0 for p in range(2, int(k ** 0.5) + 1)):
-        k += 1
-    return k
+_QINT = {(-128, 127): getattr(torch, "qint8", None), (0, 255): getattr(torch, "quint8", None)}
+_HAS_QUANTIZED = hasattr(torch, "quantize_per_tensor") and getattr(torch, "qint32", None) is not None
+warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor.*deprecated")
+
+
+def _round_sat(x: torch.Tensor, s: float, lo: float, hi: float, qmin: int, qmax: int) -> torch.Tensor:
+    """``nearbyint(clamp(x, lo, hi) / s) * s`` for float32 x and a power-of-two lsb s (exact).
+
+    ``torch.quantize_per_tensor`` + ``dequantize`` (vectorised, round half to even on
+    ``x * (1/s)``, both exact for a power-of-two s) when available: 2 passes for an
+    8-bit range it saturates to by itself (qint8 / quint8), else clamp first and qint32
+    (3 passes); otherwise 4 elementwise passes.
+    """
+    if _HAS_QUANTIZED:
+        dt = _QINT.get((qmin, qmax))
+        if dt is not None:
+            return torch.dequantize(torch.quantize_per_tensor(x, s, 0, dt))
+        if qmin >= -(1 << 31) and qmax < (1 << 31):
+            return torch.dequantize(torch.quantize_per_tensor(x.clamp(lo, hi), s, 0, torch.qint32))
+    return x.clamp(lo, hi).mul_(1.0 / s).round_().mul_(s)
 
 
 class _FakeQuantTQT(torch.autograd.Function):
-    """Per-tensor AP_RND_CONV + AP_SAT[_SYM] cast on torch's fused fake-quant kernel (exact for W <= 22).
+    """Per-tensor AP_RND_CONV + AP_SAT[_SYM] cast in float32 (exact for W <= 24), TQT gradients.
 
-    ``dL/dx = g`` inside the range, 0 outside. ``dL/dI = ln2 * sum g * (q - x | q)`` (TQT, module doc),
-    summed over every element for tensors up to GRAD_SAMPLE elements and, for larger ones, over every
-    k-th element (k prime) times k: an estimate that keeps the training step cheap.
+    Forward (2 to 4 vectorised passes, ``_round_sat``): ``q = nearbyint(clamp(x, lo*s, hi*s) * 2**F) * 2**-F``
+    (s = 2**-F the lsb; clamping first equals saturating after rounding, the bounds being on
+    the grid; scaling by a power of two is exact, and a product that underflows rounds to 0
+    as the exact one does). Saves x and q (q is saved by the next layer anyway).
+    Backward: ``dL/dx = g`` where ``lo*s <= x <= hi*s``, else 0 (one fused pass:
+    ``hardtanh_backward`` with bounds one float32 ulp wider); ``dL/dI = ln2 * sum g * (q - x
+    inside | q outside)`` (TQT, module doc), summed exactly over every element as
+    ``ln2 * (dot(g, q) - dot(g_x, x))`` (two float32 dot products, no temporaries).
     """
 
     @staticmethod
     def forward(ctx, x, ib, width, qmin, qmax):
-        scale = 2.0 ** (float(ib) - width)
-        q, mask = torch.ops.aten.fake_quantize_per_tensor_affine_cachemask(x, scale, 0, qmin, qmax)
-        ctx.save_for_backward(x, q, mask)
+        frac = width - int(ib)
+        s = 2.0 ** -frac
+        lo, hi = qmin * s, qmax * s
+        q = _round_sat(x, s, lo, hi, qmin, qmax)
+        ctx.save_for_backward(x, q)
+        ctx.bounds = (_widen(lo, False), _widen(hi, True))
         return q
 
     @staticmethod
     def backward(ctx, g):
-        x, q, mask = ctx.saved_tensors
-        gx = g * mask
+        x, q = ctx.saved_tensors
+        g = g.contiguous()
+        gx = torch.ops.aten.hardtanh_backward(g, x, *ctx.bounds)
         gib = None
         if ctx.needs_input_grad[1]:
-            k = _sample_stride(x.numel())
-            xs, qs, ms, gs = (v.reshape(-1)[::k] for v in (x, q, mask, g))
-            d = torch.where(ms, qs - xs, qs)
-            gib = (torch.dot(gs.contiguous(), d.contiguous()) * (k * _LN2)).reshape(())
-        return gx, gib, None, None, None
+            gib = ((torch.dot(g.reshape(-1), q.reshape(-1)) - torch.dot(gx.reshape(-1), x.reshape(-1))) * _LN2)
+            gib = gib.reshape(())
+        return (gx if ctx.needs_input_grad[0] else None), gib, None, None, None
 
 
 class Quantizer(nn.Module):
@@ -308,15 +334,25 @@ class Quantizer(nn.Module):
         ib = p + (torch.floor(p + 0.5) - p).detach()  # straight-through round
         t = self.base_type
         if (self.k_hot is None and t.rounding == "AP_RND_CONV" and t.overflow in _FAST_OVERFLOW
-                and t.width <= _F32_WIDTH and x.dtype == torch.float32 and not (self.per_channel and x.dim() < 2)):
+                and t.width <= _F32_WIDTH and x.dtype == torch.float32):
             # torch's fused fake-quant kernel: round half to even, clamp; its LSQ gradient for the
             # scale s = 2**(I-W) is exactly the TQT gradient above after ds/dI = s ln2.
             qmax = t.raw_max
             qmin = -qmax if (t.overflow == "AP_SAT_SYM" and t.signed) else t.raw_min
             scale = torch.exp2(ib - t.width)
             if self.per_channel:
-                return torch._fake_quantize_learnable_per_channel_affine(
-                    x, scale, torch.zeros_like(scale), self.axis % x.dim(), qmin, qmax, 1.0)
+                flat = x.dim() == 1  # the kernel needs a 2-D tensor at least: [C] -> [C, 1]
+                ax = 0 if flat else self.axis % x.dim()
+                xs = x.reshape(-1, 1) if flat else x
+                # The kernel's float->int conversion overflows for huge |x|: clamp one lsb beyond the range
+                # first (still outside, so the value, dL/dx = 0 and the dL/dI term are unchanged).
+                shape = [1] * xs.dim()
+                shape[ax] = -1
+                s_ = scale.detach().reshape(shape)
+                xs = torch.clamp(xs, (qmin - 1) * s_, (qmax + 1) * s_)
+                y = torch._fake_quantize_learnable_per_channel_affine(xs, scale, torch.zeros_like(scale), ax,
+                                                                      qmin, qmax, 1.0)
+                return y.reshape(-1) if flat else y
             return _FakeQuantTQT.apply(x, ib, t.width, qmin, qmax)
         return _FixedPointTrain.apply(x, ib, self.width, self.base_type.signed, self.base_type.rounding,
                                       self.base_type.overflow, self.axis, self.k_hot, self.digits)

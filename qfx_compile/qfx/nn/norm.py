@@ -6,7 +6,9 @@ From the float parameters (float64 in eval):
 (``b_c`` uses the uncast ``gamma/sqrt``), each with its own (per-channel)
 binary point. Eval uses the running statistics; the product and sum are exact.
 Training uses the batch statistics with the same quantizers (straight-through)
-and updates the running statistics as torch does (unbiased variance).
+and updates the running statistics as torch does (unbiased variance); it runs in
+float32 with fused passes: statistics in one ``native_batch_norm`` pass, ``x * a + b`` in one
+``addcmul``, and each backward in one pass over the activation.
 """
 from __future__ import annotations
 
@@ -15,6 +17,56 @@ from torch import nn
 
 from ..quantizer import Quantizer
 from ._base import QFXModule, amax, check_exact, frac_bits_of
+
+
+class _BatchStats(torch.autograd.Function):
+    """Batch mean and ``1/sqrt(var + eps)`` per channel of (N, C, H, W) ``x`` (biased variance).
+
+    One ``native_batch_norm`` training pass (torch's own statistics kernel), which also
+    updates the running statistics in place (momentum, unbiased variance) as torch does.
+    Backward in one pass: ``dx = g_mean / n + g_var * 2 (x - mean) / n = x * B_c + C_c``
+    with ``g_var = -g_invstd * invstd**3 / 2``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, running_mean, running_var, momentum, eps):
+        _, mean, invstd = torch.ops.aten.native_batch_norm(x, None, None, running_mean, running_var, True,
+                                                           momentum, eps)
+        ctx.save_for_backward(x, mean, invstd)
+        return mean, invstd
+
+    @staticmethod
+    def backward(ctx, g_mean, g_invstd):
+        x, mean, invstd = ctx.saved_tensors
+        n = x.numel() // x.shape[1]
+        g_mean = torch.zeros_like(mean) if g_mean is None else g_mean
+        g_var = torch.zeros_like(mean) if g_invstd is None else g_invstd * invstd.pow(3) * -0.5
+        b = g_var * (2.0 / n)
+        c = g_mean / n - b * mean
+        one = torch.ones_like(mean)
+        gx = torch.ops.aten.native_batch_norm(x.contiguous(), b, c, torch.zeros_like(mean), one, False, 0.0, 0.0)[0]
+        return gx, None, None, None, None
+
+
+class _ChannelAffine(torch.autograd.Function):
+    """``y = x * a_c + b_c`` in float32 (``addcmul``).
+
+    Backward in one fused pass (``native_batch_norm_backward`` in eval form, mean 0, var 1, eps 0):
+    ``dx = g * a_c``, ``da_c = sum g * x``, ``db_c = sum g``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, a, b):
+        ctx.save_for_backward(x, a)
+        return torch.addcmul(b.reshape(1, -1, 1, 1), x, a.reshape(1, -1, 1, 1))
+
+    @staticmethod
+    def backward(ctx, g):
+        x, a = ctx.saved_tensors
+        zero, one = torch.zeros_like(a), torch.ones_like(a)
+        gx, ga, gb = torch.ops.aten.native_batch_norm_backward(
+            g.contiguous(), x, a, zero, one, None, None, False, 0.0, list(ctx.needs_input_grad))
+        return gx, ga, gb
 
 
 class BatchNorm2d(QFXModule):
@@ -56,18 +108,17 @@ class BatchNorm2d(QFXModule):
             raise ValueError(f"{self.layer_name}: expected a 4-D input (N, C, H, W), got {tuple(x.shape)}")
         if self._float_path():
             if self.training and not self._calibrating():
-                var, mean = torch.var_mean(x, (0, 2, 3), unbiased=False)
                 with torch.no_grad():
-                    n = x.numel() // x.shape[1]
                     self.num_batches_tracked += 1
-                    m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                    self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                    self.running_var.mul_(1 - m).add_(var.detach() * (n / max(n - 1, 1)), alpha=m)
-            else:
-                mean, var = self.running_mean, self.running_var
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                mean, invstd = _BatchStats.apply(x, self.running_mean, self.running_var, m, self.eps)
+                a = self.weight.to(x.dtype) * invstd
+                a, b = self.scale_quantizer(a), self.shift_quantizer(self.bias.to(x.dtype) - mean * a)
+                return self.output_quantizer(_ChannelAffine.apply(x, a, b))
+            mean, var = self.running_mean, self.running_var
             a, b = self._float_scale_shift(mean, var, x.dtype)
             a, b = self.scale_quantizer(a), self.shift_quantizer(b)
-            return self.output_quantizer(torch.addcmul(b.reshape(1, -1, 1, 1), x, a.reshape(1, -1, 1, 1)))
+            return self.output_quantizer(_ChannelAffine.apply(x, a, b))
         x = x.to(torch.float64)
         a, b = self.quantized_scale_shift()
         frac = max(frac_bits_of(x) + frac_bits_of(a), frac_bits_of(b))

@@ -87,6 +87,8 @@ def main() -> int:
     ap.add_argument("--vectors", type=int, default=100)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default="build/bench")
+    ap.add_argument("--target", default="zcu102")
+    ap.add_argument("--compile-only", action="store_true", help="stop after qfx-compile (estimates only)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,11 +109,17 @@ def main() -> int:
 
     prj = out / "resnet20_hls"
     t0 = time.perf_counter()
-    rc = cli_main([onnx_path, "--target", "zcu102", "-o", str(prj), "--force", "-q", "--vectors", str(a.vectors)])
+    rc = cli_main([onnx_path, "--target", a.target, "-o", str(prj), "--force", "-q", "--vectors", str(a.vectors)])
     t_compile = time.perf_counter() - t0
     if rc != 0:
         print("qfx-compile failed", file=sys.stderr)
         return 1
+    tot = json.loads((prj / "report.json").read_text())["totals"]
+    est = {k: tot[k] for k in ("dsp_estimate", "dsp_budget", "part_dsp", "lut_estimate", "interval_cycles",
+                               "samples_per_s", "latency_us", "weight_bram18")}
+    if a.compile_only:
+        print(json.dumps({"target": a.target, "qfx_compile_s": round(t_compile, 2), "estimate": est}, indent=2))
+        return 0
     subprocess.run(["make", "clean"], cwd=prj, capture_output=True)
     t0 = time.perf_counter()
     p = subprocess.run(["make", "-s", f"-j{a.jobs}", "csim-build"], cwd=prj, capture_output=True, text=True)
@@ -128,7 +136,7 @@ def main() -> int:
         "weights": nweights, "vectors": a.vectors, "export_s": round(t_export, 2),
         "qfx_compile_s": round(t_compile, 2), "csim_build_s": round(t_build, 2), "csim_jobs": a.jobs,
         "csim_run_s": round(t_run, 3), "vectors_per_s": round(a.vectors / t_run, 1), "testbench": verdict,
-        "csim_exit": p.returncode, "machine": machine(),
+        "csim_exit": p.returncode, "target": a.target, "estimate": est, "machine": machine(),
     }
     print(json.dumps(res, indent=2))
     (out / "bench_compile.json").write_text(json.dumps(res, indent=2) + "\n")

@@ -173,7 +173,12 @@ class PlanOptions:
 
 
 def _prepare(graph: Graph) -> Graph:
-    g = lower(graph)
+    # the IR's per-weight "terms" lists (millions of tuples for a ResNet) are not needed here: the
+    # backend derives shift-add terms from the lowered weights. Leave them out of lower()'s deep copies.
+    light = dataclasses.replace(graph, nodes=[dataclasses.replace(n, attrs={k: v for k, v in n.attrs.items()
+                                                                            if k != "terms"})
+                                              for n in graph.nodes])
+    g = lower(light)
     # the input quantizer of a float input is done by the host: the stream carries its mantissas
     inp = g.inputs[0]
     t = g.tensors[inp]

@@ -93,7 +93,10 @@ def _summary(console, report: dict) -> None:
     rows = []
     for L in report["layers"]:
         op = _OPS.get(L["op"], L["op"]) + ("+sa" if L.get("shift_add") else "")
-        row = [L["name"], op, short_type(L["output_type"]), short_type(L["accumulator"]),
+        name = L["name"]
+        if not wide and "/" in name.strip("/"):
+            name = name.rsplit("/", 1)[0]  # "block1.conv1/Conv": the ONNX op suffix repeats the op column
+        row = [name, op, short_type(L["output_type"]), short_type(L["accumulator"]),
                _compact(L["parameters"]), _compact(L["dsp_estimate"]), _compact(L["lut_estimate"]),
                ("*" if L["cycles"] == worst and worst else "") + _compact(L["cycles"])]
         if wide:

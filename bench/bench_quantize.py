@@ -1,12 +1,14 @@
 """Throughput of qfx.quantize (exact ap_fixed cast) against a bare torch.round(x * s) / s.
 
-Run: python bench/bench_quantize.py [--n 10000000] [--threads 2] [--repeat 3]
-Prints a markdown table (Melem/s, slowdown versus the bare round) and the machine.
+Run: python bench/bench_quantize.py [--n 10000000] [--threads 2] [--repeat 5]
+Prints a markdown table (Melem/s, median slowdown versus the bare round timed alternately) and the machine.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import statistics
 import time
 
 import torch
@@ -31,41 +33,59 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _best(fn, repeat: int) -> float:
-    fn()  # warm up
-    best = float("inf")
+def _time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _paired(fn, base, repeat: int) -> tuple[float, float]:
+    """Median seconds of ``fn`` and median ratio fn / base, the two timed alternately (shared load)."""
+    fn(), base()  # warm up
+    ts, ratios = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        b, t = _time(base), _time(fn)
+        ts.append(t)
+        ratios.append(t / b)
+    return statistics.median(ts), statistics.median(ratios)
+
+
+def _load() -> str:
+    try:
+        return "/".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=10_000_000)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(args.n, generator=gen, dtype=torch.float32) * 4
     s = 2.0 ** 5
-    base = _best(lambda: torch.round(x * s) / s, args.repeat)
-    rows = [("bare `torch.round(x * s) / s`", "-", base)]
+    load0 = _load()
+
+    def bare():
+        return torch.round(x * s) / s
+
+    rows = [("bare `torch.round(x * s) / s`", "-", *_paired(bare, bare, args.repeat))]
     with torch.no_grad():
         for o in ("AP_SAT", "AP_WRAP"):
             for q in ROUNDING_MODES:
                 t = FixedType(8, 3, True, q, o)
-                rows.append((q, o, _best(lambda: quantize(x, t), args.repeat)))
+                rows.append((q, o, *_paired(lambda: quantize(x, t), bare, args.repeat)))
     print(f"qfx.quantize on {args.n:,} float32 elements, ap_fixed<8,3,Q,O>, {args.threads} threads, "
-          f"best of {args.repeat}\n")
+          f"median of {args.repeat}, each run alternated with the bare round\n")
     print("| rounding | overflow | Melem/s | time vs bare round |")
     print("|---|---|---:|---:|")
-    for q, o, sec in rows:
-        print(f"| {q} | {o} | {args.n / sec / 1e6:.0f} | {sec / base:.1f}x |")
+    for q, o, sec, ratio in rows:
+        print(f"| {q} | {o} | {args.n / sec / 1e6:.0f} | {ratio:.1f}x |")
     print(f"\nmachine: {_cpu_model()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-          f"Python {platform.python_version()}")
+          f"Python {platform.python_version()}, load average {load0} -> {_load()}")
 
 
 if __name__ == "__main__":

@@ -94,7 +94,10 @@ class _FixedPointTrain(torch.autograd.Function):
             if rounding == "AP_TRN":
                 y = y.floor_()
             elif rounding == "AP_RND":
-                y = y.add_(0.5).floor_()
+                # floor(y + 0.5) is inexact in float32 for y = 0.5 - 2**-25; floor plus (fraction >= 1/2) is
+                # exact (the fraction y - floor(y) is exact or rounds within (0, 1) without crossing 1/2).
+                f = torch.floor(y)
+                y = f.add_(y.sub_(f).ge_(0.5))
             elif rounding == "AP_RND_CONV":
                 y = y.round_()
             else:
@@ -339,8 +342,8 @@ class Quantizer(nn.Module):
             # scale s = 2**(I-W) is exactly the TQT gradient above after ds/dI = s ln2.
             qmax = t.raw_max
             qmin = -qmax if (t.overflow == "AP_SAT_SYM" and t.signed) else t.raw_min
-            scale = torch.exp2(ib - t.width)
             if self.per_channel:
+                scale = torch.exp2(ib - t.width)
                 flat = x.dim() == 1  # the kernel needs a 2-D tensor at least: [C] -> [C, 1]
                 ax = 0 if flat else self.axis % x.dim()
                 xs = x.reshape(-1, 1) if flat else x

@@ -92,3 +92,22 @@ def test_straight_through_gradient(data):
         quantize(x, t).sum().backward()
         inside = (x.detach().double() >= t.min) & (x.detach().double() <= t.max)
         assert torch.equal(x.grad, inside.to(dtype))
+
+
+def test_requantize_raw_handles_shifts_beyond_62_bits():
+    """A source grid far finer or coarser than the target (|shift| > 62) is exact via Python ints."""
+    from fractions import Fraction
+
+    from qfx_compile.qfx import FixedType, requantize_raw
+
+    t = FixedType(8, 3, rounding="AP_RND", overflow="AP_SAT")
+    # value = m * 2**-src_frac; src_frac = -100 (huge values) and 200 (tiny values)
+    for src_frac, m in ((-100, [1, -1, 0]), (200, [1 << 199, -(1 << 199) - 1, 3 << 197])):
+        got = requantize_raw(np.array(m, dtype=np.int64) if max(map(abs, m)) < 2**62 else np.array(m, dtype=object),
+                             src_frac, t)
+        for mi, gi in zip(m, got):
+            v = Fraction(mi) / Fraction(2) ** src_frac
+            q = Fraction(int(gi)) / 2 ** t.frac_bits
+            # nearest grid value, ties up (AP_RND), saturated
+            exact = min(max(Fraction((v * 2 ** t.frac_bits + Fraction(1, 2)).__floor__()), t.raw_min), t.raw_max)
+            assert q * 2 ** t.frac_bits == exact, (src_frac, mi, gi)

@@ -372,8 +372,11 @@ def requantize_raw(m, src_frac: int, t: FixedType) -> np.ndarray:
     s = src_frac - t.frac_bits
     if m.dtype != object:
         # int64 arithmetic is exact while |m| << max(0, -s) and the rounding stay below 2**62.
-        big = m.size and max(abs(int(m.min())), abs(int(m.max()))) >= (1 << (62 + min(s, 0)))
-        if big or t.width > 62 or abs(s) > 62:
+        if t.width > 62 or abs(s) > 62:
+            big = True
+        else:
+            big = bool(m.size) and max(abs(int(m.min())), abs(int(m.max()))) >= (1 << (62 + min(s, 0)))
+        if big:
             m = m.astype(object)
             m = np.vectorize(int, otypes=[object])(m) if m.size else m
         else:

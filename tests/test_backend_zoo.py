@@ -169,6 +169,24 @@ def test_synthetic_uses_both_shift_add_forms(zoo):
     assert "static const unsigned n_terms = 2;" in params and "static const unsigned reuse = 200;" in params
 
 
+def test_table_kernel_reuse_from_config(zoo, tmp_path):
+    """--config reuse folds a shift-add table kernel (fewer adders, more cycles); straight-line has none."""
+    from qfx_compile.backend.plan import BackendError
+
+    g = synthetic_khot_graph()
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"layers": {"fc2": {"reuse": 800}}}')
+    res = compile_graph(g, tmp_path / "p", target="ultra96", vectors=4, config=str(cfg))
+    base = json.loads((zoo[SYNTH][0] / "report.json").read_text())["layers"][-1]
+    got = res.report["layers"][-1]
+    assert got["reuse"] == 800 and got["adder_estimate"] < base["adder_estimate"]
+    assert got["cycles"] > base["cycles"]
+    assert "static const unsigned reuse = 800;" in (tmp_path / "p" / "firmware" / "parameters.h").read_text()
+    cfg.write_text('{"layers": {"fc1 / K-hot": {"reuse": 4}}}')
+    with pytest.raises(BackendError, match="straight-line"):
+        compile_graph(g, tmp_path / "q", target="ultra96", vectors=4, config=str(cfg))
+
+
 def test_multiplier_layers_fit_the_part(zoo):
     """Default reuse keeps every zoo design within 80% of the DSPs; reuse fields are in the configs."""
     for name in ("mlp", "cnn", "resnet", "per_channel", "all_modes"):

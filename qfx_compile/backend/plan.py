@@ -355,8 +355,16 @@ def _choose_parallelism(layers: list[dict], opts: PlanOptions) -> DesignEstimate
         r = int(L["opts"].get("reuse", 0))
         if r and s.kind != "mul":
             if not L.get("has_reuse"):
-                raise BackendError(f"config: layer {L['name_comment']!r} ({L['op']}) has no reuse option "
-                                   f"(only dense / conv2d layers with multipliers do)")
+                raise BackendError(f"config: layer {L['name_comment']!r} ({L['kernel']}) has no reuse option "
+                                   f"(dense / conv2d layers with multipliers and shift-add table kernels do; "
+                                   f"straight-line shift-add code computes a whole output vector per cycle)")
+            products, k, read, outputs, writes, width = L["sa_table"]
+            r = min(r, products)
+            units = math.ceil(products / r)
+            L["fixed_reuse"] = r
+            L["shape"] = s = LayerShape("shiftadd", adders=units * k, adder_bits=units * k * width,
+                                        fixed_cycles=read + outputs * (math.ceil(products / units) + writes))
+            shapes[len(fixed)] = s
         if r > s.max_reuse and s.kind == "mul":
             raise BackendError(f"config: reuse {r} of layer {L['name_comment']!r} is more than its "
                                f"{s.max_reuse} products per output; use 1..{s.max_reuse}")
@@ -488,6 +496,7 @@ def _matmul_plan(L: dict, n: Node, ins: list, out: dict, x_t: FixedType, y_t: Fi
     units = math.ceil(products / natural)
     L["shape"] = LayerShape("shiftadd", adders=units * k, adder_bits=units * k * acc.width,
                             fixed_cycles=read + outputs * (math.ceil(products / units) + writes))
+    L["sa_table"] = (products, k, read, outputs, writes, acc.width)
     L["has_reuse"] = True
     L["fixed_reuse"] = natural
 

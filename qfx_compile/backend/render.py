@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 import jinja2
-import numpy as np
 
 from ..resources import hls_lib_dir, templates_dir
 from ..targets import bram18_for  # noqa: F401  (documented estimate lives there)

@@ -68,6 +68,24 @@ def middle_truncate(text: str, n: int) -> str:
     return text[:head] + "~" + text[len(text) - tail:]
 
 
+def shorten_name(text: str, n: int) -> str:
+    """Fit a module path into ``n`` characters keeping what tells layers apart.
+
+    Leading dotted segments are abbreviated first to their initial and digits
+    (``block2.shortcut.0`` -> ``b2.s.0``, ``block1.conv1`` -> ``b1.conv1``); what is still
+    too long is cut in the middle (:func:`middle_truncate`)."""
+    if len(text) <= n:
+        return text
+    seg = text.split(".")
+    for i in range(len(seg) - 1):
+        if len(".".join(seg)) <= n:
+            break
+        s0 = seg[i]
+        if s0:
+            seg[i] = s0[0] + "".join(c for c in s0[1:] if c.isdigit())
+    return middle_truncate(".".join(seg), n)
+
+
 def _compact(v: int) -> str:
     if v < 10_000:
         return f"{v:,}"
@@ -117,7 +135,7 @@ def _summary(console, report: dict) -> None:
     for col, just in cols:
         t.add_column(col, justify=just, no_wrap=True, overflow="ellipsis")
     for row in rows:
-        row[0] = middle_truncate(row[0], name_w)
+        row[0] = shorten_name(row[0], name_w)
         t.add_row(*row)
     t.add_section()
     t.add_row(*tr)

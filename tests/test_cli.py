@@ -155,7 +155,7 @@ def test_summary_table_fits_the_terminal(mlp_onnx, tmp_path, capsys, monkeypatch
     lines = out.splitlines()
     assert max(len(ln) for ln in lines) <= cols
     rep = json.loads((tmp_path / f"prj{cols}" / "report.json").read_text())
-    rows = [ln for ln in lines if ln.startswith("backbone.")]
+    rows = [ln for ln in lines if "fixed<" in ln and not ln.startswith(("input", "estimate"))]
     assert len(rows) == len(rep["layers"])  # one line per layer: nothing wraps
     for row, L in zip(rows, rep["layers"]):
         # names are cut in the middle: both ends (which tell the layers apart) stay; at 80 columns
@@ -178,6 +178,13 @@ def test_short_type_and_middle_truncate():
     assert short_type(None) == "-"
     assert middle_truncate("layer1.0.conv1/Conv", 12) == "layer~1/Conv"
     assert len(middle_truncate("x" * 100, 17)) == 17 and middle_truncate("short", 17) == "short"
+    from qfx_compile.cli import shorten_name
+
+    assert shorten_name("block1.conv1", 9) == "b1.conv1" and shorten_name("block2.conv1", 9) == "b2.conv1"
+    assert shorten_name("block2.shortcut.0", 9) == "b2.s.0"
+    assert shorten_name("block1.conv1", 20) == "block1.conv1"
+    long = shorten_name("backbone.stage3.a_rather_long_module_name.with_parts", 12)
+    assert len(long) == 12 and long.startswith("b.s3.") and long.endswith("parts")
 
 
 def test_model_too_big(mlp_onnx, tmp_path, capsys, monkeypatch):

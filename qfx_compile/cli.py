@@ -220,6 +220,7 @@ def _compile(console, err, model, target, outdir, clock_ns, part, csim, force, c
     from .backend.project import compile_graph, resolve_target
     from .backend.toolchain import ToolchainError
     from .frontend import ModelError, load_model
+    from .ir.ops.base import OpError
     from .ir.passes import run_default_passes
 
     mp = Path(model)
@@ -239,7 +240,8 @@ def _compile(console, err, model, target, outdir, clock_ns, part, csim, force, c
             graph = load_model(str(mp))
         with _step(err, "IR passes (shapes, accumulators, K-hot terms)", quiet):
             graph = run_default_passes(graph)
-    except (ModelError, ValueError) as e:
+    except (ModelError, OpError) as e:
+        # Problems of the input model only; any other exception is an internal error (exit 1).
         raise UserError(f"cannot compile {model}: {e}")
     no_vectors = graph.vectors is None
     try:

@@ -195,3 +195,18 @@ def test_model_too_big(mlp_onnx, tmp_path, capsys, monkeypatch):
     assert main([str(mlp_onnx), "--target", "tiny", "-o", str(tmp_path / "o")]) == 2
     e = _err(capsys)
     assert "do not fit" in e and "BRAM18" in e
+
+
+def test_internal_error_is_not_blamed_on_the_user(mlp_onnx, tmp_path, capsys, monkeypatch):
+    """A bug (a plain ValueError inside a pass) exits 1 as an internal error, not 2 as a bad model."""
+    import qfx_compile.ir.passes as passes
+
+    def broken(graph):
+        raise ValueError("bug in a pass")
+
+    monkeypatch.setattr(passes, "run_default_passes", broken)
+    rc = main([str(mlp_onnx), "--target", "ultra96", "-o", str(tmp_path / "out"), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "internal error" in err and "bug in a pass" in err
+    assert not (tmp_path / "out").exists()

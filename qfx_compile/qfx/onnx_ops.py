@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .types import OVERFLOW_MODES, ROUNDING_MODES, FixedType
+from .types import OVERFLOW_MODES, ROUNDING_MODES, FixedType, sat_sym_raw_min
 
 DOMAIN = "qfx"
 DOMAIN_VERSION = 1
@@ -169,7 +169,7 @@ def fixed_point_function(width: int, signed: bool, rounding: str, overflow: str)
     elif overflow == "AP_SAT":
         q = b.op("Max", [b.op("Min", [q, hi], "qmin"), lo], "qsat")
     elif overflow == "AP_SAT_SYM":
-        lo2 = b.const(float(-raw_max if signed else 0), "symmin")
+        lo2 = b.const(float(sat_sym_raw_min(width, signed)), "symmin")
         q = b.op("Max", [b.op("Min", [q, hi], "qmin"), lo2], "qsat")
     else:  # AP_SAT_ZERO
         out = b.op("Or", [b.op("Less", [q, lo], "under"), b.op("Greater", [q, hi], "over")], "ovf")

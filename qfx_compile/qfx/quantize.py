@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .types import FixedType
+from .types import FixedType, sat_sym_raw_min
 
 #: Mantissa bits a float dtype holds exactly (including the implicit bit).
 _EXACT_BITS = {torch.float32: 24, torch.float64: 53}
@@ -59,16 +59,7 @@ def _check(x: torch.Tensor, width: int, frac_min: int, frac_max: int) -> None:
                 f"{str(x.dtype).replace('torch.', '')}")
 
 
-def _sym_min(width: int, signed: bool) -> int:
-    """Lower bound of AP_SAT_SYM: ``-raw_max`` for signed types, except 1-bit ones.
-
-    A signed 1-bit type holds {-1, 0} (raw); the headers saturate it to -1 like
-    AP_SAT (``overflow_adjust`` sets the sign bit and bit 0, the same bit), so
-    ``ap_fixed<1, I, Q, AP_SAT_SYM>`` behaves as ``AP_SAT``.
-    """
-    if not signed:
-        return 0
-    return -((1 << (width - 1)) - 1) if width > 1 else -1
+_sym_min = sat_sym_raw_min  # the rule lives in types.py
 
 
 def _pow2(e: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -40,7 +40,7 @@ from torch import nn
 
 from . import khot as _khot
 from .quantize import quantize
-from .types import FixedType
+from .types import FixedType, sat_sym_raw_min
 
 _LN2 = math.log(2.0)
 #: Widths the float32 training path emulates exactly; wider casts train in float64.
@@ -89,7 +89,7 @@ class _FixedPointTrain(torch.autograd.Function):
             q = _khot._khot_forward(x, frac, t, k, digits, axis)
         elif rounding in _FAST_ROUNDING and overflow in _FAST_OVERFLOW and width <= _F32_WIDTH:
             y = x * torch.exp2(frac)
-            lo = -raw_max if (overflow == "AP_SAT_SYM" and signed) else raw_min
+            lo = sat_sym_raw_min(width, signed) if overflow == "AP_SAT_SYM" else raw_min
             y = y.clamp(lo - 1, raw_max + 1)
             if rounding == "AP_TRN":
                 y = y.floor_()

@@ -203,3 +203,15 @@ def common_type(types: Iterable[FixedType]) -> FixedType:
     lo = min(t.raw_min << (f - t.frac_bits) for t in types)
     hi = max(t.raw_max << (f - t.frac_bits) for t in types)
     return FixedType.for_raw_range(lo, hi, f)
+
+
+def sat_sym_raw_min(width: int, signed: bool) -> int:
+    """Lowest mantissa AP_SAT_SYM saturates to: ``-raw_max`` for signed types, 0 unsigned.
+
+    Exception, as the Xilinx headers behave: a signed 1-bit type holds {-1, 0}
+    and its AP_SAT_SYM saturates to -1 like AP_SAT (``overflow_adjust`` sets the
+    sign bit and bit 0, which are the same bit).
+    """
+    if not signed:
+        return 0
+    return -((1 << (width - 1)) - 1) if width > 1 else -1

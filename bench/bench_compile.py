@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+import machine  # noqa: E402  (bench/machine.py: CPU model, load, compiler)
 from qfx_compile import qfx
 from qfx_compile.qfx import nn as qnn
 
@@ -69,17 +69,9 @@ class ResNet20(nn.Module):
         return self.fc(self.flatten(self.gap(self.blocks(x))))
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gxx = subprocess.run(["g++", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    return f"{cpu}; {os.cpu_count()} CPUs visible; load {os.getloadavg()[0]:.1f}; {gxx}; Python {platform.python_version()}"
+def machine_line() -> str:
+    return (f"{machine.cpu_model()}; {os.cpu_count()} CPUs visible; load {machine.load()}; {machine.compiler()}; "
+            f"Python {platform.python_version()}")
 
 
 def main() -> int:
@@ -136,7 +128,7 @@ def main() -> int:
         "weights": nweights, "vectors": a.vectors, "export_s": round(t_export, 2),
         "qfx_compile_s": round(t_compile, 2), "csim_build_s": round(t_build, 2), "csim_jobs": a.jobs,
         "csim_run_s": round(t_run, 3), "vectors_per_s": round(a.vectors / t_run, 1), "testbench": verdict,
-        "csim_exit": p.returncode, "target": a.target, "estimate": est, "machine": machine(),
+        "csim_exit": p.returncode, "target": a.target, "estimate": est, "machine": machine_line(),
     }
     print(json.dumps(res, indent=2))
     (out / "bench_compile.json").write_text(json.dumps(res, indent=2) + "\n")

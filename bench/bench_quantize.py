@@ -6,7 +6,6 @@ Prints a markdown table (Melem/s, median slowdown versus the bare round timed al
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
 import time
@@ -18,19 +17,9 @@ if __package__ in (None, ""):  # run as a script from a checkout
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import machine  # noqa: E402  (bench/machine.py: CPU model, load, compiler)
 from qfx_compile.qfx.quantize import quantize
 from qfx_compile.qfx.types import ROUNDING_MODES, FixedType
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _time(fn) -> float:
@@ -50,13 +39,6 @@ def _paired(fn, base, repeat: int) -> tuple[float, float]:
     return statistics.median(ts), statistics.median(ratios)
 
 
-def _load() -> str:
-    try:
-        return "/".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=10_000_000)
@@ -67,7 +49,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(args.n, generator=gen, dtype=torch.float32) * 4
     s = 2.0 ** 5
-    load0 = _load()
+    load0 = machine.load()
 
     def bare():
         return torch.round(x * s) / s
@@ -84,8 +66,8 @@ def main() -> None:
     print("|---|---|---:|---:|")
     for q, o, sec, ratio in rows:
         print(f"| {q} | {o} | {args.n / sec / 1e6:.0f} | {ratio:.1f}x |")
-    print(f"\nmachine: {_cpu_model()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-          f"Python {platform.python_version()}, load average {load0} -> {_load()}")
+    print(f"\nmachine: {machine.cpu_model()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+          f"Python {platform.python_version()}, load average {load0} -> {machine.load()}")
 
 
 if __name__ == "__main__":

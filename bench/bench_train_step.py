@@ -10,8 +10,6 @@ points learned. Prints both medians and the ratio (target: QFX < 1.5x float).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 
@@ -24,6 +22,7 @@ if __package__ in (None, ""):  # run as a script from a checkout
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import machine  # noqa: E402  (bench/machine.py: CPU model, load, compiler)
 from qfx_compile import qfx  # noqa: E402
 
 
@@ -88,24 +87,6 @@ def alternate(steps_a, steps_b, n, warmup=3):
     return 1000 * statistics.median(ta), 1000 * statistics.median(tb)
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _load() -> str:
-    try:
-        return "/".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20)
@@ -122,10 +103,10 @@ def main():
                         bn_shift="ap_fixed<8,3,AP_RND_CONV,AP_SAT>")
     qmodel = qfx.quantize_model(ResNet20(), cfg, x)
     nq = len(qfx.quantizers(qmodel))
-    load0 = _load()
+    load0 = machine.load()
     f, q = alternate(make_step(fmodel, x, y), make_step(qmodel, x, y), a.steps)
-    print(f"machine: {_cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"load average {load0} -> {_load()}")
+    print(f"machine: {machine.cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"load average {load0} -> {machine.load()}")
     print(f"ResNet-20, batch {a.batch}, 3x32x32, {a.steps} steps each, alternating (median)")
     print(f"float: {f:8.1f} ms/step")
     print(f"QFX  : {q:8.1f} ms/step  ({nq} quantizers)")

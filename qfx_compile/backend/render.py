@@ -18,7 +18,6 @@ from pathlib import Path
 import jinja2
 
 from ..resources import hls_lib_dir, templates_dir
-from ..targets import bram18_for  # noqa: F401  (documented estimate lives there)
 from . import names
 from .estimate import DSP_SHARE, LUT_MUL_BITS
 from .plan import BackendError

@@ -605,8 +605,8 @@ class _Reader:
         return self.to_const(c, what, (ch,))
 
     def op_Mul(self, out):
-        a, b = self.inp(0), self.inp(1)
-        i_act, i_c = (0, 1) if isinstance(a, Act) or isinstance(a, Pending) else (1, 0)
+        a = self.inp(0)
+        i_act, i_c = (0, 1) if isinstance(a, (Act, Pending)) else (1, 0)
         x = self.typed_act(i_act)
         c = self.fixed_const(i_c, "scale")
         zero = Const(np.zeros(x.shape[0], dtype=np.int64), FixedType(1, 1, False))  # until an Add gives the shift

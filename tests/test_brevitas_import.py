@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-brevitas = pytest.importorskip("brevitas")
 import brevitas.export.onnx.manager as _mgr  # noqa: E402
 import brevitas.nn as qnn  # noqa: E402
 import onnx  # noqa: E402

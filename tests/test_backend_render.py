@@ -1,6 +1,4 @@
 """Rendering: determinism, atomic writes, OUTDIR refusal / --force, adversarial names from the ONNX file."""
-import filecmp
-import os
 from pathlib import Path
 
 import onnx

@@ -143,7 +143,6 @@ def test_batchnorm_add_quant(seed):
     for idx in np.ndindex(x.shape):
         assert got[idx] == fr_cast(xv[idx], to)
     # add: two inputs of different types
-    y = rand_raw(rng, ty, x.shape)
     quant_y = Node("qy", "quant", ["x"], ["y0"], {"out_type": ty})
     add = Node("a", "add", ["y0", "x"], ["z"], {"out_type": to})
     g = Graph("g", ["x"], ["z"], [quant_y, add], {"x": Tensor("x", (3, 2, 2), tx), "y0": Tensor("y0"),

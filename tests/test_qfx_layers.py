@@ -3,7 +3,6 @@ the Quantizer API, and the errors for bad input. Exact equality only."""
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from qfx_compile import qfx

@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .types import OVERFLOW_MODES, ROUNDING_MODES, FixedType, sat_sym_raw_min
+from .types import OVERFLOW_MODES, ROUNDING_MODES, FixedType, reciprocal_raw, sat_sym_raw_min
 
 DOMAIN = "qfx"
 DOMAIN_VERSION = 1
@@ -259,17 +259,8 @@ def conv_function(overload: str, in_shape: Sequence[int], out_channels: int, ker
 
 # ------------------------------------------------------------------ pooling
 def avgpool_reciprocal(n: int, recip_bits: int) -> tuple[int, FixedType]:
-    """``r = cast(1/N, ap_ufixed<R, 1-p, AP_RND_CONV, AP_SAT>)``: ``(mantissa, type)``."""
-    n, recip_bits = int(n), int(recip_bits)
-    if n < 1 or recip_bits < 1:
-        raise ValueError(f"average pooling needs N >= 1 and recip_bits >= 1, got N={n}, R={recip_bits}")
-    p = n.bit_length() - 1
-    t = FixedType(recip_bits, 1 - p, False, "AP_RND_CONV", "AP_SAT")
-    v = Fraction(1 << t.frac_bits, n)  # 1/N * 2**F
-    fl = v.numerator // v.denominator
-    rem = v - fl
-    m = fl + (1 if rem > Fraction(1, 2) or (rem == Fraction(1, 2) and fl % 2 == 1) else 0)
-    return min(max(m, t.raw_min), t.raw_max), t
+    """``r = cast(1/N, ap_ufixed<R, 1-p, AP_RND_CONV, AP_SAT>)``: ``(mantissa, type)`` (rule in types.py)."""
+    return reciprocal_raw(n, recip_bits)
 
 
 def avgpool_reciprocal_value(n: int, recip_bits: int) -> float:

@@ -215,3 +215,27 @@ def sat_sym_raw_min(width: int, signed: bool) -> int:
     if not signed:
         return 0
     return -((1 << (width - 1)) - 1) if width > 1 else -1
+
+
+def reciprocal_type(n: int, recip_bits: int) -> FixedType:
+    """Type of the average-pooling constant ``r = cast(1/n, .)``: ``ap_ufixed<R, 1-p, AP_RND_CONV, AP_SAT>``.
+
+    ``p = floor(log2 n)``, ``R = recip_bits``: ``1/n`` lies in ``(2**-(p+1), 2**-p]``, so
+    the type holds it with R significant bits, and exactly when ``n`` is a power of two.
+    """
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"average pooling needs a window of at least 1 element, got {n!r}")
+    if isinstance(recip_bits, bool) or int(recip_bits) != recip_bits or recip_bits < 1:
+        raise ValueError(f"recip_bits must be a positive int, got {recip_bits!r}")
+    p = int(n).bit_length() - 1
+    return FixedType(int(recip_bits), 1 - p, False, "AP_RND_CONV", "AP_SAT")
+
+
+def reciprocal_raw(n: int, recip_bits: int) -> tuple[int, FixedType]:
+    """Mantissa and type of ``r = cast(1/n, reciprocal_type(n, recip_bits))``, exact (integers only)."""
+    t = reciprocal_type(n, recip_bits)
+    n = int(n)
+    q, rem = divmod(1 << t.frac_bits, n)  # 2**F / n = q + rem/n; F = R - 1 + p >= 0
+    if 2 * rem > n or (2 * rem == n and q & 1):  # round half to even
+        q += 1
+    return min(max(q, t.raw_min), t.raw_max), t

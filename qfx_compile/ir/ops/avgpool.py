@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...qfx.quantize import requantize_raw
-from ...qfx.types import FixedType
+from ...qfx.types import FixedType, reciprocal_raw
 from ..graph import Const
 from .base import OpDef, OpError, as_wide, cast_check, fits64, int_pair, max_abs_raw, out_type, pads4, window_out
 from .conv2d import patches
@@ -21,14 +21,7 @@ def reciprocal(n: int, recip_bits: int) -> Const:
         raise OpError(f"average pooling over {n!r} elements")
     if isinstance(recip_bits, bool) or not isinstance(recip_bits, (int, np.integer)) or not 1 <= recip_bits <= 64:
         raise OpError(f"recip_bits must be an int in 1..64, got {recip_bits!r}")
-    n, r_bits = int(n), int(recip_bits)
-    p = n.bit_length() - 1
-    t = FixedType(r_bits, 1 - p, False, "AP_RND_CONV", "AP_SAT")
-    f = t.frac_bits
-    q, rem = divmod(1 << f, n)  # 2**f / n = q + rem/n
-    if 2 * rem > n or (2 * rem == n and q % 2 == 1):
-        q += 1
-    q = min(max(q, t.raw_min), t.raw_max)
+    q, t = reciprocal_raw(int(n), int(recip_bits))  # the rule lives in qfx/types.py
     return Const(np.array(q, dtype=np.int64), t)
 
 

@@ -1,7 +1,8 @@
 """QFX layers: eval mode computes docs/semantics.md exactly (float64); training is float32 with STE casts."""
 from .linear import Linear, Conv2d
 from .norm import BatchNorm2d
-from .pool import MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, reciprocal_raw, reciprocal_type
+from .pool import MaxPool2d, AvgPool2d, AdaptiveAvgPool2d
+from ..types import reciprocal_raw, reciprocal_type
 from .elementwise import ReLU, Clip, Add, Flatten, QuantInput, Quant
 from ._base import QFXModule
 

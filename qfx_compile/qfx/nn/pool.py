@@ -9,26 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from ..quantizer import Quantizer
-from ..types import FixedType
+from ..types import reciprocal_raw
 from ._base import QFXModule, amax, check_exact, frac_bits_of
 from .linear import _pair
-
-
-def reciprocal_type(n: int, recip_bits: int) -> FixedType:
-    """``ap_ufixed<R, 1-p, AP_RND_CONV, AP_SAT>``, ``p = floor(log2 n)``."""
-    p = int(n).bit_length() - 1
-    return FixedType(recip_bits, 1 - p, False, "AP_RND_CONV", "AP_SAT")
-
-
-def reciprocal_raw(n: int, recip_bits: int) -> tuple[int, FixedType]:
-    """Mantissa of ``r = cast(1/n, reciprocal_type)``, computed exactly with integers."""
-    if n < 1:
-        raise ValueError(f"pool size must be positive, got {n}")
-    t = reciprocal_type(n, recip_bits)
-    q, rem = divmod(1 << t.frac_bits, n)  # frac_bits = R - 1 + p >= 0
-    if 2 * rem > n or (2 * rem == n and q & 1):
-        q += 1
-    return min(q, t.raw_max), t
 
 
 def _check_recip_bits(r):

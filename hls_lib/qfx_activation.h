@@ -10,10 +10,10 @@ namespace qfx {
 // out = max(x, 0)
 template <class C>
 void relu(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out) {
-    QFX_HLS(INLINE off)
+    QFX_PRAGMA(HLS INLINE off)
 QFX_LABEL(elems)
     for (unsigned i = 0; i < C::n; i++) {
-        QFX_HLS(PIPELINE II=1)
+        QFX_PRAGMA(HLS PIPELINE II=1)
         typename C::in_t x = in.read();
         if (x < 0) x = 0;
         out.write(x);
@@ -23,12 +23,12 @@ QFX_LABEL(elems)
 // out = min(max(x, lo), hi); lo_raw / hi_raw are mantissas of in_t.
 template <class C>
 void clip(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out) {
-    QFX_HLS(INLINE off)
+    QFX_PRAGMA(HLS INLINE off)
     const typename C::in_t lo = from_raw<typename C::in_t>((long long)C::lo_raw);
     const typename C::in_t hi = from_raw<typename C::in_t>((long long)C::hi_raw);
 QFX_LABEL(elems)
     for (unsigned i = 0; i < C::n; i++) {
-        QFX_HLS(PIPELINE II=1)
+        QFX_PRAGMA(HLS PIPELINE II=1)
         typename C::in_t x = in.read();
         if (x < lo) x = lo;
         if (x > hi) x = hi;

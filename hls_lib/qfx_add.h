@@ -9,10 +9,10 @@ namespace qfx {
 template <class C>
 void add(hls::stream<typename C::in_a_t>& a, hls::stream<typename C::in_b_t>& b,
          hls::stream<typename C::out_t>& out) {
-    QFX_HLS(INLINE off)
+    QFX_PRAGMA(HLS INLINE off)
 QFX_LABEL(elems)
     for (unsigned i = 0; i < C::n; i++) {
-        QFX_HLS(PIPELINE II=1)
+        QFX_PRAGMA(HLS PIPELINE II=1)
         const typename C::in_a_t x = a.read();
         const typename C::in_b_t y = b.read();
         const typename C::out_t z = x + y;  // exact sum, then the one cast

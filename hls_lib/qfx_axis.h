@@ -29,10 +29,11 @@ template <int W> struct axis_word {
 // Read N words; each data field holds a mantissa of T in its low bits.
 template <class T, unsigned N, int W>
 void axis_read(hls::stream<axis_word<W> >& src, hls::stream<T>& dst) {
+    QFX_PRAGMA(HLS INLINE off)  // a DATAFLOW process of the top, like every layer
     static_assert(W % 8 == 0 && W >= fixed_traits<T>::width, "axis data width too small");
 QFX_LABEL(elems)
     for (unsigned i = 0; i < N; i++) {
-        QFX_HLS(PIPELINE II=1)
+        QFX_PRAGMA(HLS PIPELINE II=1)
         const axis_word<W> word = src.read();
         dst.write(from_raw<T>(word.data));
     }
@@ -41,10 +42,11 @@ QFX_LABEL(elems)
 // Write N words: data = the mantissa extended to W bits, all bytes valid, last on the final word.
 template <class T, unsigned N, int W>
 void axis_write(hls::stream<T>& src, hls::stream<axis_word<W> >& dst) {
+    QFX_PRAGMA(HLS INLINE off)  // a DATAFLOW process of the top, like every layer
     static_assert(W % 8 == 0 && W >= fixed_traits<T>::width, "axis data width too small");
 QFX_LABEL(elems)
     for (unsigned i = 0; i < N; i++) {
-        QFX_HLS(PIPELINE II=1)
+        QFX_PRAGMA(HLS PIPELINE II=1)
         axis_word<W> word;
         word = axis_word<W>();
         const ap_int<W + 1> m = raw_of(src.read());  // sign- or zero-extends

@@ -12,12 +12,12 @@ namespace qfx {
 template <class C>
 void batchnorm(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out,
                const typename C::scale_raw_t scale[C::n_chan], const typename C::shift_raw_t shift[C::n_chan]) {
-    QFX_HLS(INLINE off)
+    QFX_PRAGMA(HLS INLINE off)
 QFX_LABEL(pixels)
     for (unsigned p = 0; p < C::n_pixels; p++) {
     QFX_LABEL(chans)
         for (unsigned c = 0; c < C::n_chan; c++) {
-            QFX_HLS(PIPELINE II=1)
+            QFX_PRAGMA(HLS PIPELINE II=1)
             const typename C::in_t x = in.read();
             const typename C::scale_t s = from_raw<typename C::scale_t>(scale[c]);
             const typename C::shift_t h = from_raw<typename C::shift_t>(shift[c]);

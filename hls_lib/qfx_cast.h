@@ -8,10 +8,10 @@ namespace qfx {
 
 template <class C>
 void cast(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out) {
-    QFX_HLS(INLINE off)
+    QFX_PRAGMA(HLS INLINE off)
 QFX_LABEL(elems)
     for (unsigned i = 0; i < C::n; i++) {
-        QFX_HLS(PIPELINE II=1)
+        QFX_PRAGMA(HLS PIPELINE II=1)
         const typename C::out_t y = in.read();  // the cast
         out.write(y);
     }

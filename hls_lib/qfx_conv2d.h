@@ -26,11 +26,11 @@ void conv2d_core(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_
     static const unsigned KH = C::filt_height, KW = C::filt_width, NC = C::n_chan, NF = C::n_filt;
     static const unsigned NI = KH * KW * NC;  // products per output
     x_m lb[line_rows<KH>::value][WP][NC];
-    QFX_HLS(ARRAY_PARTITION variable=lb complete dim=1)
+    QFX_PRAGMA(HLS ARRAY_PARTITION variable=lb complete dim=1)
     x_m win[KH][KW][NC];
-    QFX_HLS(ARRAY_PARTITION variable=win complete dim=0)
+    QFX_PRAGMA(HLS ARRAY_PARTITION variable=win complete dim=0)
     typename T::acc_m bias[NF];  // bias on acc_t's grid, converted once per call
-    QFX_HLS(ARRAY_PARTITION variable=bias complete)
+    QFX_PRAGMA(HLS ARRAY_PARTITION variable=bias complete)
 QFX_LABEL(bias_init)
     for (unsigned f = 0; f < NF; f++) bias[f] = bias_mantissa<C>(b[f]);
 QFX_LABEL(rows)
@@ -40,7 +40,7 @@ QFX_LABEL(rows)
             const bool inside = in_span(py, C::pad_top, C::in_height) && in_span(px, C::pad_left, C::in_width);
         QFX_LABEL(chans)
             for (unsigned c = 0; c < NC; c++) {
-                QFX_HLS(PIPELINE II=1)
+                QFX_PRAGMA(HLS PIPELINE II=1)
                 x_m v = 0;  // zero padding
                 if (inside) v = raw_of(in.read());
                 window_push<x_m, WP, NC, KH, KW>(lb, win, px, c, v);
@@ -49,16 +49,16 @@ QFX_LABEL(rows)
                 !window_ends_at(px, KW, C::stride_width, C::out_width))
                 continue;
             x_m x[NI];  // the window flattened [ky][kx][c] (wiring)
-            QFX_HLS(ARRAY_PARTITION variable=x complete)
+            QFX_PRAGMA(HLS ARRAY_PARTITION variable=x complete)
             typename T::sum_m sum[NF];
-            QFX_HLS(ARRAY_PARTITION variable=sum complete)
+            QFX_PRAGMA(HLS ARRAY_PARTITION variable=sum complete)
         QFX_LABEL(flatten)
             for (unsigned ky = 0; ky < KH; ky++) {
-                QFX_HLS(UNROLL)
+                QFX_PRAGMA(HLS UNROLL)
                 for (unsigned kx = 0; kx < KW; kx++) {
-                    QFX_HLS(UNROLL)
+                    QFX_PRAGMA(HLS UNROLL)
                     for (unsigned c = 0; c < NC; c++) {
-                        QFX_HLS(UNROLL)
+                        QFX_PRAGMA(HLS UNROLL)
                         x[(ky * KW + kx) * NC + c] = win[ky][kx][c];
                     }
                 }
@@ -66,7 +66,7 @@ QFX_LABEL(rows)
             fold_mac<C, MAC, NI, NF>(x, sum, wa, wb);
         QFX_LABEL(filters)
             for (unsigned f = 0; f < NF; f++) {
-                QFX_HLS(PIPELINE II=1)
+                QFX_PRAGMA(HLS PIPELINE II=1)
                 out.write(acc_to_out<C>(bias[f], sum[f]));  // + bias, the one cast
             }
         }
@@ -78,10 +78,10 @@ template <class C>
 void conv2d(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out,
             const typename C::w_raw_t w[C::n_filt * C::filt_height * C::filt_width * C::n_chan],
             const typename C::b_raw_t b[C::n_filt]) {
-    QFX_HLS(INLINE off)
+    QFX_PRAGMA(HLS INLINE off)
     static const unsigned M =
         fold_shape<C::n_filt * C::filt_height * C::filt_width * C::n_chan, reuse_of<C>::value>::mults;
-    QFX_HLS(ARRAY_PARTITION variable=w cyclic factor=M)  // multiplier m reads w[r*M + m]
+    QFX_PRAGMA(HLS ARRAY_PARTITION variable=w cyclic factor=M)  // multiplier m reads w[r*M + m]
     (void)M;
     conv2d_core<C, mac_multiply>(in, out, w, w, b);
 }

@@ -16,18 +16,18 @@ void dense_core(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t
                 const WB wb[], const typename C::b_raw_t b[C::n_out]) {
     typedef mac_types<C> T;
     typename T::x_m x[C::n_in];
-    QFX_HLS(ARRAY_PARTITION variable=x complete)
+    QFX_PRAGMA(HLS ARRAY_PARTITION variable=x complete)
     typename T::sum_m sum[C::n_out];
-    QFX_HLS(ARRAY_PARTITION variable=sum complete)
+    QFX_PRAGMA(HLS ARRAY_PARTITION variable=sum complete)
 QFX_LABEL(read)
     for (unsigned i = 0; i < C::n_in; i++) {
-        QFX_HLS(PIPELINE II=1)
+        QFX_PRAGMA(HLS PIPELINE II=1)
         x[i] = raw_of(in.read());
     }
     fold_mac<C, MAC, C::n_in, C::n_out>(x, sum, wa, wb);
 QFX_LABEL(write)
     for (unsigned j = 0; j < C::n_out; j++) {
-        QFX_HLS(PIPELINE II=1)
+        QFX_PRAGMA(HLS PIPELINE II=1)
         out.write(acc_to_out<C>(bias_mantissa<C>(b[j]), sum[j]));  // + bias, the one cast
     }
 }
@@ -36,9 +36,9 @@ QFX_LABEL(write)
 template <class C>
 void dense(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out,
            const typename C::w_raw_t w[C::n_out * C::n_in], const typename C::b_raw_t b[C::n_out]) {
-    QFX_HLS(INLINE off)
+    QFX_PRAGMA(HLS INLINE off)
     static const unsigned M = fold_shape<C::n_in * C::n_out, reuse_of<C>::value>::mults;
-    QFX_HLS(ARRAY_PARTITION variable=w cyclic factor=M)  // multiplier m reads w[r*M + m]
+    QFX_PRAGMA(HLS ARRAY_PARTITION variable=w cyclic factor=M)  // multiplier m reads w[r*M + m]
     (void)M;
     dense_core<C, mac_multiply>(in, out, w, w, b);
 }

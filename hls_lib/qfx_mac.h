@@ -46,7 +46,7 @@ struct mac_multiply {
     template <class C, class WA, class WB>
     static typename product<C>::type term(const typename mac_types<C>::x_m& xm, const WA w[], const WB ws[],
                                               unsigned idx) {
-        QFX_HLS(INLINE)
+        QFX_PRAGMA(HLS INLINE)
         (void)ws;
         const typename mac_types<C>::w_m wm = w[idx];  // low W_w bits of the raw integer (as set_raw)
         return mul<C>(xm, wm);                         // exact: W_x + W_w bits
@@ -59,7 +59,7 @@ struct mac_shiftadd {
     template <class C, class WA, class WB>
     static typename mac_types<C>::prod_m term(const typename mac_types<C>::x_m& xm, const int8_t sign[],
                                               const int8_t shift[], unsigned idx) {
-        QFX_HLS(INLINE)
+        QFX_PRAGMA(HLS INLINE)
         typedef typename mac_types<C>::prod_m prod_m;
         // x_m * w_m needs at most W_x + W_w + 1 signed bits; the terms are summed
         // modulo 2^(W_x + W_w + 1), exact because the final product fits.
@@ -67,7 +67,7 @@ struct mac_shiftadd {
         prod_m p = 0;
     QFX_LABEL(terms)
         for (unsigned k = 0; k < C::n_terms; k++) {
-            QFX_HLS(UNROLL)
+            QFX_PRAGMA(HLS UNROLL)
             const unsigned i = idx * C::n_terms + k;
             const prod_m t = x << shift[i];  // reuse 1: a constant shift (wiring); folded: a small shifter
             if (sign[i] > 0) p += t;
@@ -92,21 +92,21 @@ struct fold_shape {
 template <class C, class MAC, unsigned NI, unsigned NO, class WA, class WB>
 void fold_mac(const typename mac_types<C>::x_m x[NI], typename mac_types<C>::sum_m sum[NO], const WA wa[],
               const WB wb[]) {
-    QFX_HLS(INLINE)
+    QFX_PRAGMA(HLS INLINE)
     typedef fold_shape<NI * NO, reuse_of<C>::value> F;
     static const unsigned M = F::mults;
 QFX_LABEL(clear)
     for (unsigned j = 0; j < NO; j++) {
-        QFX_HLS(UNROLL)
+        QFX_PRAGMA(HLS UNROLL)
         sum[j] = 0;
     }
     unsigned j0 = 0, i0 = 0;
 QFX_LABEL(folds)
     for (unsigned r = 0; r < F::folds; r++) {
-        QFX_HLS(PIPELINE II=1)
+        QFX_PRAGMA(HLS PIPELINE II=1)
     QFX_LABEL(mults)
         for (unsigned m = 0; m < M; m++) {
-            QFX_HLS(UNROLL)
+            QFX_PRAGMA(HLS UNROLL)
             if ((NI * NO) % M == 0 || r * M + m < NI * NO) {  // the last fold may be partial
                 const unsigned t = i0 + m;
                 const unsigned i = t % NI, j = j0 + t / NI;

@@ -32,20 +32,20 @@ inline R reciprocal(unsigned long long n) {
 
 template <class C>
 void maxpool2d(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out) {
-    QFX_HLS(INLINE off)
+    QFX_PRAGMA(HLS INLINE off)
     typedef typename C::in_t in_t;
     static const unsigned KH = C::pool_height, KW = C::pool_width, NC = C::n_chan;
     in_t lb[line_rows<KH>::value][C::in_width][NC];
-    QFX_HLS(ARRAY_PARTITION variable=lb complete dim=1)
+    QFX_PRAGMA(HLS ARRAY_PARTITION variable=lb complete dim=1)
     in_t win[KH][KW][NC];
-    QFX_HLS(ARRAY_PARTITION variable=win complete dim=0)
+    QFX_PRAGMA(HLS ARRAY_PARTITION variable=win complete dim=0)
 QFX_LABEL(rows)
     for (unsigned py = 0; py < C::in_height; py++) {
     QFX_LABEL(cols)
         for (unsigned px = 0; px < C::in_width; px++) {
         QFX_LABEL(chans)
             for (unsigned c = 0; c < NC; c++) {
-                QFX_HLS(PIPELINE II=1)
+                QFX_PRAGMA(HLS PIPELINE II=1)
                 window_push<in_t, C::in_width, NC, KH, KW>(lb, win, px, c, in.read());
             }
             if (!window_ends_at(py, KH, C::stride_height, C::out_height) ||
@@ -53,7 +53,7 @@ QFX_LABEL(rows)
                 continue;
         QFX_LABEL(outs)
             for (unsigned c = 0; c < NC; c++) {
-                QFX_HLS(PIPELINE II=1)
+                QFX_PRAGMA(HLS PIPELINE II=1)
                 in_t m = win[0][0][c];
                 for (unsigned ky = 0; ky < KH; ky++)
                     for (unsigned kx = 0; kx < KW; kx++)
@@ -66,21 +66,21 @@ QFX_LABEL(rows)
 
 template <class C>
 void avgpool2d(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out) {
-    QFX_HLS(INLINE off)
+    QFX_PRAGMA(HLS INLINE off)
     typedef typename C::in_t in_t;
     static const unsigned KH = C::pool_height, KW = C::pool_width, NC = C::n_chan;
     const typename C::recip_t r = reciprocal<typename C::recip_t>(KH * KW);
     in_t lb[line_rows<KH>::value][C::in_width][NC];
-    QFX_HLS(ARRAY_PARTITION variable=lb complete dim=1)
+    QFX_PRAGMA(HLS ARRAY_PARTITION variable=lb complete dim=1)
     in_t win[KH][KW][NC];
-    QFX_HLS(ARRAY_PARTITION variable=win complete dim=0)
+    QFX_PRAGMA(HLS ARRAY_PARTITION variable=win complete dim=0)
 QFX_LABEL(rows)
     for (unsigned py = 0; py < C::in_height; py++) {
     QFX_LABEL(cols)
         for (unsigned px = 0; px < C::in_width; px++) {
         QFX_LABEL(chans)
             for (unsigned c = 0; c < NC; c++) {
-                QFX_HLS(PIPELINE II=1)
+                QFX_PRAGMA(HLS PIPELINE II=1)
                 window_push<in_t, C::in_width, NC, KH, KW>(lb, win, px, c, in.read());
             }
             if (!window_ends_at(py, KH, C::stride_height, C::out_height) ||
@@ -88,7 +88,7 @@ QFX_LABEL(rows)
                 continue;
         QFX_LABEL(outs)
             for (unsigned c = 0; c < NC; c++) {
-                QFX_HLS(PIPELINE II=1)
+                QFX_PRAGMA(HLS PIPELINE II=1)
                 typename C::acc_t s = 0;
                 for (unsigned ky = 0; ky < KH; ky++)
                     for (unsigned kx = 0; kx < KW; kx++) s += win[ky][kx][c];  // exact sum
@@ -101,7 +101,7 @@ QFX_LABEL(rows)
 
 template <class C>
 void global_avgpool(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out) {
-    QFX_HLS(INLINE off)
+    QFX_PRAGMA(HLS INLINE off)
     const typename C::recip_t r = reciprocal<typename C::recip_t>(C::in_height * C::in_width);
     typename C::acc_t sum[C::n_chan];
 QFX_LABEL(init)
@@ -110,13 +110,13 @@ QFX_LABEL(pixels)
     for (unsigned p = 0; p < C::in_height * C::in_width; p++) {
     QFX_LABEL(chans)
         for (unsigned c = 0; c < C::n_chan; c++) {
-            QFX_HLS(PIPELINE II=1)
+            QFX_PRAGMA(HLS PIPELINE II=1)
             sum[c] += in.read();  // exact sum
         }
     }
 QFX_LABEL(outs)
     for (unsigned c = 0; c < C::n_chan; c++) {
-        QFX_HLS(PIPELINE II=1)
+        QFX_PRAGMA(HLS PIPELINE II=1)
         const typename C::out_t y = mul<C>(sum[c], r);  // exact product (multiplier per mul_impl), the one cast
         out.write(y);
     }

@@ -17,10 +17,10 @@ template <class C>
 void dense_shiftadd(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out,
                     const int8_t sign[C::n_out * C::n_in * C::n_terms],
                     const int8_t shift[C::n_out * C::n_in * C::n_terms], const typename C::b_raw_t b[C::n_out]) {
-    QFX_HLS(INLINE off)
+    QFX_PRAGMA(HLS INLINE off)
     static const unsigned MK = fold_shape<C::n_in * C::n_out, reuse_of<C>::value>::mults * C::n_terms;
-    QFX_HLS(ARRAY_PARTITION variable=sign cyclic factor=MK)  // term unit m reads weight r*M + m
-    QFX_HLS(ARRAY_PARTITION variable=shift cyclic factor=MK)
+    QFX_PRAGMA(HLS ARRAY_PARTITION variable=sign cyclic factor=MK)  // term unit m reads weight r*M + m
+    QFX_PRAGMA(HLS ARRAY_PARTITION variable=shift cyclic factor=MK)
     (void)MK;
     dense_core<C, mac_shiftadd>(in, out, sign, shift, b);
 }
@@ -31,11 +31,11 @@ void conv2d_shiftadd(hls::stream<typename C::in_t>& in, hls::stream<typename C::
                      const int8_t sign[C::n_filt * C::filt_height * C::filt_width * C::n_chan * C::n_terms],
                      const int8_t shift[C::n_filt * C::filt_height * C::filt_width * C::n_chan * C::n_terms],
                      const typename C::b_raw_t b[C::n_filt]) {
-    QFX_HLS(INLINE off)
+    QFX_PRAGMA(HLS INLINE off)
     static const unsigned MK =
         fold_shape<C::n_filt * C::filt_height * C::filt_width * C::n_chan, reuse_of<C>::value>::mults * C::n_terms;
-    QFX_HLS(ARRAY_PARTITION variable=sign cyclic factor=MK)  // term unit m reads weight r*M + m
-    QFX_HLS(ARRAY_PARTITION variable=shift cyclic factor=MK)
+    QFX_PRAGMA(HLS ARRAY_PARTITION variable=sign cyclic factor=MK)  // term unit m reads weight r*M + m
+    QFX_PRAGMA(HLS ARRAY_PARTITION variable=shift cyclic factor=MK)
     (void)MK;
     conv2d_core<C, mac_shiftadd>(in, out, sign, shift, b);
 }

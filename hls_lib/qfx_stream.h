@@ -11,10 +11,10 @@ namespace qfx {
 // Reads N elements of `in` once, writes each to `out_a` and to `out_b` (no arithmetic).
 template <class T, unsigned N>
 void fanout2(hls::stream<T>& in, hls::stream<T>& out_a, hls::stream<T>& out_b) {
-    QFX_HLS(INLINE off)
+    QFX_PRAGMA(HLS INLINE off)
 QFX_LABEL(elems)
     for (unsigned i = 0; i < N; i++) {
-        QFX_HLS(PIPELINE II=1)
+        QFX_PRAGMA(HLS PIPELINE II=1)
         const T v = in.read();
         out_a.write(v);
         out_b.write(v);

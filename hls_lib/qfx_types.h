@@ -16,12 +16,16 @@
 #define QFX_SYNTH_ACTIVE 1
 #endif
 
+// QFX_PRAGMA(HLS PIPELINE II=1) is exactly `#pragma HLS PIPELINE II=1`: the argument is
+// stringified in this one macro, so no word of it is macro-expanded first (the AMD
+// ap_common.h defines INLINE as `inline __attribute__((always_inline))` under
+// __SYNTHESIS__, which a two-level stringify would paste into `HLS INLINE off`).
+// Constants in pragmas are C++ constants (static const), resolved by Vitis HLS.
 #ifdef QFX_SYNTH_ACTIVE
-#define QFX_PRAGMA_STR(x) _Pragma(#x)
-#define QFX_HLS(x) QFX_PRAGMA_STR(HLS x)
+#define QFX_PRAGMA(x) _Pragma(#x)
 #define QFX_LABEL(name) name:
 #else
-#define QFX_HLS(x)
+#define QFX_PRAGMA(x)
 #define QFX_LABEL(name)  // loop labels name loops in HLS reports; g++ would warn "unused label"
 #endif
 
@@ -107,7 +111,7 @@ template <int IMPL> struct mul_bound;
 template <> struct mul_bound<0> {
     template <class A, class B>
     static auto mul(const A& a, const B& b) -> decltype(a * b) {
-        QFX_HLS(INLINE)
+        QFX_PRAGMA(HLS INLINE)
         const decltype(a * b) p = a * b;
         return p;
     }
@@ -115,18 +119,18 @@ template <> struct mul_bound<0> {
 template <> struct mul_bound<1> {
     template <class A, class B>
     static auto mul(const A& a, const B& b) -> decltype(a * b) {
-        QFX_HLS(INLINE)
+        QFX_PRAGMA(HLS INLINE)
         const decltype(a * b) p = a * b;
-        QFX_HLS(BIND_OP variable=p op=mul impl=dsp)
+        QFX_PRAGMA(HLS BIND_OP variable=p op=mul impl=dsp)
         return p;
     }
 };
 template <> struct mul_bound<2> {
     template <class A, class B>
     static auto mul(const A& a, const B& b) -> decltype(a * b) {
-        QFX_HLS(INLINE)
+        QFX_PRAGMA(HLS INLINE)
         const decltype(a * b) p = a * b;
-        QFX_HLS(BIND_OP variable=p op=mul impl=fabric)
+        QFX_PRAGMA(HLS BIND_OP variable=p op=mul impl=fabric)
         return p;
     }
 };
@@ -134,7 +138,7 @@ template <> struct mul_bound<2> {
 // x * y with the multiplier implementation chosen by config C's mul_impl.
 template <class C, class A, class B>
 inline auto mul(const A& a, const B& b) -> decltype(a * b) {
-    QFX_HLS(INLINE)
+    QFX_PRAGMA(HLS INLINE)
     return mul_bound<mul_impl_of<C>::value>::mul(a, b);
 }
 

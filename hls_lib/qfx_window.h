@@ -28,24 +28,24 @@ template <unsigned KH> struct line_rows { static const unsigned value = KH > 1 ?
 // window_push shifts value v of channel c at padded column px into both.
 template <class T, unsigned WP, unsigned C, unsigned KH, unsigned KW>
 void window_push(T lb[line_rows<KH>::value][WP][C], T win[KH][KW][C], unsigned px, unsigned c, const T& v) {
-    QFX_HLS(INLINE)
+    QFX_PRAGMA(HLS INLINE)
 QFX_LABEL(shift_cols)
     for (unsigned ky = 0; ky < KH; ky++) {
-        QFX_HLS(UNROLL)
+        QFX_PRAGMA(HLS UNROLL)
         for (unsigned kx = 0; kx + 1 < KW; kx++) {
-            QFX_HLS(UNROLL)
+            QFX_PRAGMA(HLS UNROLL)
             win[ky][kx][c] = win[ky][kx + 1][c];
         }
     }
 QFX_LABEL(new_col)
     for (unsigned ky = 0; ky + 1 < KH; ky++) {
-        QFX_HLS(UNROLL)
+        QFX_PRAGMA(HLS UNROLL)
         win[ky][KW - 1][c] = lb[ky][px][c];
     }
     win[KH - 1][KW - 1][c] = v;
 QFX_LABEL(shift_rows)
     for (unsigned ky = 0; ky + 2 < KH; ky++) {
-        QFX_HLS(UNROLL)
+        QFX_PRAGMA(HLS UNROLL)
         lb[ky][px][c] = lb[ky + 1][px][c];
     }
     if (KH > 1) lb[line_rows<KH>::value - 1][px][c] = v;

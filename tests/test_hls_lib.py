@@ -659,7 +659,7 @@ def test_bad_fold_fields_rejected():
 
 
 def test_no_bare_labels_or_pragmas():
-    """Labels and pragmas only through QFX_LABEL / QFX_HLS (g++ -Wall: unused labels, unknown pragmas)."""
+    """Labels and pragmas only through QFX_LABEL / QFX_PRAGMA (g++ -Wall: unused labels, unknown pragmas)."""
     import re
     for p in sorted(HLS_LIB.glob("*.h")):
         for n, line in enumerate(p.read_text().splitlines(), 1):

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(shutil.which("tclsh") is None and not os.environ
 STUBS = r"""
 set ::log {}
 proc _rec {args} { lappend ::log [join $args " "] }
-proc open_project {name} { _rec open_project }
+proc open_project {args} { _rec open_project }
 proc set_top {name} { _rec set_top $name }
 proc add_files {args} {
     set tb 0

@@ -144,3 +144,24 @@ def test_adversarial_names(mlp_onnx, tmp_path):
             # appear raw; plain punctuation such as 'a-b#6' or 'stem.0/Conv' may stand in a comment as written
             if len(t) > 3 and names.comment(t, 10**6) != t:
                 assert t not in text, (name, t[:40])
+
+
+def test_backend_refuses_graphs_the_passes_did_not_type(tmp_path):
+    """Accumulator types and binary points come from the IR passes only: the backend never sizes them itself."""
+    import numpy as np
+
+    from qfx_compile.backend.plan import BackendError
+    from qfx_compile.backend.project import compile_graph
+    from qfx_compile.ir.graph import Const, Graph, Node, Tensor
+    from qfx_compile.ir.passes import infer_shapes, run_default_passes
+    from qfx_compile.qfx.types import FixedType as F
+
+    w = Const(raw=np.arange(-6, 6).reshape(3, 4), type=F(4, 1))
+    fc = Node("fc", "dense", ["x0"], ["y"], attrs={"out_type": F(8, 4, True, "AP_RND", "AP_SAT")}, params={"weight": w})
+    q = Node("q", "quant", ["x"], ["x0"], attrs={"out_type": F(6, 2, True, "AP_RND_CONV", "AP_SAT")})
+    g = Graph("tiny", ["x"], ["y"], [q, fc], {"x": Tensor("x", (4,)), "x0": Tensor("x0"), "y": Tensor("y")})
+    with pytest.raises(BackendError, match="run_default_passes"):
+        compile_graph(infer_shapes(g), tmp_path / "untyped", target="ultra96", vectors=2)
+    assert not (tmp_path / "untyped").exists()
+    res = compile_graph(run_default_passes(g), tmp_path / "typed", target="ultra96", vectors=2)
+    assert (res.outdir / "firmware").is_dir()

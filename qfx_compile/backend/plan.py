@@ -71,39 +71,22 @@ def _pads(v: Any) -> tuple[int, int, int, int]:
     raise BackendError(f"cannot read padding {v!r}")
 
 
-def unify_const(c: Const) -> tuple[np.ndarray, FixedType]:
-    """One type for a constant: per-channel mantissas shifted to the largest F (exact)."""
+def const_mantissas(c: Const, where: str) -> tuple[np.ndarray, FixedType]:
+    """Mantissas and type of a constant; its binary point must already be unified (ir.passes.unify_consts)."""
+    if c.int_bits is not None:
+        raise BackendError(f"{where}: per-channel binary points reach the backend; run "
+                           f"qfx_compile.ir.passes.run_default_passes (unify_consts) first")
     raw = np.asarray(c.raw)
-    if c.int_bits is None:
-        return raw.astype(object) if raw.dtype == object else raw.astype(np.int64), c.type
-    ib = np.asarray(c.int_bits, dtype=np.int64).reshape(-1)
-    f = c.type.width - ib
-    f_max, i_max = int(f.max()), int(ib.max())
-    shifts = (f_max - f).reshape((-1,) + (1,) * (raw.ndim - 1))
-    out = raw.astype(object) * (2 ** shifts.astype(object))
-    t = FixedType(i_max + f_max, i_max, c.type.signed, c.type.rounding, c.type.overflow)
-    return out, t
+    return (raw.astype(object) if raw.dtype == object else raw.astype(np.int64)), c.type
 
 
-def acc_from_weights(x_t: FixedType, w: np.ndarray, w_t: FixedType, b: np.ndarray | None,
-                     b_t: FixedType | None) -> FixedType:
-    """Accumulator by interval analysis over the actual weights (reference section 7).
-
-    ``w`` is ``[out][...inputs...]`` mantissas; ``b`` per output.
-    """
-    f = x_t.frac_bits + w_t.frac_bits
-    if b_t is not None:
-        f = max(f, b_t.frac_bits)
-    w2 = np.asarray(w).reshape(w.shape[0], -1).astype(object)
-    pos = np.where(w2 > 0, w2, 0)
-    neg = np.where(w2 < 0, w2, 0)
-    s = f - x_t.frac_bits - w_t.frac_bits
-    hi = (pos.sum(axis=1) * x_t.raw_max + neg.sum(axis=1) * x_t.raw_min) * (1 << s)
-    lo = (pos.sum(axis=1) * x_t.raw_min + neg.sum(axis=1) * x_t.raw_max) * (1 << s)
-    if b is not None:
-        bb = np.asarray(b).astype(object) * (1 << (f - b_t.frac_bits))
-        hi, lo = hi + bb, lo + bb
-    return FixedType.for_raw_range(min(int(min(lo)), 0), max(int(max(hi)), 0), f, signed=True)
+def required_acc_type(n: Node, where: str) -> FixedType:
+    """The accumulator type from ir.passes.accumulators: the backend never sizes one itself."""
+    acc = n.attrs.get("acc_type")
+    if acc is None:
+        raise BackendError(f"{where}: no accumulator type; run qfx_compile.ir.passes.run_default_passes "
+                           f"(type_accumulators) first")
+    return acc
 
 
 def fmt_array(values: np.ndarray, per_line: int = 24) -> list[str]:
@@ -249,7 +232,7 @@ def build_plan(graph: Graph, opts: PlanOptions) -> dict:
 
 
 def _const_array(L: dict, role: str, prefix: str, c: Const, dims: str) -> dict:
-    raw, t = unify_const(c)
+    raw, t = const_mantissas(c, f"layer {L['name_comment']!r} {role}")
     flat = np.asarray(raw).reshape(-1)
     lo = int(min(flat.tolist())) if flat.size else 0
     hi = int(max(flat.tolist())) if flat.size else 0
@@ -404,10 +387,9 @@ def _matmul_plan(L: dict, n: Node, ins: list, out: dict, x_t: FixedType, y_t: Fi
         b = Const(raw=np.zeros(w.raw.shape[0], dtype=np.int64), type=FixedType(1, 1, True))
     wa = _const_array(L, "weight", "w", w, "[n_filt][kh][kw][n_chan]" if conv else "[n_out][n_in]")
     ba = _const_array(L, "bias", "b", b, "[n_filt]" if conv else "[n_out]")
-    w_raw_u, b_raw_u = np.asarray(unify_const(w)[0]), np.asarray(unify_const(b)[0])
-    acc = n.attrs.get("acc_type")
-    if acc is None:
-        acc = acc_from_weights(x_t, w_raw_u, wa["type"], b_raw_u, ba["type"])
+    w_raw_u = const_mantissas(w, f"layer {L['name_comment']!r} weight")[0]
+    b_raw_u = const_mantissas(b, f"layer {L['name_comment']!r} bias")[0]
+    acc = required_acc_type(n, f"layer {L['name_comment']!r}")
     L["acc"] = acc
     L["params_bits"] = wa["depth"] * wa["width"] + ba["depth"] * ba["width"]
     L["n_params"] = wa["depth"] + (ba["depth"] if n.params.get("bias") is not None else 0)
@@ -502,10 +484,9 @@ def _matmul_plan(L: dict, n: Node, ins: list, out: dict, x_t: FixedType, y_t: Fi
 
 
 def _avg_types(L: dict, n: Node, x_t: FixedType, y_t: FixedType, count: int) -> None:
-    acc = n.attrs.get("acc_type") or x_t.sum_of(count)
-    rb = int(n.attrs.get("recip_bits", 16))
-    p = count.bit_length() - 1
-    recip = FixedType(rb, 1 - p, False, "AP_RND_CONV", "AP_SAT")
+    acc = required_acc_type(n, f"layer {L['name_comment']!r}")
+    recip = n.attrs["recip"].type  # set by ir.passes.infer_shapes (rule: qfx.types.reciprocal_type)
+    rb = recip.width
     L["acc"] = acc
     L["types"] += [("in_t", x_t.cpp()), ("acc_t", acc.cpp()), ("recip_t", recip.cpp()), ("out_t", y_t.cpp())]
     # one multiplier S * r per output (a shift when N is a power of two)

@@ -191,7 +191,7 @@ def _step(console, text: str, quiet: bool):
 @click.option("--config", "config", default=None, metavar="FILE",
               help='Per-layer options (JSON): {"default": {"stream_depth": 2}, "layers": {"<name>": {"reuse": 16, '
                    '"mul_impl": 1}}}; options: stream_depth, reuse (cycles per output, 0 = chosen to fit the '
-                   'DSPs), mul_impl (0 auto, 1 DSP, 2 LUTs), mul_limit, inline.')
+                   'DSPs), mul_impl (0 auto, 1 DSP, 2 LUTs), inline.')
 @click.option("--vectors", type=click.IntRange(1, 100000), default=100, show_default=True,
               help="Test vectors in the testbench (at most those stored in the model).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Parallel g++ jobs for --csim.")
@@ -233,7 +233,7 @@ def _compile(console, err, model, target, outdir, clock_ns, part, csim, force, c
         raise UserError(str(e))
     if config is not None and not Path(config).is_file():
         raise UserError(f"--config file {config} does not exist: give a JSON file such as "
-                        '{"default": {"stream_depth": 2}, "layers": {"<layer name>": {"mul_limit": 64}}}.')
+                        '{"default": {"stream_depth": 2}, "layers": {"<layer name>": {"reuse": 64}}}.')
     out = Path(outdir) if outdir else Path(mp.stem + "_hls")
     try:
         with _step(err, f"reading {mp.name}", quiet):

@@ -85,14 +85,14 @@ def test_config_applies_and_success(mlp_onnx, tmp_path, capsys):
     from qfx_compile.frontend import load_model
 
     layer = load_model(str(mlp_onnx)).nodes[-1].name
-    cfg.write_text(json.dumps({"default": {"stream_depth": 8}, "layers": {layer: {"mul_limit": 16}}}))
+    cfg.write_text(json.dumps({"default": {"stream_depth": 8}, "layers": {layer: {"inline": True}}}))
     out = tmp_path / "prj"
     assert main([str(mlp_onnx), "--config", str(cfg), "-o", str(out), "--target", "kv260", "--clock-ns", "3.3",
                  "-q"]) == 0
     assert names
     top = (out / "firmware" / "qfx_top.cpp").read_text()
     assert "depth=8" in top
-    assert "limit=16" in "".join(p.read_text() for p in (out / "firmware" / "layers").glob("*.cpp"))
+    assert "HLS INLINE)" in "".join(p.read_text() for p in (out / "firmware" / "layers").glob("*.cpp"))
     assert "create_clock -period 3.3" in (out / "build.tcl").read_text()
     rep = json.loads((out / "report.json").read_text())
     assert rep["target"] == "kv260" and rep["vectors"]["count"] == 10

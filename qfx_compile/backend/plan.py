@@ -35,9 +35,9 @@ TOP = "qfx_top"
 RESERVED = ("qfx_top", "qfx", "in", "out", "main", "hls")
 
 #: Layer options a config file may set, with their defaults.
-LAYER_DEFAULTS = {"stream_depth": 2, "mul_limit": 0, "inline": False, "reuse": 0, "mul_impl": 0}
+LAYER_DEFAULTS = {"stream_depth": 2, "inline": False, "reuse": 0, "mul_impl": 0}
 #: Allowed ranges of the integer options (reuse 0 = chosen by the compiler; mul_impl 0 auto, 1 DSP, 2 LUTs).
-OPTION_RANGES = {"stream_depth": (1, 1 << 20), "mul_limit": (0, 1 << 20), "reuse": (0, 1 << 30), "mul_impl": (0, 2)}
+OPTION_RANGES = {"stream_depth": (1, 1 << 20), "reuse": (0, 1 << 30), "mul_impl": (0, 2)}
 
 
 # --------------------------------------------------------------------- helpers
@@ -112,7 +112,7 @@ def load_layer_config(path: str | Path | None, graph: Graph) -> tuple[dict, dict
         raise BackendError(f"config file {p} does not exist")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BackendError(f"config file {p} is not valid JSON ({e}); expected "
-                           '{"default": {"stream_depth": 2}, "layers": {"<layer name>": {"mul_limit": 64}}}')
+                           '{"default": {"stream_depth": 2}, "layers": {"<layer name>": {"reuse": 64}}}')
     if not isinstance(data, dict) or set(data) - {"default", "layers"}:
         raise BackendError(f"config file {p}: the top level must be an object with keys 'default' and/or 'layers'")
 

@@ -30,9 +30,12 @@ inline R reciprocal(unsigned long long n) {
     return from_raw<R>(recip_mantissa<R>(n));
 }
 
-template <class C>
-void maxpool2d(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out) {
-    QFX_PRAGMA(HLS INLINE off)
+// The streaming window shared by max and average pooling (no padding): every input is read
+// once into the line buffer; where a window is complete, reduce(win, c) gives the output of
+// channel c. Inlined into the kernel that calls it.
+template <class C, class Reduce>
+void pool_windows(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out, const Reduce& reduce) {
+    QFX_PRAGMA(HLS INLINE)
     typedef typename C::in_t in_t;
     static const unsigned KH = C::pool_height, KW = C::pool_width, NC = C::n_chan;
     in_t lb[line_rows<KH>::value][C::in_width][NC];
@@ -54,49 +57,50 @@ QFX_LABEL(rows)
         QFX_LABEL(outs)
             for (unsigned c = 0; c < NC; c++) {
                 QFX_PRAGMA(HLS PIPELINE II=1)
-                in_t m = win[0][0][c];
-                for (unsigned ky = 0; ky < KH; ky++)
-                    for (unsigned kx = 0; kx < KW; kx++)
-                        if (win[ky][kx][c] > m) m = win[ky][kx][c];
-                out.write(m);  // no cast
+                out.write(reduce(win, c));
             }
         }
     }
 }
 
+// max over the window, no cast (out_t == in_t)
+template <class C>
+struct max_of_window {
+    template <class W>
+    typename C::out_t operator()(const W& win, unsigned c) const {
+        typename C::in_t m = win[0][0][c];
+        for (unsigned ky = 0; ky < C::pool_height; ky++)
+            for (unsigned kx = 0; kx < C::pool_width; kx++)
+                if (win[ky][kx][c] > m) m = win[ky][kx][c];
+        return m;
+    }
+};
+
+// cast(S * r, out_t): S the exact window sum in acc_t, r = cast(1/N, recip_t)
+template <class C>
+struct mean_of_window {
+    typename C::recip_t r;
+    template <class W>
+    typename C::out_t operator()(const W& win, unsigned c) const {
+        typename C::acc_t s = 0;
+        for (unsigned ky = 0; ky < C::pool_height; ky++)
+            for (unsigned kx = 0; kx < C::pool_width; kx++) s += win[ky][kx][c];  // exact sum
+        return mul<C>(s, r);  // exact product (multiplier per mul_impl), the one cast
+    }
+};
+
+template <class C>
+void maxpool2d(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out) {
+    QFX_PRAGMA(HLS INLINE off)
+    pool_windows<C>(in, out, max_of_window<C>());
+}
+
 template <class C>
 void avgpool2d(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out) {
     QFX_PRAGMA(HLS INLINE off)
-    typedef typename C::in_t in_t;
-    static const unsigned KH = C::pool_height, KW = C::pool_width, NC = C::n_chan;
-    const typename C::recip_t r = reciprocal<typename C::recip_t>(KH * KW);
-    in_t lb[line_rows<KH>::value][C::in_width][NC];
-    QFX_PRAGMA(HLS ARRAY_PARTITION variable=lb complete dim=1)
-    in_t win[KH][KW][NC];
-    QFX_PRAGMA(HLS ARRAY_PARTITION variable=win complete dim=0)
-QFX_LABEL(rows)
-    for (unsigned py = 0; py < C::in_height; py++) {
-    QFX_LABEL(cols)
-        for (unsigned px = 0; px < C::in_width; px++) {
-        QFX_LABEL(chans)
-            for (unsigned c = 0; c < NC; c++) {
-                QFX_PRAGMA(HLS PIPELINE II=1)
-                window_push<in_t, C::in_width, NC, KH, KW>(lb, win, px, c, in.read());
-            }
-            if (!window_ends_at(py, KH, C::stride_height, C::out_height) ||
-                !window_ends_at(px, KW, C::stride_width, C::out_width))
-                continue;
-        QFX_LABEL(outs)
-            for (unsigned c = 0; c < NC; c++) {
-                QFX_PRAGMA(HLS PIPELINE II=1)
-                typename C::acc_t s = 0;
-                for (unsigned ky = 0; ky < KH; ky++)
-                    for (unsigned kx = 0; kx < KW; kx++) s += win[ky][kx][c];  // exact sum
-                const typename C::out_t y = mul<C>(s, r);  // exact product (multiplier per mul_impl), the one cast
-                out.write(y);
-            }
-        }
-    }
+    mean_of_window<C> mean;
+    mean.r = reciprocal<typename C::recip_t>(C::pool_height * C::pool_width);
+    pool_windows<C>(in, out, mean);
 }
 
 template <class C>

@@ -89,9 +89,6 @@ class NameTable:
         self._by_orig[key] = cand
         return cand
 
-    def mapping(self) -> dict[str, str]:
-        return dict(self._by_orig)
-
 
 _COMMENT_BAD = re.compile(r"[^A-Za-z0-9 _.,:;=+\-()!?@%^~/*#&\[\]]")
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..ir.graph import Const, Graph, Node
-from ..qfx.types import FixedType
+from ..qfx.types import FixedType, raw_range
 from ..targets import Target, estimate_memory
 from . import names, shiftadd
 from .estimate import DSP_SHARE, DesignEstimate, FitError, LayerShape, choose_reuse, estimate_layer, signed_bits
@@ -43,7 +43,8 @@ OPTION_RANGES = {"stream_depth": (1, 1 << 20), "reuse": (0, 1 << 30), "mul_impl"
 # --------------------------------------------------------------------- helpers
 def raw_ctype(lo: int, hi: int) -> str:
     for bits in (8, 16, 32, 64):
-        if -(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1:
+        lo_c, hi_c = raw_range(bits, True)
+        if lo_c <= lo and hi <= hi_c:
             return f"int{bits}_t"
     raise BackendError(f"a constant mantissa in [{lo}, {hi}] does not fit 64 bits")
 

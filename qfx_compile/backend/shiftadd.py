@@ -92,10 +92,6 @@ def _type_of(lo: int, hi: int, f: int) -> FixedType:
     return FixedType.for_raw_range(lo, hi, f)
 
 
-def _ctype(t: FixedType) -> str:
-    return f"{'ap_fixed' if t.signed else 'ap_ufixed'}<{t.width}, {t.int_bits}>"
-
-
 def _combine(a: dict, b: dict, sb: int) -> dict:
     out = dict(a)
     for i, c in b.items():
@@ -232,7 +228,6 @@ class LayerCode:
     adder_bits: int
     widest: FixedType | None
     depth: int
-    leaves: list[int]       # input indices used (their mantissas are read once at the top)
 
 
 def layer_code(terms: list[list[Term]], x_t: FixedType, bias_raw: list[int], b_t: FixedType,
@@ -255,4 +250,4 @@ def layer_code(terms: list[list[Term]], x_t: FixedType, bias_raw: list[int], b_t
         depth = max(depth, ch.depth)
         if ch.acc is not None and (widest is None or ch.acc.width > widest.width):
             widest = ch.acc
-    return LayerCode(body, sum(len(r) for r in terms), adders, bits, widest, depth, used)
+    return LayerCode(body, sum(len(r) for r in terms), adders, bits, widest, depth)

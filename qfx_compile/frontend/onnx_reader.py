@@ -21,6 +21,7 @@ from ..ir.ops import OpError
 from ..ir.ops.avgpool import DEFAULT_RECIP_BITS
 from ..ir.passes.shapes import infer_shapes
 from ..qfx.khot import digit_count
+from ..ir.interpret import float_to_raw
 from ..qfx.quantize import requantize_raw
 from ..qfx.types import FixedType
 from .errors import ModelError
@@ -41,26 +42,6 @@ _MAX_INPUTS = {"qfx.FixedPoint": 2, "Quant": 4, "qfx.Conv": 3, "qfx.AveragePool"
                "Identity": 1, "Constant": 0}
 _VEC_FIX = "re-export with qfx.export_onnx(..., vectors=N) or delete the qfx.vectors metadata entry"
 _CAST_TARGETS = {TensorProto.DOUBLE: (53, 1074, 1023), TensorProto.FLOAT: (24, 149, 127)}
-
-
-def _float_to_raw(x, t: FixedType) -> np.ndarray:
-    """``cast(x, t)`` of finite floats, exact for any magnitude.
-
-    Like ``ir.interpret.float_to_raw``, but mantissas whose shift would exceed 62 bits go to
-    ``requantize_raw`` as Python ints (its int64 path cannot shift a value such as 1e300 onto a grid).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    m, e = np.frexp(x)
-    mant = (m * float(1 << 53)).astype(np.int64)  # exact: |m| < 1
-    out = np.zeros(x.shape, dtype=object)
-    for ex in np.unique(e):
-        sel = e == ex
-        src = 53 - int(ex)
-        mm = mant[sel]
-        if abs(src - t.frac_bits) > 62:
-            mm = np.array([int(v) for v in mm], dtype=object)
-        out[sel] = requantize_raw(mm, src, t)
-    return out.astype(np.int64) if t.width <= 62 else out
 
 
 class _Reader:
@@ -427,7 +408,7 @@ class _Reader:
                     if arr is not None and arr.dtype.kind in "iu":  # integers: exact, even beyond 2**53
                         raw[sel] = requantize_raw(np.broadcast_to(arr, f.shape)[sel], 0, t)
                     elif arr is not None:
-                        raw[sel] = _float_to_raw(np.broadcast_to(arr, f.shape)[sel], t)
+                        raw[sel] = float_to_raw(np.broadcast_to(arr, f.shape)[sel], t)
                     else:
                         for sf in np.unique(arr_frac[sel]):
                             s2 = sel & (arr_frac == sf)
@@ -692,7 +673,7 @@ class _Reader:
             raise self.err(f"Clip {side} {v!r} lies outside the range [{float(lo_v)!r}, {float(hi_v)!r}] of the "
                            f"input type {xt}: every output would be {v!r}, which that type cannot hold; use a bound "
                            f"inside the range")
-        raw = int(_float_to_raw(np.array([v], dtype=np.float64), t)[0])
+        raw = int(float_to_raw(np.array([v], dtype=np.float64), t)[0])
         if Fraction(raw) * Fraction(2) ** -xt.frac_bits != fv:
             near = float(Fraction(raw) * Fraction(2) ** -xt.frac_bits)
             raise self.err(f"Clip {side} {v!r} is not on the grid of the input type {xt} (a multiple of "

@@ -22,7 +22,6 @@ class _Calibration:
         self.model = model
 
     def __enter__(self):
-        self._was_training = self.model.training
         for m in self.model.modules():
             if isinstance(m, (Quantizer, QFXModule)):
                 m.calibrating = True

@@ -27,7 +27,7 @@ import itertools
 
 import numpy as np
 
-from .types import FixedType
+from .types import FixedType, raw_range
 
 DIGIT_FLAVOURS = ("binary", "csd")
 
@@ -105,8 +105,7 @@ def digits_of(m: int, digits: str) -> list[tuple[int, int]]:
 # ------------------------------------------------------------------ tables
 @functools.lru_cache(maxsize=256)
 def _table(width: int, signed: bool, k: int, digits: str) -> np.ndarray:
-    lo = -(1 << (width - 1)) if signed else 0
-    hi = (1 << (width - 1)) - 1 if signed else (1 << width) - 1
+    lo, hi = raw_range(width, signed)
     if width <= _ENUM_WIDTH:
         grid = np.arange(lo, hi + 1, dtype=np.int64)
         vals = grid[digit_count(grid, digits) <= k]

@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .types import OVERFLOW_MODES, ROUNDING_MODES, FixedType, reciprocal_raw, sat_sym_raw_min
+from .types import OVERFLOW_MODES, ROUNDING_MODES, FixedType, raw_range, reciprocal_raw, sat_sym_raw_min
 
 DOMAIN = "qfx"
 DOMAIN_VERSION = 1
@@ -109,8 +109,7 @@ def fixed_point_function(width: int, signed: bool, rounding: str, overflow: str)
         raise ValueError(f"unknown rounding mode {rounding!r}")
     if overflow not in OVERFLOW_MODES:
         raise ValueError(f"unsupported overflow mode {overflow!r}")
-    raw_min = -(1 << (width - 1)) if signed else 0
-    raw_max = (1 << (width - 1)) - 1 if signed else (1 << width) - 1
+    raw_min, raw_max = raw_range(width, signed)
 
     b = _Body()
     two = b.const(2.0, "two")

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .types import FixedType, sat_sym_raw_min
+from .types import FixedType, raw_range, sat_sym_raw_min
 
 #: Mantissa bits a float dtype holds exactly (including the implicit bit).
 _EXACT_BITS = {torch.float32: 24, torch.float64: 53}
@@ -109,8 +109,7 @@ def _cast_scaled(x: torch.Tensor, frac: torch.Tensor | int, int_bits: torch.Tens
         span = _pow2(int_bits, dt)  # 2**I = 2**W * 2**-F
     else:
         scale, inv, span = 2.0 ** frac, 2.0 ** -frac, 2.0 ** int_bits
-    raw_min = -(1 << (width - 1)) if signed else 0
-    raw_max = (1 << (width - 1)) - 1 if signed else (1 << width) - 1
+    raw_min, raw_max = raw_range(width, signed)
     if overflow == "AP_WRAP":
         # q mod 2**W == round(fmod(x, 2**I) * 2**F) mod 2**W, fmod is exact and keeps the sign.
         # torch's vectorised fmod computes x - trunc(x / y) * y, which is NaN when x / y
@@ -190,8 +189,7 @@ def _cast_f32_via_f64(x: torch.Tensor, frac: int, width: int, signed: bool, roun
     (exact: a W-bit value).
     """
     scale, inv = 2.0 ** frac, 2.0 ** -frac
-    raw_min = -(1 << (width - 1)) if signed else 0
-    raw_max = (1 << (width - 1)) - 1 if signed else (1 << width) - 1
+    raw_min, raw_max = raw_range(width, signed)
     y = x.to(torch.float64)  # always a new buffer (x is float32); all else happens in place
     if overflow == "AP_WRAP":
         step = float(1 << width)
@@ -224,8 +222,7 @@ class _QuantizeSTE(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         frac, width, signed = ctx.meta
         inv = _pow2(-frac, x.dtype) if isinstance(frac, torch.Tensor) else 2.0 ** -frac
-        raw_min = -(1 << (width - 1)) if signed else 0
-        raw_max = (1 << (width - 1)) - 1 if signed else (1 << width) - 1
+        raw_min, raw_max = raw_range(width, signed)
         inside = (x >= raw_min * inv) & (x <= raw_max * inv)
         return torch.where(inside, grad, 0.0), None, None, None, None, None, None
 

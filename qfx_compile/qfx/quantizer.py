@@ -40,7 +40,7 @@ from torch import nn
 
 from . import khot as _khot
 from .quantize import quantize
-from .types import FixedType, sat_sym_raw_min
+from .types import FixedType, raw_range, sat_sym_raw_min
 
 _LN2 = math.log(2.0)
 #: Widths the float32 training path emulates exactly; wider casts train in float64.
@@ -81,8 +81,7 @@ class _FixedPointTrain(torch.autograd.Function):
             shape[axis] = -1
         ibr = ib.detach().to(x.dtype).reshape(shape)
         frac = width - ibr
-        raw_min = -(1 << (width - 1)) if signed else 0
-        raw_max = (1 << (width - 1)) - 1 if signed else (1 << width) - 1
+        raw_min, raw_max = raw_range(width, signed)
         inv = torch.exp2(-frac)
         t = FixedType(width, 0, signed, rounding, overflow)
         if k is not None:

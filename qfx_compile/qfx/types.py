@@ -39,6 +39,11 @@ UNSUPPORTED_MODES = ("AP_WRAP_SM",)
 MAX_WIDTH = 1024
 
 
+def raw_range(width: int, signed: bool) -> tuple[int, int]:
+    """Mantissa range of a W-bit type: ``[-2**(W-1), 2**(W-1)-1]`` signed, ``[0, 2**W-1]`` unsigned."""
+    return (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, (1 << width) - 1)
+
+
 @dataclasses.dataclass(frozen=True)
 class FixedType:
     """``ap_fixed<width, int_bits, rounding, overflow>`` (``ap_ufixed`` when unsigned).
@@ -87,11 +92,11 @@ class FixedType:
 
     @property
     def raw_min(self) -> int:
-        return -(1 << (self.width - 1)) if self.signed else 0
+        return raw_range(self.width, self.signed)[0]
 
     @property
     def raw_max(self) -> int:
-        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
+        return raw_range(self.width, self.signed)[1]
 
     @property
     def lsb(self) -> float:
@@ -214,7 +219,7 @@ def sat_sym_raw_min(width: int, signed: bool) -> int:
     """
     if not signed:
         return 0
-    return -((1 << (width - 1)) - 1) if width > 1 else -1
+    return -raw_range(width, True)[1] if width > 1 else -1
 
 
 def reciprocal_type(n: int, recip_bits: int) -> FixedType:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ...qfx.quantize import requantize_raw
-from .base import OpDef, OpError, align_sum, cast_check, max_abs_raw, out_type
+from .base import OpDef, OpError, align_sum, max_abs_raw, out_type, type_casts_to_out_type
 
 
 def shape(node, in_shapes):
@@ -12,12 +12,6 @@ def shape(node, in_shapes):
     return tuple(a)
 
 
-def type_rule(node, in_types):
-    for t in in_types:
-        cast_check(node, t)
-    return out_type(node)
-
-
 def run(node, inputs):
     (a, ta), (b, tb) = inputs
     s, f = align_sum(a, ta.frac_bits, b, tb.frac_bits, max(max_abs_raw(ta), max_abs_raw(tb)))
@@ -25,4 +19,4 @@ def run(node, inputs):
 
 
 OP = OpDef("add", __doc__, attrs={"out_type": "FixedType", "acc_type": "FixedType?"}, params={}, n_inputs=2,
-           shape=shape, type=type_rule, run=run, casts=True)
+           shape=shape, type=type_casts_to_out_type, run=run, casts=True)

@@ -9,7 +9,8 @@ import numpy as np
 from ...qfx.quantize import requantize_raw
 from ...qfx.types import FixedType, reciprocal_raw
 from ..graph import Const
-from .base import OpDef, OpError, as_wide, cast_check, fits64, int_pair, max_abs_raw, out_type, pads4, window_out
+from .base import (OpDef, OpError, as_wide, fits64, int_pair, max_abs_raw,
+                   out_type, pads4, window_out, type_casts_to_out_type)
 from .conv2d import patches
 
 DEFAULT_RECIP_BITS = 16
@@ -55,11 +56,6 @@ def shape(node, in_shapes):
     return (in_shapes[0][0], ho, wo)
 
 
-def type_rule(node, in_types):
-    cast_check(node, in_types[0])
-    return out_type(node)
-
-
 def run(node, inputs):
     (x, tx), = inputs
     k, s, p = geometry(node)
@@ -73,4 +69,4 @@ def run(node, inputs):
 OP = OpDef("avgpool", __doc__,
            attrs={"out_type": "FixedType", "kernel": "(kh, kw)", "stride": "(sh, sw)",
                   "pads": "(0, 0, 0, 0)", "recip_bits": "int", "recip": "Const?", "acc_type": "FixedType?"},
-           params={}, n_inputs=1, shape=shape, type=type_rule, run=run, casts=True)
+           params={}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run, casts=True)

@@ -125,10 +125,6 @@ def const_common(c: Const) -> tuple[np.ndarray, int]:
     return shift_left(c.raw, s), big
 
 
-def const_values_bound(raw: np.ndarray) -> int:
-    return int(np.abs(raw).max()) if raw.size else 0
-
-
 def align_sum(a: np.ndarray, fa: int, b: np.ndarray, fb: int, bound: int) -> tuple[np.ndarray, int]:
     """Exact ``a*2**-fa + b*2**-fb`` as ``(raw, F)``; ``bound`` bounds |a| and |b| before shifting."""
     f = max(fa, fb)
@@ -148,3 +144,21 @@ def matmul_exact(x: np.ndarray, w: np.ndarray, bound: int) -> np.ndarray:
 def cast_check(node: Node, t) -> None:
     if not isinstance(t, FixedType):
         raise OpError(f"node {node.name!r} ({node.op}): input has no fixed-point type")
+
+
+def type_casts_to_out_type(node: Node, in_types) -> FixedType:
+    """Type rule of an op that casts its exact result: every input typed, output ``attrs["out_type"]``."""
+    for t in in_types:
+        cast_check(node, t)
+    return out_type(node)
+
+
+def type_keeps_input(node: Node, in_types) -> FixedType:
+    """Type rule of an op with no cast (relu, clip, maxpool, flatten): the output has the input's type."""
+    cast_check(node, in_types[0])
+    return in_types[0]
+
+
+def shape_keeps_input(node: Node, in_shapes) -> tuple[int, ...]:
+    """Shape rule of an elementwise op: the output has the input's shape."""
+    return tuple(in_shapes[0])

@@ -9,7 +9,8 @@ import numpy as np
 
 from ...qfx.quantize import requantize_raw
 from ..graph import Const
-from .base import OpDef, OpError, align_sum, as_wide, cast_check, const_common, max_abs_raw, out_type, fits64
+from .base import (OpDef, OpError, align_sum, as_wide, const_common, max_abs_raw,
+                   out_type, fits64, type_casts_to_out_type)
 
 
 def shape(node, in_shapes):
@@ -22,11 +23,6 @@ def shape(node, in_shapes):
             raise OpError(f"node {node.name!r} (batchnorm): {k} must have shape ({s[0]},), got "
                           f"{getattr(c, 'shape', c)}")
     return s
-
-
-def type_rule(node, in_types):
-    cast_check(node, in_types[0])
-    return out_type(node)
 
 
 def run(node, inputs):
@@ -45,5 +41,5 @@ def run(node, inputs):
 
 
 OP = OpDef("batchnorm", __doc__, attrs={"out_type": "FixedType", "acc_type": "FixedType?"},
-           params={"scale": "(C,)", "shift": "(C,)"}, n_inputs=1, shape=shape, type=type_rule, run=run,
+           params={"scale": "(C,)", "shift": "(C,)"}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run,
            casts=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import OpDef, OpError, attr, cast_check
+from .base import OpDef, OpError, attr, type_keeps_input
 
 
 def _bounds(node):
@@ -21,11 +21,6 @@ def shape(node, in_shapes):
     return tuple(in_shapes[0])
 
 
-def type_rule(node, in_types):
-    cast_check(node, in_types[0])
-    return in_types[0]
-
-
 def run(node, inputs):
     (x, tx), = inputs
     lo, hi = _bounds(node)
@@ -33,4 +28,4 @@ def run(node, inputs):
 
 
 OP = OpDef("clip", __doc__, attrs={"lo": "int", "hi": "int"}, params={}, n_inputs=1,
-           shape=shape, type=type_rule, run=run)
+           shape=shape, type=type_keeps_input, run=run)

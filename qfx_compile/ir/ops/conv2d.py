@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import OpDef, OpError, cast_check, const_common, int_pair, out_type, pads4, window_out
+from .base import OpDef, OpError, const_common, int_pair, pads4, window_out, type_casts_to_out_type
 from .linear import check_params, weighted_sum
 
 
@@ -26,11 +26,6 @@ def shape(node, in_shapes):
                       f"{w.shape[1]} channels the weight expects")
     ho, wo = window_out(node, in_shapes[0], kernel, stride, pads)
     return (w.shape[0], ho, wo)
-
-
-def type_rule(node, in_types):
-    cast_check(node, in_types[0])
-    return out_type(node)
 
 
 def patches(x: np.ndarray, kernel, stride, pads, fill=0) -> np.ndarray:
@@ -64,4 +59,4 @@ OP = OpDef("conv2d", __doc__,
                   "pads": "(top, left, bottom, right)", "acc_type": "FixedType?", "terms": "list?",
                   "adders": "int?"},
            params={"weight": "(O, C, KH, KW)", "bias": "(O,)?"}, n_inputs=1,
-           shape=shape, type=type_rule, run=run, casts=True)
+           shape=shape, type=type_casts_to_out_type, run=run, casts=True)

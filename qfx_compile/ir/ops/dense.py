@@ -4,7 +4,7 @@ Attributes set by passes: ``acc_type`` (accumulators), ``terms``/``adders`` (K-h
 """
 from __future__ import annotations
 
-from .base import OpDef, OpError, cast_check, const_common, out_type
+from .base import OpDef, OpError, const_common, type_casts_to_out_type
 from .linear import check_params, weighted_sum
 
 
@@ -19,11 +19,6 @@ def shape(node, in_shapes):
     return (w.shape[0],)
 
 
-def type_rule(node, in_types):
-    cast_check(node, in_types[0])
-    return out_type(node)
-
-
 def run(node, inputs):
     (x, tx), = inputs
     w2, fw = const_common(node.params["weight"])
@@ -33,4 +28,4 @@ def run(node, inputs):
 OP = OpDef("dense", __doc__,
            attrs={"out_type": "FixedType", "acc_type": "FixedType?", "terms": "list?", "adders": "int?"},
            params={"weight": "(n_out, n_in)", "bias": "(n_out,)?"}, n_inputs=1,
-           shape=shape, type=type_rule, run=run, casts=True)
+           shape=shape, type=type_casts_to_out_type, run=run, casts=True)

@@ -3,16 +3,11 @@ from __future__ import annotations
 
 import math
 
-from .base import OpDef, cast_check
+from .base import OpDef, type_keeps_input
 
 
 def shape(node, in_shapes):
     return (math.prod(in_shapes[0]),)
-
-
-def type_rule(node, in_types):
-    cast_check(node, in_types[0])
-    return in_types[0]
 
 
 def run(node, inputs):
@@ -20,4 +15,4 @@ def run(node, inputs):
     return x.reshape(x.shape[0], -1)
 
 
-OP = OpDef("flatten", __doc__, attrs={}, params={}, n_inputs=1, shape=shape, type=type_rule, run=run)
+OP = OpDef("flatten", __doc__, attrs={}, params={}, n_inputs=1, shape=shape, type=type_keeps_input, run=run)

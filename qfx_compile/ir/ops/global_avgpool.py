@@ -3,7 +3,7 @@ elements of a channel, ``r`` as in ``avgpool`` (attrs ``recip_bits``, ``recip``)
 from __future__ import annotations
 
 from .avgpool import reciprocal, recip_bits, scale_sum
-from .base import OpDef, OpError, as_wide, cast_check, fits64, max_abs_raw, out_type
+from .base import OpDef, OpError, as_wide, fits64, max_abs_raw, type_casts_to_out_type
 
 
 def shape(node, in_shapes):
@@ -12,11 +12,6 @@ def shape(node, in_shapes):
         raise OpError(f"node {node.name!r} (global_avgpool) needs a (C, H, W) input, got {s}")
     reciprocal(s[1] * s[2], recip_bits(node))
     return (s[0], 1, 1)
-
-
-def type_rule(node, in_types):
-    cast_check(node, in_types[0])
-    return out_type(node)
 
 
 def run(node, inputs):
@@ -29,4 +24,4 @@ def run(node, inputs):
 
 OP = OpDef("global_avgpool", __doc__,
            attrs={"out_type": "FixedType", "recip_bits": "int", "recip": "Const?", "acc_type": "FixedType?"},
-           params={}, n_inputs=1, shape=shape, type=type_rule, run=run, casts=True)
+           params={}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run, casts=True)

@@ -1,7 +1,7 @@
 """``maxpool``: max over each window, no cast; attrs ``kernel``, ``stride``, ``pads`` (padding never wins)."""
 from __future__ import annotations
 
-from .base import OpDef, cast_check, int_pair, pads4, window_out
+from .base import OpDef, int_pair, pads4, window_out, type_keeps_input
 from .conv2d import patches
 
 
@@ -16,11 +16,6 @@ def shape(node, in_shapes):
     return (in_shapes[0][0], ho, wo)
 
 
-def type_rule(node, in_types):
-    cast_check(node, in_types[0])
-    return in_types[0]
-
-
 def run(node, inputs):
     (x, tx), = inputs
     k, s, p = geometry(node)
@@ -30,4 +25,4 @@ def run(node, inputs):
 
 OP = OpDef("maxpool", __doc__, attrs={"kernel": "(kh, kw)", "stride": "(sh, sw)",
                                       "pads": "(top, left, bottom, right)"},
-           params={}, n_inputs=1, shape=shape, type=type_rule, run=run)
+           params={}, n_inputs=1, shape=shape, type=type_keeps_input, run=run)

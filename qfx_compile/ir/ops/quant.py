@@ -2,11 +2,7 @@
 from __future__ import annotations
 
 from ...qfx.quantize import requantize_raw
-from .base import OpDef, cast_check, out_type
-
-
-def shape(node, in_shapes):
-    return tuple(in_shapes[0])
+from .base import OpDef, cast_check, out_type, shape_keeps_input
 
 
 def type_rule(node, in_types):
@@ -20,4 +16,4 @@ def run(node, inputs):
 
 
 OP = OpDef("quant", __doc__, attrs={"out_type": "FixedType"}, params={}, n_inputs=1,
-           shape=shape, type=type_rule, run=run, casts=True)
+           shape=shape_keeps_input, type=type_rule, run=run, casts=True)

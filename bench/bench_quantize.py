@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as a script from a checkout
 
 import machine  # noqa: E402  (bench/machine.py: CPU model, load, compiler)
 from qfx_compile.qfx.quantize import quantize
-from qfx_compile.qfx.types import ROUNDING_MODES, FixedType
+from qfx_compile.fixed.types import ROUNDING_MODES, FixedType
 
 
 def _time(fn) -> float:

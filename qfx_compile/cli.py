@@ -43,7 +43,7 @@ def short_type(cpp: str | None) -> str:
     """``ap_fixed<8, 3, AP_RND_CONV, AP_SAT>`` -> ``fixed<8,3,RND_CONV,SAT>``; default modes left out."""
     if not cpp:
         return "-"
-    from .qfx.types import FixedType
+    from .fixed.types import FixedType
 
     try:
         t = FixedType.parse(cpp)

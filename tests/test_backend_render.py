@@ -154,7 +154,7 @@ def test_backend_refuses_graphs_the_passes_did_not_type(tmp_path):
     from qfx_compile.backend.project import compile_graph
     from qfx_compile.ir.graph import Const, Graph, Node, Tensor
     from qfx_compile.ir.passes import infer_shapes, run_default_passes
-    from qfx_compile.qfx.types import FixedType as F
+    from qfx_compile.fixed.types import FixedType as F
 
     w = Const(raw=np.arange(-6, 6).reshape(3, 4), type=F(4, 1))
     fc = Node("fc", "dense", ["x0"], ["y"], attrs={"out_type": F(8, 4, True, "AP_RND", "AP_SAT")}, params={"weight": w})

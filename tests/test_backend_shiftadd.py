@@ -13,7 +13,7 @@ import pytest
 
 from qfx_compile.backend import shiftadd
 from qfx_compile.qfx.khot import digits_of
-from qfx_compile.qfx.types import FixedType as F
+from qfx_compile.fixed.types import FixedType as F
 
 MANT = re.compile(r"^const ap_u?int<\d+> (\w+) = qfx::raw_of\(x\[(\d+)\]\);$")
 DECL = re.compile(r"^const ap_(u?)int<(\d+)> (\w+) = (.*);  // (ap_u?fixed)<(\d+), (-?\d+)>$")

@@ -20,7 +20,7 @@ from qfx_compile.cli import main
 from qfx_compile.ir.graph import Const, Graph, Node, Tensor
 from qfx_compile.ir.passes import run_default_passes
 from qfx_compile.qfx.khot import digits_of
-from qfx_compile.qfx.types import FixedType as F
+from qfx_compile.fixed.types import FixedType as F
 
 pytestmark = [pytest.mark.xdist_group("backend"), pytest.mark.slow]
 

@@ -24,7 +24,7 @@ import torch
 
 from qfx_compile.backend import toolchain
 from qfx_compile.qfx.quantize import quantize, requantize_raw, to_raw
-from qfx_compile.qfx.types import OVERFLOW_MODES, ROUNDING_MODES, FixedType
+from qfx_compile.fixed.types import OVERFLOW_MODES, ROUNDING_MODES, FixedType
 
 pytestmark = pytest.mark.xdist_group("cast_headers")
 

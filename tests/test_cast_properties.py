@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qfx_compile.qfx.quantize import quantize, requantize_raw, to_raw
-from qfx_compile.qfx.types import OVERFLOW_MODES, ROUNDING_MODES, FixedType
+from qfx_compile.fixed.types import OVERFLOW_MODES, ROUNDING_MODES, FixedType
 
 FAST = settings(max_examples=300, deadline=None)
 

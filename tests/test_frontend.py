@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qfx_compile.frontend import ModelError, load_model, read_model_proto
 from qfx_compile.ir.interpret import run
-from qfx_compile.qfx.types import FixedType
+from qfx_compile.fixed.types import FixedType
 
 pytestmark = pytest.mark.xdist_group("ir")
 

@@ -11,7 +11,7 @@ from qfx_compile.ir.graph import Const, Graph, Node, Tensor
 from qfx_compile.ir.interpret import run, to_fractions
 from qfx_compile.ir.ops import REGISTRY
 from qfx_compile.ir.ops.avgpool import reciprocal
-from qfx_compile.qfx.types import FixedType, ROUNDING_MODES
+from qfx_compile.fixed.types import FixedType, ROUNDING_MODES
 
 SAT = ("AP_SAT", "AP_WRAP", "AP_SAT_SYM", "AP_SAT_ZERO")
 

@@ -6,7 +6,7 @@ import numpy as np
 from qfx_compile.ir.graph import Const, Graph, Node, Tensor
 from qfx_compile.ir.interpret import run
 from qfx_compile.ir.passes import fold, infer_shapes, khot_terms, run_default_passes, type_accumulators, unify_consts
-from qfx_compile.qfx.types import FixedType
+from qfx_compile.fixed.types import FixedType
 
 TX = FixedType(6, 2, True, "AP_RND", "AP_SAT")
 

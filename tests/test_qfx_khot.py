@@ -7,7 +7,7 @@ import torch
 
 from qfx_compile import qfx
 from qfx_compile.qfx import khot
-from qfx_compile.qfx.types import FixedType
+from qfx_compile.fixed.types import FixedType
 
 
 def _min_signed_digits(m: int, width: int) -> int:

@@ -7,7 +7,7 @@ from torch import nn
 
 from qfx_compile import qfx
 from qfx_compile.qfx import nn as qnn
-from qfx_compile.qfx.types import FixedType
+from qfx_compile.fixed.types import FixedType
 
 G = torch.Generator().manual_seed(1234)
 

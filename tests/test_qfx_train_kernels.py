@@ -9,7 +9,7 @@ import torch
 
 from qfx_compile import qfx
 from qfx_compile.qfx.nn import norm as qnorm
-from qfx_compile.qfx.types import ROUNDING_MODES, FixedType
+from qfx_compile.fixed.types import ROUNDING_MODES, FixedType
 
 pytestmark = pytest.mark.xdist_group("qfx")
 

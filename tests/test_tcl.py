@@ -9,7 +9,7 @@ import pytest
 from qfx_compile.backend.project import compile_graph
 from qfx_compile.ir.graph import Const, Graph, Node, Tensor
 from qfx_compile.ir.passes import run_default_passes
-from qfx_compile.qfx.types import FixedType as F
+from qfx_compile.fixed.types import FixedType as F
 
 # .ci/run installs tcl: in CI (CI=true) a missing tclsh is a failure, not a skip.
 pytestmark = pytest.mark.skipif(shutil.which("tclsh") is None and not os.environ.get("CI"),

@@ -13,7 +13,7 @@ import torch
 
 from qfx_compile.backend import toolchain
 from qfx_compile.qfx.quantize import from_raw, max_exact_width, quantize, requantize_raw, to_raw
-from qfx_compile.qfx.types import OVERFLOW_MODES, ROUNDING_MODES, FixedType, common_type
+from qfx_compile.fixed.types import OVERFLOW_MODES, ROUNDING_MODES, FixedType, common_type
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..ir.graph import Const, Graph, Node
-from ..qfx.types import FixedType, raw_range
+from ..fixed.types import FixedType, raw_range
 from ..targets import Target, estimate_memory
 from . import names, shiftadd
 from .estimate import DSP_SHARE, DesignEstimate, FitError, LayerShape, choose_reuse, estimate_layer, signed_bits

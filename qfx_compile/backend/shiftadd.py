@@ -19,8 +19,8 @@ import dataclasses
 
 import numpy as np
 
-from ..qfx.khot import digits_of
-from ..qfx.types import FixedType
+from ..fixed.digits import digits_of
+from ..fixed.types import FixedType
 
 #: Layers with at most this many terms (nonzero CSD digits of all weights) become straight-line code.
 STRAIGHT_LINE_MAX_TERMS = 2000

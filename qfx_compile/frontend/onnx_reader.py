@@ -20,10 +20,10 @@ from ..ir.graph import Const, Graph, Node, Tensor, Vectors
 from ..ir.ops import OpError
 from ..ir.ops.avgpool import DEFAULT_RECIP_BITS
 from ..ir.passes.shapes import infer_shapes
-from ..qfx.khot import digit_count
-from ..ir.interpret import float_to_raw
-from ..qfx.quantize import requantize_raw
-from ..qfx.types import FixedType
+from ..fixed.digits import digit_count
+from ..fixed.cast import float_to_raw
+from ..fixed.cast import requantize_raw
+from ..fixed.types import FixedType
 from .errors import ModelError
 from .quantizers import describe_fixedpoint, describe_qonnx
 from .values import Act, CFixed, CFloat, Pending

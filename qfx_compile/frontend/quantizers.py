@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..qfx.types import MAX_WIDTH, OVERFLOW_MODES, ROUNDING_MODES
+from ..fixed.types import MAX_WIDTH, OVERFLOW_MODES, ROUNDING_MODES
 
 #: QONNX rounding_mode -> ap_fixed quantization mode (CEIL and UP have no ap_fixed twin).
 QONNX_ROUNDING = {"FLOOR": "AP_TRN", "ROUND": "AP_RND_CONV", "HALF_EVEN": "AP_RND_CONV", "HALF_UP": "AP_RND_INF",

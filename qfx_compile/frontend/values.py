@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 
 from ..ir.graph import Const, Node
-from ..qfx.types import FixedType
+from ..fixed.types import FixedType
 
 
 @dataclasses.dataclass

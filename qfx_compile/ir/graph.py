@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..qfx.types import FixedType
+from ..fixed.types import FixedType
 
 
 @dataclasses.dataclass

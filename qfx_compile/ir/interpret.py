@@ -12,8 +12,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..qfx.quantize import requantize_raw
-from ..qfx.types import FixedType
+from ..fixed.cast import float_to_raw  # noqa: F401  (re-exported: the interpreter's input cast)
+from ..fixed.types import FixedType
 from .graph import Graph
 from .ops import get
 from .passes.shapes import infer_shapes
@@ -34,25 +34,6 @@ def input_type(graph: Graph) -> FixedType:
     """The type whose mantissas the compiled design receives."""
     q = input_quant(graph)
     return graph.tensors[graph.inputs[0]].type if q is None else q.attrs["out_type"]
-
-
-def float_to_raw(x, t: FixedType) -> np.ndarray:
-    """``cast(x, t)`` of float32/float64 values, exact for any width (via the floats' own mantissas)."""
-    x = np.asarray(x, dtype=np.float64)  # float32 -> float64 is exact
-    if not np.isfinite(x).all():
-        raise ValueError("input values must be finite")
-    m, e = np.frexp(x)
-    mant = (m * float(1 << 53)).astype(np.int64)  # exact: |m| < 1
-    out = None
-    for ex in np.unique(e):
-        sel = e == ex
-        q = requantize_raw(mant[sel], 53 - int(ex), t)
-        if out is None:
-            out = np.zeros(x.shape, dtype=q.dtype)
-        if q.dtype == object and out.dtype != object:
-            out = out.astype(object)
-        out[sel] = q
-    return out if out is not None else np.zeros(x.shape, dtype=np.int64)
 
 
 def run_all(graph: Graph, x_raw=None, *, x_float=None) -> dict[str, tuple[np.ndarray, FixedType]]:

@@ -6,7 +6,7 @@ quantizer passing its input through unchanged while recording its min / max
 non-frozen quantizer takes the fewest integer bits that cover what it saw
 (``I = ceil(log2 max|x|) + 1`` for signed types). ``qfx.calibrate(model, data)``
 does the same over ``data`` (a tensor or an iterable of batches / (x, y) pairs)
-and returns the model. PTQ = :func:`ptq`: quantize_model + calibrate, no training.
+and returns the model. PTQ (``qfx.ptq``, in convert.py) is quantize_model + calibrate, no training.
 """
 from __future__ import annotations
 
@@ -59,10 +59,3 @@ def calibrate(model: nn.Module, data=None):
             model(x)
     return model
 
-
-def ptq(model: nn.Module, config, example_input: torch.Tensor, data) -> nn.Module:
-    """Post-training quantization: convert ``model`` with ``config``, calibrate on ``data``, return it in eval mode."""
-    from .convert import quantize_model
-    q = quantize_model(model, config, example_input)
-    calibrate(q, data)
-    return q.eval()

@@ -33,7 +33,7 @@ from . import nn as qnn
 from .calibrate import calibrate
 from .khot import DIGIT_FLAVOURS, check_khot
 from .quantizer import Quantizer, as_fixed_type, int_bits_to_cover
-from .types import FixedType
+from ..fixed.types import FixedType
 
 
 @dataclasses.dataclass
@@ -365,3 +365,10 @@ def infer_types(gm: fx.GraphModule) -> dict[str, FixedType | None]:
 def _eval_types_hook(gm, args):
     if not gm.training:
         infer_types(gm)
+
+
+def ptq(model: nn.Module, config, example_input: torch.Tensor, data) -> nn.Module:
+    """Post-training quantization: convert ``model`` with ``config``, calibrate on ``data``, return it in eval mode."""
+    q = quantize_model(model, config, example_input)
+    calibrate(q, data)
+    return q.eval()

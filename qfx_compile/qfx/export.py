@@ -26,7 +26,7 @@ from torch import nn
 
 from . import onnx_ops as ops
 from .quantize import quantize, to_raw
-from .types import FixedType
+from ..fixed.types import FixedType
 
 FORMAT_VERSION = "1"
 VECTORS_KEY = "qfx.vectors"

@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .types import OVERFLOW_MODES, ROUNDING_MODES, FixedType, raw_range, reciprocal_raw, sat_sym_raw_min
+from ..fixed.types import OVERFLOW_MODES, ROUNDING_MODES, FixedType, raw_range, reciprocal_raw, sat_sym_raw_min
 
 DOMAIN = "qfx"
 DOMAIN_VERSION = 1

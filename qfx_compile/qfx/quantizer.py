@@ -40,7 +40,7 @@ from torch import nn
 
 from . import khot as _khot
 from .quantize import quantize
-from .types import FixedType, raw_range, sat_sym_raw_min
+from ..fixed.types import FixedType, raw_range, sat_sym_raw_min
 
 _LN2 = math.log(2.0)
 #: Widths the float32 training path emulates exactly; wider casts train in float64.

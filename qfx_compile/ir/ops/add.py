@@ -1,7 +1,7 @@
 """``add``: ``y = cast(a + b, out_type)``; the sum is exact, the inputs may have different types."""
 from __future__ import annotations
 
-from ...qfx.quantize import requantize_raw
+from ...fixed.cast import requantize_raw
 from .base import OpDef, OpError, align_sum, max_abs_raw, out_type, type_casts_to_out_type
 
 

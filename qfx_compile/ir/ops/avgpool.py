@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...qfx.quantize import requantize_raw
-from ...qfx.types import FixedType, reciprocal_raw
+from ...fixed.cast import requantize_raw
+from ...fixed.types import FixedType, reciprocal_raw
 from ..graph import Const
 from .base import (OpDef, OpError, as_wide, fits64, int_pair, max_abs_raw,
                    out_type, pads4, window_out, type_casts_to_out_type)

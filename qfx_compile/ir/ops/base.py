@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...qfx.types import FixedType
+from ...fixed.types import FixedType
+from ...fixed.window import out_shape, pads_from_onnx
 from ..graph import Const, Node
 
 #: Largest magnitude kept in int64 arithmetic; anything that may exceed it uses Python ints.
@@ -71,17 +72,13 @@ def pads4(node: Node) -> tuple[int, int, int, int]:
 
 
 def window_out(node: Node, in_shape, kernel, stride, pads) -> tuple[int, int]:
-    """Output (H', W') of a sliding window (floor mode); errors when the window does not fit."""
+    """Output (H', W') of a sliding window (rule: ``fixed.window``); ``pads`` (top, left, bottom, right)."""
     if len(in_shape) != 3:
         raise OpError(f"node {node.name!r} ({node.op}) needs a (C, H, W) input, got shape {tuple(in_shape)}")
-    _, h, w = in_shape
-    (kh, kw), (sh, sw) = kernel, stride
-    if kh < 1 or kw < 1 or sh < 1 or sw < 1:
-        raise OpError(f"node {node.name!r} ({node.op}): kernel and stride must be >= 1, got {kernel}, {stride}")
-    hp, wp = h + pads[0] + pads[2], w + pads[1] + pads[3]
-    if hp < kh or wp < kw:
-        raise OpError(f"node {node.name!r} ({node.op}): kernel {kernel} larger than padded input {(hp, wp)}")
-    return (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    try:
+        return out_shape(in_shape[1:], kernel, stride, pads_from_onnx(pads, 2))
+    except ValueError as e:
+        raise OpError(f"node {node.name!r} ({node.op}): {e}") from None
 
 
 # -------------------------------------------------------------- exact integers

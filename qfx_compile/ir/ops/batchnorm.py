@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...qfx.quantize import requantize_raw
+from ...fixed.cast import requantize_raw
 from ..graph import Const
 from .base import (OpDef, OpError, align_sum, as_wide, const_common, max_abs_raw,
                    out_type, fits64, type_casts_to_out_type)

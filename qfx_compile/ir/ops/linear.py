@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...qfx.quantize import requantize_raw
-from ...qfx.types import FixedType
+from ...fixed.cast import requantize_raw
+from ...fixed.types import FixedType
 from ..graph import Const, Node
 from .base import OpError, align_sum, as_wide, const_common, max_abs_raw, matmul_exact, out_type
 

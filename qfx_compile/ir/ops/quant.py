@@ -1,7 +1,7 @@
 """``quant``: ``y = cast(x, out_type)`` (an activation quantizer; the first node casts the float input)."""
 from __future__ import annotations
 
-from ...qfx.quantize import requantize_raw
+from ...fixed.cast import requantize_raw
 from .base import OpDef, cast_check, out_type, shape_keeps_input
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...qfx.types import FixedType
+from ...fixed.types import FixedType
 from ..graph import Const, Graph
 from ..ops.base import as_wide, const_common
 from .shapes import infer_shapes

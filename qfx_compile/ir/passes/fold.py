@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from ...qfx.types import FixedType
+from ...fixed.types import FixedType
 from ..graph import Graph
 from ..ops import CASTING_OPS
 from .shapes import infer_shapes

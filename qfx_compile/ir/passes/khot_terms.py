@@ -13,7 +13,7 @@ import numpy as np
 from ..graph import Graph
 from ..ops.base import as_wide
 
-from ...qfx.khot import digits_of
+from ...fixed.digits import digits_of
 
 
 def channel_terms(raw_row, frac: int) -> list[tuple[int, int, int]]:

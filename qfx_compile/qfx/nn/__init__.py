@@ -2,7 +2,7 @@
 from .linear import Linear, Conv2d
 from .norm import BatchNorm2d
 from .pool import MaxPool2d, AvgPool2d, AdaptiveAvgPool2d
-from ..types import reciprocal_raw, reciprocal_type
+from ...fixed.types import reciprocal_raw, reciprocal_type
 from .elementwise import ReLU, Clip, Add, Flatten, QuantInput, Quant
 from ._base import QFXModule
 

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from ..types import FixedType
+from ...fixed.types import FixedType
 
 _LIMIT = 2.0 ** 53 * (1 - 2.0 ** -40)  # margin for the float64 rounding of the bound itself
 

@@ -14,7 +14,7 @@ import torch
 
 from ..quantize import quantize
 from ..quantizer import Quantizer
-from ..types import FixedType
+from ...fixed.types import FixedType
 from ._base import QFXModule, amax, check_exact, frac_bits_of
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..quantizer import Quantizer
-from ..types import reciprocal_raw
+from ...fixed.types import reciprocal_raw
 from ._base import QFXModule, amax, check_exact, frac_bits_of
 from .linear import _pair
 

@@ -215,6 +215,7 @@ def _command(model, target, outdir, clock_ns, part, csim, force, config, vectors
 
 
 def _compile(console, err, model, target, outdir, clock_ns, part, csim, force, config, vectors, jobs, quiet) -> int:
+    from .backend.config import ConfigError
     from .backend.csim import CsimError
     from .backend.plan import BackendError
     from .backend.project import compile_graph, resolve_target
@@ -248,7 +249,7 @@ def _compile(console, err, model, target, outdir, clock_ns, part, csim, force, c
         with _step(err, f"generating the project in {out}", quiet):
             res = compile_graph(graph, out, target=target, part=part, clock_ns=clock_ns, config=config,
                                 vectors=vectors, force=force, model_path=str(mp), run_csim=False)
-    except (BackendError, TargetError) as e:
+    except (BackendError, TargetError, ConfigError) as e:
         raise UserError(f"cannot compile {model}: {e}")
     except ToolchainError as e:
         raise UserError(str(e))

@@ -110,3 +110,28 @@ def comment(text: object, max_len: int = MAX_COMMENT) -> str:
     if len(s) > max_len:
         s = s[: max_len - 12] + "...h" + _digest(raw)
     return s
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]")
+
+
+def printable(text: object, max_len: int = 200) -> str:
+    """Untrusted text (names, op types, domains, paths) made safe for a terminal message.
+
+    Control characters (ESC and the rest of C0/C1: no escape sequence reaches the terminal), bidi and
+    zero-width marks and lone surrogates (names decoded with ``surrogateescape``) are shown as
+    ``\\xNN``/``\\uNNNN`` escapes; other text is kept, so a message still names what the user wrote.
+    The result never holds rich markup meaning by itself: print it with ``markup=False``.
+    Long text is cut in the middle with a digest.
+    """
+    raw = text if isinstance(text, str) else str(text)
+
+    def esc(m: re.Match) -> str:
+        c = ord(m.group(0))
+        return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+    s = _UNPRINTABLE.sub(esc, raw)
+    if len(s) > max_len:
+        keep = max(8, max_len - 14)
+        s = s[: keep // 2] + "..." + s[len(s) - keep // 2:] + "~" + _digest(raw)
+    return s

@@ -22,6 +22,7 @@ from ..ir.graph import Const, Graph, Node
 from ..fixed.types import FixedType, raw_range
 from ..targets import Target, estimate_memory
 from . import names, shiftadd
+from .config import LAYER_DEFAULTS, OPTION_RANGES, ConfigError, load_layer_config  # noqa: F401
 from .estimate import DSP_SHARE, DesignEstimate, FitError, LayerShape, choose_reuse, estimate_layer, signed_bits
 from .lower import chw_to_stream, lower
 
@@ -34,10 +35,6 @@ class BackendError(ValueError):
 TOP = "qfx_top"
 RESERVED = ("qfx_top", "qfx", "in", "out", "main", "hls")
 
-#: Layer options a config file may set, with their defaults.
-LAYER_DEFAULTS = {"stream_depth": 2, "inline": False, "reuse": 0, "mul_impl": 0}
-#: Allowed ranges of the integer options (reuse 0 = chosen by the compiler; mul_impl 0 auto, 1 DSP, 2 LUTs).
-OPTION_RANGES = {"stream_depth": (1, 1 << 20), "reuse": (0, 1 << 30), "mul_impl": (0, 2)}
 
 
 # --------------------------------------------------------------------- helpers
@@ -97,54 +94,6 @@ def fmt_array(values: np.ndarray, per_line: int = 24) -> list[str]:
 
 def axis_width(t: FixedType) -> int:
     return max(8, 8 * math.ceil(t.width / 8))
-
-
-# --------------------------------------------------------------- layer config
-def load_layer_config(path: str | Path | None, graph: Graph) -> tuple[dict, dict[str, dict]]:
-    """Read the per-layer options file (JSON): ``{"default": {...}, "layers": {"<onnx name>": {...}}}``."""
-    default = dict(LAYER_DEFAULTS)
-    per: dict[str, dict] = {}
-    if path is None:
-        return default, per
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BackendError(f"config file {p} does not exist")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BackendError(f"config file {p} is not valid JSON ({e}); expected "
-                           '{"default": {"stream_depth": 2}, "layers": {"<layer name>": {"reuse": 64}}}')
-    if not isinstance(data, dict) or set(data) - {"default", "layers"}:
-        raise BackendError(f"config file {p}: the top level must be an object with keys 'default' and/or 'layers'")
-
-    def check(where: str, opts: Any) -> dict:
-        if not isinstance(opts, dict):
-            raise BackendError(f"config file {p}: {where} must be an object")
-        out = {}
-        for k, v in opts.items():
-            if k not in LAYER_DEFAULTS:
-                raise BackendError(f"config file {p}: unknown option {names.comment(k)!r} in {where}; "
-                                   f"known options: {', '.join(sorted(LAYER_DEFAULTS))}")
-            if k == "inline":
-                if not isinstance(v, bool):
-                    raise BackendError(f"config file {p}: {where}.inline must be true or false")
-            elif isinstance(v, bool) or not isinstance(v, int) or not \
-                    OPTION_RANGES[k][0] <= v <= OPTION_RANGES[k][1]:
-                lo, hi = OPTION_RANGES[k]
-                raise BackendError(f"config file {p}: {where}.{k} must be an integer in {lo}..{hi}, got {v!r}"
-                                   + (" (0 auto, 1 DSP, 2 LUTs)" if k == "mul_impl" else "")
-                                   + (" (0 = chosen by the compiler)" if k == "reuse" else ""))
-            out[k] = v
-        return out
-
-    default.update(check("default", data.get("default", {})))
-    layer_names = {n.name for n in graph.nodes}
-    for name, opts in sorted((data.get("layers") or {}).items()):
-        if name not in layer_names:
-            raise BackendError(f"config file {p}: no layer named {names.comment(name)!r} in the model "
-                               f"(layers: {', '.join(names.comment(n.name, 30) for n in graph.nodes[:12])})")
-        per[name] = check(f"layers[{names.comment(name, 30)!r}]", opts)
-    return default, per
 
 
 # ------------------------------------------------------------------- the plan

@@ -7,7 +7,7 @@ import pytest
 MODULES = ["qfx_compile.cli", "qfx_compile.frontend", "qfx_compile.frontend.onnx_reader", "qfx_compile.ir",
            "qfx_compile.ir.interpret", "qfx_compile.ir.passes", "qfx_compile.backend.plan",
            "qfx_compile.backend.render", "qfx_compile.backend.project", "qfx_compile.backend.csim",
-           "qfx_compile.fixed"]
+           "qfx_compile.fixed", "qfx_compile.api"]
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -1,8 +1,9 @@
 """qfx-compile: a fixed-point ONNX model -> a complete, bit-exact Vitis HLS project.
 
-Exit status: 0 success; 2 a user error (bad or unsupported model file, unknown
-target or option, refused output folder, model too big for the part); 1 an
-internal error or a C simulation mismatch.
+Exit status: 0 success; 2 a user error (bad or unsupported model file or config
+file, unknown target or option, refused or unwritable output folder, another run
+on the same folder, model too big for the part); 1 an internal error or a C
+simulation mismatch; 128 + N when interrupted by signal N (nothing half-written).
 """
 from __future__ import annotations
 
@@ -100,6 +101,7 @@ _OPS = {"batchnorm": "bn", "global_avgpool": "gap", "maxpool": "maxpool", "avgpo
 def _summary(console, report: dict) -> None:
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     wide = console.width >= 120
     cols = [("layer", "left"), ("op", "left"), ("out type", "left"), ("acc", "left"), ("params", "right"),
@@ -111,7 +113,7 @@ def _summary(console, report: dict) -> None:
     rows = []
     for L in report["layers"]:
         op = _OPS.get(L["op"], L["op"]) + ("+sa" if L.get("shift_add") else "")
-        name = L["name"]
+        name = _safe(L["name"])
         if not wide and "/" in name.strip("/"):
             name = name.rsplit("/", 1)[0]  # "block1.conv1/Conv": the ONNX op suffix repeats the op column
         row = [name, op, short_type(L["output_type"]), short_type(L["accumulator"]),
@@ -130,15 +132,15 @@ def _summary(console, report: dict) -> None:
     # the layer column gets what the others leave (names are cut in the middle, never wrapped)
     others = sum(max([len(c[0])] + [len(r[i]) for r in rows + [tr]]) + 1 for i, c in enumerate(cols) if i)
     name_w = max(8, min(64, console.width - others - 1))
-    t = Table(title=f"{report['model']} -> {report['target']} ({report['part']}, {report['clock_ns']:g} ns)",
+    t = Table(title=Text(f"{report['model']} -> {report['target']} ({report['part']}, {report['clock_ns']:g} ns)"),
               box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0), title_justify="left", show_edge=False)
     for col, just in cols:
         t.add_column(col, justify=just, no_wrap=True, overflow="ellipsis")
     for row in rows:
         row[0] = shorten_name(row[0], name_w)
-        t.add_row(*row)
+        t.add_row(*(Text(c) for c in row))  # names from the model: plain text, never rich markup
     t.add_section()
-    t.add_row(*tr)
+    t.add_row(*(Text(c) for c in tr))
     console.print(t)
     console.print("+sa: K-hot weights as shift-add (adders, no DSP); LUT: fabric multipliers and adders; "
                   "* slowest layer", markup=False, highlight=False)
@@ -172,10 +174,14 @@ def _step(console, text: str, quiet: bool):
     if quiet:
         yield
         return
+    from rich.text import Text
+
+    # the text holds file names and paths: shown as plain text, never parsed as rich markup
     t0 = time.perf_counter()
-    with console.status(text):
+    with console.status(Text(_safe(text))):
         yield
-    console.print(f"[green]done[/green] {text} ({time.perf_counter() - t0:.1f} s)", highlight=False)
+    console.print(Text.assemble(("done", "green"), f" {_safe(text)} ({time.perf_counter() - t0:.1f} s)"),
+                  highlight=False)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLE)
@@ -214,7 +220,20 @@ def _command(model, target, outdir, clock_ns, part, csim, force, config, vectors
     return _compile(console, err, model, target, outdir, clock_ns, part, csim, force, config, vectors, jobs, quiet)
 
 
+def _safe(text: object, max_len: int = 400) -> str:
+    """Untrusted text for the terminal: no control characters or escape sequences (names.printable)."""
+    from .backend.names import printable
+
+    return printable(text, max_len)
+
+
+def _safe_message(text: object) -> str:
+    """A whole message: each line made printable (messages quote names, op types, domains and paths)."""
+    return "\n".join(_safe(line, 4000) for line in str(text).splitlines() or [""])
+
+
 def _compile(console, err, model, target, outdir, clock_ns, part, csim, force, config, vectors, jobs, quiet) -> int:
+    from .backend import outdir as outdir_mod
     from .backend.config import ConfigError
     from .backend.csim import CsimError
     from .backend.plan import BackendError
@@ -226,86 +245,159 @@ def _compile(console, err, model, target, outdir, clock_ns, part, csim, force, c
 
     mp = Path(model)
     if not mp.is_file():
-        raise UserError(f"model file {model} does not exist (or is not a file): check the path; qfx-compile "
+        raise UserError(f"model file {_safe(model)} does not exist (or is not a file): check the path; qfx-compile "
                         f"reads ONNX files written by qfx.export_onnx or QONNX files from Brevitas.")
     try:
         resolve_target(target, part, clock_ns)
     except TargetError as e:
         raise UserError(str(e))
     if config is not None and not Path(config).is_file():
-        raise UserError(f"--config file {config} does not exist: give a JSON file such as "
+        raise UserError(f"--config file {_safe(config)} does not exist: give a JSON file such as "
                         '{"default": {"stream_depth": 2}, "layers": {"<layer name>": {"reuse": 64}}}.')
     out = Path(outdir) if outdir else Path(mp.stem + "_hls")
+    protected = ((str(mp), "model file"), (config, "config file"))
     try:
+        # refuse a folder we may not replace before any work is done (checked again under the lock)
+        outdir_mod.check_outdir(out, force, protected)
         with _step(err, f"reading {mp.name}", quiet):
             graph = load_model(str(mp))
         with _step(err, "IR passes (shapes, accumulators, K-hot terms)", quiet):
             graph = run_default_passes(graph)
     except (ModelError, OpError) as e:
         # Problems of the input model only; any other exception is an internal error (exit 1).
-        raise UserError(f"cannot compile {model}: {e}")
-    no_vectors = graph.vectors is None
-    try:
-        with _step(err, f"generating the project in {out}", quiet):
-            res = compile_graph(graph, out, target=target, part=part, clock_ns=clock_ns, config=config,
-                                vectors=vectors, force=force, model_path=str(mp), run_csim=False)
-    except (BackendError, TargetError, ConfigError) as e:
-        raise UserError(f"cannot compile {model}: {e}")
-    except ToolchainError as e:
+        raise UserError(f"cannot compile {_safe(model)}: {e}")
+    except outdir_mod.OutdirError as e:
         raise UserError(str(e))
-    if no_vectors:
-        err.print(f"note: {mp.name} holds no test vectors; the testbench uses {res.n_vectors} random inputs with "
-                  f"expected outputs from the IR interpreter.", markup=False, highlight=False)
-    rc = 0
-    if csim:
-        from .backend import csim as csim_mod
-        from .backend.render import write_report
-
+    no_vectors = graph.vectors is None
+    # one qfx-compile at a time per OUTDIR, for the whole run (the project, then its C simulation)
+    with outdir_mod.lock(out):
         try:
-            with _step(err, "building the C simulation (g++)", quiet):
-                b = csim_mod.build(res.outdir, jobs=jobs)
-            with _step(err, f"running the testbench on {res.n_vectors} vectors", quiet):
-                r = csim_mod.run(res.outdir, expected_vectors=res.n_vectors, build_s=b)
+            with _step(err, f"generating the project in {out}", quiet):
+                res = compile_graph(graph, out, target=target, part=part, clock_ns=clock_ns, config=config,
+                                    vectors=vectors, force=force, model_path=str(mp), run_csim=False)
+        except outdir_mod.OutdirError as e:
+            raise UserError(str(e))
+        except (BackendError, TargetError, ConfigError) as e:
+            raise UserError(f"cannot compile {_safe(model)}: {e}")
         except ToolchainError as e:
             raise UserError(str(e))
-        except CsimError as e:
-            err.print(f"error: {e}", markup=False, highlight=False)
-            return 1
-        res.report["csim"] = r.as_dict()
-        write_report(res.outdir, res.report)
-        if not r.ok:
-            rc = 1
+        if no_vectors:
+            err.print(f"note: {_safe(mp.name)} holds no test vectors; the testbench uses {res.n_vectors} random "
+                      f"inputs with expected outputs from the IR interpreter.", markup=False, highlight=False)
+        rc = 0
+        if csim:
+            from .backend import csim as csim_mod
+            from .backend.render import write_report
+
+            try:
+                with _step(err, "building the C simulation (g++)", quiet):
+                    b = csim_mod.build(res.outdir, jobs=jobs)
+                with _step(err, f"running the testbench on {res.n_vectors} vectors", quiet):
+                    r = csim_mod.run(res.outdir, expected_vectors=res.n_vectors, build_s=b)
+            except ToolchainError as e:
+                raise UserError(str(e))
+            except CsimError as e:
+                err.print(f"error: {_safe_message(e)}", markup=False, highlight=False)
+                return 1
+            res.report["csim"] = r.as_dict()
+            write_report(res.outdir, res.report)
+            if not r.ok:
+                rc = 1
     _summary(console, res.report)
-    console.print(f"project written to {res.outdir} (report.json, README.md)", markup=False, highlight=False)
+    console.print(f"project written to {_safe(res.outdir)} (report.json, README.md)", markup=False, highlight=False)
     if rc:
         err.print("error: the C simulation does not match the expected outputs bit for bit (see above).",
                   markup=False, highlight=False)
     return rc
 
 
-def main(argv=None) -> int:
-    """Entry point: returns (and exits with) 0, 1 or 2."""
+class Interrupted(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP: unwinds like Ctrl-C, so every ``finally`` (temporary folders, lock) runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_unwind():
+    """Turn SIGTERM/SIGHUP (and SIGINT) into :class:`Interrupted` while compiling; restore the handlers after."""
+    import signal
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    old = {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        try:
+            old[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):  # not the main thread: leave the handlers alone
+            pass
     try:
-        rc = _command.main(args=argv, prog_name="qfx-compile", standalone_mode=False)
+        yield
+    finally:
+        for sig, h in old.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(sig, h)
+
+
+def _echo_err(text: str) -> None:
+    try:
+        click.echo(text, err=True)
+    except OSError:  # stderr closed or full: the exit status still tells
+        pass
+
+
+def main(argv=None) -> int:
+    """Entry point: returns (and exits with) 0, 1, 2 (or 128 + the signal number when interrupted).
+
+    0 success; 2 anything the user can cause or fix (the model file, the config file, an option, the file
+    system, a second run on the same folder); 1 an internal error (a bug: please report it) or a C
+    simulation mismatch."""
+    from .backend.outdir import os_error
+
+    try:
+        with _signals_unwind():
+            rc = _command.main(args=argv, prog_name="qfx-compile", standalone_mode=False)
     except click.exceptions.Exit as e:
         rc = e.exit_code
     except click.ClickException as e:
-        e.show()
+        e.message = _safe_message(e.message) if isinstance(getattr(e, "message", None), str) else e.message
+        try:
+            e.show()
+        except OSError:
+            pass
         rc = 2
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        rc = 1
+        _echo_err("aborted")
+        rc = 130
     except UserError as e:
-        click.echo(f"error: {e}", err=True)
+        _echo_err(f"error: {_safe_message(e)}")
         rc = 2
+    except Interrupted as e:
+        _echo_err(f"interrupted (signal {e.signum}); the output folder was left as it was before this run")
+        rc = 128 + e.signum
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        rc = 1
+        _echo_err("interrupted; the output folder was left as it was before this run")
+        rc = 130
+    except OSError as e:  # the file system or the terminal: disk full, read-only, file size limit, ...
+        _echo_err(f"error: {_safe_message(os_error(e, 'the output'))}")
+        rc = 2
+    except MemoryError:
+        _echo_err("error: out of memory while compiling this model: it is too large for this machine (or "
+                  "for the chosen part); choose a smaller model or a machine with more memory")
+        rc = 2
+    except RecursionError:
+        _echo_err("error: the model's graph is nested too deeply to compile; simplify the graph")
+        rc = 2
     except Exception as e:  # an internal error: one line, no traceback unless asked
         if os.environ.get("QFX_DEBUG"):
             raise
-        click.echo(f"internal error: {type(e).__name__}: {e} (set QFX_DEBUG=1 for a traceback; please report it)",
-                   err=True)
+        _echo_err(f"internal error: {type(e).__name__}: {_safe_message(e)} (set QFX_DEBUG=1 for a traceback; "
+                  f"please report it)")
         rc = 1
     rc = 0 if rc is None else int(rc)
     if argv is None:

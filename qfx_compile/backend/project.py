@@ -11,7 +11,8 @@ from ..ir.graph import Graph, Vectors
 from ..targets import Target, TargetError, check_fits, get_target
 from . import csim as csim_mod
 from .plan import BackendError, PlanOptions, build_plan, vectors_for_files
-from .render import render_files, report_dict, write_project, write_report
+from .outdir import write_project
+from .render import render_files, report_dict, write_report
 from .toolchain import find_ap_types
 
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{2,63}$")
@@ -47,8 +48,12 @@ def interpreter_vectors(graph: Graph, n: int, seed: int = 0) -> Vectors:
     shape = graph.tensors[graph.inputs[0]].shape
     if shape is None:
         raise BackendError("the model input has no shape; cannot make test vectors")
-    rng = np.random.default_rng(seed)
     lo, hi = t.raw_min, t.raw_max
+    if lo < -(1 << 63) or hi >= (1 << 63):
+        raise BackendError(f"the model input type {t} is wider than 64 bits and the model holds no test vectors: "
+                           f"the testbench cannot make random inputs for it; use an input of at most 64 bits, or "
+                           f"export the model with test vectors")
+    rng = np.random.default_rng(seed)
     x = rng.integers(lo, hi, size=(n, *shape), endpoint=True, dtype=np.int64)
     # put the extremes in the first vectors so that saturation paths are exercised
     if n >= 2:
@@ -65,7 +70,7 @@ def compile_graph(graph: Graph, outdir: str | Path, *, target: str | Target = "u
     """Typed IR (after ``run_default_passes``) -> project in ``outdir``."""
     t, p, c = resolve_target(target, part, clock_ns)
     plan = build_plan(graph, PlanOptions(target=t, part=p, clock_ns=c, config_path=config))
-    check_fits(plan["memory"], t, part=p)
+    check_fits(plan.memory, t, part=p)
     n_req = 100 if vectors is None else int(vectors)
     if n_req < 1:
         raise BackendError(f"--vectors must be at least 1, got {n_req}")
@@ -73,12 +78,12 @@ def compile_graph(graph: Graph, outdir: str | Path, *, target: str | Target = "u
         graph = dataclasses.replace(graph, vectors=interpreter_vectors(graph, n_req))
     source = "expected outputs from the IR interpreter on random inputs" if graph.vectors.source == "interpreter" \
         else "expected outputs stored in the model file (PyTorch eval mode)"
-    ins, exp, n = vectors_for_files(graph, n_req)
+    ins, exp, n = vectors_for_files(graph, n_req, plan.graph)
     ap = str(find_ap_types())
     report = report_dict(plan, model_path=model_path, n_vectors=n, vectors_source=source, csim=None)
     files = render_files(plan, ap_types=ap, inputs=ins, expected=exp, vectors_source=source, report=report)
     out = Path(outdir)
-    write_project(out, files, force=force)
+    write_project(out, files, force=force, protected=((model_path, "model file"), (config, "config file")))
     res = CompileResult(out, plan, report, n, source)
     if run_csim:
         res.csim = csim_mod.build_and_run(out, expected_vectors=n, jobs=jobs)

@@ -25,6 +25,7 @@ from ..fixed.cast import float_to_raw
 from ..fixed.cast import requantize_raw
 from ..fixed.types import FixedType
 from .errors import ModelError
+from .untrusted import check_text_fields, load_vectors_npz
 from .quantizers import describe_fixedpoint, describe_qonnx
 from .values import Act, CFixed, CFloat, Pending
 
@@ -303,8 +304,10 @@ class _Reader:
         if "qfx.vectors" not in props:
             return None
         try:
-            data = np.load(io.BytesIO(base64.b64decode(props["qfx.vectors"], validate=True)), allow_pickle=False)
-            xi, yo = np.asarray(data["input_raw"]), np.asarray(data["output_raw"])
+            xi, yo = load_vectors_npz(props["qfx.vectors"], _VEC_FIX, self.path)  # bounded decompression
+            xi, yo = np.asarray(xi), np.asarray(yo)
+        except ModelError:
+            raise
         except Exception as e:
             raise ModelError(f"metadata qfx.vectors is not a base64 .npz with input_raw and output_raw "
                              f"({type(e).__name__}: {e}); {_VEC_FIX}", path=self.path) from None
@@ -780,6 +783,7 @@ class _Reader:
 
 def read_model_proto(model: onnx.ModelProto, path: str = "<model>") -> Graph:
     """The IR of an already parsed ModelProto."""
+    check_text_fields(model, path)  # names, op types, domains: UTF-8 text only
     reader = _Reader(model, path)
     try:
         return reader.read()

@@ -1,0 +1,112 @@
+"""Checks on the untrusted parts of a model file before anything is built from them.
+
+* :func:`check_text_fields`: every protobuf ``string`` field (names, op types, domains, attribute
+  names and strings, metadata) must be UTF-8; python-protobuf hands invalid UTF-8 in a proto2
+  ``string`` over as ``bytes``, which would otherwise travel into the compiler as a non-string.
+* :func:`load_vectors_npz`: the ``qfx.vectors`` metadata is a base64 ``.npz`` (a zip file, possibly
+  deflated): its declared member sizes and array headers are checked against
+  :data:`MAX_VECTOR_BYTES` before anything is decompressed, so a small file cannot expand into gigabytes.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import zipfile
+
+import numpy as np
+from google.protobuf.descriptor import FieldDescriptor
+
+from .errors import ModelError
+
+#: Test vectors take at most this many bytes once decompressed (both arrays together).
+MAX_VECTOR_BYTES = 256 << 20
+#: Zip members of the vectors .npz: input_raw.npy, output_raw.npy (and nothing else of any size).
+_MEMBERS = ("input_raw.npy", "output_raw.npy")
+
+
+def _shown(b: bytes) -> str:
+    r = repr(b)  # printable ASCII: no escape sequence reaches the terminal
+    return r if len(r) <= 64 else r[:60] + "...'"
+
+
+def _repeated(fd) -> bool:
+    r = getattr(fd, "is_repeated", None)
+    return bool(r) if r is not None else fd.label == FieldDescriptor.LABEL_REPEATED
+
+
+def check_text_fields(model, path: str) -> None:
+    """Raise ModelError naming the first few string fields that are not UTF-8 text."""
+    bad: list[str] = []
+    stack = [("model", model)]
+    while stack and len(bad) < 5:
+        where, msg = stack.pop()
+        for fd, value in msg.ListFields():
+            if fd.type == FieldDescriptor.TYPE_MESSAGE:
+                if _repeated(fd):
+                    if fd.message_type.GetOptions().map_entry:
+                        continue
+                    stack.extend((f"{where}.{fd.name}[{i}]", m) for i, m in enumerate(value))
+                else:
+                    stack.append((f"{where}.{fd.name}", value))
+            elif fd.type == FieldDescriptor.TYPE_STRING:
+                vals = value if _repeated(fd) else [value]
+                for v in vals:
+                    if isinstance(v, bytes):
+                        bad.append(f"{where}.{fd.name} = {_shown(v)}")
+                        break
+    if bad:
+        raise ModelError(f"text fields must be UTF-8, these are not: {'; '.join(bad)}. Rename these nodes or "
+                         f"tensors (names, op types and domains are text) and export the model again", path=path)
+
+
+def load_vectors_npz(text: str, fix: str, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(input_raw, output_raw) from the base64 .npz in ``text``, with bounded memory."""
+    def bad(why: str) -> ModelError:
+        return ModelError(f"metadata qfx.vectors is not a base64 .npz with input_raw and output_raw ({why}); {fix}",
+                          path=path)
+
+    try:
+        blob = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise bad(f"base64: {e}") from None
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(blob))
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as e:
+        raise bad(f"not a zip file: {e}") from None
+    if len(infos) > 8:
+        raise bad(f"{len(infos)} members") from None
+    declared = sum(i.file_size for i in infos)
+    if declared > MAX_VECTOR_BYTES:
+        raise ModelError(f"metadata qfx.vectors would take {declared:,} bytes once decompressed, more than the "
+                         f"{MAX_VECTOR_BYTES:,} allowed; export fewer test vectors; {fix}", path=path)
+    arrays = {}
+    for name in _MEMBERS:
+        key = name[:-4]
+        try:
+            with zf.open(name) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                if dtype.hasobject:
+                    raise ValueError("object arrays are not allowed")
+                n = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if n > MAX_VECTOR_BYTES:
+                    raise ModelError(f"metadata qfx.vectors {key} would take {n:,} bytes, more than the "
+                                     f"{MAX_VECTOR_BYTES:,} allowed; export fewer test vectors; {fix}", path=path)
+            with zf.open(name) as f:
+                # read at most the declared size (+ header): a member that inflates beyond it is refused
+                data = f.read(n + 65536 + 1)
+                if len(data) > n + 65536:
+                    raise ValueError("member larger than its header says")
+            arrays[key] = np.load(io.BytesIO(data), allow_pickle=False)
+        except ModelError:
+            raise
+        except KeyError:
+            raise bad(f"no {key}") from None
+        except Exception as e:  # zlib.error, BadZipFile (CRC), ValueError from numpy's header parser, EOFError
+            raise bad(f"{key}: {type(e).__name__}: {e}") from None
+    return arrays["input_raw"], arrays["output_raw"]

@@ -696,7 +696,10 @@ class _Reader:
 
     def recip_bits(self, qfx, n):
         if qfx:
-            return self.attr("recip_bits", AttributeProto.INT, DEFAULT_RECIP_BITS)
+            r = self.attr("recip_bits", AttributeProto.INT, DEFAULT_RECIP_BITS)
+            if not 1 <= r <= 62:  # the reciprocal's mantissa is a 64-bit integer in hls_lib (qfx_pool.h)
+                raise self.err(f"recip_bits {r} outside the supported 1..62; export with recip_bits in that range")
+            return r
         if n & (n - 1):
             raise self.err(f"a float average over {n} elements divides by a non-power of two, which no fixed-point "
                            f"type computes exactly; use qfx.AveragePool (with recip_bits) or a power-of-two window")

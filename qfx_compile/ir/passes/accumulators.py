@@ -13,7 +13,7 @@ import numpy as np
 
 from ...fixed.types import FixedType
 from ..graph import Const, Graph
-from ..ops.base import as_wide, const_common
+from ..ops.base import OpError, as_wide, const_common
 from .shapes import infer_shapes
 
 
@@ -96,16 +96,26 @@ def sum_acc(tx: FixedType, n: int) -> FixedType:
 def type_accumulators(graph: Graph) -> Graph:
     g = infer_shapes(graph)
     for node in g.nodes:
-        ts = [g.tensors[i] for i in node.inputs]
-        if node.op in ("dense", "conv2d"):
-            node.attrs["acc_type"] = linear_acc(node.params["weight"], node.params.get("bias"), ts[0].type)
-        elif node.op == "batchnorm":
-            node.attrs["acc_type"] = batchnorm_acc(node.params["scale"], node.params["shift"], ts[0].type)
-        elif node.op == "add":
-            node.attrs["acc_type"] = add_acc(ts[0].type, ts[1].type)
-        elif node.op == "avgpool":
-            kh, kw = node.attrs["kernel"]
-            node.attrs["acc_type"] = sum_acc(ts[0].type, kh * kw)
-        elif node.op == "global_avgpool":
-            node.attrs["acc_type"] = sum_acc(ts[0].type, ts[0].shape[1] * ts[0].shape[2])
+        try:
+            _type_node(g, node)
+        except ValueError as e:  # a derived type outside what FixedType (and ap_fixed) supports
+            if "FixedType" not in str(e):
+                raise
+            raise OpError(f"node {node.name!r} ({node.op}): its exact accumulator would need a type that is not "
+                          f"supported ({e}); use narrower input or weight types") from None
     return g
+
+
+def _type_node(g: Graph, node) -> None:
+    ts = [g.tensors[i] for i in node.inputs]
+    if node.op in ("dense", "conv2d"):
+        node.attrs["acc_type"] = linear_acc(node.params["weight"], node.params.get("bias"), ts[0].type)
+    elif node.op == "batchnorm":
+        node.attrs["acc_type"] = batchnorm_acc(node.params["scale"], node.params["shift"], ts[0].type)
+    elif node.op == "add":
+        node.attrs["acc_type"] = add_acc(ts[0].type, ts[1].type)
+    elif node.op == "avgpool":
+        kh, kw = node.attrs["kernel"]
+        node.attrs["acc_type"] = sum_acc(ts[0].type, kh * kw)
+    elif node.op == "global_avgpool":
+        node.attrs["acc_type"] = sum_acc(ts[0].type, ts[0].shape[1] * ts[0].shape[2])

@@ -170,20 +170,141 @@ def _check_accumulator(where: str, x_type: FixedType, w: np.ndarray, b: np.ndarr
                           f"{x_type}; onnxruntime's double arithmetic would not be exact. Use narrower types.")
 
 
-# --------------------------------------------------------------------------- export
-def _module_kind(m: nn.Module) -> str:
-    name = type(m).__name__
-    if _is_qfx(m):
-        return name
-    if isinstance(m, nn.ReLU):
-        return "ReLU"
-    if isinstance(m, nn.Flatten):
-        return "TorchFlatten"
-    if isinstance(m, nn.MaxPool2d):
-        return "TorchMaxPool2d"
-    if isinstance(m, _PASS_THROUGH):
-        return "Identity"
-    return "unsupported"
+# --------------------------------------------------------------------------- per-layer export bodies
+class ExportContext:
+    """What a layer's ``onnx_export(ctx) -> (tensor name, FixedType)`` writes with (one graph node).
+
+    ``ctx.inputs`` / ``ctx.types`` / ``ctx.in_shapes`` (without batch) describe the node's tensor
+    inputs, ``ctx.shape`` its output (``["N", ...]``); ``ctx.name`` is the module's qualified name
+    (the prefix of every tensor and node it writes), ``ctx.where`` names it in errors.
+    """
+
+    def __init__(self, b: "_Builder", module: nn.Module, name: str, inputs: list[str],
+                 types: list[FixedType | None], in_shapes: list[list[int]], shape: list):
+        self.b, self.module, self.name = b, module, name
+        self.where = f"{name} ({type(module).__name__})"
+        self.inputs, self.types, self.in_shapes, self.shape = inputs, types, in_shapes, shape
+
+    @property
+    def x(self) -> str:
+        return self.inputs[0]
+
+    @property
+    def xt(self) -> FixedType | None:
+        return self.types[0]
+
+    def error(self, msg: str) -> ExportError:
+        return ExportError(f"{self.where}: {msg}")
+
+    def node(self, op_type: str, inputs: list[str], suffix: str, shape=None, **kw) -> str:
+        """A node ``{name}/{op_type}`` writing ``{name}.{suffix}``."""
+        return self.b.node(op_type, inputs, f"{self.name}.{suffix}", f"{self.name}/{op_type}",
+                           self.shape if shape is None else shape, **kw)
+
+    def act_type(self) -> FixedType:
+        return _act_type(self.module, self.where)
+
+    def cast_out(self, acc: str, suffix: str = "out") -> tuple[str, FixedType]:
+        """``FixedPoint(acc)`` to the module's output quantizer type: the node's result."""
+        t = self.act_type()
+        return self.b.fixed_point(acc, t, t.int_bits, (), f"{self.name}.{suffix}", self.shape), t
+
+    def overload(self, prefix: str) -> str:
+        """A fresh overload name for a shape-specialized ``qfx`` function body."""
+        return f"{prefix}{len([f for f in self.b.functions if f[0] == 'fn'])}"
+
+    def const(self, suffix: str, values: np.ndarray, q, axis_shape, shape=None, **extra) -> str:
+        """An initializer on ``q``'s grid through ``FixedPoint`` (``axis_shape``: per-channel int_bits shape)."""
+        tv, ib = _const_on_grid(values, q, self.where, suffix, axis_shape)
+        init = self.b.init(f"{self.name}.{suffix}", values)
+        if shape is not None:
+            self.b.shapes[init] = (list(values.shape), TensorProto.DOUBLE)
+        return self.b.fixed_point(init, tv, ib, ib.shape, f"{self.name}.{suffix}",
+                                  values.shape if shape is None else shape, **extra)
+
+    def weighted_inputs(self, layer, wshape) -> list[str]:
+        """``[x, FixedPoint(w)(, FixedPoint(b))]`` of a Linear/Conv layer (K-hot and 53-bit checks)."""
+        wq, bq = layer.weight_quantizer, layer.bias_quantizer
+        if wq.axis not in (0, -len(layer.weight.shape)):
+            raise self.error("weight quantizer must be per output channel (axis 0)")
+        w = _np64(layer.quantized_weight())
+        bias = layer.quantized_bias()
+        bias = None if bias is None else _np64(bias)
+        _check_accumulator(self.where, self.xt, w, bias)
+        wt, wib = _const_on_grid(w, wq, self.where, "weight", wshape)
+        extra = {}
+        if wq.k_hot is not None:
+            k = wq.k_hot
+            extra["k_hot"] = [int(k)] if isinstance(k, int) else [int(v) for v in k]
+            extra["digits"] = str(wq.digits)
+            from . import khot
+            ks = np.asarray(extra["k_hot"]).reshape((-1,) + (1,) * (w.ndim - 1))
+            raw = np.round(w * np.exp2((wt.width - wib).astype(np.float64))).astype(np.int64)
+            counts = khot.digit_count(raw, str(wq.digits))
+            if not np.all(counts <= ks):
+                raise self.error(f"quantized weights are not {k}-hot ({wq.digits})")
+        winit = self.b.init(f"{self.name}.weight", w)
+        self.b.shapes[winit] = (list(w.shape), TensorProto.DOUBLE)
+        inputs = [self.x, self.b.fixed_point(winit, wt, wib, wib.shape, f"{self.name}.weight", w.shape, **extra)]
+        if bias is not None:
+            bt, bib = _const_on_grid(bias, bq, self.where, "bias", (-1,))
+            binit = self.b.init(f"{self.name}.bias", bias)
+            inputs.append(self.b.fixed_point(binit, bt, bib, bib.shape, f"{self.name}.bias", bias.shape))
+        return inputs
+
+
+#: Export bodies of the torch modules written as they are (no arithmetic, or one QFX twin's body):
+#: ``type -> fn(module, ctx) -> (tensor, type)``; the first ``isinstance`` match in order wins.
+TORCH_EXPORTS: dict[type, Any] = {}
+#: torch modules whose input may be untyped (they change nothing)
+_UNTYPED_OK: set[type] = set()
+
+
+def torch_export(*classes: type, untyped_ok: bool = False):
+    """Register ``fn(module, ctx)`` as the export body of the torch module ``classes``."""
+    def deco(fn):
+        for c in classes:
+            TORCH_EXPORTS[c] = fn
+            if untyped_ok:
+                _UNTYPED_OK.add(c)
+        return fn
+    return deco
+
+
+@torch_export(nn.ReLU)
+def _torch_relu(m, ctx):
+    return ctx.node("Relu", [ctx.x], "out"), ctx.xt
+
+
+@torch_export(nn.Flatten)
+def _torch_flatten(m, ctx):
+    if m.start_dim != 1 or m.end_dim != -1:
+        raise ctx.error("only Flatten(1, -1) is supported")
+    return ctx.node("Flatten", [ctx.x], "out", axis=1), ctx.xt
+
+
+@torch_export(nn.MaxPool2d)
+def _torch_maxpool(m, ctx):
+    if _pair(m.padding) != (0, 0) or _pair(m.dilation) != (1, 1) or m.ceil_mode or m.return_indices:
+        raise ctx.error("only MaxPool2d without padding, dilation or ceil_mode is supported")
+    k = _pair(m.kernel_size)
+    s = _pair(m.stride if m.stride is not None else m.kernel_size)
+    return ctx.node("MaxPool", [ctx.x], "out", kernel_shape=list(k), strides=list(s)), ctx.xt
+
+
+@torch_export(*_PASS_THROUGH, untyped_ok=True)
+def _torch_identity(m, ctx):
+    return ctx.x, ctx.xt
+
+
+def _export_body(m: nn.Module):
+    """``(fn(module, ctx), untyped input allowed)`` for ``m``, or None if it cannot be exported."""
+    if _is_qfx(m) and hasattr(m, "onnx_export"):
+        return type(m).onnx_export, bool(getattr(m, "onnx_untyped_input", False))
+    for cls, fn in TORCH_EXPORTS.items():
+        if isinstance(m, cls):
+            return fn, cls in _UNTYPED_OK
+    return None
 
 
 def _pair(v) -> tuple[int, int]:
@@ -260,160 +381,28 @@ def _build(model: nn.Module, example_input: torch.Tensor) -> tuple[onnx.ModelPro
             raise ExportError(f"{n.name}: unsupported operation {what!r} in forward{hint}; only QFX layers "
                               f"(qfx.nn), ReLU, MaxPool2d and flatten can be exported")
 
-        # call_module
+        # call_module: the layer's own export body (qfx.nn: its onnx_export method; torch: TORCH_EXPORTS)
         target = str(n.target)
         m = gm.get_submodule(target)
-        kind = _module_kind(m)
         where = f"{target} ({type(m).__name__})"
-        x = names[args[0]] if args else None
-        xt = types[args[0]] if args else None
-        if kind != "QuantInput" and kind != "unsupported" and xt is None and kind not in ("Identity",):
-            raise ExportError(f"{where}: its input has no fixed-point type; the model must start with "
-                              f"qfx.nn.QuantInput (no default input type is assumed)")
-
-        if kind == "QuantInput":
-            if types[args[0]] is not None or args[0].op != "placeholder":
-                raise ExportError(f"{where}: QuantInput must be applied to the model input")
-            t = _act_type(m, where)
-            names[n] = b.fixed_point(x, t, t.int_bits, (), target, shape)
-            types[n] = t
-            input_quant.append(m)
-        elif kind == "Quant":
-            t = _act_type(m, where)
-            names[n] = b.fixed_point(x, t, t.int_bits, (), target, shape)
-            types[n] = t
-        elif kind in ("Linear", "Conv2d"):
-            wq, bq = m.weight_quantizer, m.bias_quantizer
-            if wq.axis not in (0, -len(m.weight.shape)):
-                raise ExportError(f"{where}: weight quantizer must be per output channel (axis 0)")
-            w = _np64(m.quantized_weight())
-            bias = m.quantized_bias()
-            bias = None if bias is None else _np64(bias)
-            _check_accumulator(where, xt, w, bias)
-            wshape = (-1, 1) if kind == "Linear" else (-1, 1, 1, 1)
-            wt, wib = _const_on_grid(w, wq, where, "weight", wshape)
-            extra = {}
-            if wq.k_hot is not None:
-                k = wq.k_hot
-                extra["k_hot"] = [int(k)] if isinstance(k, int) else [int(v) for v in k]
-                extra["digits"] = str(wq.digits)
-                from . import khot
-                ks = np.asarray(extra["k_hot"]).reshape((-1,) + (1,) * (w.ndim - 1))
-                raw = np.round(w * np.exp2((wt.width - wib).astype(np.float64))).astype(np.int64)
-                counts = khot.digit_count(raw, str(wq.digits))
-                if not np.all(counts <= ks):
-                    raise ExportError(f"{where}: quantized weights are not {k}-hot ({wq.digits})")
-            winit = b.init(f"{target}.weight", w)
-            b.shapes[winit] = (list(w.shape), TensorProto.DOUBLE)
-            wq_out = b.fixed_point(winit, wt, wib, wib.shape, f"{target}.weight", w.shape, **extra)
-            inputs = [x, wq_out]
-            if bias is not None:
-                bt, bib = _const_on_grid(bias, bq, where, "bias", (-1,))
-                binit = b.init(f"{target}.bias", bias)
-                inputs.append(b.fixed_point(binit, bt, bib, bib.shape, f"{target}.bias", bias.shape))
-            if kind == "Linear":
-                acc = b.node("Gemm", inputs, f"{target}.acc", f"{target}/Gemm", shape, transB=1)
-            else:
-                if tuple(getattr(m, "dilation", (1, 1))) != (1, 1) or int(getattr(m, "groups", 1)) != 1:
-                    raise ExportError(f"{where}: only dilation 1 and groups 1 are supported")
-                kh, kw = _pair(m.kernel_size)
-                sh, sw = _pair(m.stride)
-                ph, pw = _pair(m.padding)
-                in_shape = [int(d) for d in args[0].meta["tensor_meta"].shape[1:]]
-                if len(in_shape) != 3:
-                    raise ExportError(f"{where}: expects a (N, C, H, W) input, got shape {in_shape}")
-                overload = f"conv{len([f for f in b.functions if f[0] == 'fn'])}"
-                b.custom_function(ops.conv_function(overload, in_shape, int(w.shape[0]), (kh, kw), (sh, sw),
-                                                    (ph, pw, ph, pw), has_bias=bias is not None))
-                acc = b.node("Conv", inputs, f"{target}.acc", f"{target}/Conv", shape, domain=ops.DOMAIN,
-                             overload=overload, kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph, pw],
-                             dilations=[1, 1], group=1)
-            t = _act_type(m, where)
-            names[n] = b.fixed_point(acc, t, t.int_bits, (), f"{target}.out", shape)
-            types[n] = t
-        elif kind == "BatchNorm2d":
-            a, s = m.quantized_scale_shift()
-            a, s = _np64(a).reshape(-1), _np64(s).reshape(-1)
-            if len(shape) != 4:
-                raise ExportError(f"{where}: expects a (N, C, H, W) input")
-            st, sib = _const_on_grid(a, m.scale_quantizer, where, "scale", (-1, 1, 1))
-            ht, hib = _const_on_grid(s, m.shift_quantizer, where, "shift", (-1, 1, 1))
-            frac = max(xt.frac_bits + _frac_of(a), _frac_of(s))
-            bound = _max_mag(xt) * Fraction(float(np.abs(a).max(initial=0))) + Fraction(float(np.abs(s).max(initial=0)))
-            if bound * Fraction(2) ** frac >= 2 ** 53:
-                raise ExportError(f"{where}: x * scale + shift could need more than 53 bits; use narrower types")
-            c = a.shape[0]
-            ai = b.init(f"{target}.scale", a.reshape(c, 1, 1))
-            si = b.init(f"{target}.shift", s.reshape(c, 1, 1))
-            aq = b.fixed_point(ai, st, sib, sib.shape, f"{target}.scale", (c, 1, 1))
-            sq = b.fixed_point(si, ht, hib, hib.shape, f"{target}.shift", (c, 1, 1))
-            mul = b.node("Mul", [x, aq], f"{target}.mul", f"{target}/Mul", shape)
-            add = b.node("Add", [mul, sq], f"{target}.acc", f"{target}/Add", shape)
-            t = _act_type(m, where)
-            names[n] = b.fixed_point(add, t, t.int_bits, (), f"{target}.out", shape)
-            types[n] = t
-        elif kind == "Add":
-            if len(args) != 2:
-                raise ExportError(f"{where}: Add takes two tensors")
-            ya = b.node("Add", [names[args[0]], names[args[1]]], f"{target}.acc", f"{target}/Add", shape)
-            t = _act_type(m, where)
-            names[n] = b.fixed_point(ya, t, t.int_bits, (), f"{target}.out", shape)
-            types[n] = t
-        elif kind == "ReLU":
-            names[n] = b.node("Relu", [x], f"{target}.out", f"{target}/Relu", shape)
-            types[n] = xt
-        elif kind == "Clip":
-            ct = xt.replace(rounding="AP_RND_CONV", overflow="AP_SAT")
-            lo = float(quantize(torch.tensor(float(m.lo), dtype=torch.float64), ct))
-            hi = float(quantize(torch.tensor(float(m.hi), dtype=torch.float64), ct))
-            loi = b.init(f"{target}.lo", np.array(lo, np.float64))
-            hii = b.init(f"{target}.hi", np.array(hi, np.float64))
-            names[n] = b.node("Clip", [x, loi, hii], f"{target}.out", f"{target}/Clip", shape)
-            types[n] = xt
-        elif kind in ("MaxPool2d", "TorchMaxPool2d"):
-            k = _pair(m.kernel_size)
-            s = _pair(m.stride if m.stride is not None else m.kernel_size)
-            if kind == "TorchMaxPool2d" and (_pair(m.padding) != (0, 0) or _pair(m.dilation) != (1, 1)
-                                             or m.ceil_mode or m.return_indices):
-                raise ExportError(f"{where}: only MaxPool2d without padding, dilation or ceil_mode is supported")
-            names[n] = b.node("MaxPool", [x], f"{target}.out", f"{target}/MaxPool", shape, kernel_shape=list(k),
-                              strides=list(s))
-            types[n] = xt
-        elif kind in ("AvgPool2d", "AdaptiveAvgPool2d"):
-            in_shape = [int(d) for d in args[0].meta["tensor_meta"].shape[1:]]
-            rb = int(m.recip_bits)
-            overload = f"pool{len([f for f in b.functions if f[0] == 'fn'])}"
-            if kind == "AvgPool2d":
-                k = _pair(m.kernel_size)
-                s = _pair(m.stride if m.stride is not None else m.kernel_size)
-                if _pair(getattr(m, "padding", 0)) != (0, 0):
-                    raise ExportError(f"{where}: average pooling with padding is not supported")
-                b.custom_function(ops.avgpool_function(overload, in_shape, k, s, rb))
-                acc = b.node("AveragePool", [x], f"{target}.acc", f"{target}/AveragePool", shape,
-                             domain=ops.DOMAIN, overload=overload, kernel_shape=list(k), strides=list(s),
-                             pads=[0, 0, 0, 0], recip_bits=rb)
-            else:
-                osz = m.output_size
-                if osz not in (1, (1, 1), [1, 1]):
-                    raise ExportError(f"{where}: only AdaptiveAvgPool2d(1) (global pooling) is supported")
-                b.custom_function(ops.global_avgpool_function(overload, in_shape, rb))
-                acc = b.node("GlobalAveragePool", [x], f"{target}.acc", f"{target}/GlobalAveragePool", shape,
-                             domain=ops.DOMAIN, overload=overload, recip_bits=rb)
-            t = _act_type(m, where)
-            names[n] = b.fixed_point(acc, t, t.int_bits, (), f"{target}.out", shape)
-            types[n] = t
-        elif kind in ("Flatten", "TorchFlatten"):
-            sd, ed = getattr(m, "start_dim", 1), getattr(m, "end_dim", -1)
-            if sd != 1 or ed != -1:
-                raise ExportError(f"{where}: only Flatten(1, -1) is supported")
-            names[n] = b.node("Flatten", [x], f"{target}.out", f"{target}/Flatten", shape, axis=1)
-            types[n] = xt
-        elif kind == "Identity":
-            names[n], types[n] = x, xt
-        else:
+        body = _export_body(m)
+        if body is None:
             raise ExportError(f"{where}: unsupported module; export supports the qfx.nn layers (QuantInput, "
                               f"Quant, Linear, Conv2d, BatchNorm2d, ReLU, Clip, Add, MaxPool2d, AvgPool2d, "
                               f"AdaptiveAvgPool2d, Flatten) and torch ReLU/MaxPool2d/Flatten/Identity/Dropout")
+        fn, untyped_ok = body
+        xt = types[args[0]] if args else None
+        if xt is None and not untyped_ok:
+            raise ExportError(f"{where}: its input has no fixed-point type; the model must start with "
+                              f"qfx.nn.QuantInput (no default input type is assumed)")
+        if getattr(m, "onnx_is_input", False):
+            if xt is not None or args[0].op != "placeholder":
+                raise ExportError(f"{where}: QuantInput must be applied to the model input")
+            input_quant.append(m)
+        in_shapes = [[int(d) for d in a.meta["tensor_meta"].shape[1:]] if "tensor_meta" in a.meta else []
+                     for a in args]
+        ctx = ExportContext(b, m, target, [names[a] for a in args], [types[a] for a in args], in_shapes, shape)
+        names[n], types[n] = fn(m, ctx)
 
     if not input_quant:
         raise ExportError("the model has no qfx.nn.QuantInput: the input type must be given explicitly")

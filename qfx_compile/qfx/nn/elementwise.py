@@ -10,6 +10,7 @@ clamps to lo, hi). ``Add(out_type)``: ``cast(a + b, out_type)``, the sum exact.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..quantize import quantize
@@ -29,6 +30,11 @@ class Quant(QFXModule):
     def quantizer(self) -> Quantizer:
         return self.output_quantizer
 
+    def onnx_export(self, ctx):
+        """ONNX body: ``FixedPoint(x)`` to the layer's type."""
+        t = ctx.act_type()
+        return ctx.b.fixed_point(ctx.x, t, t.int_bits, (), ctx.name, ctx.shape), t
+
     def forward(self, x):
         if not self._float_path():
             x = x.to(torch.float64)
@@ -37,6 +43,9 @@ class Quant(QFXModule):
 
 class QuantInput(Quant):
     """The input quantizer: ``cast(x_float, t)``; the first layer of every QFX model."""
+
+    onnx_untyped_input = True  # export: reads the float model input
+    onnx_is_input = True
 
 
 class ReLU(QFXModule):
@@ -47,6 +56,10 @@ class ReLU(QFXModule):
 
     def output_type(self, input_types):
         return input_types[0]
+
+    def onnx_export(self, ctx):
+        """ONNX body: ``Relu``, no cast."""
+        return ctx.node("Relu", [ctx.x], "out"), ctx.xt
 
 
 class Clip(QFXModule):
@@ -80,6 +93,13 @@ class Clip(QFXModule):
     def extra_repr(self):
         return f"lo={self.lo}, hi={self.hi}"
 
+    def onnx_export(self, ctx):
+        """ONNX body: ``Clip`` with the bounds cast to the input type (AP_RND_CONV / AP_SAT)."""
+        lo, hi = self.bounds(ctx.xt)
+        loi = ctx.b.init(f"{ctx.name}.lo", np.array(lo, np.float64))
+        hii = ctx.b.init(f"{ctx.name}.hi", np.array(hi, np.float64))
+        return ctx.node("Clip", [ctx.x, loi, hii], "out"), ctx.xt
+
 
 class Add(QFXModule):
     """Residual addition ``cast(a + b, out_type)``; a and b may have different types."""
@@ -95,6 +115,12 @@ class Add(QFXModule):
         check_exact(self, amax(a) + amax(b), max(frac_bits_of(a), frac_bits_of(b)), "sum")
         return self.output_quantizer(a + b)
 
+    def onnx_export(self, ctx):
+        """ONNX body: exact ``Add`` then ``FixedPoint`` to the output type."""
+        if len(ctx.inputs) != 2:
+            raise ctx.error("Add takes two tensors")
+        return ctx.cast_out(ctx.node("Add", ctx.inputs, "acc"))
+
 
 class Flatten(QFXModule):
     """``(N, C, H, W) -> (N, C*H*W)``, no arithmetic."""
@@ -106,3 +132,7 @@ class Flatten(QFXModule):
 
     def output_type(self, input_types):
         return input_types[0]
+
+    def onnx_export(self, ctx):
+        """ONNX body: ``Flatten(axis=1)``."""
+        return ctx.node("Flatten", [ctx.x], "out", axis=1), ctx.xt

@@ -97,6 +97,10 @@ class Linear(_Weighted):
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
+    def onnx_export(self, ctx):
+        """ONNX body: ``Gemm`` of the FixedPoint weight and bias (exact), then the output cast."""
+        return ctx.cast_out(ctx.node("Gemm", ctx.weighted_inputs(self, (-1, 1)), "acc", transB=1))
+
 
 class Conv2d(_Weighted):
     """``y = cast(conv2d(x, w) + b, out_type)``; groups 1, dilation 1, zero padding (see module doc)."""
@@ -139,3 +143,19 @@ class Conv2d(_Weighted):
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, bias={self.bias is not None}")
+
+    def onnx_export(self, ctx):
+        """ONNX body: ``qfx.Conv`` (exact im2col + MatMul, :func:`..onnx_ops.conv_function`), then the cast."""
+        from .. import onnx_ops
+        if tuple(self.dilation) != (1, 1) or int(self.groups) != 1:
+            raise ctx.error("only dilation 1 and groups 1 are supported")
+        if len(ctx.in_shapes[0]) != 3:
+            raise ctx.error(f"expects a (N, C, H, W) input, got shape {ctx.in_shapes[0]}")
+        inputs = ctx.weighted_inputs(self, (-1, 1, 1, 1))
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        overload = ctx.overload("conv")
+        ctx.b.custom_function(onnx_ops.conv_function(overload, ctx.in_shapes[0], self.out_channels, (kh, kw),
+                                                     (sh, sw), (ph, pw, ph, pw), has_bias=len(inputs) == 3))
+        acc = ctx.node("Conv", inputs, "acc", domain=onnx_ops.DOMAIN, overload=overload, kernel_shape=[kh, kw],
+                       strides=[sh, sw], pads=[ph, pw, ph, pw], dilations=[1, 1], group=1)
+        return ctx.cast_out(acc)

@@ -39,6 +39,11 @@ class MaxPool2d(QFXModule):
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
+    def onnx_export(self, ctx):
+        """ONNX body: standard ``MaxPool``, no cast."""
+        return ctx.node("MaxPool", [ctx.x], "out", kernel_shape=list(self.kernel_size),
+                        strides=list(self.stride)), ctx.xt
+
 
 class _Avg(QFXModule):
     def _mean(self, x, summed, n):
@@ -72,6 +77,17 @@ class AvgPool2d(_Avg):
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, recip_bits={self.recip_bits}"
 
+    def onnx_export(self, ctx):
+        """ONNX body: ``qfx.AveragePool`` (exact window sum times ``r``), then the cast."""
+        from .. import onnx_ops
+        overload = ctx.overload("pool")
+        ctx.b.custom_function(onnx_ops.avgpool_function(overload, ctx.in_shapes[0], self.kernel_size,
+                                                        self.stride, self.recip_bits))
+        acc = ctx.node("AveragePool", [ctx.x], "acc", domain=onnx_ops.DOMAIN, overload=overload,
+                       kernel_shape=list(self.kernel_size), strides=list(self.stride), pads=[0, 0, 0, 0],
+                       recip_bits=self.recip_bits)
+        return ctx.cast_out(acc)
+
 
 class AdaptiveAvgPool2d(_Avg):
     """Global average pooling (output size 1): ``cast(S * r, out_type)``, ``N = H*W``; output (N, C, 1, 1)."""
@@ -93,3 +109,12 @@ class AdaptiveAvgPool2d(_Avg):
 
     def extra_repr(self):
         return f"output_size=1, recip_bits={self.recip_bits}"
+
+    def onnx_export(self, ctx):
+        """ONNX body: ``qfx.GlobalAveragePool`` (exact sum times ``r``), then the cast."""
+        from .. import onnx_ops
+        overload = ctx.overload("pool")
+        ctx.b.custom_function(onnx_ops.global_avgpool_function(overload, ctx.in_shapes[0], self.recip_bits))
+        acc = ctx.node("GlobalAveragePool", [ctx.x], "acc", domain=onnx_ops.DOMAIN, overload=overload,
+                       recip_bits=self.recip_bits)
+        return ctx.cast_out(acc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -229,7 +230,7 @@ def _safe(text: object, max_len: int = 400) -> str:
 
 def _safe_message(text: object) -> str:
     """A whole message: each line made printable (messages quote names, op types, domains and paths)."""
-    return "\n".join(_safe(line, 4000) for line in str(text).splitlines() or [""])
+    return "\n".join(_safe(line, 1500) for line in str(text).splitlines() or [""])
 
 
 def _compile(console, err, model, target, outdir, clock_ns, part, csim, force, config, vectors, jobs, quiet) -> int:
@@ -322,8 +323,6 @@ class Interrupted(KeyboardInterrupt):
 @contextlib.contextmanager
 def _signals_unwind():
     """Turn SIGTERM/SIGHUP (and SIGINT) into :class:`Interrupted` while compiling; restore the handlers after."""
-    import signal
-
     def handler(signum, frame):
         raise Interrupted(signum)
 
@@ -357,7 +356,7 @@ def main(argv=None) -> int:
     0 success; 2 anything the user can cause or fix (the model file, the config file, an option, the file
     system, a second run on the same folder); 1 an internal error (a bug: please report it) or a C
     simulation mismatch."""
-    from .backend.outdir import os_error
+    from .backend.outdir import OutdirError, os_error
 
     try:
         with _signals_unwind():
@@ -371,18 +370,18 @@ def main(argv=None) -> int:
         except OSError:
             pass
         rc = 2
-    except click.exceptions.Abort:
-        _echo_err("aborted")
-        rc = 130
-    except UserError as e:
+    except click.exceptions.Abort as e:  # click turns KeyboardInterrupt (so our Interrupted too) into Abort
+        cause = e.__cause__ or e.__context__
+        signum = cause.signum if isinstance(cause, Interrupted) else signal.SIGINT
+        _echo_err(f"interrupted (signal {int(signum)}); the output folder was left as it was before this run")
+        rc = 128 + int(signum)
+    except (UserError, OutdirError) as e:
         _echo_err(f"error: {_safe_message(e)}")
         rc = 2
-    except Interrupted as e:
-        _echo_err(f"interrupted (signal {e.signum}); the output folder was left as it was before this run")
-        rc = 128 + e.signum
-    except KeyboardInterrupt:
-        _echo_err("interrupted; the output folder was left as it was before this run")
-        rc = 130
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        _echo_err(f"interrupted (signal {int(signum)}); the output folder was left as it was before this run")
+        rc = 128 + int(signum)
     except OSError as e:  # the file system or the terminal: disk full, read-only, file size limit, ...
         _echo_err(f"error: {_safe_message(os_error(e, 'the output'))}")
         rc = 2

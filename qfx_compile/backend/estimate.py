@@ -45,6 +45,23 @@ MUL_AUTO, MUL_DSP, MUL_FABRIC = 0, 1, 2
 DSP_PORTS = {"DSP48E2": (27, 18), "DSP48E1": (25, 18)}
 
 
+#: K-hot layers become straight-line shift-add code (a whole output vector per cycle) while the
+#: adders' LUT estimate stays at most this (what 2,000 digits in per-digit trees of ~12-bit adders
+#: took, the former rule: a shared adder graph now lets larger layers in); above it, the folded
+#: table kernel (hls_lib dense_shiftadd / conv2d_shiftadd, n_out times fewer adders).
+STRAIGHT_LINE_MAX_LUT = 24_000
+
+
+def shiftadd_luts(adder_bits: int) -> int:
+    """LUTs of shift-add adders whose carry chains total ``adder_bits`` bits."""
+    return int(adder_bits)
+
+
+def straight_line_fits(adder_bits: int) -> bool:
+    """Whether a straight-line shift-add layer of that size is chosen over the table kernel."""
+    return shiftadd_luts(adder_bits) <= STRAIGHT_LINE_MAX_LUT
+
+
 class FitError(ValueError):
     """The model cannot fit the part's DSPs even at maximum reuse."""
 
@@ -126,7 +143,8 @@ def estimate_layer(s: LayerShape, reuse: int | None, mul_impl: int, dsp_kind: st
         d, lut, small = product_cost(s.a_bits, s.b_bits, dsp_kind, mul_impl)
         return LayerEstimate(None, mul_impl, 1, d, lut, 0, layer_cycles(s, None), small)
     if s.kind == "shiftadd":
-        return LayerEstimate(None, mul_impl, 0, 0, s.adder_bits, s.adders, layer_cycles(s, None), False)
+        return LayerEstimate(None, mul_impl, 0, 0, shiftadd_luts(s.adder_bits), s.adders, layer_cycles(s, None),
+                             False)
     return LayerEstimate(None, mul_impl, 0, 0, 0, 0, layer_cycles(s, None), False)
 
 

@@ -1,17 +1,19 @@
-"""K-hot weights as shift-add code: terms, interval-typed adder trees, straight-line C++.
+"""K-hot weights as shift-add code: terms, a shared adder graph, straight-line C++.
 
 A K-hot weight mantissa is a sum of at most K signed powers of two, so every
 product ``x * w`` is a sum of shifted copies of ``x`` (wiring, no multiplier).
-For each output channel the backend sums the channel's terms with a balanced
-adder tree (da4ml style). Every intermediate is declared with the SMALLEST
-type that holds its exact value for every input of the input type: the
-interval of each node is computed from the terms (a term ``+-2^e * x`` spans
-``[x_min, x_max] * 2^e``), so no partial sum can round or overflow, and the
-single cast to ``out_t`` at the end is the layer's one documented cast.
+The layer's integer matrix becomes ONE adder graph (:mod:`.addergraph`): sums
+that several outputs (or several digits) need are built once, then each output
+sums what is left. Every intermediate is declared with the SMALLEST type that
+holds its exact value for every input of the input type (its interval follows
+from its integer coefficients on the inputs), so no partial sum can round or
+overflow, and the single cast to ``out_t`` at the end is the layer's one
+documented cast.
 
-Small layers (at most :data:`STRAIGHT_LINE_MAX_TERMS` terms) are emitted as
-straight-line code; larger ones go to hls_lib's ``dense_shiftadd`` /
-``conv2d_shiftadd`` with (sign, shift) tables (:func:`sign_shift_tables`).
+Layers up to :data:`STRAIGHT_LINE_MAX_TERMS` nonzero digits get a graph; the
+estimator (``estimate.straight_line_fits``) then keeps the straight-line code
+when its LUTs fit (:func:`straight_line`), else hls_lib's ``dense_shiftadd`` / ``conv2d_shiftadd`` run
+on (sign, shift) tables (:func:`sign_shift_tables`).
 """
 from __future__ import annotations
 
@@ -21,9 +23,13 @@ import numpy as np
 
 from ..fixed.digits import digits_of
 from ..fixed.types import FixedType
+from . import addergraph, estimate
 
-#: Layers with at most this many terms (nonzero CSD digits of all weights) become straight-line code.
-STRAIGHT_LINE_MAX_TERMS = 2000
+#: Layers with more terms (nonzero CSD digits of all weights) get no graph (compile time): table kernel.
+STRAIGHT_LINE_MAX_TERMS = 20000
+#: Greedy tries (differently ordered ties) for layers up to this many terms; larger layers get one.
+MULTI_TRY_TERMS = 3000
+TRIES = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,70 +67,25 @@ def sign_shift_tables(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return sign.reshape(-1), shift.reshape(-1), k
 
 
-# ------------------------------------------------------------ interval nodes
-@dataclasses.dataclass
-class Node:
-    """One value of the tree: ``expr`` equals ``sum_i coef[i] * m_x[i] * 2**-f`` (m_x: input mantissas).
+def layer_graph(terms: list[list[Term]], x_t: FixedType, n_in: int | None = None, *, share: bool = True,
+                max_depth: int | None = None, tries: int | None = None):
+    """(graph, base) of a layer: output ``j`` is ``graph.outputs[j] * 2**base[j]`` in units of x's LSB.
 
-    ``neg``: the expression holds the NEGATED signed sum of its terms (so that a subtree of
-    negative terms needs no negation: the parent subtracts it). The interval [lo, hi] of the
-    mantissa at ``f`` is exact and tight: the inputs are independent, so each bound is reached
-    by putting every input at its minimum or maximum according to its coefficient's sign.
+    Each row's terms are shifted so that its lowest exponent is 0 (``base[j]``, may be negative:
+    per-channel binary points); the graph is the integer product on the input mantissas.
     """
-    expr: str
-    coef: dict
-    f: int
-    neg: bool
-    lo: int = 0
-    hi: int = 0
-
-    def at(self, f: int) -> dict:
-        return {i: c << (f - self.f) for i, c in self.coef.items()}
-
-
-def _bounds(coef: dict, x_t: FixedType) -> tuple[int, int]:
-    lo = sum(c * (x_t.raw_min if c > 0 else x_t.raw_max) for c in coef.values())
-    hi = sum(c * (x_t.raw_max if c > 0 else x_t.raw_min) for c in coef.values())
-    return lo, hi
+    n = max([t.index + 1 for r in terms for t in r] + [n_in or 0, 1])
+    base = [min((t.exp for t in r), default=0) for r in terms]
+    rows = [[(t.index, t.exp - b, t.sign) for t in r] for r, b in zip(terms, base)]
+    n_terms = sum(len(r) for r in rows)
+    if tries is None:
+        tries = TRIES if n_terms <= MULTI_TRY_TERMS else 1
+    g = addergraph.optimize(rows, [x_t.raw_min] * n, [x_t.raw_max] * n, share=share, max_depth=max_depth,
+                            tries=tries)
+    return g, base
 
 
-def _type_of(lo: int, hi: int, f: int) -> FixedType:
-    return FixedType.for_raw_range(lo, hi, f)
-
-
-def _combine(a: dict, b: dict, sb: int) -> dict:
-    out = dict(a)
-    for i, c in b.items():
-        v = out.get(i, 0) + sb * c
-        if v:
-            out[i] = v
-        else:
-            out.pop(i, None)
-    return out
-
-
-@dataclasses.dataclass
-class Declared:
-    """An intermediate the code declares: its name, type, and exact value as input coefficients."""
-    name: str
-    type: FixedType
-    coef: dict     # input index -> integer coefficient of m_x at frac f (value = sum coef*m_x * 2**-f)
-    const: int     # constant mantissa added (the bias), at frac f
-    f: int
-    lo: int
-    hi: int
-
-
-@dataclasses.dataclass
-class Channel:
-    lines: list[str]
-    adders: int
-    adder_bits: int   # sum of the widths of every adder's result (LUT estimate)
-    acc: FixedType | None
-    depth: int
-    declared: list[Declared]
-
-
+# ------------------------------------------------------------ C++ text
 def _int_t(t: FixedType) -> str:
     return f"ap_{'int' if t.signed else 'uint'}<{t.width}>"
 
@@ -139,115 +100,134 @@ def _aligned(expr: str, t: FixedType, shift: int) -> str:
     return f"({cast} << {shift})" if shift else cast
 
 
-def channel_code(terms: list[Term], x_t: FixedType, leaf, bias_raw: int, b_t: FixedType, var: str,
-                 y: str, b_expr: str) -> Channel:
-    """Straight-line code for one output: ``y = cast(b + sum terms, out_t)`` through a balanced tree.
+def _sum_text(coef: dict, leaf, limit: int = 6) -> str:
+    """What a signal sums, in input mantissas: ``m3 + 4*m7 - m9`` (or a count when long)."""
+    items = sorted(coef.items())
+    if len(items) > limit:
+        return f"a sum over {len(items)} inputs"
+    out = ""
+    for i, c in items:
+        mag = f"{abs(c)}*" if abs(c) != 1 else ""
+        out += (" - " if c < 0 else " + ") if out else ("-" if c < 0 else "")
+        out += f"{mag}{leaf(i)}"
+    return out
 
-    Each intermediate ``v`` is declared as the integer mantissa (``ap_int<W>`` / ``ap_uint<W>``)
-    of its smallest exact fixed-point type ``ap_[u]fixed<W, W-F>`` (named in a comment): the
-    value is ``v * 2^-F``. A term ``+-2^e * x`` is x's mantissa on the grid ``F_x - e``
-    (moving the binary point costs nothing); adding two nodes aligns the one on the coarser
-    grid with a constant left shift (wiring). The arithmetic is modulo ``2^W``, which is exact
-    because the result's interval fits ``W`` bits (the final value is the same whatever wraps
-    on the way). Only the last line leaves the integers: ``y = ap_fixed(acc)``, the cast to out_t.
-    ``leaf(index)`` spells the input's mantissa variable; ``var`` prefixes the intermediates.
-    """
-    nodes = []
-    for t in sorted(terms, key=lambda t: (t.exp, t.index)):
-        nodes.append(Node(leaf(t.index), {t.index: 1}, x_t.frac_bits - t.exp, t.sign < 0))
-    lines: list[str] = []
-    declared: list[Declared] = []
-    adders = bits = 0
-    level = 0
 
-    def declare(name, expr_of, coef, f, const=0):
-        lo, hi = _bounds(coef, x_t)
-        lo, hi = lo + const, hi + const
-        t = _type_of(lo, hi, f)
-        lines.append(f"const {_int_t(t)} {name} = {expr_of(t)};  // {_fixed_t(t)}")
-        declared.append(Declared(name, t, coef, const, f, lo, hi))
-        return t, lo, hi
-
-    while len(nodes) > 1:
-        nxt = []
-        for k in range(0, len(nodes) - 1, 2):
-            a, b = nodes[k], nodes[k + 1]
-            f = max(a.f, b.f)
-            ca, cb = a.at(f), b.at(f)
-            if a.neg == b.neg:          # (+a) + (+b), or -(a + b) kept as a + b
-                first, op, second, coef, neg = a, "+", b, _combine(ca, cb, 1), a.neg
-            elif b.neg:                 # a - b
-                first, op, second, coef, neg = a, "-", b, _combine(ca, cb, -1), False
-            else:                       # b - a
-                first, op, second, coef, neg = b, "-", a, _combine(cb, ca, -1), False
-            name = f"{var}_{level}_{k // 2}"
-            t, lo, hi = declare(name, lambda t, p=first, q=second, op=op, f=f:
-                                f"{_aligned(p.expr, t, f - p.f)} {op} {_aligned(q.expr, t, f - q.f)}", coef, f)
-            adders += 1
-            bits += t.width
-            nxt.append(Node(name, coef, f, neg, lo, hi))
-        if len(nodes) % 2:
-            nxt.append(nodes[-1])
-        nodes = nxt
-        level += 1
-    if not nodes:
-        lines.append(f"{y} = {b_expr};  // no nonzero weight: the bias alone")
-        return Channel(lines, 0, 0, None, 0, declared)
-    r = nodes[0]
-    if bias_raw == 0 and not r.neg:
-        acc_name, acc_f = r.expr, r.f
-        lo, hi = _bounds(r.coef, x_t)
-        acc_t = _type_of(lo, hi, r.f)
-        if not declared:   # one term, no bias: the input's mantissa on the term's grid
-            acc_t = FixedType(x_t.width, x_t.width - r.f, x_t.signed)
-    else:
-        f = max(r.f, b_t.frac_bits)
-        bv = bias_raw << (f - b_t.frac_bits)
-        cr = r.at(f)
-        coef = {i: -c for i, c in cr.items()} if r.neg else cr
-        bm = f"b[{y[y.index('[') + 1:-1]}]"  # the bias mantissa array element
-        if r.neg and not bias_raw:
-            expr_of = lambda t: f"-{_aligned(r.expr, t, f - r.f)}"  # noqa: E731
-        else:
-            op = "-" if r.neg else "+"
-            expr_of = lambda t: f"{_aligned(bm, t, f - b_t.frac_bits)} {op} {_aligned(r.expr, t, f - r.f)}"  # noqa
-        acc_t, _, _ = declare(var, expr_of, coef, f, bv)
-        adders += 1
-        bits += acc_t.width
-        acc_name, acc_f = var, f
-    lines.append(f"{y} = qfx::from_raw<{_fixed_t(acc_t)} >({acc_name});  // the one cast to out_t")
-    del acc_f
-    return Channel(lines, adders, bits, acc_t, level, declared)
+@dataclasses.dataclass
+class Declared:
+    """An intermediate the code declares: its name, type, and exact value as input coefficients."""
+    name: str
+    type: FixedType
+    coef: dict     # input index -> integer coefficient of m_x at frac f (value = (sum coef*m_x + const) * 2**-f)
+    const: int     # constant mantissa added (the bias), at frac f
+    f: int
+    lo: int
+    hi: int
 
 
 @dataclasses.dataclass
 class LayerCode:
     body: list[str]         # lines inside apply()
     terms: int
-    adders: int
-    adder_bits: int
+    adders: int             # graph adders + one per output that adds its bias or negates
+    adder_bits: int         # carry-chain bits of all adders (the LUT-relevant size)
     widest: FixedType | None
     depth: int
+    declared: list[Declared]
+    graph: addergraph.Graph
+    base: list[int]
+    names: list[str]        # C++ name of every graph signal (inputs first)
+    tree_adders: int        # adders of per-output trees without sharing (the baseline)
+
+
+def signal_type(g: addergraph.Graph, sig: int, x_t: FixedType) -> FixedType:
+    """Smallest exact type of a graph signal: its mantissa is the integer, on x's grid."""
+    return FixedType.for_raw_range(g.lo[sig], g.hi[sig], x_t.frac_bits)
 
 
 def layer_code(terms: list[list[Term]], x_t: FixedType, bias_raw: list[int], b_t: FixedType,
-               leaf, element) -> LayerCode:
-    """All outputs of a layer. ``leaf(i)`` names input i's mantissa variable, ``element(i)`` the input."""
+               leaf, element, *, n_in: int | None = None, max_depth: int | None = None,
+               tries: int | None = None) -> LayerCode:
+    """All outputs of a layer as straight-line code over one shared adder graph.
+
+    ``leaf(i)`` names input i's mantissa variable, ``element(i)`` the input. Each graph signal
+    ``v`` is declared as the integer mantissa (``ap_int<W>`` / ``ap_uint<W>``) of its smallest
+    exact type ``ap_[u]fixed<W, W-F>`` (named in a comment with what it sums): the value is
+    ``v * 2^-F``. An adder ``A + (B << s)`` aligns B with a constant left shift (wiring); its
+    arithmetic is modulo ``2^W``, exact because the result's interval fits ``W`` bits. Output
+    j adds its bias (or negates) in one more line, then ``y[j] = ap_fixed(acc)``: the cast to out_t.
+    """
+    g, base = layer_graph(terms, x_t, n_in, max_depth=max_depth, tries=tries)
+    g0_adders = sum(max(0, len(r) - 1) for r in terms)
     body: list[str] = []
-    used = sorted({t.index for row in terms for t in row})
+    declared: list[Declared] = []
+    names: list[str] = [leaf(i) for i in range(g.n_in)]
     body.append(f"// input mantissas ({_int_t(x_t)}: x = m * 2^-{x_t.frac_bits})")
-    for i in used:
+    for i in g.used_inputs():
         body.append(f"const {_int_t(x_t)} {leaf(i)} = qfx::raw_of({element(i)});")
-    adders = bits = depth = 0
+    if g.adders:
+        body.append(f"// shared adder graph: {g.n_adders} adders (per-output trees would take {g0_adders})")
+    taken = set(names)
+    bits = 0
+    for k, a in enumerate(g.adders):
+        t = signal_type(g, a.id, x_t)
+        pa, pb = names[a.a], names[a.b]
+        name = f"{pa}_{'m' if a.sub else 'p'}_{pb}" + (f"x{1 << a.shift}" if a.shift else "")
+        if len(name) > 24 or name in taken:
+            name = f"t{k}"
+        names.append(name)
+        taken.add(name)
+        op = "-" if a.sub else "+"
+        body.append(f"const {_int_t(t)} {name} = {_aligned(pa, t, 0)} {op} {_aligned(pb, t, a.shift)};  "
+                    f"// {_fixed_t(t)} = {_sum_text(g.coef[a.id], leaf)}")
+        declared.append(Declared(name, t, dict(g.coef[a.id]), 0, x_t.frac_bits, g.lo[a.id], g.hi[a.id]))
+        bits += a.cost
+    adders = g.n_adders
     widest = None
-    for j, row in enumerate(terms):
-        ch = channel_code(row, x_t, leaf, int(bias_raw[j]), b_t, f"a{j}", f"y[{j}]",
-                          f"qfx::from_raw<C::b_t>(b[{j}])")
-        body.append(f"// output {j}: {len(row)} terms, {ch.adders} adders")
-        body += ch.lines
-        adders += ch.adders
-        bits += ch.adder_bits
-        depth = max(depth, ch.depth)
-        if ch.acc is not None and (widest is None or ch.acc.width > widest.width):
-            widest = ch.acc
-    return LayerCode(body, sum(len(r) for r in terms), adders, bits, widest, depth)
+    depth = g.max_depth
+    for j, o in enumerate(g.outputs):
+        y = f"y[{j}]"
+        braw = int(bias_raw[j])
+        if o.signal is None:
+            body.append(f"{y} = qfx::from_raw<C::b_t>(b[{j}]);  // output {j}: no nonzero weight, the bias alone")
+            continue
+        v = names[o.signal]
+        f_r = x_t.frac_bits - base[j] - o.shift          # the signal's mantissa is y's at frac f_r
+        vt = signal_type(g, o.signal, x_t)
+        if braw == 0 and not o.neg:
+            acc_t, acc = FixedType(vt.width, vt.width - f_r, vt.signed), v
+        else:
+            f = max(f_r, b_t.frac_bits)
+            bv = braw << (f - b_t.frac_bits)
+            sg = -1 if o.neg else 1
+            coef = {i: sg * (c << (f - f_r)) for i, c in g.coef[o.signal].items()}
+            lo = bv + sg * (g.lo[o.signal] if sg > 0 else g.hi[o.signal]) * (1 << (f - f_r))
+            hi = bv + sg * (g.hi[o.signal] if sg > 0 else g.lo[o.signal]) * (1 << (f - f_r))
+            acc_t = FixedType.for_raw_range(lo, hi, f)
+            acc = f"a{j}"
+            if braw == 0:
+                expr = f"-{_aligned(v, acc_t, f - f_r)}"
+            else:
+                expr = f"{_aligned(f'b[{j}]', acc_t, f - b_t.frac_bits)} {'-' if o.neg else '+'} " \
+                       f"{_aligned(v, acc_t, f - f_r)}"
+            what = ("bias minus" if braw else "minus") if o.neg else "bias plus"
+            body.append(f"const {_int_t(acc_t)} {acc} = {expr};  // {_fixed_t(acc_t)}: output {j}, {what} {v}")
+            declared.append(Declared(acc, acc_t, coef, bv, f, lo, hi))
+            adders += 1
+            bits += acc_t.width
+            depth = max(depth, g.depth[o.signal] + 1)
+        body.append(f"{y} = qfx::from_raw<{_fixed_t(acc_t)} >({acc});  // output {j}: the one cast to out_t")
+        if widest is None or acc_t.width > widest.width:
+            widest = acc_t
+    return LayerCode(body, sum(len(r) for r in terms), adders, bits, widest, depth, declared, g, base, names,
+                     g0_adders)
+
+
+def straight_line(terms: list[list[Term]], x_t: FixedType, bias_raw: list[int], b_t: FixedType, leaf, element,
+                  **kw) -> LayerCode | None:
+    """:func:`layer_code` where the estimator prefers it (``estimate.straight_line_fits``), else None
+    (the table kernel); layers over :data:`STRAIGHT_LINE_MAX_TERMS` terms get no graph at all."""
+    if sum(len(r) for r in terms) > STRAIGHT_LINE_MAX_TERMS:
+        return None
+    code = layer_code(terms, x_t, bias_raw, b_t, leaf, element, **kw)
+    return code if estimate.straight_line_fits(code.adder_bits) else None

@@ -57,19 +57,21 @@ class QFXConfig:
     learn_int_bits: bool = True
     recip_bits: int = 16
     input_range: tuple[float, float] | None = None
+    unsigned_relu: bool = False
     overrides: dict = dataclasses.field(default_factory=dict)
 
 
 _TYPE_FIELDS = ("weight", "bias", "activation", "output", "input", "bn_scale", "bn_shift", "bn_output", "residual",
                 "pool")
-_OVERRIDABLE = set(f.name for f in dataclasses.fields(QFXConfig)) - {"overrides", "input_range"}
+_OVERRIDABLE = set(f.name for f in dataclasses.fields(QFXConfig)) - {"overrides", "input_range", "unsigned_relu"}
 _FIELD_DEFAULTS = {"output": "activation", "input": "activation", "bn_output": "activation",
                    "residual": "activation", "pool": "activation"}
 
 SUPPORTED = ("nn.Linear", "nn.Conv2d (groups=1, dilation=1, zero padding)", "nn.BatchNorm2d", "nn.ReLU",
              "nn.ReLU6", "nn.Hardtanh", "nn.MaxPool2d (no padding)", "nn.AvgPool2d (no padding)",
              "nn.AdaptiveAvgPool2d(1)", "nn.Flatten", "nn.Dropout", "nn.Identity", "qfx.nn layers",
-             "operator.add / torch.add (two tensors)", "torch.flatten(x, 1)", "F.relu / torch.relu")
+             "operator.add / torch.add (two tensors)", "torch.flatten(x, 1)", "F.relu / torch.relu") + \
+    qnn.activation.SUPPORTED
 
 
 def _as_config(config) -> QFXConfig:
@@ -211,6 +213,8 @@ def _convert_module(name: str, mod: nn.Module, opts: dict):
         if mod.output_size not in (1, (1, 1), [1, 1]):
             raise _unsupported(name, cls, f"output_size={mod.output_size}; only 1")
         return qnn.AdaptiveAvgPool2d(1, output_type=opts["pool"], recip_bits=opts["recip_bits"], learnable=learn)
+    elif qnn.activation.convert_module(mod, opts) is not None:  # Sigmoid, Tanh, Softmax, LeakyReLU, Hard*
+        return qnn.activation.convert_module(mod, opts)
     elif isinstance(mod, nn.Flatten):
         if mod.start_dim != 1 or mod.end_dim != -1:
             raise _unsupported(name, cls, "only start_dim=1, end_dim=-1")
@@ -289,6 +293,11 @@ def quantize_model(model: nn.Module, config=None, example_input: torch.Tensor | 
             elif t in (torch.flatten, "flatten") and len(tensors) == 1 and \
                     tuple(node.args[1:]) + tuple(node.kwargs.values()) in ((1,), (1, -1)):
                 add_module(node, node.name, qnn.Flatten(), (node.args[0],))
+            elif len(tensors) == 1 and node.args and node.args[0] is tensors[0] and \
+                    qnn.activation.function_spec(t, node.args, node.kwargs) is not None:
+                cls, make = qnn.activation.function_spec(t, node.args, node.kwargs)
+                opts = res.options(node.name, (cls,))
+                add_module(node, node.name, make(opts), (node.args[0],))
             elif t in (F.relu, torch.relu, "relu") and len(tensors) == 1 and len(node.args) == 1:
                 add_module(node, node.name, qnn.ReLU(), (node.args[0],))
             else:
@@ -324,6 +333,8 @@ def quantize_model(model: nn.Module, config=None, example_input: torch.Tensor | 
                              f"{cfg.input_range}")
     g.lint()
     gm.recompile()
+    if cfg.unsigned_relu:
+        _unsigned_activations(gm)
     for name, m in gm.named_modules():
         if isinstance(m, qnn.QFXModule):
             m.qfx_name = name
@@ -332,10 +343,56 @@ def quantize_model(model: nn.Module, config=None, example_input: torch.Tensor | 
             if isinstance(q, Quantizer):
                 q.freeze()
     gm.register_forward_pre_hook(_eval_types_hook)
+    gm.register_forward_hook(_clear_static_types, always_call=True)
     if example_input is not None:
         calibrate(gm, example_input)
     gm.train(model.training)
     return gm
+
+
+_SAT = ("AP_SAT", "AP_SAT_SYM", "AP_SAT_ZERO")
+
+
+def _unsigned_activations(gm: fx.GraphModule) -> None:
+    """``QFXConfig.unsigned_relu``: signed activation casts whose values are never negative where used
+    become unsigned of the same width (one more bit of resolution for the same hardware cost).
+
+    A node's output cast becomes ``ap_ufixed`` (saturating overflow only) when every user is a
+    ReLU or a ``Clip`` with ``lo >= 0`` (they would zero any negative value anyway; the unsigned
+    saturating cast sends it to 0 first), or when the node is an average pool, an addition or a
+    ``Quant`` whose inputs are all non-negative (ReLU / Clip outputs, max pools and flattens of them,
+    unsigned casts).
+    """
+    nonneg: dict[str, bool] = {}
+
+    def is_nonneg_user(u):
+        if u.op != "call_module":
+            return False
+        m = gm.get_submodule(u.target)
+        return isinstance(m, qnn.ReLU) or (isinstance(m, qnn.Clip) and m.lo >= 0)
+
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            nonneg[node.name] = False
+            continue
+        m = gm.get_submodule(node.target)
+        ins = [a for a in node.args if isinstance(a, fx.Node)]
+        all_in = bool(ins) and all(nonneg.get(a.name, False) for a in ins)
+        q = getattr(m, "output_quantizer", None)
+        if isinstance(m, (qnn.ReLU,)) or (isinstance(m, qnn.Clip) and m.lo >= 0):
+            nonneg[node.name] = True
+        elif isinstance(m, (qnn.MaxPool2d, qnn.Flatten)):
+            nonneg[node.name] = all_in
+        elif q is not None:
+            t = q.base_type
+            users_clip = bool(node.users) and all(is_nonneg_user(u) for u in node.users)
+            keeps = isinstance(m, (qnn.AvgPool2d, qnn.AdaptiveAvgPool2d, qnn.Add)) or type(m) is qnn.Quant
+            if t.signed and t.overflow in _SAT and (users_clip or (keeps and all_in)):
+                q.base_type = t.replace(signed=False, overflow="AP_SAT" if t.overflow == "AP_SAT_SYM"
+                                        else t.overflow)
+            nonneg[node.name] = not q.base_type.signed
+        else:
+            nonneg[node.name] = False
 
 
 def infer_types(gm: fx.GraphModule) -> dict[str, FixedType | None]:
@@ -347,7 +404,7 @@ def infer_types(gm: fx.GraphModule) -> dict[str, FixedType | None]:
         elif node.op == "call_module":
             m = gm.get_submodule(node.target)
             ins = [types.get(a.name) for a in node.args if isinstance(a, fx.Node)]
-            if isinstance(m, qnn.Clip):
+            if isinstance(m, qnn.Clip) or getattr(m, "needs_input_type", False):
                 m.input_type = ins[0] if ins else None
             if isinstance(m, qnn.QFXModule) and (getattr(m, "output_quantizer", None) is not None
                                                  or all(t is not None for t in ins)):
@@ -364,7 +421,27 @@ def infer_types(gm: fx.GraphModule) -> dict[str, FixedType | None]:
 
 def _eval_types_hook(gm, args):
     if not gm.training:
-        infer_types(gm)
+        types = infer_types(gm)
+        # For this forward only: each QFX layer knows its inputs' types (the exactness guard then
+        # needs no pass over the data; cleared by _clear_static_types, even on an exception).
+        seen = {}
+        for node in gm.graph.nodes:
+            if node.op == "call_module":
+                m = gm.get_submodule(node.target)
+                if isinstance(m, qnn.QFXModule):
+                    ins = [types.get(a.name) if isinstance(a, fx.Node) else None for a in node.args]
+                    # a module called from two nodes gets the types only where both calls agree
+                    prev = seen.setdefault(id(m), ins)
+                    if prev is not ins:
+                        ins = [a if a == b else None for a, b in zip(prev, ins)] if len(prev) == len(ins) else []
+                        seen[id(m)] = ins
+                    m.static_input_types = ins
+
+
+def _clear_static_types(gm, args, output):
+    for m in gm.modules():
+        if isinstance(m, qnn.QFXModule) and "static_input_types" in m.__dict__:
+            del m.static_input_types
 
 
 def ptq(model: nn.Module, config, example_input: torch.Tensor, data) -> nn.Module:

@@ -76,3 +76,82 @@ def check_exact(layer: QFXModule, bound: float, frac: int, what: str = "accumula
 
 def amax(x: torch.Tensor | None) -> float:
     return 0.0 if x is None or x.numel() == 0 else float(x.detach().abs().max())
+
+
+def exact_ok(bound: float, frac: int) -> bool:
+    """Whether :func:`check_exact` would pass (no exception)."""
+    return bound == 0 or (math.isfinite(bound) and bound * 2.0 ** frac < _LIMIT)
+
+
+def input_grids(layer: QFXModule, xs) -> list[tuple[int, float] | None]:
+    """``(F, max |x|)`` per input from the static input types, or None where unknown.
+
+    ``quantize_model``'s graph sets ``layer.static_input_types`` for the duration of one
+    eval-mode forward of the whole model (every input of a QFX node is then on the grid
+    of its producer's output type, inside its range); a layer called on its own has none.
+    """
+    types = getattr(layer, "static_input_types", None)
+    out = []
+    for i in range(len(xs)):
+        t = types[i] if types is not None and i < len(types) else None
+        out.append(None if t is None else (t.frac_bits, float(max(abs(t.min), abs(t.max)))))
+    return out
+
+
+def guard(layer: QFXModule, xs, rule, what: str = "accumulator") -> None:
+    """The float64 exactness guard of an eval-mode layer.
+
+    ``rule(grids) -> (bound, frac)`` maps one ``(F, max |x|)`` per input to the
+    layer's largest intermediate magnitude and its grid. It is evaluated first on the
+    static input types (no pass over the data); where a static type is unknown or its
+    bound does not prove exactness, on the actual inputs (``frac_bits_of``, ``amax``),
+    which raises ``ValueError`` if the computation could be inexact.
+    """
+    grids = input_grids(layer, xs)
+    if all(g is not None for g in grids):
+        bound, frac = rule(grids)
+        if exact_ok(bound, frac):
+            return
+    bound, frac = rule([(frac_bits_of(x), amax(x)) for x in xs])
+    check_exact(layer, bound, frac, what)
+
+
+class TensorsKey:
+    """A cache key on tensors' identity (storage kept alive) and in-place version counters, plus plain values."""
+
+    def __init__(self, tensors, values=()):
+        self.refs = [None if t is None else t.detach() for t in tensors]
+        self.state = [None if t is None else (t.data_ptr(), t._version, t.dtype, tuple(t.shape), t.stride())
+                      for t in tensors]
+        self.values = tuple(values)
+
+    def __deepcopy__(self, memo):
+        return _NeverMatches()
+
+    def __reduce__(self):
+        return (_NeverMatches, ())
+
+    def matches(self, tensors, values=()) -> bool:
+        if self.state is None or len(tensors) != len(self.state) or tuple(values) != self.values:
+            return False
+        for t, s in zip(tensors, self.state):
+            if (t is None) != (s is None):
+                return False
+            if t is not None and (t.data_ptr(), t._version, t.dtype, tuple(t.shape), t.stride()) != s:
+                return False
+        return True
+
+
+class _NeverMatches(TensorsKey):
+    """What a copied or unpickled cache key becomes: the copy's tensors live elsewhere, so recompute."""
+
+    def __init__(self):
+        self.refs, self.state, self.values = [], None, ()
+
+
+def quantizer_state(q) -> tuple[list, tuple]:
+    """The tensors and values an eval-mode cast by Quantizer ``q`` depends on (for TensorsKey)."""
+    if q is None:
+        return [None], (None,)
+    k = tuple(q.k_hot) if isinstance(q.k_hot, list) else q.k_hot
+    return [q.int_bits_param], (q.base_type, k, q.digits, q.axis, q.channels)

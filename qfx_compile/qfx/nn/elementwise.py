@@ -16,7 +16,7 @@ import torch
 from ..quantize import quantize
 from ..quantizer import Quantizer
 from ...fixed.types import FixedType
-from ._base import QFXModule, amax, check_exact, frac_bits_of
+from ._base import QFXModule, guard
 
 
 class Quant(QFXModule):
@@ -36,9 +36,13 @@ class Quant(QFXModule):
         return ctx.b.fixed_point(ctx.x, t, t.int_bits, (), ctx.name, ctx.shape), t
 
     def forward(self, x):
-        if not self._float_path():
-            x = x.to(torch.float64)
-        return self.output_quantizer(x)
+        if self._float_path():
+            return self.output_quantizer(x)
+        q = self.output_quantizer
+        if x.dtype == torch.float32 and q.width <= 24 and not q.per_channel and abs(q.fixed_type().frac_bits) <= 100:
+            # the float32 cast is exact (the same real value either way), then widen the W-bit result
+            return self.output_quantizer(x).to(torch.float64)
+        return self.output_quantizer(x.to(torch.float64))
 
 
 class QuantInput(Quant):
@@ -112,7 +116,7 @@ class Add(QFXModule):
         if self._float_path():
             return self.output_quantizer(a + b)
         a, b = a.to(torch.float64), b.to(torch.float64)
-        check_exact(self, amax(a) + amax(b), max(frac_bits_of(a), frac_bits_of(b)), "sum")
+        guard(self, [a, b], lambda g: (g[0][1] + g[1][1], max(g[0][0], g[1][0])), "sum")
         return self.output_quantizer(a + b)
 
     def onnx_export(self, ctx):

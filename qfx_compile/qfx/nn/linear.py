@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..quantizer import Quantizer
-from ._base import QFXModule, amax, check_exact, frac_bits_of
+from ._base import QFXModule, TensorsKey, amax, frac_bits_of, guard, input_grids, quantizer_state
 
 
 def _pair(v, name):
@@ -22,6 +22,13 @@ def _pair(v, name):
     if len(v) != 2:
         raise ValueError(f"{name} must be an int or a pair, got {v}")
     return v
+
+
+def _ieee_f32() -> bool:
+    """float32 convolutions and matmuls on CPU round every operation in IEEE single precision."""
+    mk = torch.backends.mkldnn
+    precs = [getattr(getattr(mk, k, None), "fp32_precision", "none") for k in ("conv", "matmul")]
+    return all(p in ("none", "ieee") for p in precs) and torch.get_float32_matmul_precision() == "highest"
 
 
 class _Weighted(QFXModule):
@@ -53,22 +60,74 @@ class _Weighted(QFXModule):
         if self.bias is not None:
             self.bias_quantizer.calibrate(self.bias)
 
+    def _eval_params(self):
+        """``(w, b, F_w+b, max row sum |w|, max |b|)`` for eval, cached until a parameter, an integer-bit
+        parameter or a quantizer setting changes (in place or replaced)."""
+        tw, vw = quantizer_state(self.weight_quantizer)
+        tb, vb = quantizer_state(self.bias_quantizer)
+        tensors, values = [self.weight, self.bias] + tw + tb, vw + vb
+        c = getattr(self, "_eval_cache", None)
+        if c is None or not c[0].matches(tensors, values):
+            w, b = self.quantized_weight(), self.quantized_bias()
+            self._f32_cache = None
+            per_out = float(w.abs().reshape(w.shape[0], -1).sum(1).max()) if w.numel() else 0.0
+            fb = frac_bits_of(b) if b is not None else None
+            c = (TensorsKey(tensors, values), (w, b, frac_bits_of(w), fb, per_out, amax(b)))
+            self._eval_cache = c
+        return c[1]
+
+    def _f32_operands(self, x):
+        """``(x, w, b)`` in float32 when the float32 sum of products is provably exact for ``x``, else None.
+
+        Exact when x, w and b are float32 numbers and every partial sum is a multiple of
+        ``2**-F`` (F = the finest operand grid) below ``2**24`` lsbs in magnitude: then every
+        addition (or fused multiply-add) of a direct or im2col/GEMM convolution is exact,
+        whatever the order. x's grid and range come from its static type (its width at most
+        24 bits); the magnitude bound from the type, else from the data (one pass). Only on
+        CPU with IEEE float32 arithmetic in oneDNN and matmul (no TF32 / bfloat16 shortcut).
+        """
+        if x.device.type != "cpu" or not _ieee_f32():
+            return None
+        grid = input_grids(self, [x])[0]
+        t = (getattr(self, "static_input_types", None) or [None])[0]
+        if grid is None or t is None or t.width > 24 or abs(grid[0]) > 100:
+            return None
+        c = self._eval_params()
+        f32 = getattr(self, "_f32_cache", None)
+        if f32 is None or f32[0] is not c:
+            w, b = c[0], c[1]
+            w32 = w.float() if torch.equal(w.float().double(), w) else None
+            b32 = None if b is None else (b.float() if torch.equal(b.float().double(), b) else False)
+            f32 = (c, w32, b32)
+            self._f32_cache = f32
+        _, w32, b32 = f32
+        if w32 is None or b32 is False:
+            return None
+        _, _, fw, fb, per_out, ab = c
+        frac = grid[0] + fw if fb is None else max(grid[0] + fw, fb)
+        lim = 2.0 ** (24 - frac)
+        if not grid[1] * per_out + ab < lim:
+            lo, hi = torch.aminmax(x)
+            if not max(-float(lo), float(hi)) * per_out + ab < lim:
+                return None
+        return x.float(), w32, b32
+
     def _params(self):
         if self._float_path():
             w = self.weight_quantizer(self.weight)
             b = self.bias_quantizer(self.bias) if self.bias is not None else None
         else:
-            w, b = self.quantized_weight(), self.quantized_bias()
+            w, b = self._eval_params()[:2]
         return w, b
 
     def _check(self, x, w, b):
-        fx = frac_bits_of(x)
-        fw = frac_bits_of(w)
-        frac = fx + fw
-        if b is not None:
-            frac = max(frac, frac_bits_of(b))
-        per_out = w.detach().abs().reshape(w.shape[0], -1).sum(1).max() if w.numel() else 0.0
-        check_exact(self, amax(x) * float(per_out) + amax(b), frac)
+        _, _, fw, fb, per_out, ab = self._eval_params()
+
+        def rule(grids):
+            (fx, ax), = grids
+            frac = fx + fw if fb is None else max(fx + fw, fb)
+            return ax * per_out + ab, frac
+        guard(self, [x], rule)
 
 
 class Linear(_Weighted):
@@ -90,6 +149,9 @@ class Linear(_Weighted):
         w, b = self._params()
         if self._float_path():
             return self.output_quantizer(F.linear(x, w, b))
+        ops = self._f32_operands(x)
+        if ops is not None:
+            return self.output_quantizer(F.linear(*ops).double())
         x = x.to(torch.float64)
         self._check(x, w, b)
         return self.output_quantizer(F.linear(x, w, b))
@@ -103,19 +165,21 @@ class Linear(_Weighted):
 
 
 class Conv2d(_Weighted):
-    """``y = cast(conv2d(x, w) + b, out_type)``; groups 1, dilation 1, zero padding (see module doc)."""
+    """``y = cast(conv2d(x, w) + b, out_type)``; dilation 1, zero padding, ``groups`` (depthwise: groups =
+    in_channels), see module doc."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True,
                  *, weight_type="ap_fixed<8,1,AP_RND_CONV,AP_SAT>", bias_type="ap_fixed<16,6,AP_RND_CONV,AP_SAT>",
                  output_type="ap_fixed<8,4,AP_RND_CONV,AP_SAT>", per_channel: bool = True, k_hot=None, digits=None,
-                 learnable: bool = True):
+                 learnable: bool = True, groups: int = 1):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
         self.padding = _pair(padding, "padding")
-        self.dilation, self.groups = (1, 1), 1
-        ref = nn.Conv2d(in_channels, out_channels, self.kernel_size, self.stride, self.padding, bias=bias)
+        self.dilation, self.groups = (1, 1), int(groups)
+        ref = nn.Conv2d(in_channels, out_channels, self.kernel_size, self.stride, self.padding, bias=bias,
+                        groups=self.groups)
         self.weight = nn.Parameter(ref.weight.detach().clone())
         self.bias = nn.Parameter(ref.bias.detach().clone()) if bias else None
         self._make_quantizers(out_channels, weight_type, bias_type, output_type, bias, per_channel, k_hot,
@@ -124,15 +188,19 @@ class Conv2d(_Weighted):
     def forward(self, x):
         w, b = self._params()
         if self._float_path():
-            return self.output_quantizer(F.conv2d(x, w, b, self.stride, self.padding))
+            return self.output_quantizer(F.conv2d(x, w, b, self.stride, self.padding, groups=self.groups))
+        ops = self._f32_operands(x)
+        if ops is not None:
+            return self.output_quantizer(F.conv2d(*ops, self.stride, self.padding, groups=self.groups).double())
         x = x.to(torch.float64)
         self._check(x, w, b)
         if x.device.type == "cpu":
-            y = F.conv2d(x, w, b, self.stride, self.padding)
+            y = F.conv2d(x, w, b, self.stride, self.padding, groups=self.groups)
         else:  # im2col + matmul: no FFT / Winograd algorithm on accelerators
             n, _, h, wd = x.shape
             cols = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)
-            y = (w.reshape(w.shape[0], -1) @ cols)
+            g = self.groups  # per group: (O/g, C/g*K) @ (C/g*K, L)
+            y = (w.reshape(g, w.shape[0] // g, -1) @ cols.reshape(n, g, -1, cols.shape[-1]))
             oh = (h + 2 * self.padding[0] - self.kernel_size[0]) // self.stride[0] + 1
             ow = (wd + 2 * self.padding[1] - self.kernel_size[1]) // self.stride[1] + 1
             y = y.reshape(n, w.shape[0], oh, ow)
@@ -142,20 +210,22 @@ class Conv2d(_Weighted):
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, bias={self.bias is not None}")
+                f"padding={self.padding}, bias={self.bias is not None}" +
+                (f", groups={self.groups}" if self.groups != 1 else ""))
 
     def onnx_export(self, ctx):
         """ONNX body: ``qfx.Conv`` (exact im2col + MatMul, :func:`..onnx_ops.conv_function`), then the cast."""
         from .. import onnx_ops
-        if tuple(self.dilation) != (1, 1) or int(self.groups) != 1:
-            raise ctx.error("only dilation 1 and groups 1 are supported")
+        if tuple(self.dilation) != (1, 1):
+            raise ctx.error("only dilation 1 is supported")
         if len(ctx.in_shapes[0]) != 3:
             raise ctx.error(f"expects a (N, C, H, W) input, got shape {ctx.in_shapes[0]}")
         inputs = ctx.weighted_inputs(self, (-1, 1, 1, 1))
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         overload = ctx.overload("conv")
         ctx.b.custom_function(onnx_ops.conv_function(overload, ctx.in_shapes[0], self.out_channels, (kh, kw),
-                                                     (sh, sw), (ph, pw, ph, pw), has_bias=len(inputs) == 3))
+                                                     (sh, sw), (ph, pw, ph, pw), group=self.groups,
+                                                     has_bias=len(inputs) == 3))
         acc = ctx.node("Conv", inputs, "acc", domain=onnx_ops.DOMAIN, overload=overload, kernel_shape=[kh, kw],
-                       strides=[sh, sw], pads=[ph, pw, ph, pw], dilations=[1, 1], group=1)
+                       strides=[sh, sw], pads=[ph, pw, ph, pw], dilations=[1, 1], group=self.groups)
         return ctx.cast_out(acc)

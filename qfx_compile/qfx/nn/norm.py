@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..quantizer import Quantizer
-from ._base import QFXModule, amax, check_exact, frac_bits_of
+from ._base import QFXModule, TensorsKey, amax, frac_bits_of, guard, quantizer_state
 
 
 class _BatchStats(torch.autograd.Function):
@@ -120,10 +120,22 @@ class BatchNorm2d(QFXModule):
             a, b = self.scale_quantizer(a), self.shift_quantizer(b)
             return self.output_quantizer(_ChannelAffine.apply(x, a, b))
         x = x.to(torch.float64)
-        a, b = self.quantized_scale_shift()
-        frac = max(frac_bits_of(x) + frac_bits_of(a), frac_bits_of(b))
-        check_exact(self, amax(x) * amax(a) + amax(b), frac)
-        return self.output_quantizer(x * a.reshape(1, -1, 1, 1) + b.reshape(1, -1, 1, 1))
+        a, b, fa, fb, aa, ab = self._eval_params()
+        guard(self, [x], lambda g: (g[0][1] * aa + ab, max(g[0][0] + fa, fb)))
+        return self.output_quantizer(torch.addcmul(b.reshape(1, -1, 1, 1), x, a.reshape(1, -1, 1, 1)))
+
+    def _eval_params(self):
+        """``(a, b, F_a, F_b, max |a|, max |b|)``, cached until a parameter, statistic or quantizer changes."""
+        ts, vs = quantizer_state(self.scale_quantizer)
+        th, vh = quantizer_state(self.shift_quantizer)
+        tensors = [self.weight, self.bias, self.running_mean, self.running_var] + ts + th
+        values = (self.eps,) + vs + vh
+        c = getattr(self, "_eval_cache", None)
+        if c is None or not c[0].matches(tensors, values):
+            a, b = self.quantized_scale_shift()
+            c = (TensorsKey(tensors, values), (a, b, frac_bits_of(a), frac_bits_of(b), amax(a), amax(b)))
+            self._eval_cache = c
+        return c[1]
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"

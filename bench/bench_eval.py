@@ -1,0 +1,82 @@
+"""Samples/s of the exact QFX eval mode against float32 eval of the same small CNN (issue 13, item 1).
+
+CNN: 1x28x28 -> conv 8 (3x3) -> ReLU -> maxpool 2 -> conv 16 (3x3) -> ReLU -> maxpool 2 -> linear 10,
+every type ``ap_fixed<16,6>`` (AP_TRN, AP_WRAP: the ap_fixed defaults), binary points as declared.
+Batch of ``--batch`` inputs (default 1,000), float32 and QFX timed alternately in one process
+(median of ``--repeat``). Prints the machine, the seed and both rates.
+
+    python bench/bench_eval.py [--batch 1000] [--repeat 7] [--threads 1] [--seed 0]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+if __package__ in (None, ""):  # run as a script from a checkout
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import machine  # noqa: E402  (bench/machine.py: CPU model, load, compiler)
+from qfx_compile import qfx  # noqa: E402
+
+T16 = "ap_fixed<16,6>"
+
+
+def small_cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 5 * 5, 10))
+
+
+def build(seed: int):
+    qfx.seed_everything(seed)
+    fmodel = small_cnn().eval()
+    cfg = qfx.QFXConfig(weight=T16, bias=T16, activation=T16, input=T16, learn_int_bits=False)
+    qmodel = qfx.quantize_model(small_cnn().eval(), cfg)
+    with torch.no_grad():  # same weights as the float model
+        for (n, p) in fmodel.named_parameters():
+            qmodel.get_submodule(n.rsplit(".", 1)[0]).get_parameter(n.rsplit(".", 1)[1]).copy_(p)
+    return fmodel, qmodel.eval()
+
+
+def measure(batch: int, repeat: int, seed: int):
+    fmodel, qmodel = build(seed)
+    x = torch.rand(batch, 1, 28, 28)
+    tf, tq = [], []
+    with torch.no_grad():
+        fmodel(x), qmodel(x)  # warm up
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fmodel(x)
+            t1 = time.perf_counter()
+            qmodel(x)
+            t2 = time.perf_counter()
+            tf.append(t1 - t0)
+            tq.append(t2 - t1)
+    return batch / statistics.median(tf), batch / statistics.median(tq)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    load0 = machine.load()
+    f, q = measure(a.batch, a.repeat, a.seed)
+    print(f"machine: {machine.cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"load average {load0} -> {machine.load()}, seed {a.seed}")
+    print(f"small CNN, ap_fixed<16,6>, batch {a.batch}, {a.repeat} runs each, alternating (median)")
+    print(f"float32 eval   : {f:10.0f} samples/s")
+    print(f"QFX exact eval : {q:10.0f} samples/s")
+    print(f"ratio: {f / q:.2f}x float time (target <= 2x)")
+
+
+if __name__ == "__main__":
+    main()

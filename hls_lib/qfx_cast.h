@@ -12,7 +12,7 @@ void cast(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out
 QFX_LABEL(elems)
     for (unsigned i = 0; i < C::n; i++) {
         QFX_PRAGMA(HLS PIPELINE II=1)
-        const typename C::out_t y = in.read();  // the cast
+        const typename C::out_t y = convert<typename C::out_t>(in.read());  // the cast
         out.write(y);
     }
 }

@@ -42,7 +42,7 @@ QFX_LABEL(rows)
             for (unsigned c = 0; c < NC; c++) {
                 QFX_PRAGMA(HLS PIPELINE II=1)
                 x_m v = 0;  // zero padding
-                if (inside) v = raw_of(in.read());
+                if (inside) v = T::mantissa(in.read());
                 window_push<x_m, WP, NC, KH, KW>(lb, win, px, c, v);
             }
             if (!window_ends_at(py, KH, C::stride_height, C::out_height) ||

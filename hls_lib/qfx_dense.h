@@ -22,7 +22,7 @@ void dense_core(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t
 QFX_LABEL(read)
     for (unsigned i = 0; i < C::n_in; i++) {
         QFX_PRAGMA(HLS PIPELINE II=1)
-        x[i] = raw_of(in.read());
+        x[i] = T::mantissa(in.read());
     }
     fold_mac<C, MAC, C::n_in, C::n_out>(x, sum, wa, wb);
 QFX_LABEL(write)

@@ -85,6 +85,29 @@ inline typename fixed_traits<T>::template shifted<S>::type shl(const T& x) {
     return y;
 }
 
+// ------------------------------------------------------------------ the one cast
+// `OUT y = x;` for ap_[u]fixed x: OUT's rounding, then its overflow. Identical to the
+// plain assignment, also where the Xilinx headers cannot do it: when x lies wholly below
+// OUT's rounding bit (F_x - F_out >= W_x, e.g. ap_fixed<10,20> = ap_fixed<16,4>) their
+// C simulation aborts ("Attempting to read bit beyond MSB"), so x is first widened
+// (sign- or zero-extended, exact) to F_x - F_out + 2 bits. No extra hardware otherwise.
+template <class T, int W> struct widened;
+template <int W0, int I0, ap_q_mode Q, ap_o_mode O, int N, int W>
+struct widened<ap_fixed<W0, I0, Q, O, N>, W> { typedef ap_fixed<W, I0 + W - W0> type; };
+template <int W0, int I0, ap_q_mode Q, ap_o_mode O, int N, int W>
+struct widened<ap_ufixed<W0, I0, Q, O, N>, W> { typedef ap_ufixed<W, I0 + W - W0> type; };
+
+template <class OUT, class T>
+inline OUT convert(const T& x) {
+    QFX_PRAGMA(HLS INLINE)
+    static const int drop = fixed_traits<T>::frac_bits - fixed_traits<OUT>::frac_bits;  // bits below OUT's LSB
+    static const int w = fixed_traits<T>::width;
+    typedef typename widened<T, (drop >= w ? drop + 2 : w)>::type wide_t;
+    const wide_t xw = x;  // exact (same LSB, more integer bits)
+    const OUT y = xw;     // OUT's rounding, then its overflow
+    return y;
+}
+
 // ---------------------------------------------------------------- optional config fields
 // Configs written before folding existed have no `reuse` / `mul_impl`: they
 // default to reuse = 1 (fully parallel) and mul_impl = 0 (the tool decides).

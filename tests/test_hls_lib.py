@@ -134,10 +134,10 @@ def lib_hash() -> str:
     return h.hexdigest()
 
 
-def build(tag: str, cases: list[Case]) -> Path:
-    """Compile the driver for `cases` (cached by the hash of driver + headers)."""
+def build(tag: str, cases: list[Case], flags: tuple = ()) -> Path:
+    """Compile the driver for `cases` (cached by the hash of driver + headers + flags)."""
     src = driver_source(cases)
-    key = hashlib.sha256((src + lib_hash()).encode()).hexdigest()[:16]
+    key = hashlib.sha256((src + lib_hash() + " ".join(flags)).encode()).hexdigest()[:16]
     BUILD.mkdir(parents=True, exist_ok=True)
     exe = BUILD / f"{tag}-{key}"
     if exe.exists():
@@ -147,7 +147,7 @@ def build(tag: str, cases: list[Case]) -> Path:
     tmp = BUILD / f"{tag}-{key}.{os.getpid()}.tmp"
     t0 = time.time()
     ap = str(toolchain.find_ap_types())
-    toolchain.compile_cpp([cpp], tmp, include_dirs=[HLS_LIB], opt="-O1", extra_flags=["-isystem", ap, "-Wall", "-Wextra"])
+    toolchain.compile_cpp([cpp], tmp, include_dirs=[HLS_LIB], opt="-O1", extra_flags=["-isystem", ap, "-Wall", "-Wextra", *flags])
     os.replace(tmp, exe)
     print(f"compiled {tag} in {time.time() - t0:.1f} s")
     return exe
@@ -177,10 +177,12 @@ def pad_hwc(x: np.ndarray, pads) -> np.ndarray:
 
 
 def ref_dense(x, w, b, tx, tw, tb, tacc, tout):
-    """cast(sum_i x_i w_ji + b_j, out): exact integer sum at acc_t's frac (>= Fx + Fw and >= Fb)."""
-    f, fa = tx.frac_bits + tw.frac_bits, tacc.frac_bits
-    acc = ((x.astype(np.int64) @ w.T.astype(np.int64)) << (fa - f)) + (b.astype(np.int64) << (fa - tb.frac_bits))
-    return cast(acc, fa, tout)
+    """cast(sum_i x_i w_ji + b_j, out): exact sum in Python ints on the grid of the products and the bias."""
+    f = tx.frac_bits + tw.frac_bits
+    fa = max(f, tb.frac_bits)
+    xo, wo, bo = (np.array(a.tolist(), dtype=object) for a in (x, w, b))
+    acc = (xo @ wo.T) * (1 << (fa - f)) + bo * (1 << (fa - tb.frac_bits))
+    return np.asarray(requantize_raw(acc, fa, tout), dtype=np.int64)
 
 
 def ref_conv(x, w, b, tx, tw, tb, tout, stride, pads):
@@ -275,20 +277,24 @@ def fold_fields(reuse=None, mul_impl=None) -> str:
 
 
 def dense_case(name, rng, n_in, n_out, tx, tw, tb, tout, samples=12, shiftadd_k=0, reuse=None, mul_impl=None,
-               acc_frac=None):
+               acc_frac=None, coarse=0):
+    """``coarse=k``: every weight mantissa a multiple of 2**k, so acc_t may have down to F_x + F_w - k frac bits."""
     if shiftadd_k:
         w = khot_weights(tw, (n_out, n_in), shiftadd_k, rng)
     else:
         w = rand_raw(tw, n_out * n_in, rng).reshape(n_out, n_in)
+    if coarse:
+        w = np.clip((w >> coarse) << coarse, tw.raw_min, tw.raw_max)
     b = rand_raw(tb, n_out, rng)
     x = np.stack([rand_raw(tx, n_in, rng) for _ in range(samples)])
     f = tx.frac_bits + tw.frac_bits
     fa = f if acc_frac is None else acc_frac  # acc_t's frac: > f exercises the product -> acc grid shift
-    assert f <= fa and tb.frac_bits <= fa
-    prods = np.where(w > 0, w * tx.raw_max, w * tx.raw_min), np.where(w > 0, w * tx.raw_min, w * tx.raw_max)
+    assert f - coarse <= fa and tb.frac_bits <= fa
+    wo, xmin, xmax = np.array(w.tolist(), dtype=object), tx.raw_min, tx.raw_max
+    hi = (np.where(wo > 0, wo * xmax, wo * xmin).sum(1) * (1 << max(0, fa - f))) // (1 << max(0, f - fa))
+    lo = (np.where(wo > 0, wo * xmin, wo * xmax).sum(1) * (1 << max(0, fa - f))) // (1 << max(0, f - fa))
     bb = b << (fa - tb.frac_bits)
-    tacc = acc_type(int(((prods[1].sum(1) << (fa - f)) + bb).min()), int(((prods[0].sum(1) << (fa - f)) + bb).max()),
-                    fa)
+    tacc = acc_type(int((lo + bb).min()), int((hi + bb).max()), fa)
     cfg = (f"typedef {tx.cpp()} in_t; typedef {tw.cpp()} w_t; typedef {tb.cpp()} b_t;\n"
            f"typedef {tacc.cpp()} acc_t; typedef {tout.cpp()} out_t;\n"
            f"typedef {raw_ctype(tw)} w_raw_t; typedef {raw_ctype(tb)} b_raw_t;\n"
@@ -372,7 +378,8 @@ def pool_case(name, rng, kind, hw, c, k, stride, tx, tout=None, recip_bits=16, s
         call, out_t = "qfx::maxpool2d<cfg>(in0, out)", tx.cpp()
     else:
         cfg = (f"typedef {tx.cpp()} in_t; typedef {tacc.cpp()} acc_t; typedef {tr.cpp()} recip_t; "
-               f"typedef {tout.cpp()} out_t;\n" + sizes + fold_fields(None, mul_impl))
+               f"typedef {tout.cpp()} out_t;\n" + sizes + fold_fields(None, mul_impl)
+               + f"\nstatic const unsigned long long recip_raw = {recip_raw(n, tr)}ULL;")
         fn = "avgpool2d" if kind == "avg" else "global_avgpool"
         call, out_t = f"qfx::{fn}<cfg>(in0, out)", tout.cpp()
     return Case(name, cfg, call, [], [(tx.cpp(), x)], out_t, oh * ow * c), np.stack(exp)
@@ -389,6 +396,13 @@ def elementwise_cases(rng):
             tout = FixedType(6, 3, signed, q, o)
             cfg = f"typedef {tin.cpp()} in_t; typedef {tout.cpp()} out_t; static const unsigned n = {xs.size};"
             cases.append((Case(f"cast_{q}_{o}", cfg, "qfx::cast<cfg>(in0, out)", [], [(tin.cpp(), xs)],
+                               tout.cpp(), xs.size), cast(xs, tin.frac_bits, tout)))
+    # the whole input below the output's rounding bit (F_in - F_out >= W_in: the Xilinx headers abort on the
+    # plain assignment; qfx::convert widens first), and an output range far below the input's LSB
+    for k, (q, o) in enumerate(zip(ROUNDINGS, OVERFLOWS * 2)):
+        for tag, tout in (("below", FixedType(4, 40 - k, k % 2 == 0, q, o)), ("above", FixedType(1, -60, True, q, o))):
+            cfg = f"typedef {tin.cpp()} in_t; typedef {tout.cpp()} out_t; static const unsigned n = {xs.size};"
+            cases.append((Case(f"cast_{tag}_{q}", cfg, "qfx::cast<cfg>(in0, out)", [], [(tin.cpp(), xs)],
                                tout.cpp(), xs.size), cast(xs, tin.frac_bits, tout)))
     # unsigned -> signed with a wider fraction (no rounding, overflow only)
     tu, ts = T("ap_ufixed<7,3>"), T("ap_fixed<6,2,AP_RND,AP_SAT>")
@@ -416,8 +430,8 @@ def elementwise_cases(rng):
         b = rand_raw(tb, n, rng)[None, :]
         f = max(ta.frac_bits, tb.frac_bits)
         s = (a << (f - ta.frac_bits)) + (b << (f - tb.frac_bits))
-        cfg = (f"typedef {ta.cpp()} in_a_t; typedef {tb.cpp()} in_b_t; typedef {tout.cpp()} out_t;\n"
-               f"static const unsigned n = {n};")
+        cfg = (f"typedef {ta.cpp()} in_a_t; typedef {tb.cpp()} in_b_t; typedef {ta.add(tb).cpp()} acc_t; "
+               f"typedef {tout.cpp()} out_t;\nstatic const unsigned n = {n};")
         cases.append((Case(name, cfg, "qfx::add<cfg>(in0, in1, out)", [], [(ta.cpp(), a), (tb.cpp(), b)],
                            tout.cpp(), n), cast(s, f, tout)))
     # batchnorm: feature map (HWC, channel innermost) and vector
@@ -431,7 +445,7 @@ def elementwise_cases(rng):
         assert tsh.frac_bits <= f
         y = (x.reshape(5, npix, nch) * sc + (sh << (f - tsh.frac_bits))).reshape(5, -1)
         cfg = (f"typedef {tx.cpp()} in_t; typedef {tsc.cpp()} scale_t; typedef {tsh.cpp()} shift_t; "
-               f"typedef {tout.cpp()} out_t;\n typedef {raw_ctype(tsc)} scale_raw_t; typedef {raw_ctype(tsh)} shift_raw_t;\n"
+               f"typedef {tx.mul(tsc).add(tsh).cpp()} acc_t; typedef {tout.cpp()} out_t;\n typedef {raw_ctype(tsc)} scale_raw_t; typedef {raw_ctype(tsh)} shift_raw_t;\n"
                f"static const unsigned n_chan = {nch}, n_pixels = {npix};" + fold_fields(None, impl))
         cases.append((Case(name, cfg, "qfx::batchnorm<cfg>(in0, out, sc, sh)",
                            [("sc", raw_ctype(tsc), sc), ("sh", raw_ctype(tsh), sh)], [(tx.cpp(), x)],
@@ -491,6 +505,21 @@ def layer_cases(rng):
         cases.append(dense_case(f"dense8_r{reuse}", rng, 6, 8, T("ap_fixed<7,2>"), T("ap_fixed<5,1>"),
                                 T("ap_fixed<8,3>"), T("ap_fixed<7,3,AP_RND,AP_SAT>"), samples=6,
                                 reuse=reuse, mul_impl=impl))
+    # weights on a coarser grid than w_t (every mantissa even or a multiple of 8): acc_t has fewer fractional
+    # bits than F_x + F_w; every loop shape of fold_mac (P = 24: M = 24, 6 = n_in, 3, 5)
+    for reuse in (1, 4, 8, 5):
+        cases.append(dense_case(f"dense_coarse_r{reuse}", rng, 6, 4, T("ap_fixed<8,3>"), T("ap_fixed<8,1>"),
+                                T("ap_fixed<9,3>"), T("ap_fixed<10,4,AP_RND,AP_SAT>"), samples=6, reuse=reuse,
+                                acc_frac=12 - 3 * (reuse % 2), coarse=3))
+    cases.append(dense_case("dense_coarse_sa", rng, 9, 4, T("ap_fixed<8,3>"), T("ap_fixed<7,1>"), T("ap_fixed<6,3>"),
+                            T("ap_fixed<8,3,AP_RND_ZERO,AP_SAT_SYM>"), shiftadd_k=2, coarse=1, acc_frac=10))
+    # native-integer boundaries of the C simulation: sums of 63/64 bits (int64/uint64), 66 bits (ap_int)
+    cases.append(dense_case("dense_wide63", rng, 5, 3, T("ap_fixed<30,10>"), T("ap_fixed<30,2>"),
+                            T("ap_fixed<12,3>"), T("ap_fixed<20,12,AP_RND_CONV,AP_SAT>"), samples=8))
+    cases.append(dense_case("dense_wide64u", rng, 3, 2, T("ap_ufixed<31,10>"), T("ap_ufixed<31,2>"),
+                            T("ap_fixed<12,3>"), T("ap_fixed<40,30,AP_RND,AP_WRAP>"), samples=8))
+    cases.append(dense_case("dense_wide_ap", rng, 7, 3, T("ap_fixed<33,10>"), T("ap_fixed<31,2>"),
+                            T("ap_fixed<12,3>"), T("ap_fixed<20,12,AP_RND_INF,AP_SAT>"), samples=8, reuse=3))
     cases.append(dense_case("dense_sa_r5", rng, 9, 4, T("ap_fixed<8,3>"), T("ap_fixed<7,1>"), T("ap_fixed<9,3>"),
                             T("ap_fixed<8,3,AP_RND_ZERO,AP_SAT_SYM>"), shiftadd_k=3, reuse=5, mul_impl=1))
     cases.append(dense_case("dense_sa_r4", rng, 6, 3, T("ap_ufixed<6,2>"), T("ap_ufixed<6,0>"), T("ap_fixed<8,3>"),
@@ -571,6 +600,20 @@ ELEM_NAMES = [c.name for c, _ in elementwise_cases(np.random.default_rng(7))]
 @pytest.mark.parametrize("name", LAYER_NAMES)
 def test_layer_kernels(layers, name):
     exe, cases = layers
+    case, expected = next((c, e) for c, e in cases if c.name == name)
+    check(exe, case, expected)
+
+
+@pytest.fixture(scope="module")
+def layers_ap():
+    """The same cases built with ap_int mantissas everywhere (-DQFX_CSIM_AP_MANTISSAS): what synthesis reads."""
+    cases = layer_cases(np.random.default_rng(5))
+    return build("layers_ap", [c for c, _ in cases], ("-DQFX_CSIM_AP_MANTISSAS",)), cases
+
+
+@pytest.mark.parametrize("name", [n for n in LAYER_NAMES if n.startswith(("dense", "conv"))])
+def test_layer_kernels_ap_mantissas(layers_ap, name):
+    exe, cases = layers_ap
     case, expected = next((c, e) for c, e in cases if c.name == name)
     check(exe, case, expected)
 

@@ -65,7 +65,9 @@ def test_brevitas_fixed_point_model_is_exact(tmp_path):
     assert np.array_equal(got.reshape(y.shape), y)
 
 
-def test_non_power_of_two_scale_is_rejected(tmp_path):
+def test_non_power_of_two_scale_is_read_exactly(tmp_path):
+    """A float input scale becomes the input boundary (its codes), the float-scaled accumulator an exact step
+    function (tests/test_qonnx_models.py checks the values against the QONNX executor)."""
     from brevitas.quant import Int8ActPerTensorFloat
     m = torch.nn.Sequential(qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, return_quant_tensor=True),
                             qnn.QuantLinear(4, 2, bias=False, weight_quant=Int8WeightPerTensorFixedPoint,
@@ -75,8 +77,15 @@ def test_non_power_of_two_scale_is_rejected(tmp_path):
     m.eval()
     path = str(tmp_path / "float_scale.onnx")
     export_qonnx(m, torch.randn(1, 4), path, dynamo=False)
-    with pytest.raises(ModelError, match="not a power of two"):
-        load_model(path)
+    g = load_model(path)
+    ops = [n.op for n in g.nodes]
+    assert ops[0] == "quant" and "input_map" in g.nodes[0].attrs and ops[1] == "dense"
+    assert ops[2] in ("multithreshold", "batchnorm")
+    x = torch.randn(50, 4) * 3
+    with torch.no_grad():
+        y = m(x).double().numpy()
+    got = to_float64(run(g, x_float=x.numpy()), g.tensors[g.outputs[0]].type)
+    assert got.shape == y.shape
 
 
 # ---------------------------------------------------------------- more Brevitas features
@@ -187,14 +196,14 @@ class BNNet(torch.nn.Module):
         return self.out(self.bn(self.conv(self.inp(x))))
 
 
-def test_float_batchnorm_is_rejected_with_advice(tmp_path):
-    """A float BatchNormalization rounds in float32 at every step; it is not folded, but rejected with advice."""
+def test_float_batchnorm_then_quant_is_a_step_function(tmp_path):
+    """A float BatchNormalization before a quantizer: exact thresholds (or multiply-shift) of the accumulator."""
     m = BNNet()
     m.train()
     m(torch.randn(8, 2, 6, 6))
     m.eval()
     path = str(tmp_path / "bn.onnx")
     export_qonnx(m, torch.randn(1, 2, 6, 6), path, dynamo=False)
-    with pytest.raises(ModelError, match=r"Fold the BatchNorm into the preceding conv.*qfx\.nn\.BatchNorm2d") as e:
-        load_model(path)
-    assert path in str(e.value) and "(BatchNormalization)" in str(e.value)
+    g = load_model(path)
+    assert [n.op for n in g.nodes][:2] == ["quant", "conv2d"]
+    assert g.nodes[2].op in ("multithreshold", "batchnorm")

@@ -12,6 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from qfx_compile.frontend import ModelError, load_model, read_model_proto
+from qfx_compile.ir.ops.onnx_table import IMPORTERS, Importer
 from qfx_compile.ir.interpret import run
 from qfx_compile.fixed.types import FixedType
 
@@ -110,39 +111,50 @@ def expect_error(m, tmp_path, match, node=None, op=None):
 # ------------------------------------------------------------------ error paths, one each
 def test_unsupported_op_lists_supported(tmp_path):
     n, i = quant_in()
-    n.append(helper.make_node("Softmax", ["xq"], ["y"], name="head/Softmax"))
-    msg = expect_error(model(n, i), tmp_path, r"unsupported operator Softmax; supported: .*Gemm.*Conv", "head/Softmax",
-                       "Softmax")
+    n.append(helper.make_node("Sin", ["xq"], ["y"], name="head/Sin"))
+    msg = expect_error(model(n, i), tmp_path, r"unsupported operator Sin; supported: .*Conv.*Gemm", "head/Sin",
+                       "Sin")
     assert "re-export" in msg
 
 
-def test_float_batchnorm_rejected_with_advice(tmp_path):
+def test_float_batchnorm_at_the_output_rejected_with_advice(tmp_path):
+    """A float BatchNorm's exact value (a division by sqrt(var + eps)) is no fixed-point number: the graph output
+    needs a quantizer after it."""
     n, i = quant_in()
-    i += [init(k, v) for k, v in (("g", [1.0] * 4), ("be", [0.0] * 4), ("mu", [0.0] * 4), ("var", [1.0] * 4))]
+    i += [init(k, v) for k, v in (("g", [1.0] * 4), ("be", [0.0] * 4), ("mu", [0.0] * 4), ("var", [2.0] * 4))]
     n.append(helper.make_node("BatchNormalization", ["xq", "g", "be", "mu", "var"], ["y"], name="bn"))
-    expect_error(model(n, i), tmp_path, r"Fold the BatchNorm into the preceding conv.*qfx\.nn\.BatchNorm2d", "bn",
-                 "BatchNormalization")
+    expect_error(model(n, i), tmp_path, r"not a fixed-point number.*end the graph with a Quant")
 
 
 def test_arithmetic_on_float_input(tmp_path):
     n = [helper.make_node("Relu", ["x"], ["r"], name="act"), fp("r", "ib", "y", "q")]
-    msg = expect_error(model(n, [init("ib", 3, np.int64)]), tmp_path, "no fixed-point type", "act", "Relu")
-    assert "quantize it first" in msg
+    msg = expect_error(model(n, [init("ib", 3, np.int64)]), tmp_path, "cannot cast the real-valued result of 'act'",
+                       "q", "qfx.FixedPoint")
+    assert "use a QONNX Quant" in msg
 
 
 def test_weight_without_fixed_point_type(tmp_path):
     n, i = quant_in()
     i += [init("w", np.ones((3, 4))), init("o", 5, np.int64)]
     n += [helper.make_node("Gemm", ["xq", "w"], ["acc"], name="fc", transB=1), fp("acc", "o", "y", "q", 12)]
-    expect_error(model(n, i), tmp_path, "float constant without a fixed-point type: pass it through a FixedPoint",
-                 "fc", "Gemm")
+    expect_error(model(n, i), tmp_path, "cannot cast the real-valued result of 'fc'", "q", "qfx.FixedPoint")
 
 
-def test_output_without_cast(tmp_path):
+def test_output_without_cast_is_the_exact_sum(tmp_path):
+    """No cast at the end: the output is the exact accumulator (its type from the weights' interval)."""
     n, i = quant_in()
-    i += [init("w", np.ones((3, 4))), init("wib", 2, np.int64)]
+    w = RNG.integers(-3, 4, (3, 4)) / 4
+    i += [init("w", w), init("wib", 2, np.int64)]
     n += [fp("w", "wib", "wq", "w/q"), helper.make_node("Gemm", ["xq", "wq"], ["y"], name="fc", transB=1)]
-    expect_error(model(n, i), tmp_path, "no fixed-point type: end the graph with a FixedPoint/Quant")
+    g, _ = load(model(n, i), tmp_path)
+    xr = inputs_raw((4,))
+    got = run(g, xr)
+    t = g.tensors[g.outputs[0]].type
+    for k in range(xr.shape[0]):
+        for j in range(3):
+            exact = sum(fr(xr[k, c], IN_T.frac_bits) * Fraction(float(w[j, c])) for c in range(4))
+            assert Fraction(int(got[k, j])) / 2 ** t.frac_bits == exact
+    assert "exact" in g.metadata.get("qfx.notes", "")
 
 
 def test_dynamic_shape(tmp_path):
@@ -328,10 +340,10 @@ def test_directory(tmp_path):
 def test_internal_error_propagates_with_a_note(tmp_path, monkeypatch):
     from qfx_compile.frontend import onnx_reader
 
-    def boom(self, out):
+    def boom(r, out):
         raise KeyError("a frontend bug")
 
-    monkeypatch.setattr(onnx_reader._Reader, "op_Relu", boom)
+    monkeypatch.setitem(IMPORTERS, ("", "Relu"), Importer(boom, 1, 1, "Relu"))
     n, i = quant_in()
     n.append(helper.make_node("Relu", ["xq"], ["y"], name="act"))
     with pytest.raises(KeyError) as e:  # not ModelError: the user's file is fine
@@ -344,10 +356,10 @@ def test_cli_reports_internal_error_with_exit_1(tmp_path, monkeypatch, capsys):
     from qfx_compile import cli
     from qfx_compile.frontend import onnx_reader
 
-    def boom(self, out):
+    def boom(r, out):
         raise KeyError("a frontend bug")
 
-    monkeypatch.setattr(onnx_reader._Reader, "op_Relu", boom)
+    monkeypatch.setitem(IMPORTERS, ("", "Relu"), Importer(boom, 1, 1, "Relu"))
     monkeypatch.delenv("QFX_DEBUG", raising=False)
     n, i = quant_in()
     n.append(helper.make_node("Relu", ["xq"], ["y"], name="act"))

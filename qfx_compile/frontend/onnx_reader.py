@@ -1,8 +1,13 @@
 """Read a qfx ONNX file (docs/semantics.md) or a QONNX file into the IR; every input check lives here.
 
-``load_model(path) -> ir.Graph`` with shapes and types inferred. Anything the IR
+``load_model(path, input_type=None) -> ir.Graph`` with shapes and types inferred.
+Each ONNX node is read by the importer registered for its ``(domain, op_type)`` in
+the one table ``ir.ops.onnx_table.IMPORTERS`` (IR-op importers sit in their
+``ir/ops/<op>.py``; structural ones in ``frontend/structural.py``, casts in
+``frontend/casts.py``, float arithmetic in ``frontend/arith.py``). Anything the IR
 cannot represent exactly, and every malformed file, raises :class:`ModelError`
-naming the file, the node and what to do.
+naming the file, the node and what to do; the nodes that cannot be compiled are
+all reported at once.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from onnx import AttributeProto, TensorProto, numpy_helper
 from ..ir.graph import Const, Graph, Node, Tensor, Vectors
 from ..ir.ops import OpError
 from ..ir.ops.avgpool import DEFAULT_RECIP_BITS
+from ..ir.ops.onnx_table import IMPORTERS, QONNX, STD, supported
 from ..ir.passes.shapes import infer_shapes
 from ..fixed.digits import digit_count
 from ..fixed.cast import float_to_raw
@@ -26,28 +32,39 @@ from ..fixed.cast import requantize_raw
 from ..fixed.types import FixedType
 from .errors import ModelError
 from .untrusted import check_text_fields, load_vectors_npz
-from .quantizers import describe_fixedpoint, describe_qonnx
-from .values import Act, CFixed, CFloat, Pending
+from .values import Act, Broken, CFixed, CFloat, Pending, Real
 
 MAX_FILE_BYTES = 2 << 30
 MAX_ELEMENTS = 1 << 26  # per tensor (without batch)
-QONNX_DOMAINS = ("qonnx.custom_op.general", "onnx.brevitas", "finn.custom_op.general")
-STD = ("", "ai.onnx")
-SUPPORTED = ("qfx.FixedPoint", "qfx.Conv", "qfx.AveragePool", "qfx.GlobalAveragePool", "Quant/IntQuant (QONNX)",
-             "Gemm", "MatMul", "Conv", "Mul", "Add", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool",
-             "Flatten", "Reshape", "Transpose (of a weight)", "Cast", "Identity", "Constant")
-#: float element types a Cast may target: (mantissa bits, largest F = W - I, largest I) that stay exact
-_MAX_INPUTS = {"qfx.FixedPoint": 2, "Quant": 4, "qfx.Conv": 3, "qfx.AveragePool": 1, "qfx.GlobalAveragePool": 1,
-               "Gemm": 3, "MatMul": 2, "Conv": 3, "Mul": 2, "Add": 2, "Relu": 1, "Clip": 3, "MaxPool": 1,
-               "AveragePool": 1, "GlobalAveragePool": 1, "Flatten": 1, "Reshape": 2, "Transpose": 1, "Cast": 1,
-               "Identity": 1, "Constant": 0}
+QONNX_DOMAINS = QONNX
 _VEC_FIX = "re-export with qfx.export_onnx(..., vectors=N) or delete the qfx.vectors metadata entry"
-_CAST_TARGETS = {TensorProto.DOUBLE: (53, 1074, 1023), TensorProto.FLOAT: (24, 149, 127)}
+#: FINN/QONNX ``finn_datatype`` annotations of the graph input -> the input type
+_FINN_INT = {"BIPOLAR": None, "BINARY": FixedType(1, 1, False)}
+
+
+def finn_type(name: str) -> FixedType | None:
+    """The fixed-point type of a FINN datatype name (INT8, UINT4, FIXED<8,3>, BINARY); None if not one."""
+    import re
+    n = name.strip().upper()
+    if n in _FINN_INT:
+        return _FINN_INT[n]
+    m = re.fullmatch(r"(U?)INT(\d+)", n)
+    if m and 1 <= int(m.group(2)) <= 64:
+        w = int(m.group(2))
+        return FixedType(w, w, not m.group(1))
+    m = re.fullmatch(r"(U?)FIXED<\s*(\d+)\s*,\s*(-?\d+)\s*>", n)
+    if m and 1 <= int(m.group(2)) <= 64:
+        return FixedType(int(m.group(2)), int(m.group(3)), not m.group(1))
+    return None
 
 
 class _Reader:
-    def __init__(self, model: onnx.ModelProto, path: str):
+    def __init__(self, model: onnx.ModelProto, path: str, input_type: FixedType | None = None,
+                 softmax: str | None = None):
         self.m, self.path, self.g = model, path, model.graph
+        self.input_type, self.softmax = input_type, softmax
+        self.blockers: list[ModelError] = []
+        self.notes: list[str] = []
         self.vals: dict[str, object] = {}
         self.nodes: list[Node] = []
         self.tensors: dict[str, Tensor] = {}
@@ -132,6 +149,14 @@ class _Reader:
 
     def typed_act(self, i: int) -> Act:
         v = self.inp(i)
+        if isinstance(v, Real):
+            from .real import real_to_act
+            a = real_to_act(self, v)
+            if a is not None:
+                return a
+            raise self.err(f"input {self.cur.input[i]!r} is an exact real-valued result of node {v.onnx_name!r} "
+                           f"(a float scale, BatchNorm or bias) that this operator cannot take: put a Quant right "
+                           f"after {v.onnx_name!r}")
         if isinstance(v, Pending):
             raise self.err(f"input {self.cur.input[i]!r} is the exact result of node {v.onnx_name!r}, which has "
                            f"no fixed-point type: put a FixedPoint/Quant right after {v.onnx_name!r}")
@@ -198,7 +223,7 @@ class _Reader:
         if len(ins) != 1 or len(g.output) != 1:
             raise self.err(f"the graph must have exactly one input and one output, got {len(ins)} and {len(g.output)}")
         for name, t in inits.items():
-            self.vals[name] = CFloat(self.tensor_array(t, "initializer"))
+            self.vals[name] = CFloat(self.tensor_array(t, "initializer"), t.data_type)
         gi = ins[0]
         tt = gi.type.tensor_type if gi.type.HasField("tensor_type") else None
         if tt is None or tt.elem_type not in (TensorProto.FLOAT, TensorProto.DOUBLE):
@@ -216,20 +241,95 @@ class _Reader:
             raise self.err(f"graph input {gi.name!r} shape {shape} is too large")
         self.input_name = gi.name
         self.input_elem = tt.elem_type
-        self.tensors[gi.name] = Tensor(gi.name, tuple(shape), None)
-        self.vals[gi.name] = Act(gi.name, tuple(shape), None)
+        in_t = self.input_type if self.input_type is not None else self.annotated_input_type(gi.name)
+        self.tensors[gi.name] = Tensor(gi.name, tuple(shape), in_t)
+        self.vals[gi.name] = Act(gi.name, tuple(shape), in_t)
+        self.final_softmax = self.find_final_softmax()
         for node in self.topo_order():
             self.cur = node
-            self.read_node(node)
+            bad = [self.vals[i] for i in node.input if isinstance(self.vals.get(i), Broken)]
+            if bad:  # a consumer of a node that could not be read: that node's blocker says it all
+                self.break_outputs(node)
+                continue
+            try:
+                self.read_node(node)
+            except ModelError as e:
+                self.blockers.append(e)
+                self.break_outputs(node)
         self.cur = None
         out = g.output[0].name
         v = self.vals.get(out)
-        if isinstance(v, Pending):
-            raise self.err(f"the graph output {out!r} (from {v.onnx_name!r}) has no fixed-point type: end the graph "
-                           f"with a FixedPoint/Quant")
-        if not isinstance(v, Act) or v.type is None:
-            raise self.err(f"the graph output {out!r} must be a fixed-point activation")
+        if not self.blockers and not isinstance(v, Broken):
+            try:
+                v = self.finish_output(out, v)
+            except ModelError as e:
+                self.blockers.append(e)
+        self.raise_blockers()
         return self.build(v.name)
+
+    def break_outputs(self, node):
+        for o in node.output:
+            if o:
+                self.vals[o] = Broken(node.name or o)
+
+    def raise_blockers(self):
+        """One ModelError for every node that cannot be compiled (the file named once)."""
+        if not self.blockers:
+            return
+        if len(self.blockers) == 1:
+            raise self.blockers[0]
+        lines, sup = [], False
+        for e in self.blockers:
+            reason = e.reason
+            if "; supported: " in reason:  # the list of supported operators is given once, below
+                head, _, rest = reason.partition("; supported: ")
+                reason = head + rest[rest.find(". ") if ". " in rest else len(rest):]
+                sup = True
+            where = f"node {e.node!r} ({e.op})" if e.node is not None else "the graph"
+            lines.append(f"  - {where}: {reason}")
+        msg = f"{len(self.blockers)} problems, every one of which must be fixed before the model compiles:\n" + \
+            "\n".join(lines)
+        if sup:
+            msg += f"\nsupported operators: {', '.join(supported())}"
+        raise ModelError(msg, path=self.path)
+
+    def annotated_input_type(self, name: str) -> FixedType | None:
+        """The graph input's type from a FINN ``finn_datatype`` annotation (graph.quantization_annotation)."""
+        for a in self.g.quantization_annotation:
+            if a.tensor_name != name:
+                continue
+            for kv in a.quant_parameter_tensor_names:
+                if kv.key == "finn_datatype":
+                    dt = kv.value
+                    if dt.strip().upper() in ("FLOAT32", "FLOAT16", "BFLOAT16"):
+                        return None
+                    t = finn_type(dt)
+                    if t is None:
+                        raise self.err(f"the graph input {name!r} is annotated finn_datatype "
+                                       f"{dt[:40]!r}, which is not a fixed-point type here (BIPOLAR input "
+                                       f"values are not a contiguous grid); give the input type with --input-type "
+                                       f"(e.g. ap_fixed<2,2>) or remove the annotation")
+                    return t
+        return None
+
+    def find_final_softmax(self):
+        """The Softmax (or LogSoftmax) node that computes the graph output, if any."""
+        out = self.g.output[0].name
+        for n in self.g.node:
+            if out in n.output and n.domain in STD and n.op_type in ("Softmax", "LogSoftmax"):
+                return n
+        return None
+
+    def finish_output(self, out: str, v) -> Act:
+        """The graph output as an IR activation: an exact result with no cast gets its exact type."""
+        from .real import as_real, real_output
+        if isinstance(v, (Pending, Real)):
+            r = v if isinstance(v, Real) else as_real(self, v)
+            return real_output(self, r)
+        if not isinstance(v, Act) or v.type is None:
+            raise self.err(f"the graph output {out!r} must be computed from the input (it is a constant or the "
+                           f"untyped float input)")
+        return v
 
     def topo_order(self):
         """The nodes in an order where every input is computed first (Kahn's algorithm, linear time)."""
@@ -286,10 +386,14 @@ class _Reader:
         tensors = {k: v for k, v in self.tensors.items() if k in used}
         g = Graph(self.g.name or os.path.basename(self.path), [self.input_name], [out], keep, tensors,
                   metadata={p.key: p.value for p in self.m.metadata_props if p.key != "qfx.vectors"})
-        if not keep or keep[0].op != "quant" or keep[0].inputs != [self.input_name] or \
-                len([n for n in keep if self.input_name in n.inputs]) != 1:
+        typed = self.tensors[self.input_name].type is not None
+        if not typed and (not keep or keep[0].op != "quant" or keep[0].inputs != [self.input_name] or
+                          len([n for n in keep if self.input_name in n.inputs]) != 1):
             raise ModelError(f"the graph input {self.input_name!r} must feed exactly one quantizer "
-                             f"(FixedPoint/Quant) and nothing else", path=self.path)
+                             f"(FixedPoint/Quant) and nothing else, or have a type: give it with --input-type "
+                             f"(e.g. ap_fixed<16,6>) or a finn_datatype annotation", path=self.path)
+        if self.notes:
+            g.metadata["qfx.notes"] = "\n".join(self.notes)
         try:
             g = infer_shapes(g)
         except ModelError:
@@ -311,7 +415,8 @@ class _Reader:
         except Exception as e:
             raise ModelError(f"metadata qfx.vectors is not a base64 .npz with input_raw and output_raw "
                              f"({type(e).__name__}: {e}); {_VEC_FIX}", path=self.path) from None
-        ti, to = g.tensors[g.nodes[0].outputs[0]], g.tensors[g.outputs[0]]
+        ti = g.tensors[g.inputs[0]] if g.tensors[g.inputs[0]].type is not None else g.tensors[g.nodes[0].outputs[0]]
+        to = g.tensors[g.outputs[0]]
         for what, a, t in (("input_raw", xi, ti), ("output_raw", yo, to)):
             if a.dtype.kind not in "iu" or tuple(a.shape[1:]) != tuple(t.shape) or a.ndim < 1:
                 raise ModelError(f"qfx.vectors {what} must be integers shaped (N, "
@@ -326,68 +431,83 @@ class _Reader:
 
     # ---------------------------------------------------------------- ops
     def read_node(self, n):
+        """Dispatch through the one importer table (ir.ops.onnx_table.IMPORTERS)."""
         dom, op = n.domain, n.op_type
         if len(n.output) < 1 or not n.output[0]:
             raise self.err("node has no output; every node must name its output tensor")
         out = n.output[0]
-        key = op if dom in STD else ("Quant" if dom in QONNX_DOMAINS and op in ("Quant", "IntQuant") else
-                                      f"{dom}.{op}")
-        if key in _MAX_INPUTS and len(n.input) > _MAX_INPUTS[key]:
-            raise self.err(f"{op} takes at most {_MAX_INPUTS[key]} inputs, got {len(n.input)}; remove the extra "
+        imp = IMPORTERS.get((dom, op))
+        if imp is not None and imp.max_inputs is not None and len(n.input) > imp.max_inputs:
+            raise self.err(f"{op} takes at most {imp.max_inputs} inputs, got {len(n.input)}; remove the extra "
                            f"inputs")
-        if key in _MAX_INPUTS and any(o for o in n.output[1 if op != "MaxPool" else 2:]):
+        if imp is not None and any(o for o in n.output[imp.outputs:]):
             raise self.err(f"{op} has {len(n.output)} outputs; only the first is supported (remove the others)")
-        if dom == "qfx" and op == "FixedPoint":
-            return self.cast_fixedpoint(out)
-        if dom in QONNX_DOMAINS and op in ("Quant", "IntQuant"):
-            return self.cast_qonnx(out)
-        if dom == "qfx" and op in ("Conv", "AveragePool", "GlobalAveragePool"):
-            return getattr(self, "op_" + op)(out, qfx=True)
-        if dom in STD and hasattr(self, "op_" + op):
-            return getattr(self, "op_" + op)(out)
-        if dom in STD and op == "BatchNormalization":
-            raise self.err("a float BatchNormalization computes (x - mean) / sqrt(var + eps) * gamma + beta in "
-                           "floating point, which rounds at every step: no fixed-point graph reproduces it exactly "
-                           "(and sqrt(var + eps) is almost never a power of two). Fold the BatchNorm into the "
-                           "preceding conv/linear before export (then quantize the folded weights), or use "
-                           "qfx.nn.BatchNorm2d, whose scale and shift are fixed-point")
-        raise self.err(f"unsupported operator {(dom + '.') if dom else ''}{op}; supported: {', '.join(SUPPORTED)}. "
-                       f"Replace it with supported layers (docs/semantics.md) and re-export")
+        if dom in STD and n.input and all(isinstance(self.vals.get(i), CFloat) for i in n.input if i) \
+                and op not in ("Constant",) and (imp is None or getattr(imp.fn, "foldable", True)):
+            return self.fold_constant(n)
+        if imp is None:
+            if dom in STD and op == "Shape":
+                return self.fold_shape(n)
+            raise self.err(f"unsupported operator {(dom + '.') if dom else ''}{op}; supported: "
+                           f"{', '.join(supported())}. Replace it with supported layers (docs/semantics.md) and "
+                           f"re-export")
+        return imp.fn(self, out)
+
+    def fold_shape(self, n):
+        """``Shape`` of an activation: its static shape with batch 1 (the input shape is static)."""
+        v = self.inp(0)
+        if not isinstance(v, (Act, Real, Pending)):
+            raise self.err("Shape of this input is not known statically")
+        shp = np.asarray([1, *v.shape], dtype=np.int64)
+        start, end = self.attr("start", AttributeProto.INT, 0), self.attr("end", AttributeProto.INT, None)
+        self.vals[n.output[0]] = CFloat(shp[start:end], TensorProto.INT64)
+
+    def fold_constant(self, n):
+        """A standard node whose inputs are all constants: computed by onnxruntime in the file's own element
+        types (as the QONNX reference executor does), so the constant is what the file means."""
+        import onnxruntime as ort
+        from onnx import helper
+        ins, feeds = [], {}
+        for k, name in enumerate(n.input):
+            if not name:
+                ins.append("")
+                continue
+            c = self.vals[name]
+            elem = c.elem or (TensorProto.INT64 if c.arr.dtype.kind in "iu" else TensorProto.DOUBLE)
+            arr = np.asarray(c.arr).astype(onnx.helper.tensor_dtype_to_np_dtype(elem))
+            nm = f"i{k}"
+            ins.append(nm)
+            feeds[nm] = arr
+        outs = [f"o{k}" if o else "" for k, o in enumerate(n.output)]
+        node = helper.make_node(n.op_type, ins, outs, domain=n.domain)
+        node.attribute.extend(n.attribute)
+        g = helper.make_graph([node], "fold", [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(
+            v.dtype), v.shape) for k, v in feeds.items()], [helper.make_tensor_value_info(o, TensorProto.UNDEFINED,
+                                                                                          None) for o in outs if o])
+        opset = [o for o in self.m.opset_import if o.domain in STD] or [helper.make_opsetid("", 17)]
+        m = helper.make_model(g, opset_imports=opset, ir_version=min(self.m.ir_version or 8, 10))
+        try:
+            res = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+        except Exception as e:
+            raise self.err(f"this constant expression cannot be evaluated ({type(e).__name__}); simplify the "
+                           f"graph (e.g. onnx-simplifier) or re-export") from None
+        k = 0
+        for o in n.output:
+            if o:
+                a = np.asarray(res[k])
+                k += 1
+                elem = helper.np_dtype_to_tensor_dtype(a.dtype)
+                if a.dtype.kind == "f":
+                    if not np.isfinite(a).all():
+                        raise self.err("a constant expression gives inf or NaN")
+                    a = a.astype(np.float64)
+                elif a.dtype.kind in "iub":
+                    a = a.astype(np.int64)
+                else:
+                    raise self.err(f"a constant expression gives {a.dtype} values")
+                self.vals[o] = CFloat(a, elem)
 
     # casts --------------------------------------------------------------
-    def cast_fixedpoint(self, out):
-        if len(self.cur.input) != 2:
-            raise self.err("FixedPoint needs inputs (X, int_bits)")
-        ib = self.const(self.cur.input[1], "int_bits")
-        try:
-            desc = describe_fixedpoint(self.attr("width", AttributeProto.INT, required=True),
-                                       self.attr("signed", AttributeProto.INT, required=True),
-                                       self.attr("rounding", AttributeProto.STRING, required=True),
-                                       self.attr("overflow", AttributeProto.STRING, required=True), ib)
-        except ModelError:
-            raise
-        except ValueError as e:
-            raise self.err(str(e)) from None
-        k_hot = self.attr("k_hot", AttributeProto.INTS)
-        digits = self.attr("digits", AttributeProto.STRING)
-        if digits is not None and digits not in ("binary", "csd"):
-            raise self.err(f"digits must be 'binary' or 'csd', got {digits!r}")
-        self.cast(out, desc, None if k_hot is None else np.asarray(k_hot, dtype=np.int64), digits)
-
-    def cast_qonnx(self, out):
-        if len(self.cur.input) != 4:
-            raise self.err("Quant needs inputs (X, scale, zeropt, bitwidth)")
-        try:
-            desc = describe_qonnx(self.const(self.cur.input[1], "scale"), self.const(self.cur.input[2], "zeropt"),
-                                  self.const(self.cur.input[3], "bitwidth"),
-                                  self.attr("signed", AttributeProto.INT, 1), self.attr("narrow", AttributeProto.INT, 0),
-                                  self.attr("rounding_mode", AttributeProto.STRING, "ROUND"))
-        except ModelError:
-            raise
-        except ValueError as e:
-            raise self.err(f"cannot be fixed-point: {e}") from None
-        self.cast(out, desc)
-
     def cast(self, out, desc, k_hot=None, digits=None):
         width, signed, rounding, overflow, frac = desc
         x = self.inp(0)
@@ -482,7 +602,58 @@ class _Reader:
                            f"{int(bad[0])} has a mantissa with {int(per_row[bad[0]])} nonzero digits); project the "
                            f"weights onto K-hot values before export, or remove k_hot")
 
-    # arithmetic ---------------------------------------------------------
+    # helpers ------------------------------------------------------------
+    # exact real results (frontend/real.py), for importers in ir/ops
+    def wants_real(self, x, *consts) -> bool:
+        """True when a linear layer must take the exact real path: its input is an exact real result or the
+        float graph input, or a constant is a float (not a fixed-point grid)."""
+        return isinstance(x, Real) or (isinstance(x, Act) and x.type is None) or \
+            any(isinstance(c, CFloat) for c in consts)
+
+    def real_linear(self, out, x, W, bias, op, attrs):
+        from .real import exact_values, real_linear
+        Wv = exact_values(self, W, "weight")
+        bv = None if bias is None else list(exact_values(self, bias, "bias").reshape(-1))
+        if bv is not None and len(bv) != Wv.shape[0]:
+            raise self.err(f"bias has {len(bv)} values for {Wv.shape[0]} outputs")
+        return real_linear(self, out, x, Wv, bv, op, attrs)
+
+    def lazy_relu(self, out) -> bool:
+        """A ReLU of input 0 that is not computed yet: on a pending result (moved after its cast: exact for a
+        saturating cast) or in an exact real's chain. False: input 0 is a plain activation."""
+        v = self.inp(0)
+        if isinstance(v, Pending):
+            # relu(relu(s)) = relu(s); stage "done": a constant Add after the ReLU is no bias/shift of the
+            # node (relu(s) + b != relu(s + b)), so it must not be merged into it
+            self.vals[out] = Pending(v.node, v.shape, v.onnx_name, "done", v.relu_out or out)
+            return True
+        if isinstance(v, Real) or (isinstance(v, Act) and v.type is None):
+            base = v if isinstance(v, Real) else Real(v, [], v.name)
+            self.vals[out] = Real(base.act, base.chain + [("relu",)], self.cur.name or out)
+            return True
+        return False
+
+    def flatten(self, out):
+        from .structural import flatten_to
+        flatten_to(self, out)
+
+    def real_input(self, i: int):
+        """Input ``i`` when it is an exact real result of a typed tensor, else None."""
+        v = self.inp(i)
+        return v if isinstance(v, Real) and v.act.type is not None else None
+
+    def real_map(self, out, x, op, attrs, increasing_only=True):
+        """An op that commutes with a non-decreasing per-channel chain (max pooling): on the codes."""
+        from .real import channels_increasing
+        if increasing_only and not channels_increasing(x):
+            raise self.err(f"{op} of {x.onnx_name!r}, whose values decrease with their codes (a negative scale), "
+                           f"is not supported; put a Quant with a positive scale before it")
+        o = out + "/codes"
+        while o in self.tensors or o in self.vals or o in self.file_names:
+            o += "_"
+        self.set_act(self.emit(op, [x.act.name], o, attrs), o)
+        self.vals[out] = Real(self.vals[o], list(x.chain), x.onnx_name)
+
     def pending(self, out, op, x: Act, attrs=None, params=None, stage="done"):
         from ..ir.ops import get
         node = Node(self.cur.name or f"{op}_{len(self.nodes)}", op, [x.name], ["?"], dict(attrs or {}),
@@ -509,33 +680,6 @@ class _Reader:
         except ValueError as e:
             raise self.err(f"{what}: {e}") from None
 
-    def op_Gemm(self, out):
-        x = self.typed_act(0)
-        w = self.fixed_const(1, "weight")
-        b = self.inp(2, optional=True)
-        if self.attr("transA", AttributeProto.INT, 0) != 0:
-            raise self.err("transA must be 0")
-        if self.attr("alpha", AttributeProto.FLOAT, 1.0) != 1.0 or self.attr("beta", AttributeProto.FLOAT, 1.0) != 1.0:
-            raise self.err("alpha and beta must be 1")
-        if w.raw.ndim != 2:
-            raise self.err(f"weight must be 2-D, got shape {w.raw.shape}")
-        if self.attr("transB", AttributeProto.INT, 0) == 0:
-            w = w.transposed()
-        params = {"weight": self.to_const(w, "weight")}
-        if b is not None:
-            bc = self.fixed_const(2, "bias")
-            if bc.raw.size != w.raw.shape[0]:
-                raise self.err(f"bias has {bc.raw.size} values for {w.raw.shape[0]} outputs")
-            params["bias"] = self.to_const(bc, "bias", (w.raw.shape[0],))
-        self.pending(out, "dense", x, {}, params, "needs_bias" if b is None else "done")
-
-    def op_MatMul(self, out):
-        x = self.typed_act(0)
-        w = self.fixed_const(1, "weight")
-        if w.raw.ndim != 2:
-            raise self.err(f"weight must be 2-D, got shape {w.raw.shape}")
-        self.pending(out, "dense", x, {}, {"weight": self.to_const(w.transposed(), "weight")}, "needs_bias")
-
     def window_attrs(self, conv=False):
         k = self.attr("kernel_shape", AttributeProto.INTS, required=not conv)
         s = self.attr("strides", AttributeProto.INTS, None)
@@ -555,27 +699,6 @@ class _Reader:
             raise self.err("kernel and strides must be >= 1 and pads >= 0")
         return (tuple(k) if k is not None else None), s, p
 
-    def op_Conv(self, out, qfx=False):
-        x = self.typed_act(0)
-        w = self.fixed_const(1, "weight")
-        b = self.inp(2, optional=True)
-        if self.attr("group", AttributeProto.INT, 1) != 1:
-            raise self.err("grouped convolution is not supported (group must be 1)")
-        k, s, p = self.window_attrs(conv=True)
-        if w.raw.ndim != 4:
-            raise self.err(f"weight must be (O, C, KH, KW), got shape {w.raw.shape}")
-        if k is not None and tuple(k) != tuple(w.raw.shape[2:]):
-            raise self.err(f"kernel_shape {k} does not match the weight shape {w.raw.shape}")
-        params = {"weight": self.to_const(w, "weight")}
-        o = w.raw.shape[0]
-        if b is not None:
-            bc = self.fixed_const(2, "bias")
-            if bc.raw.size != o:
-                raise self.err(f"bias has {bc.raw.size} values for {o} output channels")
-            params["bias"] = self.to_const(bc, "bias", (o,))
-        self.pending(out, "conv2d", x, {"kernel": tuple(w.raw.shape[2:]), "stride": s, "pads": p}, params,
-                     "needs_bias" if b is None else "done")
-
     def channel_const(self, c: CFixed, shape, what) -> Const:
         ch = shape[0]
         ok = {(ch,), (1, ch)} if len(shape) == 1 else {(ch, 1, 1), (1, ch, 1, 1)}
@@ -587,80 +710,6 @@ class _Reader:
             raise self.err(f"{what} of shape {c.raw.shape} does not act per channel on an activation of shape "
                            f"{shape} (expected one of {sorted(ok)})")
         return self.to_const(c, what, (ch,))
-
-    def op_Mul(self, out):
-        a = self.inp(0)
-        i_act, i_c = (0, 1) if isinstance(a, (Act, Pending)) else (1, 0)
-        x = self.typed_act(i_act)
-        c = self.fixed_const(i_c, "scale")
-        zero = Const(np.zeros(x.shape[0], dtype=np.int64), FixedType(1, 1, False))  # until an Add gives the shift
-        self.pending(out, "batchnorm", x, {}, {"scale": self.channel_const(c, x.shape, "scale"), "shift": zero},
-                     "needs_shift")
-
-    def op_Add(self, out):
-        a, b = self.inp(0), self.inp(1)
-        if isinstance(b, Pending) or isinstance(a, (CFixed, CFloat)):
-            a, b = b, a
-            order = (1, 0)
-        else:
-            order = (0, 1)
-        if isinstance(a, Pending) and a.stage in ("needs_bias", "needs_shift") and isinstance(b, (CFixed, CFloat)):
-            c = self.fixed_const(order[1], "bias" if a.stage == "needs_bias" else "shift")
-            node = a.node
-            if a.stage == "needs_bias":
-                o = a.shape[0]
-                ok = {(o,), (1, o)} if node.op == "dense" else {(o,), (o, 1, 1), (1, o, 1, 1)}
-                if tuple(c.raw.shape) not in ok:
-                    raise self.err(f"bias of shape {c.raw.shape} does not match {o} output channels")
-                params = dict(node.params, bias=self.to_const(c, "bias", (o,)))
-            else:
-                params = dict(node.params, shift=self.channel_const(c, a.shape, "shift"))
-            new = Node(node.name, node.op, list(node.inputs), ["?"], dict(node.attrs), params)
-            self.vals[out] = Pending(new, a.shape, a.onnx_name, "done")
-            return
-        if isinstance(a, Act) and isinstance(b, (CFixed, CFloat)):
-            x = self.typed_act(order[0])
-            c = self.fixed_const(order[1], "shift")
-            one = Const(np.ones(x.shape[0], dtype=np.int64), FixedType(1, 1, False))
-            self.pending(out, "batchnorm", x, {}, {"scale": one, "shift": self.channel_const(c, x.shape, "shift")})
-            return
-        xa, xb = self.typed_act(0), self.typed_act(1)
-        from ..ir.ops import get
-        node = Node(self.cur.name or f"add_{len(self.nodes)}", "add", [xa.name, xb.name], ["?"], {})
-        try:
-            shape = get("add").shape(node, [xa.shape, xb.shape])
-        except OpError as e:
-            raise self.err(str(e)) from None
-        self.vals[out] = Pending(node, tuple(shape), self.cur.name or out)
-
-    def op_Relu(self, out):
-        v = self.inp(0)
-        if isinstance(v, Pending):
-            # relu(relu(s)) = relu(s); stage "done": a constant Add after the ReLU is no bias/shift of the
-            # node (relu(s) + b != relu(s + b)), so it must not be merged into it
-            self.vals[out] = Pending(v.node, v.shape, v.onnx_name, "done", v.relu_out or out)
-            return
-        x = self.typed_act(0)
-        self.set_act(self.emit("relu", [x.name], out), out)
-
-    def op_Clip(self, out):
-        x = self.typed_act(0)
-        t = x.type.replace(rounding="AP_RND_CONV", overflow="AP_SAT")
-        bounds = []
-        for i, default, side in ((1, x.type.raw_min, "min"), (2, x.type.raw_max, "max")):
-            if i < len(self.cur.input) and self.cur.input[i]:
-                v = self.inp(i)
-                arr = v.arr if isinstance(v, CFloat) else None
-                if arr is None or arr.size != 1:
-                    raise self.err(f"Clip {side} must be a scalar constant (an initializer or Constant), not "
-                                   f"{'an activation' if isinstance(v, (Act, Pending)) else 'a tensor of ' + str(np.shape(arr if arr is not None else v.raw)) + ' values'}")
-                bounds.append(self.clip_bound(float(arr.reshape(-1)[0]), x.type, t, side))
-            else:
-                bounds.append(default)
-        if bounds[0] > bounds[1]:
-            raise self.err(f"Clip min is greater than max (as mantissas of {x.type}: {bounds[0]} > {bounds[1]}); "
-                           f"give min <= max")
-        self.set_act(self.emit("clip", [x.name], out, {"lo": bounds[0], "hi": bounds[1]}), out)
 
     def clip_bound(self, v: float, xt: FixedType, t: FixedType, side: str) -> int:
         """A Clip bound as a mantissa of the input type; exact or an error.
@@ -684,16 +733,6 @@ class _Reader:
                            f"grid, e.g. {near!r} (qfx.export_onnx writes the bounds cast to the input type)")
         return raw
 
-    def op_MaxPool(self, out):
-        x = self.typed_act(0)
-        if self.attr("storage_order", AttributeProto.INT, 0) != 0 or len(self.cur.output) > 1 and self.cur.output[1]:
-            raise self.err("MaxPool indices output is not supported")
-        k, s, p = self.window_attrs()
-        if max(p[0], p[2]) >= k[0] or max(p[1], p[3]) >= k[1]:
-            raise self.err(f"MaxPool pads {list(p)} must be smaller than the kernel {list(k)} (a window of padding "
-                           f"only has no maximum); use smaller pads")
-        self.set_act(self.emit("maxpool", [x.name], out, {"kernel": k, "stride": s, "pads": p}), out)
-
     def recip_bits(self, qfx, n):
         if qfx:
             r = self.attr("recip_bits", AttributeProto.INT, DEFAULT_RECIP_BITS)
@@ -705,89 +744,24 @@ class _Reader:
                            f"type computes exactly; use qfx.AveragePool (with recip_bits) or a power-of-two window")
         return DEFAULT_RECIP_BITS
 
-    def op_AveragePool(self, out, qfx=False):
-        x = self.typed_act(0)
-        k, s, p = self.window_attrs()
-        if any(p):
-            raise self.err("average pooling with padding is not supported")
-        self.pending(out, "avgpool", x, {"kernel": k, "stride": s, "pads": p,
-                                         "recip_bits": self.recip_bits(qfx, k[0] * k[1])})
-
-    def op_GlobalAveragePool(self, out, qfx=False):
-        x = self.typed_act(0)
-        if len(x.shape) != 3:
-            raise self.err(f"needs a (C, H, W) input, got {x.shape}")
-        self.pending(out, "global_avgpool", x, {"recip_bits": self.recip_bits(qfx, x.shape[1] * x.shape[2])})
-
-    def op_Flatten(self, out):
-        x = self.typed_act(0)
-        if self.attr("axis", AttributeProto.INT, 1) != 1:
-            raise self.err("only Flatten(axis=1) is supported")
-        self.set_act(self.emit("flatten", [x.name], out), out)
-
-    def op_Reshape(self, out):
-        x = self.typed_act(0)
-        shp = self.const(self.cur.input[1], "shape") if len(self.cur.input) > 1 else None
-        n = math.prod(x.shape)
-        if shp is None or shp.ndim != 1 or len(shp) != 2 or shp[1] not in (n, -1) or shp[0] not in (1, -1, 0) \
-                or (shp[0] == -1 and shp[1] == -1):
-            raise self.err(f"only a Reshape to (N, {n}) (a flatten) is supported, got {None if shp is None else shp.tolist()}")
-        self.set_act(self.emit("flatten", [x.name], out), out)
-
-    def op_Transpose(self, out):
-        v = self.inp(0)
-        perm = self.attr("perm", AttributeProto.INTS, None)
-        if not isinstance(v, (CFloat, CFixed)) or np.ndim(v.arr if isinstance(v, CFloat) else v.raw) != 2 \
-                or perm not in (None, [1, 0]):
-            raise self.err("only the transpose of a 2-D constant (a weight) is supported")
-        self.vals[out] = CFloat(v.arr.T.copy()) if isinstance(v, CFloat) else v.transposed()
-
-    def op_Identity(self, out):
-        self.vals[out] = self.inp(0)
-
-    def op_Cast(self, out):
-        to = self.attr("to", AttributeProto.INT, required=True)
-        v = self.inp(0)
-        if to not in _CAST_TARGETS:
-            raise self.err(f"only casts to FLOAT or DOUBLE are supported (to={to}); remove the Cast or export the "
-                           f"model in floating point")
-        bits, max_frac, max_int = _CAST_TARGETS[to]
-        kind = "double" if to == TensorProto.DOUBLE else "float32"
-        if isinstance(v, Pending):
-            raise self.err(f"input is the exact result of {v.onnx_name!r}, which has no fixed-point type: put a "
-                           f"FixedPoint/Quant before the Cast")
-        if isinstance(v, (Act, CFixed)) and (v.type if isinstance(v, Act) else v) is not None:
-            t = v.type if isinstance(v, Act) else v
-            fr = np.asarray(t.frac_bits if isinstance(v, Act) else v.frac)
-            if t.width > bits or int(fr.max()) > max_frac or int((t.width - fr).max()) > max_int:
-                raise self.err(f"casting a {t.width}-bit fixed-point tensor (binary point {int(fr.max())}) to "
-                               f"{kind} would round it; use a type of at most {bits} bits within {kind}'s "
-                               f"exponent range, or drop the Cast")
-        elif isinstance(v, Act) and to == TensorProto.FLOAT and self.input_elem == TensorProto.DOUBLE:
-            raise self.err("casting the double graph input to float32 rounds it before its quantizer; quantize the "
-                           "input first or give the graph a float32 input")
-        elif isinstance(v, CFloat):
-            with np.errstate(over="ignore"):
-                arr = np.asarray(v.arr, dtype=np.float64)
-                if to == TensorProto.FLOAT:
-                    arr = arr.astype(np.float32).astype(np.float64)  # rounds as onnxruntime does
-            if not np.isfinite(arr).all():
-                raise self.err(f"the constant overflows {kind}; use values within {kind}'s range")
-            v = CFloat(arr)
-        self.vals[out] = v
-
-    def op_Constant(self, out):
-        for a in self.cur.attribute:
-            if a.name == "value" and a.type == AttributeProto.TENSOR:
-                self.vals[out] = CFloat(self.tensor_array(a.t, "Constant"))
-                return
-        raise self.err("only Constant with a tensor 'value' is supported")
 
 
-def read_model_proto(model: onnx.ModelProto, path: str = "<model>") -> Graph:
-    """The IR of an already parsed ModelProto."""
+def _input_type(t) -> FixedType | None:
+    if t is None or isinstance(t, FixedType):
+        return t
+    try:
+        return FixedType.parse(t)
+    except ValueError as e:
+        raise ModelError(f"input type: {e}") from None
+
+
+def read_model_proto(model: onnx.ModelProto, path: str = "<model>", input_type=None, softmax: str | None = None) \
+        -> Graph:
+    """The IR of an already parsed ModelProto (``input_type``: a FixedType or its C++ spelling)."""
     check_text_fields(model, path)  # names, op types, domains: UTF-8 text only
-    reader = _Reader(model, path)
+    if softmax not in (None, "argmax"):
+        raise ModelError(f"softmax must be None or 'argmax', got {softmax!r}")
+    reader = _Reader(model, path, _input_type(input_type), softmax)
     try:
         return reader.read()
     except ModelError:
@@ -805,8 +779,14 @@ def read_model_proto(model: onnx.ModelProto, path: str = "<model>") -> Graph:
         raise
 
 
-def load_model(path) -> Graph:
-    """Read ``path`` (qfx ONNX or QONNX) into an IR graph with shapes and types inferred."""
+def load_model(path, input_type=None, softmax: str | None = None) -> Graph:
+    """Read ``path`` (qfx ONNX or QONNX) into an IR graph with shapes and types inferred.
+
+    ``input_type`` (a FixedType or e.g. ``"ap_fixed<16,6>"``) is the type of the graph input the
+    hardware receives; without it, a FINN ``finn_datatype`` annotation, else the input's first
+    quantizer. ``softmax="argmax"`` drops a final Softmax (the design outputs its input; the argmax
+    decision is the same).
+    """
     path = os.fspath(path)
     if os.path.isdir(path):
         raise ModelError("is a directory, not a model file; give the path of the .onnx file", path=path)
@@ -832,4 +812,4 @@ def load_model(path) -> Graph:
     if not model.HasField("graph") or not len(model.graph.node):
         raise ModelError("not an ONNX model (no graph or no nodes); give a .onnx file written by "
                          "qfx.export_onnx or Brevitas export_qonnx", path=path)
-    return read_model_proto(model, path)
+    return read_model_proto(model, path, input_type, softmax)

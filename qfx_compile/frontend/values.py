@@ -11,9 +11,13 @@ from ..fixed.types import FixedType
 
 @dataclasses.dataclass
 class CFloat:
-    """A constant not (yet) cast: float64 (or integer) values from an initializer or Constant."""
+    """A constant not (yet) cast: float64 (or integer) values from an initializer or Constant.
+
+    ``elem`` is the ONNX element type it had in the file (for constant folding in that type).
+    """
 
     arr: np.ndarray
+    elem: int | None = None
 
 
 @dataclasses.dataclass
@@ -76,3 +80,27 @@ class Pending:
     onnx_name: str
     stage: str = "done"  # "needs_shift" (Mul of a batchnorm), "needs_bias" (Conv/Gemm/MatMul), "done"
     relu_out: str | None = None
+
+
+@dataclasses.dataclass
+class Real:
+    """An exact real-valued tensor: per channel (axis 0), ``chain`` (``ir.exact_real``) applied to the
+    value of the IR tensor ``act`` (float scales, float BatchNorm, unquantized bias: not fixed-point yet).
+
+    ``act.type`` is None for the float graph input (its quantizer becomes the input boundary).
+    """
+
+    act: Act
+    chain: list
+    onnx_name: str
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.act.shape
+
+
+@dataclasses.dataclass
+class Broken:
+    """The output of a node that could not be read (its blocker is already recorded): consumers skip."""
+
+    onnx_name: str

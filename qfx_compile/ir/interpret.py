@@ -69,7 +69,8 @@ def run_all(graph: Graph, x_raw=None, *, x_float=None) -> dict[str, tuple[np.nda
             env[name] = (float_to_raw(xf, graph.tensors[name].type), graph.tensors[name].type)
         else:
             t = q.attrs["out_type"]
-            env[q.outputs[0]] = (float_to_raw(xf, t), t)
+            imap = q.attrs.get("input_map")  # a QONNX quantizer boundary (ir.exact_real.InputMap), exact
+            env[q.outputs[0]] = (imap.codes(xf) if imap is not None else float_to_raw(xf, t), t)
             skip = q
     for node in graph.nodes:
         if node is skip:

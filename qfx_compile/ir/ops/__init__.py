@@ -2,10 +2,19 @@
 from __future__ import annotations
 
 from . import add, avgpool, batchnorm, clip, conv2d, dense, flatten, global_avgpool, maxpool, quant, relu
+from . import multithreshold
 from .base import OpDef, OpError
 
 REGISTRY: dict[str, OpDef] = {m.OP.name: m.OP for m in (
-    quant, dense, conv2d, batchnorm, relu, clip, add, maxpool, avgpool, global_avgpool, flatten)}
+    quant, dense, conv2d, batchnorm, relu, clip, add, maxpool, avgpool, global_avgpool, flatten, multithreshold)}
+
+# table-based layers (sigmoid, tanh, hard*, leaky_relu; softmax): issue 8
+from . import softmax, table  # noqa: E402
+REGISTRY.update({m.OP.name: m.OP for m in (table, softmax)})
+
+# structural layers (concat, zero padding, nearest upsampling): issue 8
+from . import concat, pad, upsample  # noqa: E402
+REGISTRY.update({m.OP.name: m.OP for m in (concat, pad, upsample)})
 
 #: Ops whose result is cast to ``attrs["out_type"]``.
 CASTING_OPS = frozenset(k for k, v in REGISTRY.items() if v.casts)

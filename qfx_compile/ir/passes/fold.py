@@ -31,7 +31,7 @@ def _retype_safe(g: Graph, tensor: str) -> bool:
         if t in g.outputs:
             return False
         for c in g.consumers(t):
-            if c.op == "clip":
+            if c.op in ("clip", "multithreshold", "table", "softmax"):  # bounds / thresholds / table indices: this type
                 return False
             if c.op not in CASTING_OPS:
                 todo.extend(c.outputs)

@@ -70,3 +70,20 @@ OP = OpDef("avgpool", __doc__,
            attrs={"out_type": "FixedType", "kernel": "(kh, kw)", "stride": "(sh, sw)",
                   "pads": "(0, 0, 0, 0)", "recip_bits": "int", "recip": "Const?", "acc_type": "FixedType?"},
            params={}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run, casts=True)
+
+
+# ---- ONNX import (the reader `r` is the frontend's; see onnx_table)
+from .onnx_table import INT as _INT, onnx_import  # noqa: E402
+
+
+@onnx_import("AveragePool", max_inputs=1)
+@onnx_import("AveragePool", domain="qfx", max_inputs=1, label="qfx.AveragePool")
+def import_avgpool(r, out):
+    """``AveragePool`` (a power-of-two window) or ``qfx.AveragePool`` (``recip_bits``): a pending ``avgpool``."""
+    x = r.typed_act(0)
+    k, s, p = r.window_attrs()
+    if any(p) and r.cur.domain != "qfx" and r.attr("count_include_pad", _INT, 0) != 1:
+        raise r.err("average pooling with padding divides by the whole window only with count_include_pad=1 "
+                    "(the padding cells count as zeros); export with count_include_pad=1")
+    r.pending(out, "avgpool", x, {"kernel": k, "stride": s, "pads": p,
+                                  "recip_bits": r.recip_bits(r.cur.domain == "qfx", k[0] * k[1])})

@@ -29,3 +29,31 @@ def run(node, inputs):
 
 OP = OpDef("clip", __doc__, attrs={"lo": "int", "hi": "int"}, params={}, n_inputs=1,
            shape=shape, type=type_keeps_input, run=run)
+
+
+# ---- ONNX import (the reader `r` is the frontend's; see onnx_table)
+from .onnx_table import onnx_import  # noqa: E402
+
+
+@onnx_import("Clip", max_inputs=3)
+def import_clip(r, out):
+    """``Clip(x, lo, hi)``: bounds must be scalar constants on ``x``'s grid (mantissas of its type)."""
+    import numpy as np
+    x = r.typed_act(0)
+    t = x.type.replace(rounding="AP_RND_CONV", overflow="AP_SAT")
+    bounds = []
+    for i, default, side in ((1, x.type.raw_min, "min"), (2, x.type.raw_max, "max")):
+        if i < len(r.cur.input) and r.cur.input[i]:
+            v = r.inp(i)
+            arr = getattr(v, "arr", None)
+            if arr is None or np.size(arr) != 1:
+                what = "an activation" if not hasattr(v, "arr") and not hasattr(v, "raw") else \
+                    f"a tensor of {int(np.size(arr if arr is not None else v.raw))} values"
+                raise r.err(f"Clip {side} must be a scalar constant (an initializer or Constant), not {what}")
+            bounds.append(r.clip_bound(float(np.asarray(arr).reshape(-1)[0]), x.type, t, side))
+        else:
+            bounds.append(default)
+    if bounds[0] > bounds[1]:
+        raise r.err(f"Clip min is greater than max (as mantissas of {x.type}: {bounds[0]} > {bounds[1]}); "
+                    f"give min <= max")
+    r.set_act(r.emit("clip", [x.name], out, {"lo": bounds[0], "hi": bounds[1]}), out)

@@ -60,3 +60,41 @@ OP = OpDef("conv2d", __doc__,
                   "adders": "int?"},
            params={"weight": "(O, C, KH, KW)", "bias": "(O,)?"}, n_inputs=1,
            shape=shape, type=type_casts_to_out_type, run=run, casts=True)
+
+
+# ---- ONNX import (the reader `r` is the frontend's; see onnx_table)
+from .onnx_table import INT as _INT, onnx_import  # noqa: E402
+
+
+@onnx_import("Conv", max_inputs=3)
+@onnx_import("Conv", domain="qfx", max_inputs=3, label="qfx.Conv")
+def import_conv(r, out):
+    """``Conv(x, W, b)`` (standard or ``qfx.Conv``): a pending ``conv2d``, or the exact integer ``conv2d``."""
+    import numpy as np
+    x, wv, bv = r.inp(0), r.inp(1), r.inp(2, optional=True)
+    grp = r.attr("group", _INT, 1)
+    if grp < 1:
+        raise r.err(f"group must be >= 1, got {grp}")
+    k, s, p = r.window_attrs(conv=True)
+    wshape = tuple(np.shape(wv.arr if hasattr(wv, "arr") else getattr(wv, "raw", np.zeros(0))))
+    if len(wshape) != 4:
+        raise r.err(f"weight must be a constant (O, C, KH, KW), got shape {wshape}")
+    if k is not None and tuple(k) != wshape[2:]:
+        raise r.err(f"kernel_shape {list(k)} does not match the weight shape {wshape}")
+    attrs = {"kernel": wshape[2:], "stride": s, "pads": p}
+    if grp != 1:
+        attrs["groups"] = grp
+    if r.wants_real(x, wv, bv):
+        if grp != 1:
+            raise r.err("a grouped convolution of a float-scaled input is not supported; put a Quant before it")
+        return r.real_linear(out, x, wv, bv, "conv2d", attrs)
+    x = r.typed_act(0)
+    w = r.fixed_const(1, "weight")
+    params = {"weight": r.to_const(w, "weight")}
+    o = w.raw.shape[0]
+    if bv is not None:
+        bc = r.fixed_const(2, "bias")
+        if bc.raw.size != o:
+            raise r.err(f"bias has {bc.raw.size} values for {o} output channels")
+        params["bias"] = r.to_const(bc, "bias", (o,))
+    r.pending(out, "conv2d", x, attrs, params, "needs_bias" if bv is None else "done")

@@ -29,3 +29,61 @@ OP = OpDef("dense", __doc__,
            attrs={"out_type": "FixedType", "acc_type": "FixedType?", "terms": "list?", "adders": "int?"},
            params={"weight": "(n_out, n_in)", "bias": "(n_out,)?"}, n_inputs=1,
            shape=shape, type=type_casts_to_out_type, run=run, casts=True)
+
+
+# ---- ONNX import (the reader `r` is the frontend's; see onnx_table)
+from .onnx_table import FLOAT as _FLOAT, INT as _INT, onnx_import  # noqa: E402
+
+
+@onnx_import("Gemm", max_inputs=3)
+def import_gemm(r, out):
+    """``Gemm(x, W, b)``: a pending ``dense`` (fixed-point weights) or an exact integer ``dense`` (float weights)."""
+    if r.attr("transA", _INT, 0) != 0:
+        raise r.err("transA must be 0")
+    if r.attr("alpha", _FLOAT, 1.0) != 1.0 or r.attr("beta", _FLOAT, 1.0) != 1.0:
+        raise r.err("alpha and beta must be 1")
+    x, wv, bv = r.inp(0), r.inp(1), r.inp(2, optional=True)
+    if r.wants_real(x, wv, bv):
+        W = wv if r.attr("transB", _INT, 0) else _transposed(r, wv)
+        return r.real_linear(out, x, W, bv, "dense", {})
+    x = r.typed_act(0)
+    w = r.fixed_const(1, "weight")
+    if w.raw.ndim != 2:
+        raise r.err(f"weight must be 2-D, got shape {tuple(w.raw.shape)}")
+    if r.attr("transB", _INT, 0) == 0:
+        w = w.transposed()
+    params = {"weight": r.to_const(w, "weight")}
+    if bv is not None:
+        bc = r.fixed_const(2, "bias")
+        if bc.raw.size != w.raw.shape[0]:
+            raise r.err(f"bias has {bc.raw.size} values for {w.raw.shape[0]} outputs")
+        params["bias"] = r.to_const(bc, "bias", (w.raw.shape[0],))
+    r.pending(out, "dense", x, {}, params, "needs_bias" if bv is None else "done")
+
+
+def _transposed(r, c):
+    import dataclasses
+    import numpy as np
+    arr = getattr(c, "arr", None)
+    if arr is not None:
+        if np.ndim(arr) != 2:
+            raise r.err(f"weight must be 2-D, got shape {tuple(np.shape(arr))}")
+        return dataclasses.replace(c, arr=np.asarray(arr).T.copy())
+    if not hasattr(c, "raw"):
+        raise r.err("weight must be a constant (an initializer, possibly through a Quant)")
+    if np.ndim(c.raw) != 2:
+        raise r.err(f"weight must be 2-D, got shape {tuple(np.shape(c.raw))}")
+    return c.transposed()
+
+
+@onnx_import("MatMul", max_inputs=2)
+def import_matmul(r, out):
+    """``MatMul(x, W)``: a pending ``dense`` waiting for its bias ``Add``, or the exact integer ``dense``."""
+    x, wv = r.inp(0), r.inp(1)
+    if r.wants_real(x, wv):
+        return r.real_linear(out, x, _transposed(r, wv), None, "dense", {})
+    x = r.typed_act(0)
+    w = r.fixed_const(1, "weight")
+    if w.raw.ndim != 2:
+        raise r.err(f"weight must be 2-D, got shape {tuple(w.raw.shape)}")
+    r.pending(out, "dense", x, {}, {"weight": r.to_const(w.transposed(), "weight")}, "needs_bias")

@@ -25,3 +25,18 @@ def run(node, inputs):
 OP = OpDef("global_avgpool", __doc__,
            attrs={"out_type": "FixedType", "recip_bits": "int", "recip": "Const?", "acc_type": "FixedType?"},
            params={}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run, casts=True)
+
+
+# ---- ONNX import (the reader `r` is the frontend's; see onnx_table)
+from .onnx_table import onnx_import  # noqa: E402
+
+
+@onnx_import("GlobalAveragePool", max_inputs=1)
+@onnx_import("GlobalAveragePool", domain="qfx", max_inputs=1, label="qfx.GlobalAveragePool")
+def import_global_avgpool(r, out):
+    """``GlobalAveragePool`` (power-of-two H*W) or ``qfx.GlobalAveragePool``: a pending ``global_avgpool``."""
+    x = r.typed_act(0)
+    if len(x.shape) != 3:
+        raise r.err(f"needs a (C, H, W) input, got {x.shape}")
+    r.pending(out, "global_avgpool", x, {"recip_bits": r.recip_bits(r.cur.domain == "qfx",
+                                                                      x.shape[1] * x.shape[2])})

@@ -26,3 +26,24 @@ def run(node, inputs):
 OP = OpDef("maxpool", __doc__, attrs={"kernel": "(kh, kw)", "stride": "(sh, sw)",
                                       "pads": "(top, left, bottom, right)"},
            params={}, n_inputs=1, shape=shape, type=type_keeps_input, run=run)
+
+
+# ---- ONNX import (the reader `r` is the frontend's; see onnx_table)
+from .onnx_table import INT as _INT, onnx_import  # noqa: E402
+
+
+@onnx_import("MaxPool", max_inputs=1, outputs=2)
+def import_maxpool(r, out):
+    """``MaxPool``: on a typed tensor, or on the codes of an exact real whose chain is non-decreasing."""
+    if r.attr("storage_order", _INT, 0) != 0 or len(r.cur.output) > 1 and r.cur.output[1]:
+        raise r.err("MaxPool indices output is not supported")
+    k, s, p = r.window_attrs()
+    if max(p[0], p[2]) >= k[0] or max(p[1], p[3]) >= k[1]:
+        raise r.err(f"MaxPool pads {list(p)} must be smaller than the kernel {list(k)} (a window of padding "
+                    f"only has no maximum); use smaller pads")
+    attrs = {"kernel": k, "stride": s, "pads": p}
+    xr = r.real_input(0)
+    if xr is not None:
+        return r.real_map(out, xr, "maxpool", attrs)
+    x = r.typed_act(0)
+    r.set_act(r.emit("maxpool", [x.name], out, attrs), out)

@@ -12,3 +12,16 @@ def run(node, inputs):
 
 
 OP = OpDef("relu", __doc__, attrs={}, params={}, n_inputs=1, shape=shape_keeps_input, type=type_keeps_input, run=run)
+
+
+# ---- ONNX import (the reader `r` is the frontend's; see onnx_table)
+from .onnx_table import onnx_import  # noqa: E402
+
+
+@onnx_import("Relu", max_inputs=1)
+def import_relu(r, out):
+    """``Relu``: a ``relu`` node; on a pending exact result, moved after its cast; on an exact real, in its chain."""
+    if r.lazy_relu(out):  # a pending exact result (moved after its cast) or an exact real (in its chain)
+        return
+    x = r.typed_act(0)
+    r.set_act(r.emit("relu", [x.name], out), out)

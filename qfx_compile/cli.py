@@ -204,7 +204,13 @@ def _step(console, text: str, quiet: bool):
 @click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Parallel g++ jobs for --csim.")
 @click.option("--list-targets", is_flag=True, help="List the known targets and exit.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
-def _command(model, target, outdir, clock_ns, part, csim, force, config, vectors, jobs, list_targets, quiet):
+@click.option("--input-type", "input_type", default=None, metavar="TYPE",
+              help="Type of the graph input the hardware reads, e.g. 'ap_fixed<16,6>' (default: the file's "
+                   "finn_datatype annotation, else the input's first quantizer).")
+@click.option("--softmax", type=click.Choice(["argmax"]), default=None,
+              help="argmax: drop a final Softmax; the design outputs its input, whose argmax is the model's decision.")
+def _command(model, target, outdir, clock_ns, part, csim, force, config, vectors, jobs, list_targets, quiet,
+             input_type=None, softmax=None):
     """Compile a fixed-point ONNX MODEL (qfx or QONNX) into a Vitis HLS project whose C simulation is
     bit-exact with PyTorch: firmware, testbench with test vectors, Makefile (make csim needs only g++),
     build.tcl, README.md and report.json."""
@@ -218,7 +224,8 @@ def _command(model, target, outdir, clock_ns, part, csim, force, config, vectors
     if model is None:
         raise UserError("no MODEL given: pass the path of an ONNX file, e.g. 'qfx-compile model.onnx --target "
                         "ultra96' (see qfx-compile --help).")
-    return _compile(console, err, model, target, outdir, clock_ns, part, csim, force, config, vectors, jobs, quiet)
+    return _compile(console, err, model, target, outdir, clock_ns, part, csim, force, config, vectors, jobs, quiet,
+                    input_type, softmax)
 
 
 def _safe(text: object, max_len: int = 400) -> str:
@@ -233,7 +240,8 @@ def _safe_message(text: object) -> str:
     return "\n".join(_safe(line, 1500) for line in str(text).splitlines() or [""])
 
 
-def _compile(console, err, model, target, outdir, clock_ns, part, csim, force, config, vectors, jobs, quiet) -> int:
+def _compile(console, err, model, target, outdir, clock_ns, part, csim, force, config, vectors, jobs, quiet,
+             input_type=None, softmax=None) -> int:
     from .backend import outdir as outdir_mod
     from .backend.config import ConfigError
     from .backend.csim import CsimError
@@ -261,7 +269,9 @@ def _compile(console, err, model, target, outdir, clock_ns, part, csim, force, c
         # refuse a folder we may not replace before any work is done (checked again under the lock)
         outdir_mod.check_outdir(out, force, protected)
         with _step(err, f"reading {mp.name}", quiet):
-            graph = load_model(str(mp))
+            graph = load_model(str(mp), input_type=input_type, softmax=softmax)
+        for note in graph.metadata.get("qfx.notes", "").splitlines():
+            err.print(f"note: {note}", markup=False, highlight=False)
         with _step(err, "IR passes (shapes, accumulators, K-hot terms)", quiet):
             graph = run_default_passes(graph)
     except (ModelError, OpError) as e:

@@ -67,5 +67,32 @@ def run(node, inputs):
     return y
 
 
+# ---- HLS plan
+def hls(ctx):
+    """``qfx::multithreshold`` (hls_lib/qfx_threshold.h): K comparators per element, one element per cycle."""
+    import numpy as np
+    from ...backend.estimate import LayerShape
+    from ...fixed.types import FixedType
+    from ..graph import Const
+    c, h, w = ctx.chw(ctx.output)
+    thr = ctx.node.params["thresholds"]
+    k = int(thr.raw.shape[1])
+    ta = ctx.const("thresholds", "thr", Const(np.asarray(thr.raw).reshape(-1), thr.type), "[n_thr_chan * n_thr]")
+    base = [int(v) for v in np.broadcast_to(np.asarray(ctx.node.attrs["base"], dtype=object), (c,))]
+    step = [int(v) for v in np.broadcast_to(np.asarray(ctx.node.attrs["step"], dtype=object), (c,))]
+
+    def ints(role, prefix, vals):
+        return ctx.const(role, prefix, Const(np.array(vals, dtype=np.int64),
+                                             FixedType.for_raw_range(min(vals + [0]), max(vals + [0]), 0)), "[n_chan]")
+    ba, sa = ints("base", "tbase", base), ints("step", "tstep", step)
+    cost = LayerShape("shiftadd", adders=k, adder_bits=k * thr.type.width, fixed_cycles=c * h * w)
+    return ctx.layer(
+        "multithreshold", cost,
+        types=[("in_t", ctx.x.cpp()), ("thr_t", thr.type.cpp()), ("out_t", ctx.y.cpp()), ("thr_raw_t", ta.ctype),
+               ("base_raw_t", ba.ctype), ("step_raw_t", sa.ctype)],
+        sizes=[("n_chan", c), ("n_pixels", h * w), ("n_thr", k), ("n_thr_chan", int(thr.raw.shape[0]))],
+        arrays=[ta, ba, sa], n_params=ta.depth, params_bits=ta.depth * ta.width)
+
+
 OP = OpDef("multithreshold", __doc__, attrs={"out_type": "FixedType", "base": "ints", "step": "ints"},
-           params={"thresholds": "(C, K)"}, n_inputs=1, shape=shape, type=type_rule, run=run)
+           params={"thresholds": "(C, K)"}, n_inputs=1, shape=shape, type=type_rule, run=run, hls=hls)

@@ -95,4 +95,5 @@ def hls(ctx):
 
 
 OP = OpDef("multithreshold", __doc__, attrs={"out_type": "FixedType", "base": "ints", "step": "ints"},
-           params={"thresholds": "(C, K)"}, n_inputs=1, shape=shape, type=type_rule, run=run, hls=hls)
+           params={"thresholds": "(C, K)"}, n_inputs=1, shape=shape, type=type_rule, run=run,
+           **({"hls": hls} if "hls" in OpDef.__dataclass_fields__ else {}))  # (the typed plan may land later)

@@ -63,6 +63,26 @@ def interpreter_vectors(graph: Graph, n: int, seed: int = 0) -> Vectors:
     return Vectors(input_raw=x, output_raw=np.asarray(y), source="interpreter")
 
 
+def check_stored_vectors(graph: Graph, n: int) -> None:
+    """The expected outputs stored in the model must be what its own layers compute (the IR interpreter is
+    exact): a file edited after export (weights, types, vectors) would otherwise give a project whose C
+    simulation fails. Checks the vectors the testbench will use."""
+    from ..ir import interpret
+
+    v = graph.vectors
+    x, y = v.input_raw[:n], np.asarray(v.output_raw[:n])
+    got = np.asarray(interpret.run(graph, x))
+    if got.shape != y.shape:
+        raise BackendError(f"the test vectors stored in the model have outputs shaped {y.shape[1:]}, its layers "
+                           f"compute {got.shape[1:]}; export the model again")
+    bad = np.flatnonzero((got.reshape(len(got), -1) != y.reshape(len(y), -1)).any(axis=1))
+    if len(bad):
+        raise BackendError(f"the test vectors stored in the model disagree with what its layers compute exactly "
+                           f"({len(bad)} of {len(x)} vectors, first: vector {int(bad[0])}): the file was changed "
+                           f"after export. Export it again (qfx.export_onnx), or remove its qfx.vectors metadata "
+                           f"to test against the IR interpreter on random inputs")
+
+
 def compile_graph(graph: Graph, outdir: str | Path, *, target: str | Target = "ultra96", part: str | None = None,
                   clock_ns: float | None = None, config: str | None = None, vectors: int | None = None,
                   force: bool = False, model_path: str = "model.onnx", run_csim: bool = False,
@@ -76,6 +96,8 @@ def compile_graph(graph: Graph, outdir: str | Path, *, target: str | Target = "u
         raise BackendError(f"--vectors must be at least 1, got {n_req}")
     if graph.vectors is None or len(graph.vectors.input_raw) == 0:
         graph = dataclasses.replace(graph, vectors=interpreter_vectors(graph, n_req))
+    if graph.vectors.source != "interpreter":
+        check_stored_vectors(graph, n_req)
     source = "expected outputs from the IR interpreter on random inputs" if graph.vectors.source == "interpreter" \
         else "expected outputs stored in the model file (PyTorch eval mode)"
     ins, exp, n = vectors_for_files(graph, n_req, plan.graph)

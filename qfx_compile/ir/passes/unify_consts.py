@@ -10,7 +10,7 @@ import numpy as np
 
 from ...fixed.types import FixedType
 from ..graph import Const, Graph
-from ..ops.base import as_wide, const_common
+from ..ops.base import OpError, as_wide, const_common
 
 
 def unify_const(c: Const) -> Const:
@@ -29,5 +29,11 @@ def unify_const(c: Const) -> Const:
 def unify_consts(graph: Graph) -> Graph:
     g = graph.copy()
     for node in g.nodes:
-        node.params = {k: unify_const(v) for k, v in node.params.items()}
+        try:
+            node.params = {k: unify_const(v) for k, v in node.params.items()}
+        except ValueError as e:  # one binary point for all channels would need more bits than FixedType allows
+            if "FixedType" not in str(e):
+                raise
+            raise OpError(f"node {node.name!r} ({node.op}): its per-channel constants need a common type that is "
+                          f"not supported ({e}); use closer per-channel binary points or narrower weights") from None
     return g

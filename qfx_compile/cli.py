@@ -165,7 +165,8 @@ def _summary(console, report: dict) -> None:
         console.print("C simulation: not run (pass --csim, or run 'make csim' in the project).", highlight=False)
     else:
         console.print(f"C simulation: {cs['passed']} passed, {cs['failed']} failed "
-                      f"(build {cs['build_s']} s, run {cs['run_s']} s).", markup=False, highlight=False)
+                      f"(build {cs['build_s']} s, run {cs['run_s']} s, {cs.get('vectors_per_s', 0):,} vectors/s).",
+                      markup=False, highlight=False)
         for line in cs["first_mismatches"]:
             console.print("  " + line, markup=False, highlight=False)
 

@@ -4,6 +4,10 @@ Every tool's exit status is checked: a failed build is a :class:`CsimError`
 carrying the compiler's messages; a testbench run yields a :class:`CsimResult`
 whose ``ok`` is true only when the final line says ``N passed, 0 failed``
 with N equal to the number of vectors *and* the exit status is 0.
+
+The testbench spreads the vectors over the machine's cores (one forked process
+per contiguous range, reports merged in vector order); ``run(workers=n)`` sets
+how many (``QFX_CSIM_JOBS``; 1 = one process).
 """
 from __future__ import annotations
 
@@ -39,12 +43,19 @@ class CsimResult:
         return (self.exit_code == 0 and self.failed == 0 and self.passed > 0 and
                 (self.expected_vectors is None or self.passed == self.expected_vectors))
 
+    @property
+    def vectors_per_s(self) -> float:
+        """Vectors simulated per second of testbench run time (reading the files included)."""
+        n = self.passed + self.failed
+        return n / self.run_s if n and self.run_s > 0 else 0.0
+
     def mismatch_lines(self, n: int = 10) -> list[str]:
         return [ln for ln in self.output.splitlines() if ln.startswith("MISMATCH")][:n]
 
     def as_dict(self) -> dict:
         return {"passed": self.passed, "failed": self.failed, "exit_code": self.exit_code, "ok": self.ok,
                 "build_s": round(self.build_s, 2), "run_s": round(self.run_s, 3),
+                "vectors_per_s": round(self.vectors_per_s, 1),
                 "first_mismatches": self.mismatch_lines()}
 
 
@@ -85,16 +96,22 @@ def build(project: str | Path, *, jobs: int | None = None, timeout: float = 1800
 
 
 def run(project: str | Path, *, expected_vectors: int | None = None, timeout: float = 1800,
-        inputs: str | None = None, expected: str | None = None, build_s: float = 0.0) -> CsimResult:
-    """Runs the built testbench binary; never raises on mismatches (see ``CsimResult.ok``)."""
+        inputs: str | None = None, expected: str | None = None, build_s: float = 0.0,
+        workers: int | None = None) -> CsimResult:
+    """Runs the built testbench binary; never raises on mismatches (see ``CsimResult.ok``).
+
+    ``workers``: processes the testbench forks (default: ``$QFX_CSIM_JOBS``, else one per core)."""
     project = Path(project)
     exe = project / "build" / "csim"
     if not exe.is_file():
         raise CsimError(f"{exe} does not exist: build it first (make csim-build)")
     cmd = [str(exe.resolve()), inputs or "tb_data/inputs.txt", expected or "tb_data/expected.txt"]
     t0 = time.perf_counter()
+    env = None
+    if workers is not None:
+        env = dict(os.environ, QFX_CSIM_JOBS=str(int(workers)))
     try:
-        proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as ex:
         raise CsimError(f"the testbench in {project} ran longer than {timeout:.0f} s") from ex
     run_s = time.perf_counter() - t0

@@ -1,4 +1,6 @@
-// qfx_pool.h: max pooling, average pooling, global average pooling (no padding).
+// qfx_pool.h: max pooling, average pooling (both with optional padding: C::pad_top/left/bottom/right,
+// see pads_of in qfx_window.h; max pads with the lowest value, which never wins; average pads with zeros
+// and divides by the whole window, PyTorch's count_include_pad), global average pooling.
 // Max: no cast. Average: S = exact window sum in acc_t, out = cast(S * r, out_t)
 // with r = cast(1/N, recip_t) (recip_t = ap_ufixed<R, 1-floor(log2 N), AP_RND_CONV, AP_SAT>).
 #ifndef QFX_POOL_H
@@ -30,26 +32,32 @@ inline R reciprocal(unsigned long long n) {
     return from_raw<R>(recip_mantissa<R>(n));
 }
 
-// The streaming window shared by max and average pooling (no padding): every input is read
-// once into the line buffer; where a window is complete, reduce(win, c) gives the output of
-// channel c. Inlined into the kernel that calls it.
+// The streaming window shared by max and average pooling: walks the padded image (pad cells hold
+// `pad`); every input is read once into the line buffer; where a window is complete, reduce(win, c)
+// gives the output of channel c. Inlined into the kernel that calls it.
 template <class C, class Reduce>
-void pool_windows(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out, const Reduce& reduce) {
+void pool_windows(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out, const Reduce& reduce,
+                  const typename C::in_t pad) {
     QFX_PRAGMA(HLS INLINE)
     typedef typename C::in_t in_t;
+    typedef pads_of<C> P;
     static const unsigned KH = C::pool_height, KW = C::pool_width, NC = C::n_chan;
-    in_t lb[line_rows<KH>::value][C::in_width][NC];
+    static const unsigned HP = C::in_height + P::top + P::bottom, WP = C::in_width + P::left + P::right;
+    in_t lb[line_rows<KH>::value][WP][NC];
     QFX_PRAGMA(HLS ARRAY_PARTITION variable=lb complete dim=1)
     in_t win[KH][KW][NC];
     QFX_PRAGMA(HLS ARRAY_PARTITION variable=win complete dim=0)
 QFX_LABEL(rows)
-    for (unsigned py = 0; py < C::in_height; py++) {
+    for (unsigned py = 0; py < HP; py++) {
     QFX_LABEL(cols)
-        for (unsigned px = 0; px < C::in_width; px++) {
+        for (unsigned px = 0; px < WP; px++) {
+            const bool inside = in_span(py, P::top, C::in_height) && in_span(px, P::left, C::in_width);
         QFX_LABEL(chans)
             for (unsigned c = 0; c < NC; c++) {
                 QFX_PRAGMA(HLS PIPELINE II=1)
-                window_push<in_t, C::in_width, NC, KH, KW>(lb, win, px, c, in.read());
+                in_t v = pad;
+                if (inside) v = in.read();
+                window_push<in_t, WP, NC, KH, KW>(lb, win, px, c, v);
             }
             if (!window_ends_at(py, KH, C::stride_height, C::out_height) ||
                 !window_ends_at(px, KW, C::stride_width, C::out_width))
@@ -92,7 +100,7 @@ struct mean_of_window {
 template <class C>
 void maxpool2d(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out) {
     QFX_PRAGMA(HLS INLINE off)
-    pool_windows<C>(in, out, max_of_window<C>());
+    pool_windows<C>(in, out, max_of_window<C>(), lowest<typename C::in_t>());  // padding never wins
 }
 
 template <class C>
@@ -100,7 +108,7 @@ void avgpool2d(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>
     QFX_PRAGMA(HLS INLINE off)
     mean_of_window<C> mean;
     mean.r = reciprocal<typename C::recip_t>(C::pool_height * C::pool_width);
-    pool_windows<C>(in, out, mean);
+    pool_windows<C>(in, out, mean, typename C::in_t(0));  // zero padding, divided by the whole window
 }
 
 template <class C>

@@ -19,6 +19,25 @@ inline bool window_ends_at(unsigned p, unsigned k, unsigned s, unsigned n_out) {
 // p - lo < n with unsigned wrap-around: lo <= p < lo + n (a pad test).
 inline bool in_span(unsigned p, unsigned lo, unsigned n) { return p - lo < n; }
 
+// Padding of a windowed kernel: C::pad_top/left/bottom/right when the config has them, else 0.
+// The one padding rule (qfx_compile/fixed/window.py): the image is padded by (top, bottom) rows and
+// (left, right) columns, windows run over the padded image in floor mode.
+template <class C, class = void> struct pads_of {
+    static const unsigned top = 0, left = 0, bottom = 0, right = 0;
+};
+template <class C>
+struct pads_of<C, typename void_if_valid<decltype(C::pad_top)>::type> {
+    static const unsigned top = C::pad_top, left = C::pad_left, bottom = C::pad_bottom, right = C::pad_right;
+};
+
+// The lowest value of an ap_fixed / ap_ufixed type (the padding of max pooling: it never wins).
+template <class T>
+inline T lowest() {
+    T x = 0;
+    if (fixed_traits<T>::is_signed) x.range(fixed_traits<T>::width - 1, fixed_traits<T>::width - 1) = 1;
+    return x;
+}
+
 // Rows kept by the line buffer: KH - 1 (at least 1: no zero-size arrays).
 template <unsigned KH> struct line_rows { static const unsigned value = KH > 1 ? KH - 1 : 1; };
 

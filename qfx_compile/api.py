@@ -128,7 +128,7 @@ class _Linear:
             top = (bound << self.shift) + (int(np.abs(braw).max()) if braw.size else 0)
             f = big
         self.dt = _ftype(bound) if w2.dtype != object else None
-        self.fast = self.dt is not None and top.bit_length() <= _I64
+        self.fast = self.dt is not None and top.bit_length() <= _I64 and node.attrs.get("groups", 1) == 1
         if self.fast:
             self.w = np.ascontiguousarray(w.astype(self.dt))  # (O, C, KH, KW) or (O, I)
             self.bias = None if braw is None else braw.astype(np.int64).reshape(1, -1)

@@ -173,9 +173,9 @@ def test_conv_body_exact(case):
     COUNT["n"] += y.size
 
 
-def test_conv_rejects_groups():
+def test_conv_rejects_groups_that_do_not_divide_the_channels():
     with pytest.raises(ValueError, match="group"):
-        ops.conv_function("g", (4, 4, 4), 4, (3, 3), (1, 1), (1, 1, 1, 1), group=2)
+        ops.conv_function("g", (4, 4, 4), 4, (3, 3), (1, 1), (1, 1, 1, 1), group=3)
 
 
 def test_reciprocal():

@@ -29,6 +29,16 @@ def conv_weights_hwc(graph: Graph) -> Graph:
         w = n.params["weight"]
         if w.raw.ndim != 4:
             raise ValueError(f"conv2d weight must be 4-D [F][C][KH][KW], got shape {w.raw.shape}")
+        groups = int(n.attrs.pop("groups", 1))
+        if groups != 1:  # grouped / depthwise: the block-diagonal dense weight (zeros outside each group)
+            from ..ir.ops.conv2d import expand_groups
+            _, cg, kh, kw = w.raw.shape
+            per = w.raw.shape[0] // groups
+            terms = n.attrs.get("terms")
+            if terms is not None:  # a term of filter f moves to its group's channels
+                n.attrs["terms"] = [[(i + (f // per) * cg * kh * kw, s, e) for i, s, e in row]
+                                    for f, row in enumerate(terms)]
+            w = expand_groups(w, groups)
         n.params["weight"] = _const_like(w, np.ascontiguousarray(w.raw.transpose(0, 2, 3, 1)))
         n.attrs["layout"] = "hwc"
     return g

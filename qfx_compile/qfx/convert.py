@@ -67,8 +67,10 @@ _OVERRIDABLE = set(f.name for f in dataclasses.fields(QFXConfig)) - {"overrides"
 _FIELD_DEFAULTS = {"output": "activation", "input": "activation", "bn_output": "activation",
                    "residual": "activation", "pool": "activation"}
 
-SUPPORTED = ("nn.Linear", "nn.Conv2d (groups=1, dilation=1, zero padding)", "nn.BatchNorm2d", "nn.ReLU",
-             "nn.ReLU6", "nn.Hardtanh", "nn.MaxPool2d (no padding)", "nn.AvgPool2d (no padding)",
+SUPPORTED = ("nn.Linear", "nn.Conv2d (groups, dilation=1, zero padding)", "nn.BatchNorm2d", "nn.ReLU",
+             "nn.ReLU6", "nn.Hardtanh", "nn.MaxPool2d", "nn.AvgPool2d (count_include_pad)", "nn.ZeroPad2d",
+             "nn.Upsample (nearest, integer scale)", "torch.cat (dim=1)",
+             "F.max_pool2d / F.avg_pool2d / F.adaptive_avg_pool2d / F.pad / F.interpolate / F.relu6 / F.hardtanh",
              "nn.AdaptiveAvgPool2d(1)", "nn.Flatten", "nn.Dropout", "nn.Identity", "qfx.nn layers",
              "operator.add / torch.add (two tensors)", "torch.flatten(x, 1)", "F.relu / torch.relu") + \
     qnn.activation.SUPPORTED
@@ -165,8 +167,8 @@ def _convert_module(name: str, mod: nn.Module, opts: dict):
                          per_channel=opts["per_channel_weights"], k_hot=opts["k_hot"],
                          digits=opts["digits"] if opts["k_hot"] is not None else None, learnable=learn)
     elif isinstance(mod, nn.Conv2d):
-        if mod.groups != 1 or tuple(mod.dilation) != (1, 1):
-            raise _unsupported(name, cls, f"groups={mod.groups}, dilation={mod.dilation}; only 1 and 1")
+        if tuple(mod.dilation) != (1, 1):
+            raise _unsupported(name, cls, f"dilation={mod.dilation}; only 1")
         if mod.padding_mode != "zeros":
             raise _unsupported(name, cls, f"padding_mode={mod.padding_mode!r}; only 'zeros'")
         pad = mod.padding
@@ -177,7 +179,8 @@ def _convert_module(name: str, mod: nn.Module, opts: dict):
         new = qnn.Conv2d(mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride, pad,
                          mod.bias is not None, weight_type=opts["weight"], bias_type=opts["bias"],
                          output_type=opts["output"], per_channel=opts["per_channel_weights"], k_hot=opts["k_hot"],
-                         digits=opts["digits"] if opts["k_hot"] is not None else None, learnable=learn)
+                         digits=opts["digits"] if opts["k_hot"] is not None else None, learnable=learn,
+                         groups=mod.groups)
     elif isinstance(mod, nn.BatchNorm2d):
         if not mod.track_running_stats:
             raise _unsupported(name, cls, "track_running_stats=False (eval needs running statistics)")
@@ -201,14 +204,26 @@ def _convert_module(name: str, mod: nn.Module, opts: dict):
     elif isinstance(mod, nn.Hardtanh):
         return qnn.Clip(mod.min_val, mod.max_val)
     elif isinstance(mod, nn.MaxPool2d):
-        if mod.padding not in (0, (0, 0)) or mod.dilation not in (1, (1, 1)) or mod.ceil_mode or mod.return_indices:
-            raise _unsupported(name, cls, "padding, dilation, ceil_mode and return_indices are not supported")
-        return qnn.MaxPool2d(mod.kernel_size, mod.stride)
+        if mod.dilation not in (1, (1, 1)) or mod.ceil_mode or mod.return_indices:
+            raise _unsupported(name, cls, "dilation, ceil_mode and return_indices are not supported")
+        return qnn.MaxPool2d(mod.kernel_size, mod.stride, mod.padding)
     elif isinstance(mod, nn.AvgPool2d):
-        if mod.padding not in (0, (0, 0)) or mod.ceil_mode or mod.divisor_override is not None:
-            raise _unsupported(name, cls, "padding, ceil_mode and divisor_override are not supported")
-        return qnn.AvgPool2d(mod.kernel_size, mod.stride, output_type=opts["pool"], recip_bits=opts["recip_bits"],
-                             learnable=learn)
+        if mod.ceil_mode or mod.divisor_override is not None or \
+                (mod.padding not in (0, (0, 0)) and not mod.count_include_pad):
+            raise _unsupported(name, cls, "ceil_mode, divisor_override and padding with count_include_pad=False "
+                                          "are not supported")
+        return qnn.AvgPool2d(mod.kernel_size, mod.stride, mod.padding, output_type=opts["pool"],
+                             recip_bits=opts["recip_bits"], learnable=learn)
+    elif isinstance(mod, nn.ZeroPad2d):
+        return qnn.ZeroPad2d(tuple(int(v) for v in mod.padding))
+    elif isinstance(mod, nn.Upsample):
+        sf = mod.scale_factor
+        sfs = (sf, sf) if not isinstance(sf, (tuple, list)) else tuple(sf)
+        if mod.mode != "nearest" or mod.size is not None or sf is None or \
+                any(float(v) != int(v) or v < 1 for v in sfs) or len(sfs) != 2:
+            raise _unsupported(name, cls, f"mode={mod.mode!r}, size={mod.size}, scale_factor={sf}; only "
+                                          f"mode='nearest' with integer scale factors")
+        return qnn.Upsample(tuple(int(v) for v in sfs))
     elif isinstance(mod, nn.AdaptiveAvgPool2d):
         if mod.output_size not in (1, (1, 1), [1, 1]):
             raise _unsupported(name, cls, f"output_size={mod.output_size}; only 1")
@@ -228,6 +243,15 @@ def _convert_module(name: str, mod: nn.Module, opts: dict):
     if learn:
         new.init_quantizers_from_weights()
     return new
+
+
+def _function_module(node):
+    """The torch module a functional call computes (qnn.structural.function_module), or None."""
+    try:
+        return qnn.structural.function_module(node.target, node.args, node.kwargs)
+    except (TypeError, ValueError) as e:
+        what = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+        raise _unsupported(node.name, f"{node.op} {what}", str(e)) from None
 
 
 def _float_class(mod) -> tuple[str, ...]:
@@ -300,6 +324,21 @@ def quantize_model(model: nn.Module, config=None, example_input: torch.Tensor | 
                 add_module(node, node.name, make(opts), (node.args[0],))
             elif t in (F.relu, torch.relu, "relu") and len(tensors) == 1 and len(node.args) == 1:
                 add_module(node, node.name, qnn.ReLU(), (node.args[0],))
+            elif t in (torch.cat, torch.concat) and node.args and isinstance(node.args[0], (list, tuple)) and \
+                    all(isinstance(a, fx.Node) for a in node.args[0]):
+                dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+                if dim != 1:
+                    raise _unsupported(node.name, f"torch.cat(dim={dim})", "only the channel axis, dim=1")
+                add_module(node, node.name, qnn.Concat(1), tuple(node.args[0]))
+            elif len(tensors) == 1 and node.args and node.args[0] is tensors[0] and \
+                    _function_module(node) is not None:
+                mod = _function_module(node)
+                new = _convert_module(node.name, mod, res.options(node.name, (type(mod).__name__,)))
+                if new is None:
+                    node.replace_all_uses_with(node.args[0])
+                    g.erase_node(node)
+                else:
+                    add_module(node, node.name, new, (node.args[0],))
             else:
                 what = t if isinstance(t, str) else getattr(t, "__name__", str(t))
                 raise _unsupported(node.name, f"{node.op} {what}")

@@ -29,6 +29,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..fixed.window import out_size
 from ..fixed.types import OVERFLOW_MODES, ROUNDING_MODES, FixedType, raw_range, reciprocal_raw, sat_sym_raw_min
 
 DOMAIN = "qfx"
@@ -180,10 +181,7 @@ def fixed_point_function(width: int, signed: bool, rounding: str, overflow: str)
 
 # ------------------------------------------------------------------ Conv
 def _out_size(n: int, k: int, s: int, p0: int, p1: int, d: int) -> int:
-    out = (n + p0 + p1 - d * (k - 1) - 1) // s + 1
-    if out < 1:
-        raise ValueError(f"window {k} (dilation {d}) does not fit input {n} with padding {p0}+{p1}")
-    return out
+    return out_size(n, k, s, (p0, p1), d)  # the one rule: fixed.window
 
 
 def im2col_index(in_shape: Sequence[int], kernel_shape: Sequence[int], strides: Sequence[int],
@@ -235,23 +233,28 @@ def conv_function(overload: str, in_shape: Sequence[int], out_channels: int, ker
     """``qfx.Conv(X, W[, B]) -> Y`` for inputs ``[N, C, H, W]`` of the given ``(C, H, W)``.
 
     Exact in double when every product and partial sum fits 53 bits (the
-    exporter checks the accumulator bound). ``group`` must be 1.
+    exporter checks the accumulator bound). ``group`` G: W is ``[OC, C/G, KH, KW]``
+    and each group's columns meet its filters in one batched MatMul.
     """
-    if int(group) != 1:
-        raise ValueError(f"qfx.Conv supports group=1 only, got group={group}")
-    idx, oh, ow = im2col_index(in_shape, kernel_shape, strides, pads, dilations)
     c, h, w = (int(v) for v in in_shape)
-    ckk = c * int(kernel_shape[0]) * int(kernel_shape[1])
+    g, oc = int(group), int(out_channels)
+    if g < 1 or c % g or oc % g:
+        raise ValueError(f"qfx.Conv: group={group} must divide the {c} input and {oc} output channels")
+    idx, oh, ow = im2col_index(in_shape, kernel_shape, strides, pads, dilations)
+    ckk = c // g * int(kernel_shape[0]) * int(kernel_shape[1])  # columns per group
     b = _Body()
     xp = _flatten_with_zero(b, "X", c * h * w)
-    cols = b.op("Gather", [xp, b.const(idx, "im2col", np.int64)], "cols", axis=1)  # [N, OH*OW, CKK]
-    wm = b.op("Reshape", ["W", b.const([int(out_channels), ckk], "wshape", np.int64)], "wm")
-    wt = b.op("Transpose", [wm], "wt", perm=[1, 0])  # [CKK, OC]
-    y = b.op("MatMul", [cols, wt], "acc")  # [N, OH*OW, OC]
+    cols = b.op("Gather", [xp, b.const(idx, "im2col", np.int64)], "cols", axis=1)  # [N, OH*OW, C*KK]
+    cols = b.op("Reshape", [cols, b.const([0, oh * ow, g, ckk], "gshape", np.int64)], "colsg")
+    cols = b.op("Transpose", [cols], "colst", perm=[0, 2, 1, 3])  # [N, G, OH*OW, CKK]
+    wm = b.op("Reshape", ["W", b.const([g, oc // g, ckk], "wshape", np.int64)], "wm")
+    wt = b.op("Transpose", [wm], "wt", perm=[0, 2, 1])  # [G, CKK, OC/G]
+    y = b.op("MatMul", [cols, wt], "acc")  # [N, G, OH*OW, OC/G]
+    y = b.op("Transpose", [y], "yt", perm=[0, 1, 3, 2])  # [N, G, OC/G, OH*OW]
+    y = b.op("Reshape", [y, b.const([0, oc, oh * ow], "oshape", np.int64)], "yo")  # [N, OC, OH*OW]
     if has_bias:
-        y = b.op("Add", [y, "B"], "accb")
-    y = b.op("Transpose", [y], "yt", perm=[0, 2, 1])
-    b.op("Reshape", [y, b.const([0, int(out_channels), oh, ow], "yshape", np.int64)], out="Y")
+        y = b.op("Add", [y, b.op("Unsqueeze", ["B", b.const([1], "bax", np.int64)], "bcol")], "accb")
+    b.op("Reshape", [y, b.const([0, oc, oh, ow], "yshape", np.int64)], out="Y")
     inputs = ["X", "W", "B"] if has_bias else ["X", "W"]
     return _function("Conv", overload, inputs, ["Y"], b, CONV_ATTRS)
 
@@ -270,13 +273,18 @@ def avgpool_reciprocal_value(n: int, recip_bits: int) -> float:
 
 
 def avgpool_function(overload: str, in_shape: Sequence[int], kernel_shape: Sequence[int],
-                     strides: Sequence[int], recip_bits: int) -> onnx.FunctionProto:
-    """``qfx.AveragePool(X) -> Y``: exact window sum times ``r`` (no padding)."""
+                     strides: Sequence[int], recip_bits: int, pads: Sequence[int] = (0, 0, 0, 0)
+                     ) -> onnx.FunctionProto:
+    """``qfx.AveragePool(X) -> Y``: exact window sum times ``r``; padding cells are zeros and N = KH*KW
+    (PyTorch's ``count_include_pad=True``); ``pads`` in ONNX order (top, left, bottom, right)."""
     c, h, w = (int(v) for v in in_shape)
-    idx, oh, ow = im2col_index((1, h, w), kernel_shape, strides, (0, 0, 0, 0))
+    idx, oh, ow = im2col_index((1, h, w), kernel_shape, strides, pads)
     n = int(kernel_shape[0]) * int(kernel_shape[1])
     b = _Body()
-    xf = b.op("Reshape", ["X", b.const([0, c, h * w], "fshape", np.int64)], "xf")
+    if any(int(p) for p in pads):  # index h*w of each channel is the appended zero
+        xf = _flatten_with_zero(b, "X", c * h * w, per_channel=h * w)
+    else:
+        xf = b.op("Reshape", ["X", b.const([0, c, h * w], "fshape", np.int64)], "xf")
     win = b.op("Gather", [xf, b.const(idx, "windows", np.int64)], "win", axis=2)  # [N, C, OH*OW, K]
     s = b.op("ReduceSum", [win, b.const([3], "ax", np.int64)], "sum", keepdims=0)
     y = b.op("Mul", [s, b.const(avgpool_reciprocal_value(n, recip_bits), "recip")], "avg")
@@ -291,3 +299,15 @@ def global_avgpool_function(overload: str, in_shape: Sequence[int], recip_bits: 
     s = b.op("ReduceSum", ["X", b.const([2, 3], "ax", np.int64)], "sum", keepdims=1)
     b.op("Mul", [s, b.const(avgpool_reciprocal_value(h * w, recip_bits), "recip")], out="Y")
     return _function("GlobalAveragePool", overload, ["X"], ["Y"], b, ("recip_bits",))
+
+
+# ------------------------------------------------------------------ upsampling
+def upsample_function(overload: str, in_shape: Sequence[int], scales: Sequence[int]) -> onnx.FunctionProto:
+    """``qfx.Upsample(X) -> Y``: nearest-neighbour by integer ``scales`` (sh, sw), ``Y[.., i, j] =
+    X[.., i // sh, j // sw]``: two ``Gather``s with constant index tables (no arithmetic)."""
+    c, h, w = (int(v) for v in in_shape)
+    sh, sw = (int(v) for v in scales)
+    b = _Body()
+    rows = b.op("Gather", ["X", b.const(np.arange(h * sh) // sh, "rows", np.int64)], "up_rows", axis=2)
+    b.op("Gather", [rows, b.const(np.arange(w * sw) // sw, "cols", np.int64)], out="Y", axis=3)
+    return _function("Upsample", overload, ["X"], ["Y"], b, ("scales",))

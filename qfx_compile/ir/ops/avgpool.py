@@ -1,6 +1,8 @@
 """``avgpool``: ``y = cast(S * r, out_type)``, ``S`` the exact sum of the ``N = kh*kw`` window
 elements, ``r = cast(1/N, ap_ufixed<R, 1-p, AP_RND_CONV, AP_SAT>)``, ``p = floor(log2 N)``,
-``R = recip_bits`` (default 16). No padding. Attr ``recip`` (a Const scalar) holds ``r``.
+``R = recip_bits`` (default 16). Zero padding (``pads``, top, left, bottom, right): padding cells
+count as zeros and ``N`` stays ``kh*kw`` (PyTorch's ``count_include_pad=True``). Attr ``recip``
+(a Const scalar) holds ``r``.
 """
 from __future__ import annotations
 
@@ -43,10 +45,7 @@ def scale_sum(node, s: np.ndarray, tx: FixedType, n: int) -> np.ndarray:
 
 def geometry(node):
     k = int_pair(node, "kernel")
-    p = pads4(node)
-    if any(p):
-        raise OpError(f"node {node.name!r} (avgpool): padding is not supported, got pads {p}")
-    return k, int_pair(node, "stride", k), p
+    return k, int_pair(node, "stride", k), pads4(node)
 
 
 def shape(node, in_shapes):
@@ -68,7 +67,7 @@ def run(node, inputs):
 
 OP = OpDef("avgpool", __doc__,
            attrs={"out_type": "FixedType", "kernel": "(kh, kw)", "stride": "(sh, sw)",
-                  "pads": "(0, 0, 0, 0)", "recip_bits": "int", "recip": "Const?", "acc_type": "FixedType?"},
+                  "pads": "(top, left, bottom, right)", "recip_bits": "int", "recip": "Const?", "acc_type": "FixedType?"},
            params={}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run, casts=True)
 
 

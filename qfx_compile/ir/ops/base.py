@@ -32,7 +32,7 @@ class OpDef:
     doc: str
     attrs: dict[str, str]  # attribute name -> what it holds ("?" suffix: optional)
     params: dict[str, str]  # parameter name -> shape ("?" suffix: optional)
-    n_inputs: int
+    n_inputs: int | None  # None: any number >= 1 (concat)
     shape: Callable[[Node, list[tuple[int, ...]]], tuple[int, ...]]
     type: Callable[[Node, list[FixedType]], FixedType]
     run: Callable[[Node, list[tuple[np.ndarray, FixedType]]], np.ndarray]

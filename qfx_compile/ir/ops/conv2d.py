@@ -1,12 +1,15 @@
-"""``conv2d``: ``y = cast(sum_{c,ky,kx} x * w + b, out_type)``, groups 1, dilation 1, zero padding.
+"""``conv2d``: ``y = cast(sum_{c,ky,kx} x * w + b, out_type)``, dilation 1, zero padding, ``groups`` G.
 
-Weight (O, C, KH, KW), bias (O,) optional; attrs ``kernel`` (kh, kw), ``stride`` (sh, sw),
-``pads`` (top, left, bottom, right). K-hot term indices address the flattened (C, KH, KW) patch.
+Weight (O, C/G, KH, KW), bias (O,) optional; attrs ``kernel`` (kh, kw), ``stride`` (sh, sw),
+``pads`` (top, left, bottom, right), ``groups`` (default 1: output channel o reads the input channels
+of its group ``o // (O/G)``; G = C is depthwise). K-hot term indices address the flattened
+(C/G, KH, KW) patch of their group.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..graph import Const
 from .base import OpDef, OpError, const_common, int_pair, pads4, window_out, type_casts_to_out_type
 from .linear import check_params, weighted_sum
 
@@ -15,15 +18,40 @@ def geometry(node):
     return int_pair(node, "kernel"), int_pair(node, "stride", (1, 1)), pads4(node)
 
 
+def groups(node) -> int:
+    g = node.attrs.get("groups", 1)
+    if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1:
+        raise OpError(f"node {node.name!r} (conv2d): groups must be an int >= 1, got {g!r}")
+    return int(g)
+
+
+def expand_groups(w: Const, g: int) -> Const:
+    """The grouped weight (O, C/G, KH, KW) as the block-diagonal dense weight (O, C, KH, KW): zeros
+    outside each output channel's group (the same sums exactly; per-channel binary points kept)."""
+    if g == 1:
+        return w
+    raw = np.asarray(w.raw)
+    o, cg = raw.shape[:2]
+    full = np.zeros((o, cg * g) + raw.shape[2:], dtype=raw.dtype)
+    per = o // g
+    for f in range(o):
+        k = f // per
+        full[f, k * cg:(k + 1) * cg] = raw[f]
+    return Const(raw=full, type=w.type, int_bits=w.int_bits, k_hot=w.k_hot, digits=w.digits)
+
+
 def shape(node, in_shapes):
     w = node.params.get("weight")
     check_params(node, w.shape[0] if w is not None and len(w.shape) == 4 else -1)
     kernel, stride, pads = geometry(node)
     if len(w.shape) != 4 or tuple(w.shape[2:]) != kernel:
         raise OpError(f"node {node.name!r} (conv2d): weight {w.shape} does not match kernel {kernel}")
-    if len(in_shapes[0]) != 3 or in_shapes[0][0] != w.shape[1]:
+    g = groups(node)
+    if w.shape[0] % g:
+        raise OpError(f"node {node.name!r} (conv2d): {w.shape[0]} output channels do not split into {g} groups")
+    if len(in_shapes[0]) != 3 or in_shapes[0][0] != w.shape[1] * g:
         raise OpError(f"node {node.name!r} (conv2d): input {tuple(in_shapes[0])} does not have the "
-                      f"{w.shape[1]} channels the weight expects")
+                      f"{w.shape[1] * g} channels the weight expects ({g} group(s) of {w.shape[1]})")
     ho, wo = window_out(node, in_shapes[0], kernel, stride, pads)
     return (w.shape[0], ho, wo)
 
@@ -48,7 +76,7 @@ def run(node, inputs):
     p = patches(x, kernel, stride, pads)
     n, c, kh, kw, ho, wo = p.shape
     cols = p.reshape(n, c * kh * kw, ho * wo)
-    wraw, fw = const_common(node.params["weight"])
+    wraw, fw = const_common(expand_groups(node.params["weight"], groups(node)))
     w2 = np.asarray(wraw).reshape(wraw.shape[0], -1)
     y = weighted_sum(node, cols, tx, w2, fw, channel_axis=1)
     return y.reshape(n, w2.shape[0], ho, wo)
@@ -56,7 +84,8 @@ def run(node, inputs):
 
 OP = OpDef("conv2d", __doc__,
            attrs={"out_type": "FixedType", "kernel": "(kh, kw)", "stride": "(sh, sw)",
-                  "pads": "(top, left, bottom, right)", "acc_type": "FixedType?", "terms": "list?",
+                  "pads": "(top, left, bottom, right)", "groups": "int?", "acc_type": "FixedType?",
+                  "terms": "list?",
                   "adders": "int?"},
            params={"weight": "(O, C, KH, KW)", "bias": "(O,)?"}, n_inputs=1,
            shape=shape, type=type_casts_to_out_type, run=run, casts=True)

@@ -21,8 +21,10 @@ def infer_shapes(graph: Graph) -> Graph:
         raise OpError(f"graph {g.name!r}: input {g.inputs[0]!r} has no shape")
     for node in g.nodes:
         op = get(node.op)
-        if len(node.inputs) != op.n_inputs or len(node.outputs) != 1:
-            raise OpError(f"node {node.name!r} ({node.op}) needs {op.n_inputs} input(s) and 1 output, got "
+        if (len(node.inputs) != op.n_inputs if op.n_inputs is not None else not node.inputs) \
+                or len(node.outputs) != 1:
+            raise OpError(f"node {node.name!r} ({node.op}) needs {op.n_inputs or 'one or more'} input(s) and 1 "
+                          f"output, got "
                           f"{len(node.inputs)} and {len(node.outputs)}")
         for i in node.inputs:
             if i not in known:

@@ -5,6 +5,8 @@ from .pool import MaxPool2d, AvgPool2d, AdaptiveAvgPool2d
 from ...fixed.types import reciprocal_raw, reciprocal_type
 from .elementwise import ReLU, Clip, Add, Flatten, QuantInput, Quant
 from ._base import QFXModule
+from .structural import Concat, ZeroPad2d, Upsample
 
 __all__ = ["Linear", "Conv2d", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "ReLU", "Clip",
-           "Add", "Flatten", "QuantInput", "Quant", "QFXModule", "reciprocal_raw", "reciprocal_type"]
+           "Add", "Flatten", "QuantInput", "Quant", "QFXModule", "Concat", "ZeroPad2d",
+           "Upsample", "reciprocal_raw", "reciprocal_type"]

@@ -1,7 +1,8 @@
 """QFX pooling. MaxPool2d: max over the window, no cast. AvgPool2d / AdaptiveAvgPool2d(1):
 ``cast(S * r, out_type)`` with ``S`` the exact sum of the ``N`` window elements and
 ``r = cast(1/N, ap_ufixed<R, 1-p, AP_RND_CONV, AP_SAT>)``, ``p = floor(log2 N)``,
-``R = recip_bits`` (default 16); exact in eval (float64, guarded). No padding.
+``R = recip_bits`` (default 16); exact in eval (float64, guarded). ``padding``: max pooling pads
+with -inf (padding never wins), average pooling with zeros and ``N = kh*kw`` (``count_include_pad``).
 """
 from __future__ import annotations
 
@@ -21,28 +22,30 @@ def _check_recip_bits(r):
 
 
 class MaxPool2d(QFXModule):
-    """Max over each window (no padding), no cast; output type = input type."""
+    """Max over each window (padding never wins), no cast; output type = input type."""
 
-    def __init__(self, kernel_size, stride=None):
+    def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride if stride is not None else kernel_size, "stride")
+        self.padding = _pair(padding, "padding")
 
     def forward(self, x):
         if not self._float_path():
             x = x.to(torch.float64)
-        return F.max_pool2d(x, self.kernel_size, self.stride)
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
 
     def output_type(self, input_types):
         return input_types[0]
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
     def onnx_export(self, ctx):
         """ONNX body: standard ``MaxPool``, no cast."""
+        (ph, pw) = self.padding
         return ctx.node("MaxPool", [ctx.x], "out", kernel_shape=list(self.kernel_size),
-                        strides=list(self.stride)), ctx.xt
+                        strides=list(self.stride), pads=[ph, pw, ph, pw]), ctx.xt
 
 
 class _Avg(QFXModule):
@@ -59,19 +62,22 @@ class _Avg(QFXModule):
 
 
 class AvgPool2d(_Avg):
-    """``cast(S * r, out_type)`` over ``kernel_size`` windows with ``stride`` (no padding); see module doc."""
+    """``cast(S * r, out_type)`` over ``kernel_size`` windows with ``stride`` (zero ``padding``, counted in
+    N); see module doc."""
 
-    def __init__(self, kernel_size, stride=None, *, output_type="ap_fixed<8,4,AP_RND_CONV,AP_SAT>",
+    def __init__(self, kernel_size, stride=None, padding=0, *, output_type="ap_fixed<8,4,AP_RND_CONV,AP_SAT>",
                  recip_bits: int = 16, learnable: bool = True):
         super().__init__()
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride if stride is not None else kernel_size, "stride")
+        self.padding = _pair(padding, "padding")
         self.recip_bits = _check_recip_bits(recip_bits)
         self.output_quantizer = Quantizer(output_type, learnable=learnable, name="output")
 
     def forward(self, x):
         n = self.kernel_size[0] * self.kernel_size[1]
-        return self._mean(x, lambda v: F.avg_pool2d(v, self.kernel_size, self.stride, divisor_override=1), n)
+        return self._mean(x, lambda v: F.avg_pool2d(v, self.kernel_size, self.stride, self.padding,
+                                                    divisor_override=1), n)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, recip_bits={self.recip_bits}"
@@ -80,10 +86,11 @@ class AvgPool2d(_Avg):
         """ONNX body: ``qfx.AveragePool`` (exact window sum times ``r``), then the cast."""
         from .. import onnx_ops
         overload = ctx.overload("pool")
+        (ph, pw) = self.padding
         ctx.b.custom_function(onnx_ops.avgpool_function(overload, ctx.in_shapes[0], self.kernel_size,
-                                                        self.stride, self.recip_bits))
+                                                        self.stride, self.recip_bits, (ph, pw, ph, pw)))
         acc = ctx.node("AveragePool", [ctx.x], "acc", domain=onnx_ops.DOMAIN, overload=overload,
-                       kernel_shape=list(self.kernel_size), strides=list(self.stride), pads=[0, 0, 0, 0],
+                       kernel_shape=list(self.kernel_size), strides=list(self.stride), pads=[ph, pw, ph, pw],
                        recip_bits=self.recip_bits)
         return ctx.cast_out(acc)
 

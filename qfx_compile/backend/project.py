@@ -48,13 +48,13 @@ def interpreter_vectors(graph: Graph, n: int, seed: int = 0) -> Vectors:
     shape = graph.tensors[graph.inputs[0]].shape
     if shape is None:
         raise BackendError("the model input has no shape; cannot make test vectors")
-    lo, hi = t.raw_min, t.raw_max
+    lo, hi, step = interpret.input_codes(graph)  # the codes the model can produce (AP_SAT_SYM, bipolar)
     if lo < -(1 << 63) or hi >= (1 << 63):
         raise BackendError(f"the model input type {t} is wider than 64 bits and the model holds no test vectors: "
                            f"the testbench cannot make random inputs for it; use an input of at most 64 bits, or "
                            f"export the model with test vectors")
     rng = np.random.default_rng(seed)
-    x = rng.integers(lo, hi, size=(n, *shape), endpoint=True, dtype=np.int64)
+    x = lo + step * rng.integers(0, (hi - lo) // step, size=(n, *shape), endpoint=True, dtype=np.int64)
     # put the extremes in the first vectors so that saturation paths are exercised
     if n >= 2:
         x[0].fill(hi)

@@ -229,8 +229,9 @@ class _Reader:
         if tt is None or tt.elem_type not in (TensorProto.FLOAT, TensorProto.DOUBLE):
             raise self.err(f"graph input {gi.name!r} must be a float or double tensor")
         dims = list(tt.shape.dim) if tt.HasField("shape") else []
-        if len(dims) not in (2, 4):
-            raise self.err(f"graph input {gi.name!r} must have shape (N, F) or (N, C, H, W), got rank {len(dims)}")
+        if len(dims) not in (2, 3, 4):
+            raise self.err(f"graph input {gi.name!r} must have shape (N, F), (N, C, L) or (N, C, H, W), got rank "
+                           f"{len(dims)}")
         shape = []
         for d in dims[1:]:
             if not d.HasField("dim_value") or d.dim_value < 1:
@@ -239,6 +240,8 @@ class _Reader:
             shape.append(int(d.dim_value))
         if math.prod(shape) > MAX_ELEMENTS:
             raise self.err(f"graph input {gi.name!r} shape {shape} is too large")
+        if len(shape) == 2:  # a 1-D map (C, L) is the 2-D map (C, 1, L) of the IR
+            shape = [shape[0], 1, shape[1]]
         self.input_name = gi.name
         self.input_elem = tt.elem_type
         in_t = self.input_type if self.input_type is not None else self.annotated_input_type(gi.name)
@@ -417,6 +420,10 @@ class _Reader:
                              f"({type(e).__name__}: {e}); {_VEC_FIX}", path=self.path) from None
         ti = g.tensors[g.inputs[0]] if g.tensors[g.inputs[0]].type is not None else g.tensors[g.nodes[0].outputs[0]]
         to = g.tensors[g.outputs[0]]
+        if xi.ndim == 3 and len(ti.shape) == 3 and xi.shape[1:] == (ti.shape[0], ti.shape[2]) and ti.shape[1] == 1:
+            xi = xi.reshape((xi.shape[0],) + tuple(ti.shape))  # 1-D maps (N, C, L) are (N, C, 1, L) in the IR
+        if yo.ndim == 3 and len(to.shape) == 3 and yo.shape[1:] == (to.shape[0], to.shape[2]) and to.shape[1] == 1:
+            yo = yo.reshape((yo.shape[0],) + tuple(to.shape))
         for what, a, t in (("input_raw", xi, ti), ("output_raw", yo, to)):
             if a.dtype.kind not in "iu" or tuple(a.shape[1:]) != tuple(t.shape) or a.ndim < 1:
                 raise ModelError(f"qfx.vectors {what} must be integers shaped (N, "
@@ -482,13 +489,14 @@ class _Reader:
         node = helper.make_node(n.op_type, ins, outs, domain=n.domain)
         node.attribute.extend(n.attribute)
         g = helper.make_graph([node], "fold", [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(
-            v.dtype), v.shape) for k, v in feeds.items()], [helper.make_tensor_value_info(o, TensorProto.UNDEFINED,
-                                                                                          None) for o in outs if o])
+            v.dtype), v.shape) for k, v in feeds.items()], [onnx.ValueInfoProto(name=o) for o in outs if o])
         opset = [o for o in self.m.opset_import if o.domain in STD] or [helper.make_opsetid("", 17)]
         m = helper.make_model(g, opset_imports=opset, ir_version=min(self.m.ir_version or 8, 10))
         try:
             res = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
         except Exception as e:
+            if os.environ.get("QFX_DEBUG"):
+                raise
             raise self.err(f"this constant expression cannot be evaluated ({type(e).__name__}); simplify the "
                            f"graph (e.g. onnx-simplifier) or re-export") from None
         k = 0
@@ -689,10 +697,14 @@ class _Reader:
             raise self.err("auto_pad is not supported; give explicit pads")
         if self.attr("ceil_mode", AttributeProto.INT, 0) != 0:
             raise self.err("ceil_mode=1 is not supported")
+        if (k is not None and len(k) == 1) or (s is not None and len(s) == 1) or (d is not None and len(d) == 1) \
+                or (p is not None and len(p) == 2):  # a 1-D window over (C, L): the IR's (1, k) over (C, 1, L)
+            k, s, d = [None if v is None else [1, *v] for v in (k, s, d)]
+            p = None if p is None or len(p) != 2 else [0, p[0], 0, p[1]]
         if d is not None and list(d) != [1, 1]:
             raise self.err(f"dilations {d} are not supported (only 1)")
         if k is not None and len(k) != 2 or s is not None and len(s) != 2 or p is not None and len(p) != 4:
-            raise self.err("kernel_shape/strides must have 2 entries and pads 4 (2-D only)")
+            raise self.err("kernel_shape/strides must have 1 or 2 entries and pads 2 or 4 (1-D or 2-D)")
         s = tuple(s) if s is not None else (1, 1)
         p = (p[0], p[1], p[2], p[3]) if p is not None else (0, 0, 0, 0)
         if any(v < 0 for v in p) or any(v < 1 for v in s) or (k is not None and any(v < 1 for v in k)):

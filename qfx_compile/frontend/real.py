@@ -192,8 +192,10 @@ def real_quant(r, out, x: Real, q: Quantizer, width: int, signed: bool):
     ct, direct = _codes_type(q, width, signed)
     name = r.cur.name or out
     if x.act.type is None:  # the input boundary: the hardware reads the codes, predict() computes them exactly
+        codes = (-1, 1, 2) if q.bipolar else (ct.raw_min if q.qmin is None else q.qmin,
+                                              ct.raw_max if q.qmax is None else q.qmax, 1)
         node = r.emit("quant", [x.act.name], fresh(r, out) if not direct else out,
-                      {"out_type": ct, "input_map": InputMap(list(x.chain), q, C)})
+                      {"out_type": ct, "input_map": InputMap(list(x.chain), q, C), "input_codes": codes})
         o = node.outputs[0]
         r.set_act(node, o)
         if not direct:
@@ -266,12 +268,12 @@ def real_quant(r, out, x: Real, q: Quantizer, width: int, signed: bool):
         r.vals[out] = Real(r.vals[o], [("affine", A, B)], name)
 
 
-def _dyadic_const(r, vals: list, what: str) -> Const:
+def _dyadic_const(r, vals: list, what: str, where: str = "") -> Const:
     fr = []
     for v in vals:
         if not v.dyadic:
-            raise r.err(f"the graph output is a float expression whose exact value is not a fixed-point number "
-                        f"({what} is not a dyadic rational: a division or a float BatchNorm); end the graph "
+            raise r.err(f"the graph output{where} is a float expression whose exact value is not a fixed-point "
+                        f"number ({what} is not a dyadic rational: a division or a float BatchNorm); end the graph "
                         f"with a Quant")
         fr.append(v.p)
     k = max((f.denominator.bit_length() - 1 for f in fr), default=0)
@@ -297,7 +299,8 @@ def real_output(r, x: Real) -> Act:
         nch = cur.shape[0]
         A = A * nch if len(A) == 1 else A
         B = B * nch if len(B) == 1 else B
-        sc, sf = _dyadic_const(r, A, "a scale"), _dyadic_const(r, B, "an offset")
+        w = f" (from {x.onnx_name!r})"
+        sc, sf = _dyadic_const(r, A, "a scale", w), _dyadic_const(r, B, "an offset", w)
         t = batchnorm_acc(sc, sf, cur.type)
         o = fresh(r, x.onnx_name + "/exact_out")
         r.set_act(r.emit("batchnorm", [cur.name], o, {"out_type": t}, {"scale": sc, "shift": sf},

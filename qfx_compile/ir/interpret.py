@@ -36,6 +36,22 @@ def input_type(graph: Graph) -> FixedType:
     return graph.tensors[graph.inputs[0]].type if q is None else q.attrs["out_type"]
 
 
+def input_codes(graph: Graph) -> tuple[int, int, int]:
+    """``(lo, hi, step)``: the input mantissas the model can receive, ``lo, lo + step, ..., hi``.
+
+    The input type's range, except: AP_SAT_SYM never produces ``-2**(W-1)``; a QONNX boundary quantizer
+    (``input_map``) records its own codes (a narrow range, bipolar -1/+1) in ``attrs["input_codes"]``.
+    """
+    from ..fixed.types import sat_sym_raw_min
+    q = input_quant(graph)
+    if q is not None and "input_codes" in q.attrs:
+        lo, hi, step = q.attrs["input_codes"]
+        return int(lo), int(hi), int(step)
+    t = input_type(graph)
+    lo = sat_sym_raw_min(t.width, t.signed) if t.overflow == "AP_SAT_SYM" else t.raw_min
+    return lo, t.raw_max, 1
+
+
 def run_all(graph: Graph, x_raw=None, *, x_float=None) -> dict[str, tuple[np.ndarray, FixedType]]:
     """Every tensor's ``(raw, type)`` for a batch of inputs (first axis = batch)."""
     if graph.nodes and any(graph.tensors[o].type is None for n in graph.nodes for o in n.outputs):

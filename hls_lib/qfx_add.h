@@ -15,7 +15,8 @@ QFX_LABEL(elems)
         QFX_PRAGMA(HLS PIPELINE II=1)
         const typename C::in_a_t x = a.read();
         const typename C::in_b_t y = b.read();
-        const typename C::out_t z = x + y;  // exact sum, then the one cast
+        const typename C::acc_t s = x + y;  // exact: acc_t holds every sum (ir.passes.accumulators)
+        const typename C::out_t z = s;      // the one cast
         out.write(z);
     }
 }

@@ -21,7 +21,9 @@ QFX_LABEL(pixels)
             const typename C::in_t x = in.read();
             const typename C::scale_t s = from_raw<typename C::scale_t>(scale[c]);
             const typename C::shift_t h = from_raw<typename C::shift_t>(shift[c]);
-            const typename C::out_t y = mul<C>(x, s) + h;  // exact (multiplier per mul_impl), then the one cast
+            // exact (multiplier per mul_impl): acc_t holds every x * s + h (ir.passes.accumulators)
+            const typename C::acc_t a = mul<C>(x, s) + h;
+            const typename C::out_t y = a;  // the one cast
             out.write(y);
         }
     }

@@ -2,7 +2,8 @@
 // see pads_of in qfx_window.h; max pads with the lowest value, which never wins; average pads with zeros
 // and divides by the whole window, PyTorch's count_include_pad), global average pooling.
 // Max: no cast. Average: S = exact window sum in acc_t, out = cast(S * r, out_t)
-// with r = cast(1/N, recip_t) (recip_t = ap_ufixed<R, 1-floor(log2 N), AP_RND_CONV, AP_SAT>).
+// with r = cast(1/N, recip_t) (recip_t = ap_ufixed<R, 1-floor(log2 N), AP_RND_CONV, AP_SAT>), whose
+// mantissa C::recip_raw the compiler computes (fixed.types.reciprocal_raw: the one home of that rule).
 #ifndef QFX_POOL_H
 #define QFX_POOL_H
 
@@ -10,27 +11,6 @@
 #include "qfx_window.h"
 
 namespace qfx {
-
-// Mantissa of cast(1/n, R) for an unsigned R with F <= 62 fractional bits:
-// 2^F / n rounded half to even, saturated to R's width (integer arithmetic only).
-template <class R>
-inline unsigned long long recip_mantissa(unsigned long long n) {
-    typedef fixed_traits<R> T;
-    const unsigned long long num = 1ULL << T::frac_bits;
-    unsigned long long q = num / n;
-    const unsigned long long r = num % n;
-    if (2 * r > n || (2 * r == n && (q & 1))) q++;  // round half to even
-    const unsigned long long qmax = (1ULL << T::width) - 1;
-    return q > qmax ? qmax : q;  // saturate
-}
-
-template <class R>
-inline R reciprocal(unsigned long long n) {
-    typedef fixed_traits<R> T;
-    static_assert(!T::is_signed && T::frac_bits >= 0 && T::frac_bits <= 62 && T::width <= 63,
-                  "recip_t must be an ap_ufixed with at most 62 fractional bits");
-    return from_raw<R>(recip_mantissa<R>(n));
-}
 
 // The streaming window shared by max and average pooling: walks the padded image (pad cells hold
 // `pad`); every input is read once into the line buffer; where a window is complete, reduce(win, c)
@@ -107,14 +87,14 @@ template <class C>
 void avgpool2d(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out) {
     QFX_PRAGMA(HLS INLINE off)
     mean_of_window<C> mean;
-    mean.r = reciprocal<typename C::recip_t>(C::pool_height * C::pool_width);
+    mean.r = from_raw<typename C::recip_t>(C::recip_raw);  // cast(1/N, recip_t), computed by the compiler
     pool_windows<C>(in, out, mean, typename C::in_t(0));  // zero padding, divided by the whole window
 }
 
 template <class C>
 void global_avgpool(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out) {
     QFX_PRAGMA(HLS INLINE off)
-    const typename C::recip_t r = reciprocal<typename C::recip_t>(C::in_height * C::in_width);
+    const typename C::recip_t r = from_raw<typename C::recip_t>(C::recip_raw);  // cast(1/N, recip_t)
     typename C::acc_t sum[C::n_chan];
 QFX_LABEL(init)
     for (unsigned c = 0; c < C::n_chan; c++) sum[c] = 0;

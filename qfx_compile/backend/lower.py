@@ -11,18 +11,40 @@ applied twice.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..ir.graph import Const, Graph
+
+
+class LowerError(ValueError):
+    """A graph the backend cannot put in stream order (a user error: exit 2)."""
 
 
 def _const_like(c: Const, raw: np.ndarray) -> Const:
     return Const(raw=raw, type=c.type, int_bits=c.int_bits, k_hot=c.k_hot, digits=c.digits)
 
 
+def _fresh(graph: Graph) -> Graph:
+    """A copy whose node lists and dicts are new (constants are shared: rewrites replace them, never edit)."""
+    nodes = [dataclasses.replace(n, inputs=list(n.inputs), outputs=list(n.outputs), attrs=dict(n.attrs),
+                                 params=dict(n.params)) for n in graph.nodes]
+    tensors = {k: dataclasses.replace(t) for k, t in graph.tensors.items()}
+    return dataclasses.replace(graph, nodes=nodes, tensors=tensors, inputs=list(graph.inputs),
+                               outputs=list(graph.outputs))
+
+
+def _move_terms(node, new_index: np.ndarray) -> None:
+    """Re-address the node's shift-add terms (``ir.passes.khot_terms``): input ``i`` moves to ``new_index[i]``."""
+    terms = node.attrs.get("terms")
+    if terms is not None:
+        node.attrs["terms"] = [[(int(new_index[i]), s, e) for i, s, e in row] for row in terms]
+
+
 def conv_weights_hwc(graph: Graph) -> Graph:
     """Conv weights ``[F][C][KH][KW]`` -> ``[F][KH][KW][C]`` (the kernel's window order)."""
-    g = graph.copy()
+    g = _fresh(graph)
     for n in g.nodes:
         if n.op != "conv2d" or n.attrs.get("layout") == "hwc":
             continue
@@ -40,6 +62,8 @@ def conv_weights_hwc(graph: Graph) -> Graph:
                                     for f, row in enumerate(terms)]
             w = expand_groups(w, groups)
         n.params["weight"] = _const_like(w, np.ascontiguousarray(w.raw.transpose(0, 2, 3, 1)))
+        _, c, kh, kw = w.raw.shape
+        _move_terms(n, np.arange(c * kh * kw).reshape(kh, kw, c).transpose(2, 0, 1).reshape(-1))
         n.attrs["layout"] = "hwc"
     return g
 
@@ -50,45 +74,62 @@ def _chw_to_hwc_index(c: int, h: int, w: int) -> np.ndarray:
     return idx.transpose(1, 2, 0).reshape(-1)
 
 
+#: Ops that treat every element alike (one type, no per-element constant): stream order does not matter.
+ORDER_FREE = ("relu", "clip", "quant", "table", "softmax")
+#: Graph metadata key: the flat graph output is a flattened (C, H, W) map streamed in HWC order.
+OUTPUT_HWC = "qfx.output_hwc"
+
+
 def remove_flatten(graph: Graph) -> Graph:
     """Drop Flatten nodes: in HWC stream order a flatten moves nothing.
 
-    The dense layer that consumes a flattened ``(C, H, W)`` map gets its weight
-    columns permuted from CHW to HWC order and reads the map directly.
+    Downstream of a flattened ``(C, H, W)`` map the values stream in HWC order, so
+    whatever depends on positions is re-addressed: a dense layer's weight columns, a
+    per-feature batchnorm's constants, and (when the flat vector is the graph output)
+    the expected output files (``metadata[OUTPUT_HWC] = "C,H,W"``). Order-free ops
+    (:data:`ORDER_FREE`) pass the order on. Anything else raises :class:`LowerError`.
     """
-    g = graph.copy()
-    changed = True
-    while changed:
-        changed = False
-        for n in g.nodes:
-            if n.op != "flatten":
+    g = _fresh(graph)
+    for n in [n for n in g.nodes if n.op == "flatten"]:
+        src, dst = n.inputs[0], n.outputs[0]
+        shape = g.tensors[src].shape
+        todo = list(g.consumers(dst))
+        reaches_output = dst in g.outputs
+        for m in g.nodes:
+            m.inputs = [src if i == dst else i for i in m.inputs]
+        g.outputs = [src if o == dst else o for o in g.outputs]
+        g.nodes.remove(n)
+        g.tensors.pop(dst, None)
+        if shape is None or len(shape) != 3 or shape[1] * shape[2] == 1:
+            continue  # a (C, 1, 1) map is in the same order either way
+        perm = _chw_to_hwc_index(*shape)
+        seen = set()
+        while todo:
+            m = todo.pop()
+            if id(m) in seen:
                 continue
-            src, dst = n.inputs[0], n.outputs[0]
-            shape = g.tensors[src].shape
-            consumers = g.consumers(dst)
-            for m in consumers:
-                if m.op == "dense" and shape is not None and len(shape) == 3:
+            seen.add(id(m))
+            if m.op == "dense":
+                if m.attrs.get("layout") != "hwc":
                     w = m.params["weight"]
-                    if m.attrs.get("layout") != "hwc":
-                        perm = _chw_to_hwc_index(*shape)
-                        m.params["weight"] = _const_like(w, np.ascontiguousarray(w.raw[:, perm]))
-                        m.attrs["layout"] = "hwc"
-                elif m.op not in ("dense", "relu", "clip", "quant", "add"):
-                    raise ValueError(f"a Flatten output feeds {m.op!r}, which the backend cannot lower")
-                elif m.op != "dense" and shape is not None and len(shape) == 3 and shape[1] * shape[2] > 1:
-                    # elementwise ops after a flatten would see HWC order instead of CHW: keep it simple
-                    raise ValueError(f"elementwise {m.op!r} after a Flatten of a {shape} map is not supported")
-                m.inputs = [src if i == dst else i for i in m.inputs]
-            if dst in g.outputs:
-                # the graph output is the flattened map: the testbench files use stream (HWC) order
-                # for 3-D maps, so keep the flat shape by aliasing (order of a (C,1,1) map is the same)
-                if shape is not None and len(shape) == 3 and shape[1] * shape[2] > 1:
-                    raise ValueError("a model whose output is a flattened feature map is not supported")
-                g.outputs = [src if o == dst else o for o in g.outputs]
-            g.nodes.remove(n)
-            g.tensors.pop(dst, None)
-            changed = True
-            break
+                    m.params["weight"] = _const_like(w, np.ascontiguousarray(w.raw[:, perm]))
+                    _move_terms(m, np.argsort(perm))
+                    m.attrs["layout"] = "hwc"
+                continue
+            if m.op == "batchnorm":
+                for k in ("scale", "shift"):
+                    c = m.params[k]
+                    m.params[k] = Const(raw=np.asarray(c.raw)[perm], type=c.type,
+                                        int_bits=None if c.int_bits is None else np.asarray(c.int_bits)[perm])
+            elif m.op not in ORDER_FREE:
+                raise LowerError(f"layer {m.name!r} ({m.op}) reads a flattened {tuple(shape)} map, which "
+                                 f"streams in HWC order; the backend re-orders dense and batchnorm constants "
+                                 f"and passes {', '.join(ORDER_FREE)} through, not this op. "
+                                 f"Flatten right before the dense layer")
+            reaches_output |= m.outputs[0] in g.outputs
+            todo.extend(g.consumers(m.outputs[0]))
+        if reaches_output:
+            g.metadata[OUTPUT_HWC] = ",".join(str(v) for v in shape)
     return g
 
 

@@ -9,6 +9,7 @@ Makefile, sorted iteration everywhere.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -50,39 +51,39 @@ def check_outdir(outdir: Path, force: bool) -> None:
             f"choose another -o, empty it, or pass --force to replace it")
 
 
-def report_dict(plan: dict, *, model_path: str, n_vectors: int, vectors_source: str, csim: dict | None) -> dict:
-    design = plan["design"]
+def report_dict(plan, *, model_path: str, n_vectors: int, vectors_source: str, csim: dict | None) -> dict:
+    design = plan.design
     layers = []
-    for L in plan["layers"]:
-        e = L["est"]
+    for L in plan.layers:
+        e = L.est
         layers.append({
-            "name": L["name_comment"], "id": L["id"], "op": L["op"], "kernel": L["callee"].split("<")[0],
-            "input_types": [i["ctype"] for i in L["inputs"]], "output_type": L["output"]["ctype"],
-            "output_shape": L["output"]["shape"],
-            "accumulator": L["acc"].cpp() if L["acc"] is not None else None,
-            "constants": [{"role": a["role"], "type": a["type"].cpp(), "count": a["depth"], "c_type": a["ctype"]}
-                          for a in L["arrays"]],
-            "parameters": L["n_params"],
-            "parameter_bits": L["params_bits"], "macs": L["macs"],
-            "shift_add": (None if L["shape"].kind != "shiftadd" else
-                          {"form": "straight-line" if L["straight"] else "table kernel",
-                           "terms": L["straight"]["terms"] if L["straight"] else None}),
+            "name": L.name_comment, "id": L.id, "op": L.op, "kernel": L.callee.split("<")[0],
+            "input_types": [i.ctype for i in L.inputs], "output_type": L.output.ctype,
+            "output_shape": list(L.output.shape),
+            "accumulator": L.acc.cpp() if L.acc is not None else None,
+            "constants": [{"role": a.role, "type": a.type.cpp(), "count": a.depth, "c_type": a.ctype}
+                          for a in L.arrays],
+            "parameters": L.n_params,
+            "parameter_bits": L.params_bits, "macs": L.macs,
+            "shift_add": (None if L.cost.kind != "shiftadd" else
+                          {"form": "straight-line" if L.straight else "table kernel",
+                           "terms": L.straight.terms if L.straight else None}),
             "reuse": e.reuse, "mul_impl": e.mul_impl, "multipliers": e.multipliers,
             "multipliers_in_luts": e.to_luts and e.multipliers > 0,
             "dsp_estimate": e.dsp, "lut_estimate": e.lut, "adder_estimate": e.adders, "cycles": e.cycles,
-            "options": dict(sorted(L["opts"].items())),
+            "options": dict(sorted(dataclasses.asdict(L.options).items())),
         })
-    mem = plan["memory"]
-    tgt = plan["target"]
+    mem = plan.memory
+    tgt = plan.target
     return {
         "tool": "qfx-compile", "format": 2,
         "model": names.comment(Path(model_path).name, 120),
-        "target": tgt["name"], "part": plan["part"], "clock_ns": plan["clock_ns"],
-        "top": plan["top"],
-        "input": {"type": plan["input"]["ctype"], "shape_hwc": plan["input"]["hwc"], "count": plan["input"]["count"],
-                  "axis_bits": plan["input"]["axis_w"]},
-        "output": {"type": plan["output"]["ctype"], "shape_hwc": plan["output"]["hwc"],
-                   "count": plan["output"]["count"], "axis_bits": plan["output"]["axis_w"]},
+        "target": tgt.name, "part": plan.part, "clock_ns": plan.clock_ns,
+        "top": plan.top,
+        "input": {"type": plan.input.ctype, "shape_hwc": plan.input.hwc, "count": plan.input.count,
+                  "axis_bits": plan.input.axis_w},
+        "output": {"type": plan.output.ctype, "shape_hwc": plan.output.hwc,
+                   "count": plan.output.count, "axis_bits": plan.output.axis_w},
         "layers": layers,
         "totals": {"parameter_bits": sum(x["parameter_bits"] for x in layers),
                    "parameters": sum(x["parameters"] for x in layers),
@@ -90,12 +91,12 @@ def report_dict(plan: dict, *, model_path: str, n_vectors: int, vectors_source: 
                    "dsp_estimate": design.dsp, "lut_estimate": design.lut, "adder_estimate": design.adders,
                    "interval_cycles": design.interval_cycles, "latency_cycles": design.latency_cycles,
                    "samples_per_s": round(design.samples_per_s, 1),
-                   "latency_us": round(design.latency_cycles * plan["clock_ns"] / 1000, 2),
+                   "latency_us": round(design.latency_cycles * plan.clock_ns / 1000, 2),
                    "weight_bram18": mem.bram18, "weight_lutram_luts": mem.lut, "weight_bits": mem.bits,
-                   "part_bram18": tgt["bram36"] * 2, "part_dsp": tgt["dsp"], "part_lut": tgt["lut"],
-                   "dsp_budget": int(tgt["dsp"] * DSP_SHARE)},
+                   "part_bram18": tgt.bram36 * 2, "part_dsp": tgt.dsp, "part_lut": tgt.lut,
+                   "dsp_budget": int(tgt.dsp * DSP_SHARE)},
         "estimate_rules": "qfx_compile/backend/estimate.py: DSPs per product by operand widths "
-                          f"({tgt['dsp_kind']}), products with an operand of <= {LUT_MUL_BITS} bits in LUTs "
+                          f"({tgt.dsp_kind}), products with an operand of <= {LUT_MUL_BITS} bits in LUTs "
                           "(mul_impl 0), reuse = cycles per output vector/pixel, cycles per sample per layer; "
                           "samples/s from the slowest layer (DATAFLOW)",
         "vectors": {"count": n_vectors, "source": vectors_source},
@@ -108,11 +109,11 @@ def report_dict(plan: dict, *, model_path: str, n_vectors: int, vectors_source: 
 MAX_PARTS = 4
 
 
-def split_parts(layers: list[dict], max_parts: int = MAX_PARTS) -> list[dict]:
+def split_parts(layers, max_parts: int = MAX_PARTS) -> list[dict]:
     """Consecutive groups of layers with about equal cost (kernel instantiations + weights)."""
     if not layers:
         return []
-    cost = [4000 + sum(a["depth"] for a in L["arrays"]) for L in layers]
+    cost = [4000 + sum(a.depth for a in L.arrays) for L in layers]
     total = sum(cost)
     k = max(1, min(max_parts, len(layers), -(-total // 120_000)))
     parts, cur, acc = [], [], 0
@@ -135,32 +136,17 @@ def write_report(outdir: Path, report: dict) -> None:
     os.replace(tmp, outdir / "report.json")
 
 
-def render_files(plan: dict, *, ap_types: str, inputs: list[str], expected: list[str], vectors_source: str,
+def render_files(plan, *, ap_types: str, inputs: list[str], expected: list[str], vectors_source: str,
                  report: dict) -> dict[str, str]:
     """Every file of the project as ``{relative path: text}`` (no I/O)."""
     env = environment()
-    # fan-outs placed right after their producer
-    producers = {L["out_stream"]: i for i, L in enumerate(plan["layers"])}
-    for L in plan["layers"]:
-        L["fanouts"] = []
-    input_fanouts = []
-    src_of = {}
-    for f in plan["fanouts"]:
-        root = f["src"]
-        while root in src_of:
-            root = src_of[root]
-        src_of[f["a"]] = root
-        src_of[f["b"]] = root
-        if root in producers:
-            plan["layers"][producers[root]]["fanouts"].append(f)
-        else:
-            input_fanouts.append(f)
-    ctx = dict(plan)
-    ctx["parts"] = split_parts(plan["layers"])
+    ctx = {f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)}
+    ctx["parts"] = split_parts(plan.layers)
     # a Make value: '$' and '#' would be read by make (the path may contain spaces: quoted where used)
-    ctx.update(ap_types=ap_types.replace("$", "$$").replace("#", "\\#"), n_vectors=len(inputs), vectors_source=vectors_source, input_fanouts=input_fanouts)
+    ctx.update(ap_types=ap_types.replace("$", "$$").replace("#", "\\#"), n_vectors=len(inputs),
+               vectors_source=vectors_source)
     files: dict[str, str] = {}
-    top = plan["top"]
+    top = plan.top
     files[f"firmware/{top}.cpp"] = env.get_template("firmware/top.cpp.j2").render(ctx)
     files[f"firmware/{top}.h"] = env.get_template("firmware/top.h.j2").render(ctx)
     files["firmware/parameters.h"] = env.get_template("firmware/parameters.h.j2").render(ctx)
@@ -171,11 +157,11 @@ def render_files(plan: dict, *, ap_types: str, inputs: list[str], expected: list
         files[f"firmware/layers/{P['name']}.cpp"] = lt.render(ctx, part=P)
     st = env.get_template("firmware/shiftadd.h.j2")
     files["firmware/qfx_gen.h"] = env.get_template("firmware/straight.h.j2").render(ctx)
-    for L in plan["layers"]:
-        if L["arrays"]:
-            files[f"firmware/weights/{L['id']}.h"] = wt.render(ctx, L=L)
-        if L["straight"]:
-            files[f"firmware/shiftadd/{L['id']}.h"] = st.render(ctx, L=L)
+    for L in plan.layers:
+        if L.arrays:
+            files[f"firmware/weights/{L.id}.h"] = wt.render(ctx, L=L)
+        if L.straight:
+            files[f"firmware/shiftadd/{L.id}.h"] = st.render(ctx, L=L)
     files["tb/testbench.cpp"] = env.get_template("tb/testbench.cpp.j2").render(ctx)
     files["tb_data/inputs.txt"] = "".join(line + "\n" for line in inputs)
     files["tb_data/expected.txt"] = "".join(line + "\n" for line in expected)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ...fixed.cast import requantize_raw
 from .base import OpDef, OpError, align_sum, max_abs_raw, out_type, type_casts_to_out_type
+from ...backend.layerplan import stream_cost
 
 
 def shape(node, in_shapes):
@@ -18,5 +19,15 @@ def run(node, inputs):
     return requantize_raw(s, f, out_type(node))
 
 
+# ---- HLS plan
+def hls(ctx):
+    """``qfx::add``: the exact sum in ``acc_t`` (from the accumulators pass), one cast to ``out_t``."""
+    a, b = ctx.inputs
+    return ctx.layer("add", stream_cost(ctx.output.count),
+                     types=[("in_a_t", a.type.cpp()), ("in_b_t", b.type.cpp()), ("acc_t", ctx.acc_type().cpp()),
+                            ("out_t", ctx.y.cpp())],
+                     sizes=[("n", ctx.output.count)], acc=ctx.acc_type())
+
+
 OP = OpDef("add", __doc__, attrs={"out_type": "FixedType", "acc_type": "FixedType?"}, params={}, n_inputs=2,
-           shape=shape, type=type_casts_to_out_type, run=run, casts=True)
+           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls)

@@ -14,8 +14,11 @@ from ..graph import Const
 from .base import (OpDef, OpError, as_wide, fits64, int_pair, max_abs_raw,
                    out_type, pads4, window_out, type_casts_to_out_type)
 from .conv2d import patches
+from .maxpool import window_sizes
 
 DEFAULT_RECIP_BITS = 16
+from ...backend.estimate import LayerShape
+from ...backend.layerplan import signed_bits
 
 
 def reciprocal(n: int, recip_bits: int) -> Const:
@@ -65,10 +68,34 @@ def run(node, inputs):
     return scale_sum(node, win.sum(axis=(2, 3)), tx, n)
 
 
+# ---- HLS plan
+def mean_plan(ctx, kernel: str, n: int, sizes, cycles: int):
+    """Plan of a mean over ``n`` elements: exact sum in ``acc_t``, times ``r`` (``recip_raw``), one cast.
+
+    One multiplier ``S * r`` per output; a shift when ``n`` is a power of two. Shared with
+    ``global_avgpool``.
+    """
+    acc = ctx.acc_type()
+    r = ctx.node.attrs["recip"]  # set by ir.passes.infer_shapes (rule: fixed.types.reciprocal_raw)
+    pow2 = n & (n - 1) == 0
+    cost = LayerShape("stream" if pow2 else "fixed_mul", a_bits=signed_bits(acc), b_bits=signed_bits(r.type),
+                      fixed_cycles=cycles)
+    return ctx.layer(kernel, cost, types=[("in_t", ctx.x.cpp()), ("acc_t", acc.cpp()), ("recip_t", r.type.cpp()),
+                                          ("out_t", ctx.y.cpp())],
+                     sizes=sizes, ulongs=[("recip_raw", int(r.raw))], acc=acc, has_mul_impl=True)
+
+
+def hls(ctx):
+    """``qfx::avgpool2d``: reads every input once, then one mean per output element."""
+    k, s, p = geometry(ctx.node)
+    sizes = window_sizes(ctx, k, s, p)
+    return mean_plan(ctx, "avgpool2d", k[0] * k[1], sizes, ctx.inputs[0].count + ctx.output.count)
+
+
 OP = OpDef("avgpool", __doc__,
            attrs={"out_type": "FixedType", "kernel": "(kh, kw)", "stride": "(sh, sw)",
                   "pads": "(top, left, bottom, right)", "recip_bits": "int", "recip": "Const?", "acc_type": "FixedType?"},
-           params={}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run, casts=True)
+           params={}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

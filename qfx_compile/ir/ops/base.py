@@ -26,7 +26,7 @@ class OpError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class OpDef:
-    """One IR op: its declaration and its three rules."""
+    """One IR op: its declaration, its three rules and its backend plan."""
 
     name: str
     doc: str
@@ -37,6 +37,8 @@ class OpDef:
     type: Callable[[Node, list[FixedType]], FixedType]
     run: Callable[[Node, list[tuple[np.ndarray, FixedType]]], np.ndarray]
     casts: bool = False  # True: the op ends with cast(., out_type)
+    #: backend plan: ``(backend.layerplan.LayerContext) -> LayerPlan`` (kernel, config, cost); None: no kernel
+    hls: Callable[[Any], Any] | None = None
 
 
 # ----------------------------------------------------------------- attr helpers

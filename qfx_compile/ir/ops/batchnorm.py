@@ -11,6 +11,8 @@ from ...fixed.cast import requantize_raw
 from ..graph import Const
 from .base import (OpDef, OpError, align_sum, as_wide, const_common, max_abs_raw,
                    out_type, fits64, type_casts_to_out_type)
+from ...backend.estimate import LayerShape
+from ...backend.layerplan import signed_bits
 
 
 def shape(node, in_shapes):
@@ -40,6 +42,25 @@ def run(node, inputs):
     return requantize_raw(s, f, out_type(node))
 
 
+# ---- HLS plan
+def hls(ctx):
+    """``qfx::batchnorm``: one multiplier (``x * a_c`` exact in ``acc_t``, + ``b_c``, one cast) per element.
+
+    Channels are those of the output: after a flatten (``backend.lower``) every feature is a channel.
+    """
+    c, h, w = ctx.chw(ctx.output)
+    sa = ctx.const("scale", "scale", ctx.node.params["scale"], "[n_chan]")
+    ha = ctx.const("shift", "shift", ctx.node.params["shift"], "[n_chan]")
+    acc = ctx.acc_type()
+    return ctx.layer(
+        "batchnorm", LayerShape("fixed_mul", a_bits=signed_bits(ctx.x), b_bits=signed_bits(sa.type),
+                                fixed_cycles=c * h * w),
+        types=[("in_t", ctx.x.cpp()), ("scale_t", sa.type.cpp()), ("shift_t", ha.type.cpp()), ("acc_t", acc.cpp()),
+               ("out_t", ctx.y.cpp()), ("scale_raw_t", sa.ctype), ("shift_raw_t", ha.ctype)],
+        sizes=[("n_chan", c), ("n_pixels", h * w)], arrays=[sa, ha], acc=acc, macs=c * h * w,
+        n_params=sa.depth + ha.depth, params_bits=sa.depth * sa.width + ha.depth * ha.width, has_mul_impl=True)
+
+
 OP = OpDef("batchnorm", __doc__, attrs={"out_type": "FixedType", "acc_type": "FixedType?"},
            params={"scale": "(C,)", "shift": "(C,)"}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run,
-           casts=True)
+           casts=True, hls=hls)

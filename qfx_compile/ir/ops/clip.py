@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import OpDef, OpError, attr, type_keeps_input
+from ...backend.layerplan import stream_cost
 
 
 def _bounds(node):
@@ -27,8 +28,17 @@ def run(node, inputs):
     return np.where(x < lo, lo, np.where(x > hi, hi, x)).astype(x.dtype)
 
 
+# ---- HLS plan
+def hls(ctx):
+    """``qfx::clip`` with the bounds as mantissas of the input type."""
+    lo, hi = _bounds(ctx.node)
+    return ctx.layer("clip", stream_cost(ctx.inputs[0].count),
+                     types=[("in_t", ctx.x.cpp()), ("out_t", ctx.y.cpp())], sizes=[("n", ctx.inputs[0].count)],
+                     longs=[("lo_raw", lo), ("hi_raw", hi)])
+
+
 OP = OpDef("clip", __doc__, attrs={"lo": "int", "hi": "int"}, params={}, n_inputs=1,
-           shape=shape, type=type_keeps_input, run=run)
+           shape=shape, type=type_keeps_input, run=run, hls=hls)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

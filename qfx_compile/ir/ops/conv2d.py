@@ -11,7 +11,7 @@ import numpy as np
 
 from ..graph import Const
 from .base import OpDef, OpError, const_common, int_pair, pads4, window_out, type_casts_to_out_type
-from .linear import check_params, weighted_sum
+from .linear import check_params, matmul_hls, weighted_sum
 
 
 def geometry(node):
@@ -82,13 +82,41 @@ def run(node, inputs):
     return y.reshape(n, w2.shape[0], ho, wo)
 
 
+
+# ---- HLS plan
+def hls(ctx):
+    """``qfx::conv2d``: a line buffer over the zero-padded map; per window ``reuse`` folds, ``n_filt`` writes.
+
+    The weight is in the kernel's window order ``[F][KH][KW][C]`` (``backend.lower``, which also
+    expands a grouped weight to its block-diagonal dense form: grouped and depthwise convolutions
+    run on the same kernel, the zero products counted in the cost).
+    """
+    if groups(ctx.node) != 1:
+        raise ctx.error("grouped weight reached the backend unexpanded; run backend.lower first")
+    (kh, kw), (sh, sw), (pt, pl, pb, pr) = geometry(ctx.node)
+    c, h, wd = ctx.chw()
+    f, oh, ow = ctx.chw(ctx.output)
+    sizes = [("in_height", h), ("in_width", wd), ("n_chan", c), ("n_filt", f), ("filt_height", kh),
+             ("filt_width", kw), ("stride_height", sh), ("stride_width", sw), ("pad_top", pt),
+             ("pad_bottom", pb), ("pad_left", pl), ("pad_right", pr), ("out_height", oh), ("out_width", ow)]
+
+    def pos(i):
+        return i // (c * kw), (i // c) % kw, i % c
+
+    return matmul_hls(ctx, sizes, products=f * kh * kw * c, read=(h + pt + pb) * (wd + pl + pr) * c,
+                      outputs=oh * ow, writes=f, macs=f * kh * kw * c * oh * ow,
+                      weight_dims="[n_filt][kh][kw][n_chan]", bias_dims="[n_filt]",
+                      straight_dims=(f"[{kh}][{kw}][{c}]", f, lambda i: "m_{}_{}_{}".format(*pos(i)),
+                                     lambda i: "x[{}][{}][{}]".format(*pos(i))))
+
+
 OP = OpDef("conv2d", __doc__,
            attrs={"out_type": "FixedType", "kernel": "(kh, kw)", "stride": "(sh, sw)",
                   "pads": "(top, left, bottom, right)", "groups": "int?", "acc_type": "FixedType?",
                   "terms": "list?",
                   "adders": "int?"},
            params={"weight": "(O, C, KH, KW)", "bias": "(O,)?"}, n_inputs=1,
-           shape=shape, type=type_casts_to_out_type, run=run, casts=True)
+           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)
@@ -106,6 +134,13 @@ def import_conv(r, out):
         raise r.err(f"group must be >= 1, got {grp}")
     k, s, p = r.window_attrs(conv=True)
     wshape = tuple(np.shape(wv.arr if hasattr(wv, "arr") else getattr(wv, "raw", np.zeros(0))))
+    one_d = len(wshape) == 3  # Conv1d: weight (O, C, K) -> (O, C, 1, K), maps (C, 1, L)
+    if one_d:
+        wshape = (wshape[0], wshape[1], 1, wshape[2])
+        if hasattr(wv, "arr"):
+            wv = type(wv)(np.asarray(wv.arr).reshape(wshape), wv.elem)
+        elif hasattr(wv, "reshaped"):
+            wv = wv.reshaped(wshape)
     if len(wshape) != 4:
         raise r.err(f"weight must be a constant (O, C, KH, KW), got shape {wshape}")
     if k is not None and tuple(k) != wshape[2:]:
@@ -119,7 +154,7 @@ def import_conv(r, out):
         return r.real_linear(out, x, wv, bv, "conv2d", attrs)
     x = r.typed_act(0)
     w = r.fixed_const(1, "weight")
-    params = {"weight": r.to_const(w, "weight")}
+    params = {"weight": r.to_const(w, "weight", wshape if one_d else None)}
     o = w.raw.shape[0]
     if bv is not None:
         bc = r.fixed_const(2, "bias")

@@ -5,7 +5,7 @@ Attributes set by passes: ``acc_type`` (accumulators), ``terms``/``adders`` (K-h
 from __future__ import annotations
 
 from .base import OpDef, OpError, const_common, type_casts_to_out_type
-from .linear import check_params, weighted_sum
+from .linear import check_params, matmul_hls, weighted_sum
 
 
 def shape(node, in_shapes):
@@ -25,10 +25,23 @@ def run(node, inputs):
     return weighted_sum(node, x, tx, w2, fw, channel_axis=1)
 
 
+
+# ---- HLS plan
+def hls(ctx):
+    """``qfx::dense``: reads the vector, ``reuse`` folds of the products, writes ``n_out`` values."""
+    n_out, n_in = (int(v) for v in ctx.node.params["weight"].raw.shape)
+    if n_in != ctx.inputs[0].count or n_out != ctx.output.count:
+        raise ctx.error(f"weight shape {(n_out, n_in)} does not match input {ctx.inputs[0].count} / "
+                        f"output {ctx.output.count}")
+    return matmul_hls(ctx, [("n_in", n_in), ("n_out", n_out)], products=n_in * n_out, read=n_in, outputs=1,
+                      writes=n_out, macs=n_in * n_out, weight_dims="[n_out][n_in]", bias_dims="[n_out]",
+                      straight_dims=(f"[{n_in}]", n_out, lambda i: f"m{i}", lambda i: f"x[{i}]"))
+
+
 OP = OpDef("dense", __doc__,
            attrs={"out_type": "FixedType", "acc_type": "FixedType?", "terms": "list?", "adders": "int?"},
            params={"weight": "(n_out, n_in)", "bias": "(n_out,)?"}, n_inputs=1,
-           shape=shape, type=type_casts_to_out_type, run=run, casts=True)
+           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

@@ -2,7 +2,7 @@
 elements of a channel, ``r`` as in ``avgpool`` (attrs ``recip_bits``, ``recip``)."""
 from __future__ import annotations
 
-from .avgpool import reciprocal, recip_bits, scale_sum
+from .avgpool import mean_plan, reciprocal, recip_bits, scale_sum
 from .base import OpDef, OpError, as_wide, fits64, max_abs_raw, type_casts_to_out_type
 
 
@@ -22,9 +22,17 @@ def run(node, inputs):
     return scale_sum(node, x.sum(axis=(2, 3), keepdims=True), tx, n)
 
 
+# ---- HLS plan
+def hls(ctx):
+    """``qfx::global_avgpool``: per-channel sums over the map, then one mean per channel."""
+    c, h, w = ctx.chw()
+    return mean_plan(ctx, "global_avgpool", h * w, [("in_height", h), ("in_width", w), ("n_chan", c)],
+                     c * h * w + c)
+
+
 OP = OpDef("global_avgpool", __doc__,
            attrs={"out_type": "FixedType", "recip_bits": "int", "recip": "Const?", "acc_type": "FixedType?"},
-           params={}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run, casts=True)
+           params={}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

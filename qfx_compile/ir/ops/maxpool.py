@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .base import OpDef, int_pair, pads4, window_out, type_keeps_input
 from .conv2d import patches
+from ...backend.layerplan import stream_cost
 
 
 def geometry(node):
@@ -23,9 +24,27 @@ def run(node, inputs):
     return win.max(axis=(2, 3))
 
 
+# ---- HLS plan
+def window_sizes(ctx, k, s, p):
+    """Config sizes of a pooling window over the input (shared with ``avgpool``)."""
+    c, h, w = ctx.chw()
+    _, oh, ow = ctx.chw(ctx.output)
+    pt, pl, pb, pr = p
+    return [("in_height", h), ("in_width", w), ("n_chan", c), ("pool_height", k[0]), ("pool_width", k[1]),
+            ("stride_height", s[0]), ("stride_width", s[1]), ("pad_top", pt), ("pad_left", pl),
+            ("pad_bottom", pb), ("pad_right", pr), ("out_height", oh), ("out_width", ow)]
+
+
+def hls(ctx):
+    """``qfx::maxpool2d``: a line-buffered window, one input element per cycle."""
+    k, s, p = geometry(ctx.node)
+    return ctx.layer("maxpool2d", stream_cost(ctx.inputs[0].count),
+                     types=[("in_t", ctx.x.cpp()), ("out_t", ctx.y.cpp())], sizes=window_sizes(ctx, k, s, p))
+
+
 OP = OpDef("maxpool", __doc__, attrs={"kernel": "(kh, kw)", "stride": "(sh, sw)",
                                       "pads": "(top, left, bottom, right)"},
-           params={}, n_inputs=1, shape=shape, type=type_keeps_input, run=run)
+           params={}, n_inputs=1, shape=shape, type=type_keeps_input, run=run, hls=hls)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import OpDef, type_keeps_input, shape_keeps_input
+from ...backend.layerplan import stream_cost
 
 
 def run(node, inputs):
@@ -11,7 +12,14 @@ def run(node, inputs):
     return np.where(x > 0, x, 0).astype(x.dtype)
 
 
-OP = OpDef("relu", __doc__, attrs={}, params={}, n_inputs=1, shape=shape_keeps_input, type=type_keeps_input, run=run)
+# ---- HLS plan
+def hls(ctx):
+    """``qfx::relu``: one element per cycle."""
+    return ctx.layer("relu", stream_cost(ctx.inputs[0].count),
+                     types=[("in_t", ctx.x.cpp()), ("out_t", ctx.y.cpp())], sizes=[("n", ctx.inputs[0].count)])
+
+
+OP = OpDef("relu", __doc__, attrs={}, params={}, n_inputs=1, shape=shape_keeps_input, type=type_keeps_input, run=run, hls=hls)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

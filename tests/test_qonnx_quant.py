@@ -1,0 +1,140 @@
+"""Every QONNX Quant mode (signed x narrow x rounding_mode, zero points, 1-bit bipolar), BipolarQuant and Trunc,
+on a typed input and as the input boundary, against the QONNX executor, exactly (inputs where ties occur);
+the exact step-function machinery against brute force; every blocker in one message."""
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from qfx_compile.frontend import ModelError, load_model
+from qfx_compile.ir.exact_real import Q2, Quantizer, Steps, fit_mul_shift, step_function
+from qfx_compile.ir.interpret import input_codes, run, to_float64
+
+pytestmark = pytest.mark.xdist_group("qonnx")
+
+QD = "qonnx.custom_op.general"
+MODES = ("ROUND", "CEIL", "FLOOR", "UP", "DOWN", "HALF_UP", "HALF_DOWN")
+N = 256
+
+
+def init(name, v, dt=np.float32):
+    return numpy_helper.from_array(np.asarray(v, dtype=dt), name)
+
+
+def quant_model(nodes, inits, shape=(N, 8), qonnx_opset=1):
+    g = helper.make_graph(nodes, "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(QD, qonnx_opset)])
+
+
+def executor(m, x):
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.util.cleanup import cleanup_model
+    mw = cleanup_model(ModelWrapper(m))
+    return execute_onnx(mw, {mw.graph.input[0].name: x})[mw.graph.output[0].name]
+
+
+def grid_inputs():
+    """Every value of ap_fixed<8,3> (k/32), in a (256, 8) batch: x / 0.09375 = k/3 hits ties and exact integers."""
+    k = np.arange(-128, 128)
+    return np.stack([np.roll(k, 7 * j) for j in range(8)], axis=1).astype(np.float32) / 32
+
+
+@pytest.mark.parametrize("typed", [True, False])
+def test_every_quant_mode_is_exact(tmp_path, typed):
+    x = grid_inputs()
+    n_cases = 0
+    for signed, narrow, mode, z, bits in itertools.product((0, 1), (0, 1), MODES, (0.0, 2.0), (1, 3)):
+        if bits == 1 and (narrow or not signed or z):
+            continue
+        inits = [init("s", 0.09375), init("z", z), init("b", bits)]
+        node = helper.make_node("Quant", ["x", "s", "z", "b"], ["y"], domain=QD, name="q", signed=signed,
+                                narrow=narrow, rounding_mode=mode)
+        m = quant_model([node], inits)
+        p = tmp_path / "q.onnx"
+        onnx.save(m, p)
+        g = load_model(p, input_type="ap_fixed<8,3>" if typed else None)
+        ours = to_float64(run(g, x_float=x), g.tensors[g.outputs[0]].type)
+        ref = executor(m, x)
+        assert np.array_equal(ours.astype(np.float32), ref) and np.array_equal(ours, ref.astype(np.float64)), \
+            (signed, narrow, mode, z, bits)
+        lo, hi, step = input_codes(g)
+        if not typed and bits > 1:  # the boundary's codes: exactly the quantizer's range
+            qmin = -(1 << (bits - 1)) + narrow if signed else 0
+            qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1 - narrow
+            assert (lo, hi, step) == (qmin, qmax, 1)
+        n_cases += 1
+    assert n_cases == 2 * 2 * 7 * 2 + 7 * 1  # 3-bit: all; 1-bit signed wide z=0 (bipolar)
+
+
+def test_bipolar_and_trunc_are_exact(tmp_path):
+    x = grid_inputs()
+    for kind in ("bipolar", "trunc1", "trunc2"):
+        if kind == "bipolar":
+            nodes = [helper.make_node("BipolarQuant", ["x", "s"], ["y"], domain=QD, name="bq")]
+            inits = [init("s", 0.3)]
+        elif kind == "trunc1":
+            nodes = [helper.make_node("Trunc", ["x", "s", "z", "ib", "ob"], ["y"], domain=QD, name="t",
+                                      rounding_mode="FLOOR")]
+            inits = [init("s", 1 / 32), init("z", 0.0), init("ib", 8.0), init("ob", 5.0)]
+        else:
+            nodes = [helper.make_node("Trunc", ["x", "s", "z", "ib", "os", "ob"], ["y"], domain=QD, name="t",
+                                      rounding_mode="ROUND", signed=1, narrow=0)]
+            inits = [init("s", 1 / 32), init("z", 0.0), init("ib", 8.0), init("os", 0.25), init("ob", 4.0)]
+        m = quant_model(nodes, inits, qonnx_opset=2 if kind == "trunc2" else 1)  # the executor's Trunc version
+        p = tmp_path / f"{kind}.onnx"
+        onnx.save(m, p)
+        g = load_model(p, input_type="ap_fixed<8,3>")
+        ours = to_float64(run(g, x_float=x), g.tensors[g.outputs[0]].type)
+        assert np.array_equal(ours.astype(np.float32), executor(m, x)), kind
+
+
+def _brute(fn, lo, hi):
+    return np.array([fn(m) for m in range(lo, hi + 1)])
+
+
+@pytest.mark.parametrize("slope,offset,scale,mode", [
+    (Fraction(3, 7), Fraction(1, 5), Fraction(2, 3), "ROUND"), (Fraction(-5, 3), Fraction(0), Fraction(1, 2), "FLOOR"),
+    (Fraction(0), Fraction(7, 3), Fraction(1), "HALF_UP"), (Fraction(11, 2), Fraction(-1, 4), Fraction(3), "CEIL")])
+def test_step_function_and_mul_shift_equal_brute_force(slope, offset, scale, mode):
+    """Thresholds (and, where found, floor(a*m + b) with saturation) equal the exact quantizer on every m."""
+    q = Quantizer([scale], [Fraction(0)], -4, 3, mode)
+    sq = Q2.sqrt(Fraction(2))  # an irrational factor too: slope * sqrt(2) / sqrt(2) keeps the rational case
+    for A in (Q2(slope), Q2(slope) * sq):
+
+        def fn(m, c):
+            return q.code(A * Fraction(m) + offset, c)
+
+        def fn_float(m, c):
+            return q.code_float(np.asarray(m, dtype=np.float64) * float(A) + float(offset), c)
+
+        lo, hi = -60, 60
+        steps = step_function(fn, fn_float, 1, lo, hi)
+        want = _brute(lambda m: fn(m, 0), lo, hi)
+        ms = np.arange(lo, hi + 1)
+        assert np.array_equal(steps.eval(ms, 0), want)
+        fit = fit_mul_shift(steps, [A / scale], -4, 3)
+        if fit is not None:
+            sh, (M,), (B,) = fit
+            got = np.clip([(M * m + B) >> sh for m in range(lo, hi + 1)], -4, 3)
+            assert np.array_equal(got, want)
+    assert isinstance(steps, Steps)
+
+
+def test_all_blockers_in_one_message(tmp_path):
+    nodes = [helper.make_node("Sin", ["x"], ["a"], name="first"), helper.make_node("Cos", ["a"], ["b"], name="dep"),
+             helper.make_node("Tan", ["x"], ["c"], name="second"), helper.make_node("Add", ["b", "c"], ["y"])]
+    p = tmp_path / "bad.onnx"
+    onnx.save(quant_model(nodes, []), p)
+    with pytest.raises(ModelError) as e:
+        load_model(p)
+    msg = str(e.value)
+    assert msg.count(str(p)) == 1 and "'first' (Sin)" in msg and "'second' (Tan)" in msg
+    assert "'dep'" not in msg  # a node fed by a blocked node adds nothing
+    assert msg.count("supported operators:") == 1 and "np." not in msg and "array(" not in msg

@@ -22,16 +22,22 @@ from ._base import QFXModule, TensorsKey, amax, frac_bits_of, guard, quantizer_s
 class _BatchStats(torch.autograd.Function):
     """Batch mean and ``1/sqrt(var + eps)`` per channel of (N, C, H, W) ``x`` (biased variance).
 
-    One ``native_batch_norm`` training pass (torch's own statistics kernel), which also
-    updates the running statistics in place (momentum, unbiased variance) as torch does.
+    One pass of torch's own statistics kernel (``batch_norm_update_stats`` on CPU, else a
+    ``native_batch_norm`` training pass), which also updates the running statistics in place
+    (momentum, unbiased variance) as torch does.
     Backward in one pass: ``dx = g_mean / n + g_var * 2 (x - mean) / n = x * B_c + C_c``
     with ``g_var = -g_invstd * invstd**3 / 2``.
     """
 
     @staticmethod
     def forward(ctx, x, running_mean, running_var, momentum, eps):
-        _, mean, invstd = torch.ops.aten.native_batch_norm(x, None, None, running_mean, running_var, True,
-                                                           momentum, eps)
+        if x.device.type == "cpu" and hasattr(torch, "batch_norm_update_stats"):
+            # statistics only (no normalized output written): one pass over x
+            mean, var = torch.batch_norm_update_stats(x, running_mean, running_var, momentum)
+            invstd = (var + eps).sqrt_().reciprocal_()
+        else:
+            _, mean, invstd = torch.ops.aten.native_batch_norm(x, None, None, running_mean, running_var, True,
+                                                               momentum, eps)
         ctx.save_for_backward(x, mean, invstd)
         return mean, invstd
 

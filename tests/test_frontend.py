@@ -557,3 +557,28 @@ def test_huge_constant_saturates_exactly(tmp_path):
     g, _ = load(model(n, i), tmp_path)
     raw = g.nodes[1].params["weight"].raw
     assert raw[0, 0] == 0 and raw[1, 1] == 0
+
+
+# ------------------------------------------------------------------ input types and test vectors
+def test_narrow_input_vectors_never_hold_the_lowest_code(tmp_path):
+    """An AP_SAT_SYM input quantizer never produces -2**(W-1): generated test vectors must not hold it."""
+    from qfx_compile.backend.project import interpreter_vectors
+    n = [fp("x", "ib_in", "y", "in/FixedPoint", 8, overflow="AP_SAT_SYM")]
+    g, _ = load(model(n, [init("ib_in", 3, np.int64)], out="y"), tmp_path)
+    v = interpreter_vectors(g, 100)
+    assert v.input_raw.min() == -127 and v.input_raw.max() == 127
+
+
+def test_input_type_from_annotation_and_option(tmp_path):
+    """finn_datatype INT8 on the graph input types it; --input-type overrides; a bad spelling is a ModelError."""
+    n = [helper.make_node("Relu", ["x"], ["y"], name="act")]
+    m = model(n, [])
+    a = m.graph.quantization_annotation.add(tensor_name="x")
+    a.quant_parameter_tensor_names.add(key="finn_datatype", value="INT8")
+    g, p = load(m, tmp_path)
+    assert g.tensors["x"].type == FixedType(8, 8, True) and [n.op for n in g.nodes] == ["relu"]
+    assert run(g, np.array([[-3, 0, 5, -128]]))[0].tolist() == [0, 0, 5, 0]
+    g2 = load_model(p, input_type="ap_ufixed<4,2>")
+    assert g2.tensors["x"].type == FixedType(4, 2, False)
+    with pytest.raises(ModelError, match="malformed fixed-point type"):
+        load_model(p, input_type="ap_fixed<8")

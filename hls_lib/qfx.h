@@ -19,5 +19,7 @@
 #include "qfx_shiftadd.h"
 #include "qfx_axis.h"
 #include "qfx_stream.h"
+#include "qfx_table.h"
+#include "qfx_softmax.h"
 
 #endif

@@ -263,7 +263,7 @@ class ExactModel:
 
     def predict_raw(self, x_raw) -> np.ndarray:
         """Output mantissas of ``output_type`` for a batch of input mantissas of ``input_type``."""
-        raw = np.asarray(x_raw)
+        raw = interpret.as_input_shape(x_raw, self.input_shape)  # 1-D maps: (N, C, L) -> (N, C, 1, L)
         if raw.dtype != object and raw.dtype.kind not in "iu":
             raise ValueError(f"x_raw must hold integer mantissas of {self.input_type}, got dtype {raw.dtype}")
         if tuple(raw.shape[1:]) != self.input_shape:
@@ -284,7 +284,7 @@ class ExactModel:
         (values already on the input grid pass unchanged). Raises ValueError when
         an output value is not exactly representable in float64.
         """
-        x = np.asarray(x)
+        x = interpret.as_input_shape(x, self.input_shape)
         if x.dtype.kind not in "fiu":
             raise ValueError(f"x must be a float array, got dtype {x.dtype}")
         if tuple(x.shape[1:]) != self.input_shape:

@@ -52,6 +52,15 @@ def input_codes(graph: Graph) -> tuple[int, int, int]:
     return lo, t.raw_max, 1
 
 
+def as_input_shape(x, shape) -> np.ndarray:
+    """A batch of 1-D maps (N, C, L) as the IR's (N, C, 1, L) when the input is a 1-D map; else ``x``."""
+    x = np.asarray(x)
+    if shape is not None and len(shape) == 3 and shape[1] == 1 and x.ndim == 3 and \
+            tuple(x.shape[1:]) == (shape[0], shape[2]):
+        return x.reshape((x.shape[0],) + tuple(shape))
+    return x
+
+
 def run_all(graph: Graph, x_raw=None, *, x_float=None) -> dict[str, tuple[np.ndarray, FixedType]]:
     """Every tensor's ``(raw, type)`` for a batch of inputs (first axis = batch)."""
     if graph.nodes and any(graph.tensors[o].type is None for n in graph.nodes for o in n.outputs):
@@ -62,6 +71,7 @@ def run_all(graph: Graph, x_raw=None, *, x_float=None) -> dict[str, tuple[np.nda
     env: dict[str, tuple[np.ndarray, FixedType]] = {}
     if (x_raw is None) == (x_float is None):
         raise ValueError("give exactly one of x_raw (mantissas of the input type) or x_float")
+    x_raw, x_float = (None if v is None else as_input_shape(v, shape) for v in (x_raw, x_float))
     skip = None
     if x_raw is not None:
         t = input_type(graph)

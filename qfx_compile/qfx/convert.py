@@ -69,7 +69,8 @@ _FIELD_DEFAULTS = {"output": "activation", "input": "activation", "bn_output": "
 
 SUPPORTED = ("nn.Linear", "nn.Conv2d (groups, dilation=1, zero padding)", "nn.BatchNorm2d", "nn.ReLU",
              "nn.ReLU6", "nn.Hardtanh", "nn.MaxPool2d", "nn.AvgPool2d (count_include_pad)", "nn.ZeroPad2d",
-             "nn.Upsample (nearest, integer scale)", "torch.cat (dim=1)",
+             "nn.Upsample (nearest, integer scale)", "torch.cat (dim=1)", "nn.Conv1d", "nn.MaxPool1d",
+             "nn.AvgPool1d", "nn.AdaptiveAvgPool1d(1)",
              "F.max_pool2d / F.avg_pool2d / F.adaptive_avg_pool2d / F.pad / F.interpolate / F.relu6 / F.hardtanh",
              "nn.AdaptiveAvgPool2d(1)", "nn.Flatten", "nn.Dropout", "nn.Identity", "qfx.nn layers",
              "operator.add / torch.add (two tensors)", "torch.flatten(x, 1)", "F.relu / torch.relu") + \
@@ -181,6 +182,35 @@ def _convert_module(name: str, mod: nn.Module, opts: dict):
                          output_type=opts["output"], per_channel=opts["per_channel_weights"], k_hot=opts["k_hot"],
                          digits=opts["digits"] if opts["k_hot"] is not None else None, learnable=learn,
                          groups=mod.groups)
+    elif isinstance(mod, nn.Conv1d):
+        if tuple(mod.dilation) != (1,) or mod.padding_mode != "zeros" or isinstance(mod.padding, str):
+            raise _unsupported(name, cls, f"dilation={mod.dilation}, padding={mod.padding!r}, padding_mode="
+                                          f"{mod.padding_mode!r}; only dilation 1 and explicit zero padding")
+        new = qnn.Conv1d(mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride, mod.padding,
+                         mod.bias is not None, weight_type=opts["weight"], bias_type=opts["bias"],
+                         output_type=opts["output"], per_channel=opts["per_channel_weights"], k_hot=opts["k_hot"],
+                         digits=opts["digits"] if opts["k_hot"] is not None else None, learnable=learn,
+                         groups=mod.groups)
+        with torch.no_grad():
+            new.weight.copy_(mod.weight.unsqueeze(2))  # (O, C/G, K) -> (O, C/G, 1, K)
+            if mod.bias is not None:
+                new.bias.copy_(mod.bias)
+        if learn:
+            new.init_quantizers_from_weights()
+        return new
+    elif isinstance(mod, nn.MaxPool1d):
+        if mod.dilation not in (1, (1,)) or mod.ceil_mode or mod.return_indices:
+            raise _unsupported(name, cls, "dilation, ceil_mode and return_indices are not supported")
+        return qnn.MaxPool1d(mod.kernel_size, mod.stride, mod.padding)
+    elif isinstance(mod, nn.AvgPool1d):
+        if mod.ceil_mode or (mod.padding not in (0, (0,)) and not mod.count_include_pad):
+            raise _unsupported(name, cls, "ceil_mode and padding with count_include_pad=False are not supported")
+        return qnn.AvgPool1d(mod.kernel_size, mod.stride, mod.padding, output_type=opts["pool"],
+                             recip_bits=opts["recip_bits"], learnable=learn)
+    elif isinstance(mod, nn.AdaptiveAvgPool1d):
+        if mod.output_size not in (1, (1,), [1]):
+            raise _unsupported(name, cls, f"output_size={mod.output_size}; only 1")
+        return qnn.AdaptiveAvgPool1d(1, output_type=opts["pool"], recip_bits=opts["recip_bits"], learnable=learn)
     elif isinstance(mod, nn.BatchNorm2d):
         if not mod.track_running_stats:
             raise _unsupported(name, cls, "track_running_stats=False (eval needs running statistics)")

@@ -222,12 +222,15 @@ class ExportContext:
         return self.b.fixed_point(init, tv, ib, ib.shape, f"{self.name}.{suffix}",
                                   values.shape if shape is None else shape, **extra)
 
-    def weighted_inputs(self, layer, wshape) -> list[str]:
-        """``[x, FixedPoint(w)(, FixedPoint(b))]`` of a Linear/Conv layer (K-hot and 53-bit checks)."""
+    def weighted_inputs(self, layer, wshape, weight_view=None) -> list[str]:
+        """``[x, FixedPoint(w)(, FixedPoint(b))]`` of a Linear/Conv layer (K-hot and 53-bit checks);
+        ``weight_view``: the shape the file holds the weight in (Conv1d: ``(O, C, K)``)."""
         wq, bq = layer.weight_quantizer, layer.bias_quantizer
         if wq.axis not in (0, -len(layer.weight.shape)):
             raise self.error("weight quantizer must be per output channel (axis 0)")
         w = _np64(layer.quantized_weight())
+        if weight_view is not None:
+            w = w.reshape(weight_view)
         bias = layer.quantized_bias()
         bias = None if bias is None else _np64(bias)
         _check_accumulator(self.where, self.xt, w, bias)

@@ -229,12 +229,13 @@ def _flatten_with_zero(b: _Body, x: str, flat: int, per_channel: int | None = No
 
 def conv_function(overload: str, in_shape: Sequence[int], out_channels: int, kernel_shape: Sequence[int],
                   strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int] = (1, 1),
-                  group: int = 1, has_bias: bool = True) -> onnx.FunctionProto:
+                  group: int = 1, has_bias: bool = True, one_d: bool = False) -> onnx.FunctionProto:
     """``qfx.Conv(X, W[, B]) -> Y`` for inputs ``[N, C, H, W]`` of the given ``(C, H, W)``.
 
     Exact in double when every product and partial sum fits 53 bits (the
     exporter checks the accumulator bound). ``group`` G: W is ``[OC, C/G, KH, KW]``
-    and each group's columns meet its filters in one batched MatMul.
+    and each group's columns meet its filters in one batched MatMul. ``one_d``: X is ``[N, C, L]``
+    (``in_shape`` (C, 1, L), the kernel (1, K)) and Y ``[N, OC, L']``.
     """
     c, h, w = (int(v) for v in in_shape)
     g, oc = int(group), int(out_channels)
@@ -254,7 +255,7 @@ def conv_function(overload: str, in_shape: Sequence[int], out_channels: int, ker
     y = b.op("Reshape", [y, b.const([0, oc, oh * ow], "oshape", np.int64)], "yo")  # [N, OC, OH*OW]
     if has_bias:
         y = b.op("Add", [y, b.op("Unsqueeze", ["B", b.const([1], "bax", np.int64)], "bcol")], "accb")
-    b.op("Reshape", [y, b.const([0, oc, oh, ow], "yshape", np.int64)], out="Y")
+    b.op("Reshape", [y, b.const([0, oc, ow] if one_d else [0, oc, oh, ow], "yshape", np.int64)], out="Y")
     inputs = ["X", "W", "B"] if has_bias else ["X", "W"]
     return _function("Conv", overload, inputs, ["Y"], b, CONV_ATTRS)
 
@@ -273,8 +274,8 @@ def avgpool_reciprocal_value(n: int, recip_bits: int) -> float:
 
 
 def avgpool_function(overload: str, in_shape: Sequence[int], kernel_shape: Sequence[int],
-                     strides: Sequence[int], recip_bits: int, pads: Sequence[int] = (0, 0, 0, 0)
-                     ) -> onnx.FunctionProto:
+                     strides: Sequence[int], recip_bits: int, pads: Sequence[int] = (0, 0, 0, 0),
+                     one_d: bool = False) -> onnx.FunctionProto:
     """``qfx.AveragePool(X) -> Y``: exact window sum times ``r``; padding cells are zeros and N = KH*KW
     (PyTorch's ``count_include_pad=True``); ``pads`` in ONNX order (top, left, bottom, right)."""
     c, h, w = (int(v) for v in in_shape)
@@ -288,15 +289,17 @@ def avgpool_function(overload: str, in_shape: Sequence[int], kernel_shape: Seque
     win = b.op("Gather", [xf, b.const(idx, "windows", np.int64)], "win", axis=2)  # [N, C, OH*OW, K]
     s = b.op("ReduceSum", [win, b.const([3], "ax", np.int64)], "sum", keepdims=0)
     y = b.op("Mul", [s, b.const(avgpool_reciprocal_value(n, recip_bits), "recip")], "avg")
-    b.op("Reshape", [y, b.const([0, c, oh, ow], "yshape", np.int64)], out="Y")
+    b.op("Reshape", [y, b.const([0, c, ow] if one_d else [0, c, oh, ow], "yshape", np.int64)], out="Y")
     return _function("AveragePool", overload, ["X"], ["Y"], b, POOL_ATTRS)
 
 
-def global_avgpool_function(overload: str, in_shape: Sequence[int], recip_bits: int) -> onnx.FunctionProto:
-    """``qfx.GlobalAveragePool(X) -> Y`` (``[N, C, 1, 1]``): exact sum over H, W times ``r``."""
+def global_avgpool_function(overload: str, in_shape: Sequence[int], recip_bits: int,
+                            one_d: bool = False) -> onnx.FunctionProto:
+    """``qfx.GlobalAveragePool(X) -> Y`` (``[N, C, 1, 1]``, or ``[N, C, 1]`` for ``one_d`` X ``[N, C, L]``
+    with ``in_shape`` (C, 1, L)): exact sum over H, W times ``r``."""
     c, h, w = (int(v) for v in in_shape)
     b = _Body()
-    s = b.op("ReduceSum", ["X", b.const([2, 3], "ax", np.int64)], "sum", keepdims=1)
+    s = b.op("ReduceSum", ["X", b.const([2] if one_d else [2, 3], "ax", np.int64)], "sum", keepdims=1)
     b.op("Mul", [s, b.const(avgpool_reciprocal_value(h * w, recip_bits), "recip")], out="Y")
     return _function("GlobalAveragePool", overload, ["X"], ["Y"], b, ("recip_bits",))
 
@@ -311,3 +314,59 @@ def upsample_function(overload: str, in_shape: Sequence[int], scales: Sequence[i
     rows = b.op("Gather", ["X", b.const(np.arange(h * sh) // sh, "rows", np.int64)], "up_rows", axis=2)
     b.op("Gather", [rows, b.const(np.arange(w * sw) // sw, "cols", np.int64)], out="Y", axis=3)
     return _function("Upsample", overload, ["X"], ["Y"], b, ("scales",))
+
+
+# ------------------------------------------------------------------ tables (sigmoid, tanh, ..., softmax)
+TABLE_ATTRS = ("function",)
+SOFTMAX_ATTRS = ("axis",)
+
+
+def _codes(b: _Body, x: str, frac_bits: int, offset: int) -> str:
+    """``int64(x * 2**F) - offset``: the mantissa of an on-grid double (exact) minus ``offset``."""
+    m = b.op("Cast", [b.op("Mul", [x, b.const(2.0 ** frac_bits, "scale")], "xs")], "m", to=TensorProto.INT64)
+    return b.op("Sub", [m, b.const(int(offset), "offset", np.int64)], "idx")
+
+
+def table_function(overload: str, in_frac_bits: int, in_raw_min: int) -> onnx.FunctionProto:
+    """``qfx.Table(X, T) -> Y``: ``Y = T[m - raw_min]``, ``m`` the mantissa of X (``Gather``; exact).
+
+    ``T`` (double, ``2**W`` entries) holds the output values; the node's ``function`` attribute
+    names the function it was built from. One overload per input binary point and range.
+    """
+    b = _Body()
+    idx = _codes(b, "X", int(in_frac_bits), int(in_raw_min))
+    b.op("Gather", ["T", idx], out="Y", axis=0)
+    return _function("Table", overload, ["X", "T"], ["Y"], b, TABLE_ATTRS)
+
+
+def softmax_function(overload: str, in_frac_bits: int, span: int, exp_frac_bits: int, div_shift: int,
+                     exp_width: int) -> onnx.FunctionProto:
+    """``qfx.Softmax(X, E) -> Y`` over the last axis of ``[N, K]``, on int64 (exact):
+
+    ``d = m - max m``, ``e = int64(E * 2**Fe)[d + span]``, ``S = sum e``, ``q = e * 2**k div S``,
+    ``r = e * 2**k mod S``; ``Y = (2q + (r != 0)) * 2**-(k+1)``, a value that every cast with
+    ``F <= k - 1`` fractional bits rounds exactly like ``e / S`` (the node is followed by the
+    ``FixedPoint`` of the output type; docs/semantics.md). Integer ``Div`` of non-negative int64
+    is the floor.
+    """
+    if exp_width + div_shift + 1 > MAX_ONNX_WIDTH:
+        raise ValueError(f"softmax: e * 2**{div_shift} has {exp_width + div_shift + 1} bits, more than the "
+                         f"{MAX_ONNX_WIDTH} exact in double")
+    b = _Body()
+    m = b.op("Cast", [b.op("Mul", ["X", b.const(2.0 ** int(in_frac_bits), "scale")], "xs")], "m",
+             to=TensorProto.INT64)
+    mx = b.op("ReduceMax", [m], "mx", axes=[-1], keepdims=1)
+    idx = b.op("Add", [b.op("Sub", [m, mx], "d"), b.const(int(span), "span", np.int64)], "idx")
+    et = b.op("Cast", [b.op("Mul", ["E", b.const(2.0 ** int(exp_frac_bits), "escale")], "es")], "etab",
+              to=TensorProto.INT64)
+    e = b.op("Gather", [et, idx], "e", axis=0)
+    s = b.op("ReduceSum", [e, b.const([-1], "ax", np.int64)], "s", keepdims=1)
+    num = b.op("Mul", [e, b.const(1 << int(div_shift), "pow2k", np.int64)], "num")
+    q = b.op("Div", [num, s], "q")
+    r = b.op("Sub", [num, b.op("Mul", [q, s], "qs")], "r")
+    sticky = b.op("Cast", [b.op("Greater", [r, b.const(0, "zero", np.int64)], "rnz")], "sticky",
+                  to=TensorProto.INT64)
+    mq = b.op("Add", [b.op("Mul", [q, b.const(2, "two", np.int64)], "q2"), sticky], "mq")
+    b.op("Mul", [b.op("Cast", [mq], "mqd", to=TensorProto.DOUBLE), b.const(2.0 ** -(int(div_shift) + 1), "unit")],
+         out="Y")
+    return _function("Softmax", overload, ["X", "E"], ["Y"], b, SOFTMAX_ATTRS)

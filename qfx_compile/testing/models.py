@@ -5,13 +5,14 @@ few channels: fast to compile to C++), randomly initialised and calibrated
 (``qfx.calibrate``) so that outputs are neither all zero nor all saturated, and
 in eval mode. :func:`export_zoo_model` writes one as a qfx ONNX file with test
 vectors. Names: ``ZOO`` (mlp, cnn, resnet, khot_csd, khot_binary, per_channel,
-all_modes); :func:`khot` takes any K and digit flavour.
+all_modes, dwsep_concat, upsample, cnn1d, ...); :func:`khot` takes any K and digit flavour.
 """
 from __future__ import annotations
 
 import os
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import qfx
@@ -37,7 +38,7 @@ def _set_clip_types(model: nn.Module, x: torch.Tensor) -> None:
     """Clip needs its input type in eval mode: take it from the layer that feeds it (in order)."""
     prev = None
     for m in model.modules():
-        if isinstance(m, qnn.Clip) and prev is not None:
+        if (isinstance(m, qnn.Clip) or getattr(m, "needs_input_type", False)) and prev is not None:
             m.input_type = prev
         oq = getattr(m, "output_quantizer", None)
         if isinstance(m, qnn.QFXModule) and oq is not None:
@@ -147,6 +148,47 @@ class AllModes(nn.Module):
         return self.fc2(x)
 
 
+class MLPSoftmax(nn.Module):
+    """Dense -> Tanh (table) -> dense -> Softmax (exp table, exact sum and division): a classifier head."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = qnn.QuantInput("ap_fixed<8,3,AP_RND_CONV,AP_SAT>")
+        self.flatten = qnn.Flatten()
+        self.fc1 = qnn.Linear(64, 16, output_type="ap_fixed<8,3,AP_RND,AP_SAT>")
+        self.tanh = qnn.Tanh("ap_fixed<8,1,AP_RND_CONV,AP_SAT>")
+        self.fc2 = qnn.Linear(16, 10, output_type="ap_fixed<8,3,AP_RND,AP_SAT>")
+        self.softmax = qnn.Softmax(-1, "ap_ufixed<8,0,AP_RND,AP_SAT>", exp_type="ap_ufixed<12,1,AP_RND_CONV,AP_SAT>",
+                                   learnable=False)  # probabilities: a fixed [0, 1) grid, 1.0 saturates
+
+    def forward(self, x):
+        x = self.tanh(self.fc1(self.flatten(self.inp(x))))
+        return self.softmax(self.fc2(x))
+
+
+class MLPTables(nn.Module):
+    """Every table layer once, with several rounding modes: Sigmoid, LeakyReLU, Hardswish, Hardsigmoid."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = qnn.QuantInput("ap_fixed<8,3,AP_RND_CONV,AP_SAT>")
+        self.flatten = qnn.Flatten()
+        self.fc1 = qnn.Linear(64, 16, output_type="ap_fixed<8,3,AP_RND,AP_SAT>")
+        self.sigmoid = qnn.Sigmoid("ap_ufixed<8,0,AP_RND,AP_SAT>")
+        self.fc2 = qnn.Linear(16, 16, output_type="ap_fixed<7,3,AP_TRN,AP_SAT>")
+        self.leaky = qnn.LeakyReLU(0.1, "ap_fixed<8,3,AP_RND_ZERO,AP_SAT>")
+        self.fc3 = qnn.Linear(16, 12, output_type="ap_fixed<8,3,AP_RND,AP_SAT>")
+        self.hardswish = qnn.Hardswish("ap_fixed<6,2,AP_RND_INF,AP_SAT>")
+        self.fc4 = qnn.Linear(12, 10, output_type="ap_fixed<8,3,AP_RND,AP_SAT>")
+        self.hardsigmoid = qnn.Hardsigmoid("ap_ufixed<6,1,AP_RND_CONV,AP_SAT>", learnable=False)
+
+    def forward(self, x):
+        x = self.sigmoid(self.fc1(self.flatten(self.inp(x))))
+        x = self.leaky(self.fc2(x))
+        x = self.hardswish(self.fc3(x))
+        return self.hardsigmoid(self.fc4(x))
+
+
 def _randomize_bn(model: nn.Module, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
@@ -204,8 +246,132 @@ def all_modes():
     return m, x
 
 
+def mlp_softmax():
+    torch.manual_seed(16)
+    m = MLPSoftmax()
+    with torch.no_grad():  # larger logits: peaked probabilities, up to the saturation of 1.0
+        m.fc1.weight.mul_(2)
+        m.fc2.weight.mul_(6)
+    return _finish(m)
+
+
+def mlp_tables():
+    torch.manual_seed(17)
+    m = MLPTables()
+    with torch.no_grad():  # wider pre-activations: every table is read far into its saturated ends
+        for layer in (m.fc1, m.fc2, m.fc3, m.fc4):
+            layer.weight.mul_(3)
+    return _finish(m)
+
+
+class _DWSeparable(nn.Module):
+    """Float model for ``quantize_model``: a depthwise-separable block and a grouped conv joined by a 3-way
+    ``torch.cat`` (with the stem: a fork to three readers), padded pools, ZeroPad2d, functional forms."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)  # depthwise
+        self.dw_bn = nn.BatchNorm2d(4)
+        self.pw = nn.Conv2d(4, 6, 1)  # pointwise
+        self.grouped = nn.Conv2d(4, 4, 3, padding=1, groups=2, bias=False)
+        self.pad = nn.ZeroPad2d((1, 0, 0, 1))
+        self.pool = nn.MaxPool2d(3, 2, padding=1)
+        self.fc = nn.Linear(14 * 2 * 2, 10)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        a = F.relu(self.pw(F.relu(self.dw_bn(self.dw(x)))))
+        b = self.grouped(x)
+        y = torch.cat([a, b, x], dim=1)  # 14 x 8 x 8
+        y = F.avg_pool2d(y, 3, 2, padding=1)  # 14 x 4 x 4 (zero padding, / 9)
+        y = self.pool(self.pad(y))  # 14 x 5 x 5 -> 14 x 3 x 3
+        y = F.max_pool2d(y, 2, 1)  # 14 x 2 x 2
+        return self.fc(torch.flatten(y, 1))
+
+
+class _UpsampleNet(nn.Module):
+    """Float model for ``quantize_model``: encoder, nearest upsampling, skip connection by ``torch.cat``."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv2d(1, 4, 3, padding=1)
+        self.down = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.fuse = nn.Conv2d(10, 4, 3, padding=1)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 + 6, 10)
+
+    def forward(self, x):
+        e = F.relu(self.enc(x))  # 4 x 8 x 8
+        d = F.relu(self.down(e))  # 6 x 4 x 4
+        u = F.interpolate(d, scale_factor=2, mode="nearest")  # 6 x 8 x 8 (functional form)
+        f = F.relu(self.fuse(torch.cat([e, u], dim=1)))  # 4 x 8 x 8
+        g = torch.cat([self.gap(f), F.adaptive_avg_pool2d(self.up(d), 1)], dim=1)  # 10 x 1 x 1
+        return self.fc(torch.flatten(g, 1))
+
+
+class _CNN1d(nn.Module):
+    """Float model for ``quantize_model``: a 1-D CNN (time series, 2 x 32 inputs) with depthwise, strided and
+    padded 1-D convolutions, 1-D max / average pooling and global average pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv1d(2, 6, 5, padding=2)
+        self.dw = nn.Conv1d(6, 6, 3, padding=1, groups=6)
+        self.c2 = nn.Conv1d(6, 8, 3, stride=2)
+        self.pool = nn.MaxPool1d(3, 2, padding=1)
+        self.gap = nn.AdaptiveAvgPool1d(1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = F.relu(self.c1(x))
+        x = F.relu(self.dw(x))
+        x = self.pool(F.relu(self.c2(x)))  # 8 x 8
+        x = F.avg_pool1d(x, 2)  # 8 x 4
+        return self.fc(torch.flatten(self.gap(x), 1))
+
+
+def _structural(float_model: nn.Module, shape, seed: int):
+    """Convert ``float_model`` with ``qfx.quantize_model`` (default types), calibrate, eval."""
+    torch.manual_seed(seed)
+    m = float_model()
+    for mod in m.modules():  # non-trivial BatchNorm statistics
+        if isinstance(mod, nn.BatchNorm2d):
+            with torch.no_grad():
+                mod.running_mean.copy_(0.2 * torch.randn(mod.num_features))
+                mod.running_var.copy_(0.5 + torch.rand(mod.num_features))
+    m.eval()
+    g = torch.Generator().manual_seed(seed)
+    data = torch.randn((256,) + tuple(shape), generator=g).clamp(-3.5, 3.5)
+    q = qfx.quantize_model(m, None, data[:64])
+    qfx.calibrate(q, data)
+    q.eval()
+    return q, data[:4].clone()
+
+
+def dwsep_concat():
+    """Depthwise-separable CNN with a 3-way Concat (converted from torch by quantize_model)."""
+    return _structural(_DWSeparable, INPUT_SHAPE, 18)
+
+
+def upsample():
+    """Encoder / nearest-upsampling decoder with Concat skips (converted from torch by quantize_model)."""
+    return _structural(_UpsampleNet, INPUT_SHAPE, 19)
+
+
+def cnn1d():
+    """1-D CNN on (2, 32) sequences (converted from torch by quantize_model)."""
+    return _structural(_CNN1d, (2, 32), 20)
+
+
 ZOO = {
+    "dwsep_concat": dwsep_concat,
+    "upsample": upsample,
+    "cnn1d": cnn1d,
     "mlp": mlp,
+    "mlp_softmax": mlp_softmax,
+    "mlp_tables": mlp_tables,
     "cnn": cnn,
     "resnet": resnet,
     "khot_csd": lambda: khot(2, "csd"),

@@ -123,11 +123,17 @@ def _functions() -> dict:
         F.pad: ("pad", ("pad", "mode", "value")),
         F.interpolate: (nn.Upsample, ("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor",
                                       "antialias")),
+        F.max_pool1d: (nn.MaxPool1d, pool + ("dilation", "ceil_mode", "return_indices")),
+        F.avg_pool1d: (nn.AvgPool1d, pool + ("ceil_mode", "count_include_pad")),
+        F.adaptive_avg_pool1d: (nn.AdaptiveAvgPool1d, ("output_size",)),
         F.relu6: (nn.ReLU6, ("inplace",)),
         F.hardtanh: (nn.Hardtanh, ("min_val", "max_val", "inplace")),
     }
     for alias, src in ((getattr(torch, "max_pool2d", None), F.max_pool2d),
-                       (getattr(torch, "avg_pool2d", None), F.avg_pool2d)):
+                       (getattr(torch, "avg_pool2d", None), F.avg_pool2d),
+                       (getattr(torch, "max_pool1d", None), F.max_pool1d),
+                       (getattr(torch, "avg_pool1d", None), F.avg_pool1d),
+                       (getattr(torch, "adaptive_avg_pool1d", None), F.adaptive_avg_pool1d)):
         if alias is not None and alias not in table:
             table[alias] = table[src]
     return table

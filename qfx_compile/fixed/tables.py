@@ -1,0 +1,215 @@
+"""Activation tables: the exact cast of a real function at every code of a fixed-point type (torch-free).
+
+A table layer (sigmoid, tanh, hardsigmoid, hardswish, leaky_relu) computes
+``y = T[m - raw_min]`` for an input mantissa ``m`` of type ``in_t``, where
+``T[j] = cast(f(x_j), out_t)``, ``x_j = (raw_min + j) * 2**-F_in`` and ``cast`` is
+the one ap_fixed assignment rule (``out_t``'s rounding, then its overflow) applied
+to the EXACT real value ``f(x_j)`` -- never to a float approximation of it.
+
+How an entry is computed, and why it is exact:
+
+* every ap_fixed rounding mode depends only on ``floor(v * 2**(F+1))`` (which holds
+  the integer part and the "half" bit) and on whether ``v * 2**(F+1)`` is an
+  integer (the sticky bit). :func:`cast_fraction` turns those two facts into a
+  mantissa ``2*floor(v*2**(F+1)) + sticky`` at ``F + 2`` fractional bits, which
+  ``requantize_raw`` (the integer cast that tests/test_cast_headers.py holds equal
+  to the Xilinx headers) rounds exactly as it would round ``v``;
+* rational functions (hardsigmoid, hardswish, leaky_relu) are evaluated with
+  ``fractions.Fraction``: exact, ties included;
+* ``exp``, sigmoid and tanh at a nonzero rational are irrational (Lindemann), so the
+  sticky bit is 1 and no tie can occur; at 0 they are 1, 1/2, 0 exactly. Away from 0,
+  ``decimal``'s ``exp`` (correctly rounded, ROUND_HALF_EVEN, per the Python documentation)
+  at ``P`` digits is within a relative ``10**(1-P)`` of the true value; the function is
+  monotone in ``exp``, so this gives a rational interval holding the true value. When
+  ``floor(lo * 2**(F+1)) == floor(hi * 2**(F+1))`` the floor is proven; otherwise the
+  precision doubles (Ziv's strategy) until it is.
+
+Softmax (:func:`softmax_raw`): ``d_i = m_i - max_j m_j`` (integers, <= 0),
+``e_i = E[d_i + span]`` with ``E[k] = cast(exp((k - span) * 2**-F_in), exp_t)`` and
+``span = raw_max - raw_min``, ``S = sum_i e_i`` exact, and ``y_i = cast(e_i / S, out_t)``:
+the exact quotient, rounded once (:func:`div_cast`).
+"""
+from __future__ import annotations
+
+import functools
+from decimal import Context, Decimal, Inexact, ROUND_HALF_EVEN
+from fractions import Fraction
+
+import numpy as np
+
+from .cast import requantize_raw
+from .types import FixedType
+
+#: the functions a table layer can hold
+TABLE_FUNCTIONS = ("sigmoid", "tanh", "hardsigmoid", "hardswish", "leaky_relu")
+#: widest input type a table (2**W entries) is built for
+MAX_TABLE_BITS = 16
+#: the decimal precisions tried, in digits (Ziv's strategy); more than enough for any 64-bit output
+_PRECISIONS = (40, 80, 160, 320, 640)
+
+
+def check_table_input(t: FixedType, what: str = "table input") -> None:
+    if not isinstance(t, FixedType):
+        raise ValueError(f"{what}: a FixedType is needed, got {t!r}")
+    if t.width > MAX_TABLE_BITS:
+        raise ValueError(f"{what} {t} has {t.width} bits: a table has 2**W entries and is built for W <= "
+                         f"{MAX_TABLE_BITS}; quantize the input to fewer bits first")
+
+
+# ------------------------------------------------------------------ the cast of an exact real value
+def cast_sticky(floor_half: int, sticky: bool, frac_bits: int, t: FixedType) -> int:
+    """``cast(v, t)`` from ``floor_half = floor(v * 2**(frac_bits+1))`` and ``sticky`` (``v * 2**(frac_bits+1)``
+    not an integer), for any ``frac_bits >= t.frac_bits``."""
+    m = 2 * int(floor_half) + (1 if sticky else 0)
+    return int(requantize_raw(np.array([m], dtype=object), frac_bits + 2, t)[0])
+
+
+def cast_fraction(v: Fraction, t: FixedType) -> int:
+    """The mantissa of ``cast(v, t)`` for an exact rational ``v``."""
+    v = Fraction(v)
+    s = v * Fraction(2) ** (t.frac_bits + 1)
+    fl = s.numerator // s.denominator
+    return cast_sticky(fl, fl * s.denominator != s.numerator, t.frac_bits, t)
+
+
+def _decimal_of(x: Fraction, ctx: Context) -> Decimal:
+    """``x`` (a dyadic rational) as a Decimal, exactly (refused if the context would round it)."""
+    c = ctx.copy()
+    c.traps[Inexact] = True
+    return c.divide(Decimal(x.numerator), Decimal(x.denominator))
+
+
+def _exp_interval(x: Fraction, prec: int) -> tuple[Fraction, Fraction]:
+    """Rational ``lo <= exp(x) <= hi`` from decimal's correctly rounded ``exp`` at ``prec`` digits."""
+    digits = len(str(abs(x.numerator))) + len(str(x.denominator)) + 8  # 1/2**F has F digits: exact
+    ctx = Context(prec=max(prec, digits), rounding=ROUND_HALF_EVEN, Emax=10 ** 8, Emin=-10 ** 8)
+    xd = _decimal_of(x, ctx)
+    e = Context(prec=prec, rounding=ROUND_HALF_EVEN, Emax=10 ** 8, Emin=-10 ** 8).exp(xd)
+    ef = Fraction(e)  # exact value of the decimal
+    rel = Fraction(1, 10 ** (prec - 1))  # >= half an ulp, relative
+    return ef * (1 - rel), ef * (1 + rel)
+
+
+def _interval(fn: str, x: Fraction, prec: int) -> tuple[Fraction, Fraction]:
+    """A rational interval holding ``fn(x)`` (x != 0)."""
+    if fn == "exp":
+        return _exp_interval(x, prec)
+    if fn == "sigmoid":  # 1 / (1 + exp(-x)), decreasing in exp(-x)
+        lo, hi = _exp_interval(-x, prec)
+        return 1 / (1 + hi), 1 / (1 + lo)
+    if fn == "tanh":  # 1 - 2 / (exp(2x) + 1), increasing in exp(2x)
+        lo, hi = _exp_interval(2 * x, prec)
+        return 1 - 2 / (lo + 1), 1 - 2 / (hi + 1)
+    raise ValueError(f"no interval rule for {fn!r}")
+
+
+def cast_transcendental(fn: str, x: Fraction, t: FixedType) -> int:
+    """``cast(fn(x), t)`` for ``fn`` in exp/sigmoid/tanh at a rational ``x``, exactly (see module doc)."""
+    if x == 0:
+        return cast_fraction({"exp": Fraction(1), "sigmoid": Fraction(1, 2), "tanh": Fraction(0)}[fn], t)
+    scale = Fraction(2) ** (t.frac_bits + 1)
+    for prec in _PRECISIONS:
+        lo, hi = _interval(fn, x, prec)
+        a, b = lo * scale, hi * scale
+        fa, fb = a.numerator // a.denominator, b.numerator // b.denominator
+        if fa == fb:
+            return cast_sticky(fa, True, t.frac_bits, t)  # irrational: never on the grid, sticky
+    raise ValueError(f"cannot decide the rounding of {fn}({x}) to {t} at {_PRECISIONS[-1]} digits")
+
+
+def rational_value(fn: str, x: Fraction, slope: Fraction | None = None) -> Fraction:
+    """The exact value of a rational table function (PyTorch's definitions)."""
+    if fn == "hardsigmoid":  # relu6(x + 3) / 6
+        return min(max(x + 3, Fraction(0)), Fraction(6)) / 6
+    if fn == "hardswish":  # x * relu6(x + 3) / 6
+        return x * min(max(x + 3, Fraction(0)), Fraction(6)) / 6
+    if fn == "leaky_relu":
+        if slope is None:
+            raise ValueError("leaky_relu needs its slope")
+        return x if x >= 0 else x * slope
+    raise ValueError(f"{fn!r} is not a rational table function")
+
+
+# ------------------------------------------------------------------ tables
+def _code_values(t: FixedType):
+    step = Fraction(2) ** -t.frac_bits
+    return [m * step for m in range(t.raw_min, t.raw_max + 1)]
+
+
+@functools.lru_cache(maxsize=64)
+def _table(fn: str, in_t: FixedType, out_t: FixedType, slope: Fraction | None) -> tuple[int, ...]:
+    xs = _code_values(in_t)
+    if fn in ("sigmoid", "tanh"):
+        return tuple(cast_transcendental(fn, x, out_t) for x in xs)
+    return tuple(cast_fraction(rational_value(fn, x, slope), out_t) for x in xs)
+
+
+def table_raw(fn: str, in_t: FixedType, out_t: FixedType, slope=None) -> np.ndarray:
+    """``T[j] = cast(fn(x_j), out_t)`` for ``j = 0 .. 2**W_in - 1`` (``x_j`` the code ``raw_min + j``), int64.
+
+    ``slope`` (leaky_relu only) is the exact slope value (a Fraction or a float, taken exactly).
+    """
+    if fn not in TABLE_FUNCTIONS:
+        raise ValueError(f"unknown table function {fn!r}; known: {', '.join(TABLE_FUNCTIONS)}")
+    check_table_input(in_t)
+    if out_t.width > 62:
+        raise ValueError(f"table output type {out_t} is wider than 62 bits")
+    s = None if slope is None else Fraction(slope)
+    if (fn == "leaky_relu") != (s is not None):
+        raise ValueError("slope is given for leaky_relu, and only for it")
+    return np.array(_table(fn, in_t, out_t, s), dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=64)
+def _exp_table(in_t: FixedType, exp_t: FixedType) -> tuple[int, ...]:
+    span = in_t.raw_max - in_t.raw_min
+    step = Fraction(2) ** -in_t.frac_bits
+    return tuple(cast_transcendental("exp", (k - span) * step, exp_t) for k in range(span + 1))
+
+
+def exp_table_raw(in_t: FixedType, exp_t: FixedType) -> np.ndarray:
+    """Softmax's ``E[k] = cast(exp((k - span) * 2**-F_in), exp_t)``, ``k = 0 .. span`` (``span = raw_max - raw_min``)."""
+    check_table_input(in_t, "softmax input")
+    check_exp_type(exp_t)
+    e = np.array(_exp_table(in_t, exp_t), dtype=np.int64)
+    if e[-1] <= 0:
+        raise ValueError(f"softmax exp type {exp_t} turns exp(0) = 1 into {e[-1]}: the sum could be 0")
+    return e
+
+
+def check_exp_type(exp_t: FixedType) -> None:
+    if not isinstance(exp_t, FixedType) or exp_t.signed or exp_t.width > 32:
+        raise ValueError(f"softmax exp type must be an unsigned ap_ufixed of at most 32 bits, got {exp_t}")
+
+
+def div_shift(out_t: FixedType) -> int:
+    """``k`` of :func:`div_cast`: the quotient is taken to ``k = max(F_out + 1, 0)`` fractional bits."""
+    return max(out_t.frac_bits + 1, 0)
+
+
+def div_cast(e, s, out_t: FixedType) -> np.ndarray:
+    """``cast(e / s, out_t)`` for non-negative integers ``e`` and positive ``s`` (arrays), exactly.
+
+    ``q = floor(e * 2**k / s)``, sticky ``= (e * 2**k mod s != 0)``, then the mantissa ``2q + sticky``
+    at ``k + 1`` fractional bits is cast (it rounds like ``e / s``; see the module doc).
+    """
+    k = div_shift(out_t)
+    e = np.asarray(e, dtype=object)
+    s = np.asarray(s, dtype=object)
+    num = e * (1 << k)
+    q = num // s
+    sticky = (num - q * s) != 0
+    m = 2 * q + sticky.astype(np.int64).astype(object)
+    return requantize_raw(m, k + 1, out_t)
+
+
+def softmax_raw(m, in_t: FixedType, exp_t: FixedType, out_t: FixedType) -> np.ndarray:
+    """The integer softmax over the last axis of input mantissas ``m`` (see module doc)."""
+    m = np.asarray(m, dtype=np.int64)
+    e_tab = exp_table_raw(in_t, exp_t)
+    span = in_t.raw_max - in_t.raw_min
+    d = m - m.max(axis=-1, keepdims=True)
+    e = e_tab[d + span]
+    s = e.astype(object).sum(axis=-1, keepdims=True)
+    y = div_cast(e, np.broadcast_to(s, e.shape), out_t)
+    return np.asarray(y).astype(np.int64)

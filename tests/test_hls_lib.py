@@ -226,16 +226,19 @@ def ref_avg(s, n, tx, tr, tout):
 
 
 def csd(m: int) -> list[tuple[int, int]]:
-    """Canonical signed-digit terms (sign, shift) of an integer mantissa."""
-    terms, e = [], 0
-    while m != 0:
-        if m & 1:
-            d = 2 - (m & 3)  # +1 or -1, leaves m - d divisible by 4
-            terms.append((d, e))
-            m -= d
-        m >>= 1
-        e += 1
-    return terms
+    """Canonical signed-digit terms (sign, shift) of an integer mantissa, by exponent.
+
+    Computed with the closed form of the non-adjacent form (h = |m| >> 1, t = |m| + h,
+    c = h ^ t: digit +1 where t & c, -1 where h & c), not with the digit loop of
+    ``fixed.digits.digits_of`` that the compiler uses.
+    """
+    sign, a = (-1 if m < 0 else 1), abs(int(m))
+    h = a >> 1
+    t = a + h
+    c = h ^ t
+    terms = [(sign, e) for e in range(c.bit_length()) if (t & c) >> e & 1]
+    terms += [(-sign, e) for e in range(c.bit_length()) if (h & c) >> e & 1]
+    return sorted(terms, key=lambda se: se[1])
 
 
 def khot_weights(tw: FixedType, shape, k: int, rng) -> np.ndarray:

@@ -64,7 +64,9 @@ def test_khot_terms_reconstruct_weights():
         for i in range(3):
             total = sum(s * 2.0 ** e for (ii, s, e) in terms if ii == i)
             assert total == w.raw[j, i] * 2.0 ** -f[j]
-    assert d.attrs["adders"] == sum(max(len(t) - 1, 0) for t in d.attrs["terms"])
+    # CSD by hand: row 0: 3 = 4 - 1, -5 = -4 - 1 (4 terms); row 1: 7 = 8 - 1, 1, -2 (4 terms): 3 + 3 adders
+    assert [len(t) for t in d.attrs["terms"]] == [4, 4]
+    assert d.attrs["adders"] == 6
 
 
 def test_unify_consts_is_exact():

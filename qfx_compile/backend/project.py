@@ -9,7 +9,7 @@ import numpy as np
 
 from ..ir.graph import Graph, Vectors
 from ..targets import Target, TargetError, check_fits, get_target
-from . import csim as csim_mod
+from . import csim as csim_mod, rtl
 from .plan import BackendError, PlanOptions, build_plan, vectors_for_files
 from .outdir import write_project
 from .render import render_files, report_dict, write_report
@@ -104,6 +104,8 @@ def compile_graph(graph: Graph, outdir: str | Path, *, target: str | Target = "u
     ap = str(find_ap_types())
     report = report_dict(plan, model_path=model_path, n_vectors=n, vectors_source=source, csim=None)
     files = render_files(plan, ap_types=ap, inputs=ins, expected=exp, vectors_source=source, report=report)
+    files.update(rtl.project_files(graph, np.asarray(graph.vectors.input_raw)[:n],
+                                   family=rtl.FAMILY.get(t.dsp_kind, "xcup")))  # rtl/: make rtl-sim, rtl-synth
     out = Path(outdir)
     write_project(out, files, force=force, protected=((model_path, "model file"), (config, "config file")))
     res = CompileResult(out, plan, report, n, source)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from .addergraph import Graph, bits
 
 
@@ -233,3 +235,103 @@ def synth(text: str, top: str, family: str = "xcup", yosys: str = "yosys", timeo
         subprocess.run([yosys, "-q", "-p", yosys_script("in.v", top, family, "stat.json")], cwd=d, check=True,
                        capture_output=True, text=True, timeout=timeout)
         return cell_counts(json.loads((Path(d) / "stat.json").read_text()))
+
+
+# ------------------------------------------------------------ the project's RTL folder
+#: Layer input vectors (windows, for a conv) per layer in the RTL testbench.
+RTL_MAX_VECTORS = 2000
+
+
+def layer_outputs(code, x_t, bias_raw, b_t) -> list[tuple[OutSpec, int]]:
+    """Each output of a straight-line layer as the C++ accumulates it (``shiftadd.layer_code``):
+    ``(spec, frac)`` with the accumulator's mantissa at ``frac`` (before the cast to out_t)."""
+    out = []
+    for j, o in enumerate(code.graph.outputs):
+        braw = int(bias_raw[j])
+        if o.signal is None:
+            out.append((OutSpec(None, bias=braw), b_t.frac_bits))
+            continue
+        f_r = x_t.frac_bits - code.base[j] - o.shift
+        if braw == 0 and not o.neg:
+            out.append((OutSpec(o.signal), f_r))
+        else:
+            f = max(f_r, b_t.frac_bits)
+            out.append((OutSpec(o.signal, f - f_r, o.neg, braw, f - b_t.frac_bits), f))
+    return out
+
+
+def _layer_inputs(node, x_raw):
+    """The adder graph's input vectors of a dense (the flat input) or conv2d layer (every window)."""
+    if node.op == "dense":
+        return np.asarray(x_raw).reshape(len(x_raw), -1)
+    from ..ir.ops.conv2d import geometry, patches
+    kernel, stride, pads = geometry(node)
+    p = patches(np.asarray(x_raw), kernel, stride, pads)         # (N, C, KH, KW, H', W')
+    n, c, kh, kw, ho, wo = p.shape
+    return p.reshape(n, c * kh * kw, ho * wo).transpose(0, 2, 1).reshape(-1, c * kh * kw)
+
+
+def project_files(graph, x_raw, levels: int = 0, family: str = "xcup") -> dict[str, str]:
+    """``rtl/<layer>.v``, ``rtl/tb_<layer>.v``, ``rtl/vec_<layer>.txt`` for every K-hot dense / conv2d
+    layer the estimator makes straight-line (``shiftadd.straight_line``), plus ``rtl/family``.
+
+    The module computes each output's accumulator (bias included, before the cast to out_t)
+    from the layer's input mantissas; the vectors are the layer's inputs for the project's test
+    vectors (the IR interpreter) and the exact accumulators from the weights (Fractions, not the
+    graph). The graph is built from the IR weights in their own order ((C, KH, KW) windows), the
+    same optimizer and settings as the C++ (which reads the inputs in stream order).
+    """
+    from fractions import Fraction
+
+    from ..fixed.types import FixedType
+    from ..ir.interpret import run_all
+    from ..ir.ops.conv2d import expand_groups, groups
+    from . import names, shiftadd
+
+    files: dict[str, str] = {}
+    env = None
+    for node in graph.nodes:
+        w = node.params.get("weight") if node.op in ("dense", "conv2d") else None
+        if w is None or w.k_hot is None:
+            continue
+        if node.op == "conv2d":
+            w = expand_groups(w, groups(node))
+        raw = np.asarray(w.raw).reshape(w.raw.shape[0], -1)
+        frac = np.broadcast_to(np.asarray(w.frac_bits()).reshape(-1), (raw.shape[0],))
+        b = node.params.get("bias")
+        b_raw = [0] * raw.shape[0] if b is None else [int(v) for v in np.asarray(b.raw).reshape(-1)]
+        b_f = np.zeros(raw.shape[0], dtype=np.int64) if b is None else \
+            np.broadcast_to(np.asarray(b.frac_bits()).reshape(-1), (raw.shape[0],))
+        bf = int(b_f.max())
+        b_raw = [v << (bf - int(f)) for v, f in zip(b_raw, b_f)]   # one binary point for all biases
+        b_t = FixedType(64, 64 - bf, True)   # only its binary point matters to the code
+        x_t = graph.tensors[node.inputs[0]].type
+        terms = shiftadd.layer_terms(raw, frac)
+        code = shiftadd.straight_line(terms, x_t, b_raw, b_t, lambda i: f"m{i}", lambda i: f"x[{i}]",
+                                      n_in=raw.shape[1])
+        if code is None:
+            continue
+        if env is None:
+            env = run_all(graph, x_raw=np.asarray(x_raw))
+        xs = _layer_inputs(node, env[node.inputs[0]][0])[:RTL_MAX_VECTORS]
+        outs = layer_outputs(code, x_t, b_raw, b_t)
+        lid = f"{len(files) // 3}_{names.identifier(node.name, prefix='l', max_len=40)}"
+        m = verilog(code.graph, f"sa_{lid}", x_t.width, x_t.signed, [o for o, _ in outs], levels,
+                    comments=code.names)
+        lines = []
+        for x in xs:
+            xv = [int(v) for v in x]
+            ys = []
+            for j, (_, f) in enumerate(outs):
+                acc = sum(Fraction(int(raw[j, i]) * xv[i], 2 ** (int(frac[j]) + x_t.frac_bits))
+                          for i in range(raw.shape[1]) if raw[j, i]) + Fraction(b_raw[j], 2 ** bf)
+                v = acc * 2 ** f
+                assert v.denominator == 1, "accumulator not on its grid"
+                ys.append(int(v))
+            lines.append(" ".join(str(t) for t in xv + ys))
+        files[f"rtl/{m.name}.v"] = m.text
+        files[f"rtl/tb_{m.name}.v"] = testbench(m, len(lines), f"rtl/vec_{m.name}.txt")
+        files[f"rtl/vec_{m.name}.txt"] = "\n".join(lines) + "\n"
+    if files:
+        files["rtl/family"] = family + "\n"
+    return files

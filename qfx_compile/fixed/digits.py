@@ -4,7 +4,19 @@ A mantissa ``m`` is K-hot when ``digits="binary"``: ``|m|`` has at most K ones
 (sign separate); ``digits="csd"``: ``m`` is a sum of at most K terms ``+-2**e``
 (the canonical signed-digit form has the fewest). The projection maps a real
 to the nearest K-hot mantissa exactly (ties to the smaller magnitude; beyond
-the range it saturates). The training library (``qfx.khot``), the frontend's
+the range it saturates).
+
+``digits="sp2"`` (Mix and Match, arXiv 2012.04240, sums of two powers of two):
+the restricted same-sign 2-hot code of :func:`sp2_table`. For a ``W``-bit type
+the code has ``m = W`` bits, ``m1 = ceil((m-1)/2)``, ``m2 = m-1-m1``; the
+levels are ``+-(q1 + q2) * 2**(E+1)`` in mantissa units, ``q1`` in
+``{0, 2^-1, ..., 2^-(2^m1-1)}``, ``q2`` in ``{0, 2^-1, ..., 2^-(2^m2-1)}``,
+with ``E`` the top bit of the type's positive range (``W-2`` signed, ``W-1``
+unsigned) so the type's binary point is the per-layer power-of-two scale;
+levels below the LSB or beyond the range (``2**(E+1)`` itself) are not on the
+grid and are left out. K=2 is the full code, K=1 keeps ``q2 = 0``. Every SP2
+mantissa is binary 2-hot with both ones of the same sign, so the shift-add
+backend handles it as any K-hot weight (two shifts, one add). The training library (``qfx.khot``), the frontend's
 checks and the backend's shift-add code all use these functions.
 """
 from __future__ import annotations
@@ -16,7 +28,9 @@ import numpy as np
 
 from .types import FixedType, raw_range
 
-DIGIT_FLAVOURS = ("binary", "csd")
+DIGIT_FLAVOURS = ("binary", "csd", "sp2")
+#: K of the SP2 code: 1 (q2 = 0) or 2 (the full sum of two powers of two).
+SP2_MAX_K = 2
 
 #: Tables are enumerated from the whole grid up to this width, combinatorially above it.
 _ENUM_WIDTH = 16
@@ -34,6 +48,9 @@ def check_khot(k, digits: str, width: int, what: str = "K-hot") -> None:
             raise ValueError(f"{what}: K must be at least 1, got {kk}")
         if kk > width:
             raise ValueError(f"{what}: K={kk} is larger than the weight width W={width}")
+        if digits == "sp2" and kk > SP2_MAX_K:
+            raise ValueError(f"{what}: digits='sp2' is a sum of at most two powers of two: K must be 1 or 2, "
+                             f"got {kk}")
 
 
 # ------------------------------------------------------------ digit counts
@@ -54,12 +71,65 @@ def csd_weight(m: np.ndarray) -> np.ndarray:
     return popcount(h ^ (a + h))  # NAF: positive digits (a+h) & c, negative h & c, c = h ^ (a+h)
 
 
-def digit_count(m, digits: str) -> np.ndarray:
-    """Nonzero digits of each mantissa in the given flavour."""
+def sp2_split(width: int) -> tuple[int, int]:
+    """(m1, m2) of the ``width``-bit SP2 code: ``m1 + m2 + 1 = width``, ``m1 >= m2`` (4 bits: (2, 1))."""
+    m1 = int(width) // 2  # ceil((width - 1) / 2)
+    return m1, max(0, int(width) - 1 - m1)
+
+
+def sp2_exponents(width: int, signed: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Mantissa exponents of the q1 and q2 terms of the ``width``-bit SP2 code on the type's grid."""
+    m1, m2 = sp2_split(width)
+    top = width - 2 if signed else width - 1
+    n1 = min((1 << m1) - 1, top + 1) if top >= 0 else 0
+    n2 = min((1 << m2) - 1, top + 1) if top >= 0 else 0
+    return tuple(top - i for i in range(n1)), tuple(top - j for j in range(n2))
+
+
+@functools.lru_cache(maxsize=256)
+def _sp2(width: int, signed: bool, k: int) -> np.ndarray:
+    lo, hi = raw_range(width, signed)
+    e1, e2 = sp2_exponents(width, signed)
+    q1 = [0] + [1 << e for e in e1]
+    q2 = [0] + ([1 << e for e in e2] if k >= 2 else [])
+    found = set()
+    for a in q1:
+        for b in q2:
+            v = a + b
+            if v <= hi and (not signed or -v >= lo):
+                found.add(v)
+                if signed:
+                    found.add(-v)
+    vals = np.array(sorted(found), dtype=np.int64)
+    vals.setflags(write=False)
+    return vals
+
+
+def sp2_table(width: int, signed: bool, k: int = 2) -> np.ndarray:
+    """Sorted int64 mantissas of the ``width``-bit SP2 code (K=2: q1 + q2; K=1: q1 only); contains 0."""
+    return _sp2(int(width), bool(signed), int(k))
+
+
+def digit_count(m, digits: str, width: int | None = None, signed: bool = True) -> np.ndarray:
+    """Nonzero digits of each mantissa in the given flavour.
+
+    ``sp2``: with ``width`` (and ``signed``) of the type, 0/1/2 for a mantissa of the
+    K=1/K=2 SP2 code and ``width + 1`` for one outside the code (so ``<= K`` is
+    exact membership); without ``width``, the same-sign digit count (popcount),
+    a necessary condition only.
+    """
     if digits == "binary":
         return popcount(m)
     if digits == "csd":
         return csd_weight(m)
+    if digits == "sp2":
+        c = popcount(m)
+        if width is None:
+            return c
+        a = np.asarray(m, dtype=np.int64)
+        ok = np.isin(a, sp2_table(width, signed, 1))
+        ok2 = np.isin(a, sp2_table(width, signed, 2))
+        return np.where(ok, np.minimum(c, 1), np.where(ok2, 2, int(width) + 1)).astype(np.int64)
     raise ValueError(f"digits must be one of {DIGIT_FLAVOURS}, got {digits!r}")
 
 
@@ -71,7 +141,7 @@ def digits_of(m: int, digits: str) -> list[tuple[int, int]]:
     Terms are ordered by increasing exponent.
     """
     m = int(m)
-    if digits == "binary":
+    if digits in ("binary", "sp2"):  # an SP2 mantissa is q1 + q2: its ones, same sign
         s = -1 if m < 0 else 1
         a = abs(m)
         return [(s, e) for e in range(a.bit_length()) if (a >> e) & 1]
@@ -92,6 +162,8 @@ def digits_of(m: int, digits: str) -> list[tuple[int, int]]:
 # ------------------------------------------------------------------ tables
 @functools.lru_cache(maxsize=256)
 def _table(width: int, signed: bool, k: int, digits: str) -> np.ndarray:
+    if digits == "sp2":
+        return _sp2(width, signed, k)
     lo, hi = raw_range(width, signed)
     if width <= _ENUM_WIDTH:
         grid = np.arange(lo, hi + 1, dtype=np.int64)
@@ -143,6 +215,6 @@ def project_raw(y, table: np.ndarray) -> np.ndarray:
     return np.where(take_hi, hi, lo)
 
 
-def is_khot(m, k: int, digits: str) -> np.ndarray:
-    """Elementwise: does mantissa ``m`` have at most ``k`` nonzero digits."""
-    return digit_count(m, digits) <= k
+def is_khot(m, k: int, digits: str, width: int | None = None, signed: bool = True) -> np.ndarray:
+    """Elementwise: does mantissa ``m`` have at most ``k`` nonzero digits (``sp2``: exact with ``width``)."""
+    return digit_count(m, digits, width, signed) <= k

@@ -16,6 +16,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from ..fixed.digits import DIGIT_FLAVOURS
 from ..fixed.types import MAX_WIDTH
 from ..ir.exact_real import Q2, ROUNDING, Quantizer
 from ..ir.ops.onnx_table import INT, INTS, QONNX, STRING, onnx_import
@@ -39,8 +40,8 @@ def import_fixedpoint(r, out):
         raise r.err(str(e)) from None
     k_hot = r.attr("k_hot", INTS)
     digits = r.attr("digits", STRING)
-    if digits is not None and digits not in ("binary", "csd"):
-        raise r.err(f"digits must be 'binary' or 'csd', got {digits!r}")
+    if digits is not None and digits not in DIGIT_FLAVOURS:
+        raise r.err(f"digits must be one of {', '.join(DIGIT_FLAVOURS)}, got {digits!r}")
     x = r.inp(0)
     if isinstance(x, Real):
         raise r.err(f"a qfx.FixedPoint cannot cast the real-valued result of {x.onnx_name!r}; use a QONNX Quant")

@@ -26,7 +26,7 @@ from ..ir.ops import OpError
 from ..ir.ops.avgpool import DEFAULT_RECIP_BITS
 from ..ir.ops.onnx_table import IMPORTERS, QONNX, STD, supported
 from ..ir.passes.shapes import infer_shapes
-from ..fixed.digits import digit_count
+from ..fixed.digits import DIGIT_FLAVOURS, SP2_MAX_K, digit_count
 from ..fixed.cast import float_to_raw
 from ..fixed.cast import requantize_raw
 from ..fixed.types import FixedType
@@ -551,7 +551,7 @@ class _Reader:
             if width <= 62:
                 raw = raw.astype(np.int64)
             if k_hot is not None:
-                self.check_khot(raw, k_hot, digits, width)
+                self.check_khot(raw, k_hot, digits, width, signed)
             self.vals[out] = CFixed(raw, np.asarray(frac), width, signed, rounding, overflow, k_hot, digits)
             return
         if k_hot is not None or digits is not None:
@@ -587,16 +587,26 @@ class _Reader:
             raise self.err("cannot cast this input")
         self.set_act(self.emit("quant", [x.name], out, {"out_type": t}), out)
 
-    def check_khot(self, raw: np.ndarray, k_hot: np.ndarray, digits, width: int) -> None:
-        """``k_hot``: one K or one per index of axis 0, each in 1..width, and the constant really is K-hot."""
-        if digits not in ("binary", "csd"):
-            raise self.err(f"k_hot needs digits 'binary' or 'csd', got {digits!r}; write both attributes")
+    def check_khot(self, raw: np.ndarray, k_hot: np.ndarray, digits, width: int, signed: bool = True) -> None:
+        """``k_hot``: one K or one per index of axis 0, each in 1..width, and the constant really is K-hot
+        (``sp2``: K <= 2 and every mantissa in the width's SP2 code, fixed.digits.sp2_table)."""
+        if digits not in DIGIT_FLAVOURS:
+            raise self.err(f"k_hot needs digits {' or '.join(repr(d) for d in DIGIT_FLAVOURS)}, got {digits!r}; "
+                           f"write both attributes")
+        if digits == "sp2" and k_hot.size and (k_hot > SP2_MAX_K).any():
+            raise self.err(f"k_hot with digits 'sp2' must be 1 or 2 (a sum of at most two powers of two); got "
+                           f"{k_hot.tolist()}")
         n = raw.shape[0] if raw.ndim else 1
         if k_hot.ndim != 1 or k_hot.size not in (1, n) or (k_hot < 1).any() or (k_hot > width).any():
             raise self.err(f"k_hot must be one K or one per output channel ({n}), each in 1..{width}; got "
                            f"{k_hot.tolist()}")
         rows = raw.reshape(n, -1)
-        if rows.dtype == object:
+        if digits == "sp2":  # the code is a table on the grid (int64 mantissas)
+            if width > 62:
+                raise self.err(f"k_hot with digits 'sp2' supports weight widths up to 62, got {width}")
+            counts = digit_count(rows.astype(np.int64), digits, width, signed) if rows.size else \
+                np.zeros(rows.shape, np.int64)
+        elif rows.dtype == object:
             def count(m):
                 m = abs(int(m))
                 return bin(m).count("1") if digits == "binary" else bin((m >> 1) ^ (m + (m >> 1))).count("1")

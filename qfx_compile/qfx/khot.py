@@ -7,8 +7,11 @@ A mantissa ``m`` of a :class:`FixedType` (value ``m * 2**-F``) is K-hot when
 * ``digits="csd"``: ``m`` is a sum of at most K terms ``+-2**e``; the fewest
   such terms is the weight of the canonical signed-digit (CSD / NAF) form.
 
-SP2 (Mix and Match, arXiv 2012.04240: sums of two powers of two) is ``K=2,
-digits="csd"``; power-of-two weights are ``K=1``.
+* ``digits="sp2"`` (Mix and Match, arXiv 2012.04240: sums of two powers of
+  two): the restricted same-sign 2-hot code of ``fixed.digits.sp2_table``
+  (levels ``+-(q1 + q2)`` with ``m1, m2`` from the width), K = 1 or 2.
+
+Power-of-two weights are ``K=1``.
 
 The projection maps a real ``x`` to the nearest K-hot value of the grid, exactly
 (ties go to the smaller magnitude; beyond the range it saturates to the nearest

@@ -67,9 +67,11 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
-    def __init__(self, k_hot=None, digits=None, per_channel=False):
+    def __init__(self, k_hot=None, digits=None, per_channel=False, weight_type=None):
         super().__init__()
         kw = dict(k_hot=k_hot, digits=digits, per_channel=per_channel or k_hot is not None)
+        if weight_type is not None:
+            kw["weight_type"] = weight_type
         self.inp = qnn.QuantInput("ap_fixed<8,3,AP_RND_CONV,AP_SAT>")
         self.conv1 = qnn.Conv2d(1, 4, 3, padding=1, output_type="ap_fixed<8,4,AP_RND,AP_SAT>", **kw)
         self.relu1 = qnn.ReLU()
@@ -224,6 +226,12 @@ def khot(k=2, digits="csd"):
     return _finish(CNN(k_hot=k, digits=digits))
 
 
+def khot_sp2(k=2, width=6):
+    """The CNN with SP2 weights (Mix and Match: sums of two powers of two) of ``width`` bits."""
+    torch.manual_seed(13)
+    return _finish(CNN(k_hot=k, digits="sp2", weight_type=f"ap_fixed<{width},1,AP_RND_CONV,AP_SAT>"))
+
+
 def per_channel():
     """The CNN with per-channel weight binary points that really differ across channels."""
     torch.manual_seed(14)
@@ -376,6 +384,7 @@ ZOO = {
     "resnet": resnet,
     "khot_csd": lambda: khot(2, "csd"),
     "khot_binary": lambda: khot(2, "binary"),
+    "khot_sp2": khot_sp2,
     "per_channel": per_channel,
     "all_modes": all_modes,
 }

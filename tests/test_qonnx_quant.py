@@ -138,3 +138,34 @@ def test_all_blockers_in_one_message(tmp_path):
     assert msg.count(str(p)) == 1 and "'first' (Sin)" in msg and "'second' (Tan)" in msg
     assert "'dep'" not in msg  # a node fed by a blocked node adds nothing
     assert msg.count("supported operators:") == 1 and "np." not in msg and "array(" not in msg
+
+
+@pytest.mark.parametrize("flatten", ["Flatten", "Reshape"])
+def test_channels_last_flatten_becomes_a_weight_permutation(tmp_path, flatten):
+    """Transpose(perm=[0,2,3,1]) -> flatten -> Quant -> MatMul (tf2onnx/QKeras style): exact, Transpose gone."""
+    rng = np.random.default_rng(3)
+    x = (rng.integers(-128, 128, (N, 2, 3, 3)) / 32).astype(np.float32)
+    w = rng.standard_normal((18, 4)).astype(np.float32)
+    nodes = [helper.make_node("Quant", ["x", "s", "z", "b"], ["xq"], domain=QD, name="qin", signed=1, narrow=0,
+                              rounding_mode="ROUND"),
+             helper.make_node("Transpose", ["xq"], ["t"], name="nhwc", perm=[0, 2, 3, 1]),
+             helper.make_node("Flatten", ["t"], ["f"], name="flat") if flatten == "Flatten" else
+             helper.make_node("Reshape", ["t", "shp"], ["f"], name="flat"),
+             helper.make_node("Quant", ["f", "s2", "z", "b"], ["fq"], domain=QD, name="qf", signed=1, narrow=0,
+                              rounding_mode="ROUND"),
+             helper.make_node("Quant", ["w", "sw", "z", "b3"], ["wq"], domain=QD, name="qw", signed=1, narrow=1,
+                              rounding_mode="ROUND"),
+             helper.make_node("MatMul", ["fq", "wq"], ["y"], name="fc")]
+    inits = [init("s", 0.03125), init("s2", 0.1875), init("z", 0.0), init("b", 8), init("b3", 3), init("w", w),
+             init("sw", [[0.375, 0.75, 0.625, 0.5]]), init("shp", [-1, 18], np.int64)]
+    g = helper.make_graph(nodes, "cl", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [N, 2, 3, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [N, 4])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(QD, 1)])
+    p = tmp_path / "cl.onnx"
+    onnx.save(m, p)
+    gr = load_model(p)
+    assert "channels-last flatten" in gr.metadata["qfx.notes"]
+    ours = to_float64(run(gr, x_float=x), gr.tensors[gr.outputs[0]].type)
+    ref = executor(m, x)
+    # float32 sums of 18 products of short mantissas (scales of 3 significant bits) are exact: all equal
+    assert np.array_equal(ours.astype(np.float32), ref)

@@ -103,13 +103,48 @@ def import_reshape(r, out):
     flatten_to(r, out)
 
 
+def channels_last_flatten(r, chw) -> bool:
+    """Transpose(perm=[0, 2, 3, 1]) -> flatten -> ... -> MatMul/Gemm: permute the weight (every value of it read
+    so far, and the initializer) so that the channels-first flatten gives the same products."""
+    from .rewrite import flatten_weight, permute_rows
+    g = r.g
+    if not hasattr(r, "_maps"):
+        cons, prod = {}, {}
+        for n in g.node:
+            for i in n.input:
+                cons.setdefault(i, []).append(n)
+            for o in n.output:
+                prod[o] = n
+        r._maps = cons, prod, {t.name: t for t in g.initializer}
+    cons, prod, inits = r._maps
+    found = flatten_weight(g, r.cur, cons, prod, inits)
+    if found is None:
+        return False
+    names, trans_b = found
+    for nm in names:
+        v = r.vals.get(nm)
+        if isinstance(v, CFloat):
+            r.vals[nm] = CFloat(permute_rows(np.asarray(v.arr), chw, trans_b), v.elem)
+        elif isinstance(v, CFixed):
+            fr = np.broadcast_to(v.frac, np.shape(v.raw))
+            r.vals[nm] = CFixed(permute_rows(np.asarray(v.raw), chw, trans_b), permute_rows(np.asarray(fr), chw,
+                                                                                           trans_b),
+                                v.width, v.signed, v.rounding, v.overflow, v.k_hot, v.digits)
+    r.notes.append(f"channels-last flatten at {r.cur.name!r}: the next layer's weight rows are permuted instead")
+    return True
+
+
 @onnx_import("Transpose", max_inputs=1)
 def import_transpose(r, out):
     v = r.inp(0)
     perm = r.attr("perm", INTS, None)
     if isinstance(v, (Act, Pending, Real)):
-        raise r.err(f"a Transpose of an activation (perm {perm}) reorders the data the hardware streams; "
-                    f"export channels-first (NCHW) without it")
+        if len(getattr(v, "shape", ())) == 3 and channels_last_flatten(r, v.shape):
+            r.vals[out] = v  # the next layer's weight rows now follow the channels-first flatten
+            return
+        raise r.err(f"a Transpose of an activation (perm {perm}) reorders the data the hardware streams; only a "
+                    f"channels-last flatten (perm [0, 2, 3, 1], a flatten, per-tensor elementwise ops, then a "
+                    f"MatMul/Gemm with a constant weight) is supported: export channels-first (NCHW)")
     if not isinstance(v, (CFloat, CFixed)) or np.ndim(v.arr if isinstance(v, CFloat) else v.raw) != 2 \
             or perm not in (None, [1, 0]):
         raise r.err("only the transpose of a 2-D constant (a weight) is supported")

@@ -353,3 +353,56 @@ def test_concat_of_different_types_is_exact_in_ir():
     assert tuple(get_op("concat").shape(nodes[0], [(2, 3, 3), (1, 3, 3)])) == (3, 3, 3)
     with pytest.raises(Exception, match="differ in size"):
         get_op("concat").shape(nodes[0], [(2, 3, 3), (1, 3, 4)])
+
+
+# ------------------------------------------------------------------ QONNX (Brevitas) against the QONNX executor
+@pytest.mark.slow
+def test_brevitas_depthwise_concat_pool_upsample_pad_equal_qonnx_executor(tmp_path):
+    """A Brevitas model (fixed-point scales) with a depthwise and a pointwise conv, a Concat of two tensors of
+    different scales, a padded MaxPool, a nearest Upsample (standard Resize) and a ZeroPad2d (standard Pad):
+    the IR interpreter equals the QONNX reference executor exactly (every sum fits float32), and the compiled
+    design passes its C simulation."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    import brevitas.nn as bnn
+    import qonnx_models as Q
+    from brevitas.quant import Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint
+    from qfx_compile.cli import main
+
+    A = dict(act_quant=Int8ActPerTensorFixedPoint)
+    W = dict(weight_quant=Int8WeightPerTensorFixedPoint, bias=False)
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = bnn.QuantIdentity(**A)
+            self.stem = bnn.QuantConv2d(2, 4, 3, padding=1, **W)
+            self.a0 = bnn.QuantReLU(**A)
+            self.dw = bnn.QuantConv2d(4, 4, 3, padding=1, groups=4, **W)
+            self.a1 = bnn.QuantReLU(**A)
+            self.pw = bnn.QuantConv2d(4, 6, 1, **W)
+            self.a2 = bnn.QuantIdentity(**A)
+            self.pool = nn.MaxPool2d(3, 2, padding=1)
+            self.up = nn.Upsample(scale_factor=2, mode="nearest")
+            self.pad = nn.ZeroPad2d((1, 0, 0, 1))
+
+        def forward(self, x):
+            x = self.a0(self.stem(self.inp(x)))
+            y = self.a2(self.pw(self.a1(self.dw(x))))
+            return torch.flatten(self.pad(self.up(self.pool(torch.cat([x, y], dim=1)))), 1)
+
+    path = Q.export(M(), (2, 8, 8), tmp_path / "brevitas.onnx")
+    g = load_model(path)
+    ops = [n.op for n in g.nodes]
+    assert {"conv2d", "concat", "maxpool", "upsample", "pad"} <= set(ops)
+    assert any(n.op == "conv2d" and n.attrs.get("groups") == 4 for n in g.nodes)
+    x = np.random.default_rng(3).standard_normal((100, 2, 8, 8)).astype(np.float32)
+    ours = interpret.to_float64(interpret.run(g, x_float=x), g.tensors[g.outputs[0]].type)
+    ref = Q.reference(path, x).astype(np.float64)
+    assert len(np.unique(ref)) > 20
+    assert np.array_equal(ours.reshape(ref.shape), ref)
+    out = tmp_path / "hls"
+    assert main([path, "-o", str(out), "--csim", "-q", "--vectors", "100"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert (rep["csim"]["passed"], rep["csim"]["failed"]) == (100, 0)

@@ -41,7 +41,7 @@ from .cast import requantize_raw
 from .types import FixedType
 
 #: the functions a table layer can hold
-TABLE_FUNCTIONS = ("sigmoid", "tanh", "hardsigmoid", "hardswish", "leaky_relu")
+TABLE_FUNCTIONS = ("sigmoid", "tanh", "hardsigmoid", "hardswish", "leaky_relu", "hard_sigmoid")
 #: widest input type a table (2**W entries) is built for
 MAX_TABLE_BITS = 16
 #: the decimal precisions tried, in digits (Ziv's strategy); more than enough for any 64-bit output
@@ -117,8 +117,12 @@ def cast_transcendental(fn: str, x: Fraction, t: FixedType) -> int:
     raise ValueError(f"cannot decide the rounding of {fn}({x}) to {t} at {_PRECISIONS[-1]} digits")
 
 
-def rational_value(fn: str, x: Fraction, slope: Fraction | None = None) -> Fraction:
-    """The exact value of a rational table function (PyTorch's definitions)."""
+def rational_value(fn: str, x: Fraction, slope=None) -> Fraction:
+    """The exact value of a rational table function (PyTorch's definitions; ``hard_sigmoid`` is ONNX's
+    ``HardSigmoid``: ``clamp(alpha * x + beta, 0, 1)`` with ``slope = (alpha, beta)``, exact values)."""
+    if fn == "hard_sigmoid":
+        alpha, beta = slope
+        return min(max(alpha * x + beta, Fraction(0)), Fraction(1))
     if fn == "hardsigmoid":  # relu6(x + 3) / 6
         return min(max(x + 3, Fraction(0)), Fraction(6)) / 6
     if fn == "hardswish":  # x * relu6(x + 3) / 6
@@ -147,16 +151,20 @@ def _table(fn: str, in_t: FixedType, out_t: FixedType, slope: Fraction | None) -
 def table_raw(fn: str, in_t: FixedType, out_t: FixedType, slope=None) -> np.ndarray:
     """``T[j] = cast(fn(x_j), out_t)`` for ``j = 0 .. 2**W_in - 1`` (``x_j`` the code ``raw_min + j``), int64.
 
-    ``slope`` (leaky_relu only) is the exact slope value (a Fraction or a float, taken exactly).
+    ``slope`` (leaky_relu only) is the exact slope value (a Fraction or a float, taken exactly); for
+    ``hard_sigmoid`` it is the pair ``(alpha, beta)``.
     """
     if fn not in TABLE_FUNCTIONS:
         raise ValueError(f"unknown table function {fn!r}; known: {', '.join(TABLE_FUNCTIONS)}")
     check_table_input(in_t)
     if out_t.width > 62:
         raise ValueError(f"table output type {out_t} is wider than 62 bits")
-    s = None if slope is None else Fraction(slope)
-    if (fn == "leaky_relu") != (s is not None):
-        raise ValueError("slope is given for leaky_relu, and only for it")
+    if fn == "hard_sigmoid":
+        s = tuple(Fraction(v) for v in slope)
+    else:
+        s = None if slope is None else Fraction(slope)
+    if (fn in ("leaky_relu", "hard_sigmoid")) != (s is not None):
+        raise ValueError("slope is given for leaky_relu (and (alpha, beta) for hard_sigmoid), and only for them")
     return np.array(_table(fn, in_t, out_t, s), dtype=np.int64)
 
 

@@ -2,16 +2,20 @@
 
 Param ``table`` (a Const of ``2**W`` entries, ``W`` the input width, one binary point) holds
 the output mantissas, its type is the output type. Attr ``fn`` names the function the table
-was built from (``sigmoid``, ``tanh``, ``hardsigmoid``, ``hardswish``, ``leaky_relu``; rule and
-exactness proof: ``fixed/tables.py``); the IR never recomputes it: the table is the semantics.
+was built from (``sigmoid``, ``tanh``, ``hardsigmoid``, ``hardswish``, ``leaky_relu``,
+``hard_sigmoid``; rule and exactness proof: ``fixed/tables.py``); the IR never recomputes a
+given table: the table is the semantics. A node read from a standard ONNX float activation
+(``Sigmoid``, ``Tanh``, ``HardSigmoid``, ``HardSwish``, ``LeakyRelu``) followed by a
+fixed-point cast has no table until that cast gives it ``out_type``: the type rule then builds
+``T[j] = cast(f(x_j), out_type)`` from ``fn`` (and attr ``slope``) with the same rule.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ...fixed.tables import MAX_TABLE_BITS
+from ...fixed.tables import MAX_TABLE_BITS, TABLE_FUNCTIONS, table_raw
 from ..graph import Const
-from .base import OpDef, OpError, attr, cast_check
+from .base import OpDef, OpError, attr, cast_check, out_type
 from ...backend.layerplan import stream_cost
 
 
@@ -23,16 +27,28 @@ def _table(node) -> Const:
 
 
 def shape(node, in_shapes):
-    _table(node)
     fn = attr(node, "fn", "table")
     if not isinstance(fn, str):
         raise OpError(f"node {node.name!r} (table): fn must be a string, got {fn!r}")
+    if "table" in node.params:
+        _table(node)
+    elif fn not in TABLE_FUNCTIONS:
+        raise OpError(f"node {node.name!r} (table): no param 'table' and no known fn to build it from")
     return tuple(in_shapes[0])
 
 
 def type_rule(node, in_types):
     tx = in_types[0]
     cast_check(node, tx)
+    if "table" not in node.params:  # a float activation of the file, made exact once its cast is known
+        if tx.width > MAX_TABLE_BITS:
+            raise OpError(f"node {node.name!r} (table): the input type {tx} has more than {MAX_TABLE_BITS} bits; "
+                          f"a table has 2**W entries: quantize the input to fewer bits first")
+        t_out = out_type(node)
+        try:
+            node.params["table"] = Const(table_raw(attr(node, "fn"), tx, t_out, node.attrs.get("slope")), t_out)
+        except ValueError as e:
+            raise OpError(f"node {node.name!r} (table): {e}") from None
     t = _table(node)
     if tx.width > MAX_TABLE_BITS or t.raw.shape[0] != 1 << tx.width:
         raise OpError(f"node {node.name!r} (table): the table has {t.raw.shape[0]} entries, the input type {tx} "
@@ -62,12 +78,13 @@ def hls(ctx):
                      n_params=n, params_bits=n * t.type.width)
 
 
-OP = OpDef("table", __doc__, attrs={"fn": "str?"}, params={"table": "(2**W_in,)"}, n_inputs=1,
+OP = OpDef("table", __doc__, attrs={"fn": "str?", "out_type": "FixedType? (table built from fn)",
+                                    "slope": "Fraction or (alpha, beta)?"}, params={"table": "(2**W_in,)?"}, n_inputs=1,
            shape=shape, type=type_rule, run=run, hls=hls)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)
-from .onnx_table import STRING, onnx_import  # noqa: E402
+from .onnx_table import FLOAT, STRING, onnx_import  # noqa: E402
 
 
 @onnx_import("Table", domain="qfx", max_inputs=2, label="qfx.Table")
@@ -86,3 +103,32 @@ def import_table(r, out):
     if table.int_bits is not None:
         raise r.err("the table must have one binary point")
     r.set_act(r.emit("table", [x.name], out, {"fn": fn}, {"table": table}), out)
+
+
+#: standard ONNX float activations -> table function names
+_STD = {"Sigmoid": "sigmoid", "Tanh": "tanh", "HardSigmoid": "hard_sigmoid", "HardSwish": "hardswish",
+        "LeakyRelu": "leaky_relu"}
+
+
+@onnx_import(*_STD, max_inputs=1)
+def import_float_activation(r, out):
+    """A standard float activation of a fixed-point input: exact once the next cast (FixedPoint, or a
+    power-of-two Quant) gives its output type: a pending ``table`` built from the exact function values.
+    ``HardSigmoid``'s ``alpha``/``beta`` and ``LeakyRelu``'s ``alpha`` are taken at their exact (float32)
+    values; ``HardSwish`` is ``x * HardSigmoid(x)`` with ``alpha = 1/6``, ``beta = 1/2`` exactly (ONNX spec)."""
+    from fractions import Fraction
+    op = r.cur.op_type
+    x = r.typed_act(0)
+    if x.type.width > MAX_TABLE_BITS:
+        raise r.err(f"{op} of a {x.type} input: an exact activation is a table of 2**W entries, W <= "
+                    f"{MAX_TABLE_BITS}; quantize its input to fewer bits")
+    fn, slope = _STD[op], None
+    try:
+        if op == "LeakyRelu":
+            slope = Fraction(r.attr("alpha", FLOAT, 0.01))
+        elif op == "HardSigmoid":
+            slope = (Fraction(r.attr("alpha", FLOAT, 0.2)), Fraction(r.attr("beta", FLOAT, 0.5)))
+    except (ValueError, OverflowError):
+        raise r.err(f"{op}: alpha/beta must be finite numbers") from None
+    attrs = {"fn": fn} if slope is None else {"fn": fn, "slope": slope}
+    r.pending(out, "table", x, attrs, {})

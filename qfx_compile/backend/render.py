@@ -101,6 +101,8 @@ def report_dict(plan, *, model_path: str, n_vectors: int, vectors_source: str, c
                           "samples/s from the slowest layer (DATAFLOW)",
         "vectors": {"count": n_vectors, "source": vectors_source},
         "csim": csim,
+        # what the frontend decided that changes what the design outputs (exact float output, softmax -> argmax)
+        "notes": [names.comment(n, 300) for n in plan.graph.metadata.get("qfx.notes", "").splitlines()],
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from ...fixed.cast import requantize_raw
 from .base import OpDef, OpError, align_sum, max_abs_raw, out_type, type_casts_to_out_type
 from ...backend.layerplan import stream_cost
+from .intervals import add_acc
 
 
 def shape(node, in_shapes):
@@ -29,5 +30,10 @@ def hls(ctx):
                      sizes=[("n", ctx.output.count)], acc=ctx.acc_type())
 
 
+
+def acc(node, ins):
+    return add_acc(ins[0].type, ins[1].type)
+
+
 OP = OpDef("add", __doc__, attrs={"out_type": "FixedType", "acc_type": "FixedType?"}, params={}, n_inputs=2,
-           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls)
+           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls, acc=acc)

@@ -19,6 +19,7 @@ from .maxpool import window_sizes
 DEFAULT_RECIP_BITS = 16
 from ...backend.estimate import LayerShape
 from ...backend.layerplan import signed_bits
+from .intervals import sum_acc
 
 
 def reciprocal(n: int, recip_bits: int) -> Const:
@@ -92,10 +93,22 @@ def hls(ctx):
     return mean_plan(ctx, "avgpool2d", k[0] * k[1], sizes, ctx.inputs[0].count + ctx.output.count)
 
 
+
+def acc(node, ins):
+    kh, kw = node.attrs["kernel"]
+    return sum_acc(ins[0].type, kh * kw)
+
+
+def derive(node, ins):
+    """``recip``: the constant ``r = cast(1/N, .)`` (rule: fixed.types.reciprocal_raw)."""
+    kh, kw = node.attrs["kernel"]
+    return {"recip": reciprocal(kh * kw, recip_bits(node))}
+
+
 OP = OpDef("avgpool", __doc__,
            attrs={"out_type": "FixedType", "kernel": "(kh, kw)", "stride": "(sh, sw)",
                   "pads": "(top, left, bottom, right)", "recip_bits": "int", "recip": "Const?", "acc_type": "FixedType?"},
-           params={}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls)
+           params={}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls, acc=acc, derive=derive)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

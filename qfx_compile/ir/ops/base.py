@@ -39,6 +39,12 @@ class OpDef:
     casts: bool = False  # True: the op ends with cast(., out_type)
     #: backend plan: ``(backend.layerplan.LayerContext) -> LayerPlan`` (kernel, config, cost); None: no kernel
     hls: Callable[[Any], Any] | None = None
+    #: accumulator type rule ``(node, input tensors) -> FixedType`` (ir.passes.accumulators); None: no accumulator
+    acc: Callable[[Node, list], FixedType] | None = None
+    #: constants derived from the input shapes, ``(node, input tensors) -> attrs`` (set by ir.passes.shapes)
+    derive: Callable[[Node, list], dict] | None = None
+    #: a weighted sum with a ``weight`` constant (its K-hot terms: ir.passes.khot_terms)
+    weighted: bool = False
 
 
 # ----------------------------------------------------------------- attr helpers

@@ -13,6 +13,7 @@ from .base import (OpDef, OpError, align_sum, as_wide, const_common, max_abs_raw
                    out_type, fits64, type_casts_to_out_type)
 from ...backend.estimate import LayerShape
 from ...backend.layerplan import signed_bits
+from .intervals import batchnorm_acc
 
 
 def shape(node, in_shapes):
@@ -61,6 +62,11 @@ def hls(ctx):
         n_params=sa.depth + ha.depth, params_bits=sa.depth * sa.width + ha.depth * ha.width, has_mul_impl=True)
 
 
+
+def acc(node, ins):
+    return batchnorm_acc(node.params["scale"], node.params["shift"], ins[0].type)
+
+
 OP = OpDef("batchnorm", __doc__, attrs={"out_type": "FixedType", "acc_type": "FixedType?"},
            params={"scale": "(C,)", "shift": "(C,)"}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run,
-           casts=True, hls=hls)
+           casts=True, hls=hls, acc=acc)

@@ -7,11 +7,14 @@ of its group ``o // (O/G)``; G = C is depthwise). K-hot term indices address the
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..graph import Const
 from .base import OpDef, OpError, const_common, int_pair, pads4, window_out, type_casts_to_out_type
 from .linear import check_params, matmul_hls, weighted_sum
+from .intervals import linear_acc
 
 
 def geometry(node):
@@ -87,18 +90,27 @@ def run(node, inputs):
 def hls(ctx):
     """``qfx::conv2d``: a line buffer over the zero-padded map; per window ``reuse`` folds, ``n_filt`` writes.
 
-    The weight is in the kernel's window order ``[F][KH][KW][C]`` (``backend.lower``, which also
-    expands a grouped weight to its block-diagonal dense form: grouped and depthwise convolutions
-    run on the same kernel, the zero products counted in the cost).
+    The weight is in the kernel's window order ``[F][KH][KW][C/G]`` (``backend.lower``). Grouped and
+    depthwise convolutions (G > 1) run on ``qfx::conv2d_grouped``: per pixel the G groups one after
+    another, each ``F/G`` outputs of ``KH*KW*C/G`` products (cost: G "outputs" per pixel). K-hot
+    grouped weights reach the shift-add kernels as their block-diagonal dense form (``backend.lower``).
     """
-    if groups(ctx.node) != 1:
-        raise ctx.error("grouped weight reached the backend unexpanded; run backend.lower first")
+    g = groups(ctx.node)
     (kh, kw), (sh, sw), (pt, pl, pb, pr) = geometry(ctx.node)
     c, h, wd = ctx.chw()
     f, oh, ow = ctx.chw(ctx.output)
     sizes = [("in_height", h), ("in_width", wd), ("n_chan", c), ("n_filt", f), ("filt_height", kh),
              ("filt_width", kw), ("stride_height", sh), ("stride_width", sw), ("pad_top", pt),
              ("pad_bottom", pb), ("pad_left", pl), ("pad_right", pr), ("out_height", oh), ("out_width", ow)]
+    if g != 1:
+        if ctx.node.params["weight"].k_hot is not None:
+            raise ctx.error("a K-hot grouped weight reached the backend unexpanded; run backend.lower first")
+        cg, fg = c // g, f // g
+        plan = matmul_hls(ctx, sizes + [("n_groups", g)], products=fg * kh * kw * cg,
+                          read=(h + pt + pb) * (wd + pl + pr) * c, outputs=oh * ow * g, writes=fg,
+                          macs=f * kh * kw * cg * oh * ow, weight_dims="[n_filt][kh][kw][n_chan/n_groups]",
+                          bias_dims="[n_filt]", straight_dims=None)
+        return dataclasses.replace(plan, kernel="conv2d_grouped", callee=f"qfx::conv2d_grouped<cfg_{ctx.id}>")
 
     def pos(i):
         return i // (c * kw), (i // c) % kw, i % c
@@ -110,13 +122,18 @@ def hls(ctx):
                                      lambda i: "x[{}][{}][{}]".format(*pos(i))))
 
 
+
+def acc(node, ins):
+    return linear_acc(node.params["weight"], node.params.get("bias"), ins[0].type)
+
+
 OP = OpDef("conv2d", __doc__,
            attrs={"out_type": "FixedType", "kernel": "(kh, kw)", "stride": "(sh, sw)",
                   "pads": "(top, left, bottom, right)", "groups": "int?", "acc_type": "FixedType?",
                   "terms": "list?",
                   "adders": "int?"},
            params={"weight": "(O, C, KH, KW)", "bias": "(O,)?"}, n_inputs=1,
-           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls)
+           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls, acc=acc, weighted=True)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .base import OpDef, OpError, const_common, type_casts_to_out_type
 from .linear import check_params, matmul_hls, weighted_sum
+from .intervals import linear_acc
 
 
 def shape(node, in_shapes):
@@ -38,10 +39,15 @@ def hls(ctx):
                       straight_dims=(f"[{n_in}]", n_out, lambda i: f"m{i}", lambda i: f"x[{i}]"))
 
 
+
+def acc(node, ins):
+    return linear_acc(node.params["weight"], node.params.get("bias"), ins[0].type)
+
+
 OP = OpDef("dense", __doc__,
            attrs={"out_type": "FixedType", "acc_type": "FixedType?", "terms": "list?", "adders": "int?"},
            params={"weight": "(n_out, n_in)", "bias": "(n_out,)?"}, n_inputs=1,
-           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls)
+           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls, acc=acc, weighted=True)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

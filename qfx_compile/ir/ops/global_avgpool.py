@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .avgpool import mean_plan, reciprocal, recip_bits, scale_sum
 from .base import OpDef, OpError, as_wide, fits64, max_abs_raw, type_casts_to_out_type
+from .intervals import sum_acc
 
 
 def shape(node, in_shapes):
@@ -30,9 +31,19 @@ def hls(ctx):
                      c * h * w + c)
 
 
+
+def acc(node, ins):
+    return sum_acc(ins[0].type, ins[0].shape[1] * ins[0].shape[2])
+
+
+def derive(node, ins):
+    """``recip``: the constant ``r = cast(1/N, .)`` over the ``H*W`` elements of a channel."""
+    return {"recip": reciprocal(ins[0].shape[1] * ins[0].shape[2], recip_bits(node))}
+
+
 OP = OpDef("global_avgpool", __doc__,
            attrs={"out_type": "FixedType", "recip_bits": "int", "recip": "Const?", "acc_type": "FixedType?"},
-           params={}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls)
+           params={}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls, acc=acc, derive=derive)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

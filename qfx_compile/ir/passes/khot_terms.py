@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Graph
+from ..ops import get
 from ..ops.base import as_wide
 
 from ...fixed.digits import digits_of
@@ -27,7 +28,7 @@ def channel_terms(raw_row, frac: int) -> list[tuple[int, int, int]]:
 def khot_terms(graph: Graph) -> Graph:
     g = graph.copy()
     for node in g.nodes:
-        if node.op not in ("dense", "conv2d"):
+        if not get(node.op).weighted:
             continue
         w = node.params["weight"]
         raw = as_wide(np.asarray(w.raw).reshape(w.raw.shape[0], -1))

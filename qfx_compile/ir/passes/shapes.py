@@ -1,14 +1,14 @@
 """Shape and type inference through the op registry (also validates the graph's structure).
 
 Sets ``Tensor.shape``/``Tensor.type`` of every node output from the op's shape and
-type rules, and ``attrs["recip"]`` of average pools. The graph input's shape must
+type rules, and the constants an op derives from its input shapes (``OpDef.derive``, e.g. an
+average pool's reciprocal). The graph input's shape must
 be set (its type is None when the first node is the input ``quant``).
 """
 from __future__ import annotations
 
 from ..graph import Graph, Tensor
 from ..ops import OpError, get
-from ..ops.avgpool import reciprocal, recip_bits
 
 
 def infer_shapes(graph: Graph) -> Graph:
@@ -36,10 +36,8 @@ def infer_shapes(graph: Graph) -> Graph:
                 if t.type is None:
                     raise OpError(f"node {node.name!r} ({node.op}): input {t.name!r} has no fixed-point type")
         typ = op.type(node, [t.type for t in ins])
-        if node.op == "avgpool":
-            node.attrs["recip"] = reciprocal(node.attrs["kernel"][0] * node.attrs["kernel"][1], recip_bits(node))
-        elif node.op == "global_avgpool":
-            node.attrs["recip"] = reciprocal(ins[0].shape[1] * ins[0].shape[2], recip_bits(node))
+        if op.derive is not None:
+            node.attrs.update(op.derive(node, ins))
         out = node.outputs[0]
         if out in known:
             raise OpError(f"tensor {out!r} is written twice (node {node.name!r})")

@@ -36,6 +36,17 @@ def input_type(graph: Graph) -> FixedType:
     return graph.tensors[graph.inputs[0]].type if q is None else q.attrs["out_type"]
 
 
+def float_input_raw(graph: Graph, x_float) -> np.ndarray:
+    """Mantissas of :func:`input_type` for float inputs, exactly as the model's input boundary computes them:
+    the input quantizer's cast, or a QONNX boundary (``attrs["input_map"]``: float pre-processing and a
+    quantizer with a float scale, zero point, any rounding mode), or the typed input's own cast."""
+    q = input_quant(graph)
+    if q is None:
+        return float_to_raw(x_float, graph.tensors[graph.inputs[0]].type)
+    imap = q.attrs.get("input_map")
+    return imap.codes(x_float) if imap is not None else float_to_raw(x_float, q.attrs["out_type"])
+
+
 def input_codes(graph: Graph) -> tuple[int, int, int]:
     """``(lo, hi, step)``: the input mantissas the model can receive, ``lo, lo + step, ..., hi``.
 

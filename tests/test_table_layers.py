@@ -344,6 +344,13 @@ def test_quantize_model_converts_modules_and_functions(tmp_path):
         assert k in kinds, kinds
     lr = [m for m in q.modules() if isinstance(m, qnn.LeakyReLU)][0]
     assert lr.negative_slope == 0.2
+    # known ranges get fixed (frozen) output types after calibration; unbounded ones are calibrated
+    fixed = {"Sigmoid": F(8, 0, False, "AP_RND_CONV", "AP_SAT"), "Tanh": F(8, 1, True, "AP_RND_CONV", "AP_SAT"),
+             "Hardsigmoid": F(8, 1, False, "AP_RND_CONV", "AP_SAT"), "Softmax": F(8, 0, False, "AP_RND_CONV", "AP_SAT")}
+    for m in q.modules():
+        if type(m).__name__ in fixed:
+            assert m.output_quantizer.fixed_type() == fixed[type(m).__name__] and m.output_quantizer.frozen
+    assert not lr.output_quantizer.frozen
     # training step: gradients reach the first layer through every table layer's surrogate
     q.train()
     q(data[:8]).max(dim=1).values.sum().backward()

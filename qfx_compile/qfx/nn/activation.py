@@ -15,6 +15,11 @@ Eval mode (= the hardware, docs/semantics.md "Table layers"):
 Eval needs the input type: ``quantize_model`` sets it for every forward (and ``.input_type``,
 as for ``Clip``); a model built by hand sets ``.input_type``. Training (and calibration) is
 the differentiable float surrogate ``output_quantizer(f(x))`` (straight-through cast).
+
+``quantize_model`` gives Sigmoid, Tanh, Hardsigmoid and Softmax a fixed output type (their range is
+known: ``ap_ufixed<W,0>``, ``ap_fixed<W,1>``, ``ap_ufixed<W,1>``, ``ap_ufixed<W,0>``, saturating, with
+``QFXConfig.activation``'s width and rounding); Hardswish and LeakyReLU use ``activation`` with a
+calibrated binary point.
 """
 from __future__ import annotations
 
@@ -187,7 +192,7 @@ class Softmax(_NeedsInputType):
     """Softmax over the last axis: exp table, exact sum, exact division, one cast (see module doc)."""
 
     def __init__(self, dim: int = -1, output_type="ap_ufixed<8,0,AP_RND_CONV,AP_SAT>", *,
-                 exp_type="ap_ufixed<16,1,AP_RND_CONV,AP_SAT>", learnable: bool = True):
+                 exp_type="ap_ufixed<16,1,AP_RND_CONV,AP_SAT>", learnable: bool = False):
         super().__init__()
         if dim not in (-1, 1):
             raise ValueError(f"Softmax supports the last axis of a (N, K) tensor only (dim=-1), got dim={dim}")
@@ -249,16 +254,28 @@ class Softmax(_NeedsInputType):
 
 
 # ------------------------------------------------------------------ conversion from torch (quantize_model)
+#: bounded outputs get a fixed binary point (calibration could only shrink the range the function is known
+#: to cover): (signed, integer bits) of the output type; width and rounding come from QFXConfig.activation
+_BOUNDED = {"Sigmoid": (False, 0), "Tanh": (True, 1), "Hardsigmoid": (False, 1), "Softmax": (False, 0)}
+
+
+def _bounded_type(cls_name: str, opts) -> FixedType:
+    signed, ib = _BOUNDED[cls_name]
+    return opts["activation"].replace(signed=signed, int_bits=ib, overflow="AP_SAT")
+
+
 def _leaky(slope, opts):
     return LeakyReLU(slope, opts["activation"], learnable=opts["learn_int_bits"])
 
 
 def _table_module(cls):
+    if cls.__name__ in _BOUNDED:
+        return lambda opts: cls(_bounded_type(cls.__name__, opts), learnable=False)
     return lambda opts: cls(opts["activation"], learnable=opts["learn_int_bits"])
 
 
 def _softmax(opts):
-    return Softmax(-1, learnable=opts["learn_int_bits"])
+    return Softmax(-1, _bounded_type("Softmax", opts), learnable=False)
 
 
 TORCH_MODULES = {nn.Sigmoid: "Sigmoid", nn.Tanh: "Tanh", nn.Hardsigmoid: "Hardsigmoid", nn.Hardswish: "Hardswish",

@@ -9,6 +9,7 @@
 #include "qfx_conv2d.h"
 #include "qfx_batchnorm.h"
 #include "qfx_threshold.h"
+#include "qfx_argmax.h"
 #include "qfx_activation.h"
 #include "qfx_add.h"
 #include "qfx_pool.h"

@@ -69,3 +69,32 @@ def test_model_equals_qonnx_executor(tmp_path, name, capsys):
         rep = json.loads((out / "report.json").read_text())
         assert rep["csim"]["passed"] == 60 and rep["csim"]["failed"] == 0
         assert any("exact value" in n for n in rep["notes"])  # the output has no quantizer in the file: said so
+
+
+def test_final_softmax_becomes_argmax(tmp_path, capsys):
+    """A final Softmax: refused with advice; with --softmax argmax the design outputs the decision, equal to the
+    executor's argmax (every difference a float32 case), and the C simulation agrees (report says which)."""
+    import torch
+    from qfx_compile.frontend import ModelError
+
+    make, shape, inputs, _ = Q.MODELS["tfc_w1a2"]
+    path = Q.export(torch.nn.Sequential(make(), torch.nn.Softmax(dim=1)), shape, tmp_path / "sm.onnx",
+                    calib=lambda: torch.from_numpy(inputs(32, np.random.default_rng(5))))
+    with pytest.raises(ModelError, match=r"final Softmax.*--softmax argmax"):
+        load_model(path)
+    g = load_model(path, softmax="argmax")
+    assert g.nodes[-1].op == "argmax" and "replaced by ArgMax" in g.metadata["qfx.notes"]
+    x = inputs(200, np.random.default_rng(11))
+    ours = run(g, x_float=x).reshape(-1)
+    r32, r64 = Q.reference(path, x), Q.reference64(path, x)
+    same, same64 = ours == r32.argmax(axis=1), ours == r64.argmax(axis=1)
+    assert same64.all(), int((~same64).sum())  # every difference is the float32 reference's
+    with capsys.disabled():
+        print(f"\nsoftmax->argmax: {int(same.sum())}/200 equal to the float32 executor, "
+              f"{int((~same).sum())} float32 cases")
+    from qfx_compile.cli import main
+    out = tmp_path / "hls"
+    assert main([path, "-o", str(out), "--csim", "-q", "--vectors", "40", "--softmax", "argmax"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["csim"]["passed"] == 40 and any("ArgMax" in n for n in rep["notes"])
+

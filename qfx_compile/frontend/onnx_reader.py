@@ -655,6 +655,18 @@ class _Reader:
         from .structural import flatten_to
         flatten_to(self, out)
 
+    def argmax(self, out):
+        """The index of the first largest feature of input 0 (its exact value, whatever it is)."""
+        from ..ir.ops.argmax import index_type
+        from .real import as_real, real_output
+        v = self.inp(0)
+        if isinstance(v, (Pending, Real)):
+            v = real_output(self, v if isinstance(v, Real) else as_real(self, v), note=False)
+        x = v if isinstance(v, Act) and v.type is not None else self.typed_act(0)
+        if len(x.shape) != 1:
+            raise self.err(f"an argmax needs an (N, F) input, got a map of shape {tuple(x.shape)}")
+        self.set_act(self.emit("argmax", [x.name], out, {"out_type": index_type(x.shape[0])}), out)
+
     def real_input(self, i: int):
         """Input ``i`` when it is an exact real result of a typed tensor, else None."""
         v = self.inp(i)

@@ -282,13 +282,14 @@ def _dyadic_const(r, vals: list, what: str, where: str = "") -> Const:
     return Const(np.array(raw, dtype=np.int64 if t.width <= 62 else object), t)
 
 
-def real_output(r, x: Real) -> Act:
+def real_output(r, x: Real, note: bool = True) -> Act:
     """The graph output of a Real: the exact value of its chain in a wide enough fixed-point type."""
     if x.act.type is None:
         raise r.err("the graph output is the float input with no quantizer; quantize it or give --input-type")
     act = real_to_act(r, x)
     if act is not None:
-        r.notes.append(f"output: the exact value of {x.onnx_name!r} (no quantizer in the file), type {act.type}")
+        if note:
+            r.notes.append(f"output: the exact value of {x.onnx_name!r} (no quantizer in the file), type {act.type}")
         return act
     cur, pend = x.act, []
 
@@ -317,8 +318,9 @@ def real_output(r, x: Real) -> Act:
             r.set_act(r.emit("relu", [cur.name], o, name=x.onnx_name + "/relu"), o)
             cur = r.vals[o]
     cur = flush(cur, pend)
-    r.notes.append(f"output: the exact value of the float result of {x.onnx_name!r} (no quantizer in the file), "
-                   f"type {cur.type}")
+    if note:
+        r.notes.append(f"output: the exact value of the float result of {x.onnx_name!r} (no quantizer in the "
+                       f"file), type {cur.type}")
     return cur
 
 

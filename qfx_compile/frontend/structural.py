@@ -158,13 +158,13 @@ def import_softmax(r, out):
         raise r.err(f"a {op} inside the graph is not supported (only a final one, with --softmax argmax)")
     if r.softmax != "argmax":
         raise r.err(f"a final {op} has no exact fixed-point form here; compile with --softmax argmax "
-                    f"(softmax='argmax'): the design then outputs the {op} input, whose argmax is the model's "
-                    f"decision exactly")
+                    f"(softmax='argmax'): the design then outputs the index of the largest {op} input, the "
+                    f"model's decision exactly")
     axis = r.attr("axis", INT, -1)
     v = r.inp(0)
     shape = getattr(v, "shape", None)
     if shape is None or len(shape) != 1 or axis not in (-1, 1):
         raise r.err(f"--softmax argmax needs a {op} over the features of an (N, F) tensor")
-    r.vals[out] = v
-    r.notes.append(f"softmax: the final {op} is replaced by argmax: the design outputs its input (the logits); "
-                   f"their argmax equals the model's argmax")
+    r.argmax(out)
+    r.notes.append(f"softmax: the final {op} is replaced by ArgMax: the design outputs the index of the first "
+                   f"largest logit, which is the model's decision ({op} is strictly increasing)")

@@ -16,6 +16,10 @@ REGISTRY.update({m.OP.name: m.OP for m in (table, softmax)})
 from . import concat, pad, upsample  # noqa: E402
 REGISTRY.update({m.OP.name: m.OP for m in (concat, pad, upsample)})
 
+# a final decision (ArgMax, or a final Softmax with --softmax argmax): issue 10
+from . import argmax  # noqa: E402
+REGISTRY[argmax.OP.name] = argmax.OP
+
 #: Ops whose result is cast to ``attrs["out_type"]``.
 CASTING_OPS = frozenset(k for k, v in REGISTRY.items() if v.casts)
 

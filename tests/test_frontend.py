@@ -582,3 +582,15 @@ def test_input_type_from_annotation_and_option(tmp_path):
     assert g2.tensors["x"].type == FixedType(4, 2, False)
     with pytest.raises(ModelError, match="malformed fixed-point type"):
         load_model(p, input_type="ap_fixed<8")
+
+
+def test_bipolar_annotation_types_the_input_and_its_codes(tmp_path):
+    """finn_datatype BIPOLAR: an ap_fixed<2,2> input whose test vectors hold only -1 and +1."""
+    from qfx_compile.backend.project import interpreter_vectors
+    m = model([helper.make_node("Relu", ["x"], ["y"], name="act")], [])
+    a = m.graph.quantization_annotation.add(tensor_name="x")
+    a.quant_parameter_tensor_names.add(key="finn_datatype", value="BIPOLAR")
+    g, _ = load(m, tmp_path)
+    assert g.tensors["x"].type == FixedType(2, 2, True)
+    v = interpreter_vectors(g, 50)
+    assert set(np.unique(v.input_raw).tolist()) == {-1, 1}

@@ -306,12 +306,14 @@ class _Reader:
                     dt = kv.value
                     if dt.strip().upper() in ("FLOAT32", "FLOAT16", "BFLOAT16"):
                         return None
+                    if dt.strip().upper() == "BIPOLAR":  # values -1 and +1: a 2-bit type, codes recorded
+                        self.input_codes = (-1, 1, 2)
+                        return FixedType(2, 2, True)
                     t = finn_type(dt)
                     if t is None:
                         raise self.err(f"the graph input {name!r} is annotated finn_datatype "
-                                       f"{dt[:40]!r}, which is not a fixed-point type here (BIPOLAR input "
-                                       f"values are not a contiguous grid); give the input type with --input-type "
-                                       f"(e.g. ap_fixed<2,2>) or remove the annotation")
+                                       f"{dt[:40]!r}, which is not a fixed-point type here; give the input type "
+                                       f"with --input-type (e.g. ap_fixed<8,3>) or remove the annotation")
                     return t
         return None
 
@@ -397,6 +399,8 @@ class _Reader:
                              f"(e.g. ap_fixed<16,6>) or a finn_datatype annotation", path=self.path)
         if self.notes:
             g.metadata["qfx.notes"] = "\n".join(self.notes)
+        if typed and getattr(self, "input_codes", None):
+            g.metadata["qfx.input_codes"] = ",".join(map(str, self.input_codes))
         try:
             g = infer_shapes(g)
         except ModelError:

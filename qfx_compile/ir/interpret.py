@@ -51,13 +51,17 @@ def input_codes(graph: Graph) -> tuple[int, int, int]:
     """``(lo, hi, step)``: the input mantissas the model can receive, ``lo, lo + step, ..., hi``.
 
     The input type's range, except: AP_SAT_SYM never produces ``-2**(W-1)``; a QONNX boundary quantizer
-    (``input_map``) records its own codes (a narrow range, bipolar -1/+1) in ``attrs["input_codes"]``.
+    (``input_map``) records its own codes (a narrow range, bipolar -1/+1) in ``attrs["input_codes"]``, a
+    typed input with a FINN BIPOLAR annotation in ``metadata["qfx.input_codes"]``.
     """
     from ..fixed.types import sat_sym_raw_min
     q = input_quant(graph)
     if q is not None and "input_codes" in q.attrs:
         lo, hi, step = q.attrs["input_codes"]
         return int(lo), int(hi), int(step)
+    if q is None and graph.metadata.get("qfx.input_codes"):  # a typed input with its own codes (FINN BIPOLAR)
+        lo, hi, step = (int(v) for v in graph.metadata["qfx.input_codes"].split(","))
+        return lo, hi, step
     t = input_type(graph)
     lo = sat_sym_raw_min(t.width, t.signed) if t.overflow == "AP_SAT_SYM" else t.raw_min
     return lo, t.raw_max, 1

@@ -455,8 +455,10 @@ def test_zoo_torch_ort_ir_csim_equal(name, tmp_path):
 
 def _synthetic(kind: str) -> Graph:
     """A table with ties and wrapping overflow (every input code), or a softmax with ties and overflow."""
-    if kind == "table":
+    if kind in ("table", "table_unsigned"):
         ti, to = F(6, 3, True, "AP_RND_CONV", "AP_SAT"), F(4, 2, True, "AP_RND_ZERO", "AP_WRAP")
+        if kind == "table_unsigned":  # the index of an unsigned input has no sign bit to flip
+            ti, to = F(6, 2, False, "AP_RND_CONV", "AP_SAT"), F(5, 2, True, "AP_RND_INF", "AP_SAT_SYM")
         tab = Const(np.array([ref_cast(ref_rational("hardswish", v), to) for v in codes(ti)], np.int64), to)
         op = Node("hswish", "table", ["x0"], ["y"], attrs={"fn": "hardswish"}, params={"table": tab})
         n = 16
@@ -468,10 +470,11 @@ def _synthetic(kind: str) -> Graph:
         n = 8
     nodes = [Node("q_in", "quant", ["x"], ["x0"], attrs={"out_type": ti}), op]
     g = Graph(kind, ["x"], ["y"], nodes, {"x": Tensor("x", (n,)), "x0": Tensor("x0"), "y": Tensor("y")})
-    if kind == "table":
-        x = np.array([np.roll(np.arange(-32, 32), k)[:16] for k in range(0, 64, 16)] * 30, np.int64)[:120]
+    if kind in ("table", "table_unsigned"):
+        lo = -32 if ti.signed else 0
+        x = np.array([np.roll(np.arange(lo, lo + 64), k)[:16] for k in range(0, 64, 16)] * 30, np.int64)[:120]
         vals = codes(ti)
-        y = np.array([[ref_cast(ref_rational("hardswish", vals[v + 32]), to) for v in row] for row in x])
+        y = np.array([[ref_cast(ref_rational("hardswish", vals[v - lo]), to) for v in row] for row in x])
     else:
         x = softmax_rows(ti, 8, 120, 11)
         y = ref_softmax(x, ti, et, to)
@@ -480,16 +483,17 @@ def _synthetic(kind: str) -> Graph:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["table", "softmax"])
+@pytest.mark.parametrize("kind", ["table", "table_unsigned", "softmax"])
 def test_synthetic_ties_and_overflow_in_csim(kind, tmp_path):
     from qfx_compile.backend.project import compile_graph
     g, x, y, to = _synthetic(kind)
     assert np.array_equal(run(g, x), y)  # the interpreter agrees with the reference
     # the vectors hold ties and overflows of the output cast (so a wrong rounding/overflow fails)
-    if kind == "table":
-        vals = [ref_rational("hardswish", v) for v in codes(F(6, 3))]
+    if kind != "softmax":
+        ti = g.tensors[g.nodes[0].outputs[0]].type
+        vals = [ref_rational("hardswish", v) for v in codes(ti)]
         assert sum(is_tie(v, to) for v in vals) > 0 and sum(overflows(v, to) for v in vals) > 0
-        assert set(np.unique(x)) == set(range(-32, 32))  # every table entry is read
+        assert set(np.unique(x)) == set(range(ti.raw_min, ti.raw_max + 1))  # every table entry is read
     else:
         assert (x[0] == x[0, 0]).all() and (y[0] == 0).all()  # 1/8 at 2 bits: tie to even -> 0
         assert y[1, 0] == 0  # (nearly) 1.0 wraps to 0 in ap_ufixed<2,0>

@@ -16,6 +16,7 @@ import dataclasses
 import numpy as np
 
 from ..ir.graph import Const, Graph
+from ..ir.ops import get as get_op
 
 
 class LowerError(ValueError):
@@ -43,7 +44,8 @@ def _move_terms(node, new_index: np.ndarray) -> None:
 
 
 def conv_weights_hwc(graph: Graph) -> Graph:
-    """Conv weights ``[F][C][KH][KW]`` -> ``[F][KH][KW][C]`` (the kernel's window order)."""
+    """Conv weights ``[F][C][KH][KW]`` -> ``[F][KH][KW][C]`` (the kernel's window order; a grouped weight
+    ``[F][C/G][KH][KW]`` -> ``[F][KH][KW][C/G]``, or its block-diagonal dense form when K-hot)."""
     g = _fresh(graph)
     for n in g.nodes:
         if n.op != "conv2d" or n.attrs.get("layout") == "hwc":
@@ -51,8 +53,9 @@ def conv_weights_hwc(graph: Graph) -> Graph:
         w = n.params["weight"]
         if w.raw.ndim != 4:
             raise ValueError(f"conv2d weight must be 4-D [F][C][KH][KW], got shape {w.raw.shape}")
-        groups = int(n.attrs.pop("groups", 1))
-        if groups != 1:  # grouped / depthwise: the block-diagonal dense weight (zeros outside each group)
+        groups = int(n.attrs.get("groups", 1))
+        if groups != 1 and w.k_hot is not None:  # shift-add kernels: the block-diagonal dense weight
+            del n.attrs["groups"]
             from ..ir.ops.conv2d import expand_groups
             _, cg, kh, kw = w.raw.shape
             per = w.raw.shape[0] // groups
@@ -74,8 +77,6 @@ def _chw_to_hwc_index(c: int, h: int, w: int) -> np.ndarray:
     return idx.transpose(1, 2, 0).reshape(-1)
 
 
-#: Ops that treat every element alike (one type, no per-element constant): stream order does not matter.
-ORDER_FREE = ("relu", "clip", "quant", "table", "softmax")
 #: Graph metadata key: the flat graph output is a flattened (C, H, W) map streamed in HWC order.
 OUTPUT_HWC = "qfx.output_hwc"
 
@@ -87,7 +88,7 @@ def remove_flatten(graph: Graph) -> Graph:
     whatever depends on positions is re-addressed: a dense layer's weight columns, a
     per-feature batchnorm's constants, and (when the flat vector is the graph output)
     the expected output files (``metadata[OUTPUT_HWC] = "C,H,W"``). Order-free ops
-    (:data:`ORDER_FREE`) pass the order on. Anything else raises :class:`LowerError`.
+    (``OpDef.order_free``) pass the order on. Anything else raises :class:`LowerError`.
     """
     g = _fresh(graph)
     for n in [n for n in g.nodes if n.op == "flatten"]:
@@ -121,10 +122,10 @@ def remove_flatten(graph: Graph) -> Graph:
                     c = m.params[k]
                     m.params[k] = Const(raw=np.asarray(c.raw)[perm], type=c.type,
                                         int_bits=None if c.int_bits is None else np.asarray(c.int_bits)[perm])
-            elif m.op not in ORDER_FREE:
+            elif not get_op(m.op).order_free:
                 raise LowerError(f"layer {m.name!r} ({m.op}) reads a flattened {tuple(shape)} map, which "
                                  f"streams in HWC order; the backend re-orders dense and batchnorm constants "
-                                 f"and passes {', '.join(ORDER_FREE)} through, not this op. "
+                                 f"and passes elementwise ops through, not this op. "
                                  f"Flatten right before the dense layer")
             reaches_output |= m.outputs[0] in g.outputs
             todo.extend(g.consumers(m.outputs[0]))

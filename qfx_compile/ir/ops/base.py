@@ -45,6 +45,10 @@ class OpDef:
     derive: Callable[[Node, list], dict] | None = None
     #: a weighted sum with a ``weight`` constant (its K-hot terms: ir.passes.khot_terms)
     weighted: bool = False
+    #: its attributes or tables are mantissas of its input's type (the input's type may not be changed by fold)
+    reads_codes: bool = False
+    #: treats every element alike (per-tensor types, no per-position constant): stream order does not matter
+    order_free: bool = False
 
 
 # ----------------------------------------------------------------- attr helpers

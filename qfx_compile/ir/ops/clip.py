@@ -38,7 +38,7 @@ def hls(ctx):
 
 
 OP = OpDef("clip", __doc__, attrs={"lo": "int", "hi": "int"}, params={}, n_inputs=1,
-           shape=shape, type=type_keeps_input, run=run, hls=hls)
+           shape=shape, type=type_keeps_input, run=run, hls=hls, reads_codes=True, order_free=True)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

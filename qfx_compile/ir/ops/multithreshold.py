@@ -96,4 +96,4 @@ def hls(ctx):
 
 OP = OpDef("multithreshold", __doc__, attrs={"out_type": "FixedType", "base": "ints", "step": "ints"},
            params={"thresholds": "(C, K)"}, n_inputs=1, shape=shape, type=type_rule, run=run,
-           **({"hls": hls} if "hls" in OpDef.__dataclass_fields__ else {}))  # (the typed plan may land later)
+           **({"hls": hls} if "hls" in OpDef.__dataclass_fields__ else {}), reads_codes=True)  # (the typed plan may land later)

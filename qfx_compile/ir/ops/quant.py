@@ -24,4 +24,4 @@ def hls(ctx):
 
 
 OP = OpDef("quant", __doc__, attrs={"out_type": "FixedType"}, params={}, n_inputs=1,
-           shape=shape_keeps_input, type=type_rule, run=run, casts=True, hls=hls)
+           shape=shape_keeps_input, type=type_rule, run=run, casts=True, hls=hls, order_free=True)

@@ -19,7 +19,7 @@ def hls(ctx):
                      types=[("in_t", ctx.x.cpp()), ("out_t", ctx.y.cpp())], sizes=[("n", ctx.inputs[0].count)])
 
 
-OP = OpDef("relu", __doc__, attrs={}, params={}, n_inputs=1, shape=shape_keeps_input, type=type_keeps_input, run=run, hls=hls)
+OP = OpDef("relu", __doc__, attrs={}, params={}, n_inputs=1, shape=shape_keeps_input, type=type_keeps_input, run=run, hls=hls, order_free=True)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

@@ -87,7 +87,7 @@ def hls(ctx):
 
 OP = OpDef("softmax", __doc__, attrs={"out_type": "FixedType"},
            params={"exp_table": "(2**W_in,)"}, n_inputs=1, shape=shape, type=type_rule, run=run, casts=True,
-           hls=hls)
+           hls=hls, reads_codes=True, order_free=True)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

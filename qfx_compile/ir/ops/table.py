@@ -80,7 +80,7 @@ def hls(ctx):
 
 OP = OpDef("table", __doc__, attrs={"fn": "str?", "out_type": "FixedType? (table built from fn)",
                                     "slope": "Fraction or (alpha, beta)?"}, params={"table": "(2**W_in,)?"}, n_inputs=1,
-           shape=shape, type=type_rule, run=run, hls=hls)
+           shape=shape, type=type_rule, run=run, hls=hls, reads_codes=True, order_free=True)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

@@ -1,4 +1,4 @@
-// qfx_conv2d.h: streaming 2-D convolution (zero padding, stride, groups 1).
+// qfx_conv2d.h: streaming 2-D convolution (zero padding, stride, groups: conv2d_grouped).
 // out[oy][ox][f] = cast(b[f] + sum_{ky,kx,c} x_pad[oy*sh+ky][ox*sw+kx][c] * w[f][ky][kx][c], out_t):
 // exact products and sums (acc_t's grid, see qfx_mac.h), one cast to out_t per output.
 // Folding: the n_filt outputs of one pixel (kh*kw*n_chan*n_filt products) on
@@ -16,7 +16,9 @@ namespace qfx {
 // real pixels are read from `in` exactly once; a window is complete at the
 // last (row, column) of each output position. The line buffer and window hold
 // input mantissas (converted once per input element, not once per product).
-template <class C, class MAC, class WA, class WB>
+// G groups: filter f = g*(NF/G) + j reads the channels [g*NC/G, (g+1)*NC/G) of the window and
+// weights wa[f*NI/G ...]; per window the groups run one after another on the same multipliers.
+template <class C, class MAC, class WA, class WB, unsigned G = 1>
 void conv2d_core(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out, const WA wa[],
                  const WB wb[], const typename C::b_raw_t b[C::n_filt]) {
     typedef mac_types<C> T;
@@ -24,7 +26,9 @@ void conv2d_core(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_
     static const unsigned HP = C::in_height + C::pad_top + C::pad_bottom;
     static const unsigned WP = C::in_width + C::pad_left + C::pad_right;
     static const unsigned KH = C::filt_height, KW = C::filt_width, NC = C::n_chan, NF = C::n_filt;
-    static const unsigned NI = KH * KW * NC;  // products per output
+    static const unsigned CG = NC / G, NFG = NF / G;  // channels and filters of one group
+    static const unsigned NI = KH * KW * CG;  // products per output
+    static_assert(G >= 1 && NC % G == 0 && NF % G == 0, "groups must divide n_chan and n_filt");
     x_m lb[line_rows<KH>::value][WP][NC];
     QFX_PRAGMA(HLS ARRAY_PARTITION variable=lb complete dim=1)
     x_m win[KH][KW][NC];
@@ -48,26 +52,29 @@ QFX_LABEL(rows)
             if (!window_ends_at(py, KH, C::stride_height, C::out_height) ||
                 !window_ends_at(px, KW, C::stride_width, C::out_width))
                 continue;
-            x_m x[NI];  // the window flattened [ky][kx][c] (wiring)
-            QFX_PRAGMA(HLS ARRAY_PARTITION variable=x complete)
-            typename T::sum_m sum[NF];
-            QFX_PRAGMA(HLS ARRAY_PARTITION variable=sum complete)
-        QFX_LABEL(flatten)
-            for (unsigned ky = 0; ky < KH; ky++) {
-                QFX_PRAGMA(HLS UNROLL)
-                for (unsigned kx = 0; kx < KW; kx++) {
+        QFX_LABEL(groups)
+            for (unsigned g = 0; g < G; g++) {
+                x_m x[NI];  // the group's window flattened [ky][kx][c] (wiring)
+                QFX_PRAGMA(HLS ARRAY_PARTITION variable=x complete)
+                typename T::sum_m sum[NFG];
+                QFX_PRAGMA(HLS ARRAY_PARTITION variable=sum complete)
+            QFX_LABEL(flatten)
+                for (unsigned ky = 0; ky < KH; ky++) {
                     QFX_PRAGMA(HLS UNROLL)
-                    for (unsigned c = 0; c < NC; c++) {
+                    for (unsigned kx = 0; kx < KW; kx++) {
                         QFX_PRAGMA(HLS UNROLL)
-                        x[(ky * KW + kx) * NC + c] = win[ky][kx][c];
+                        for (unsigned c = 0; c < CG; c++) {
+                            QFX_PRAGMA(HLS UNROLL)
+                            x[(ky * KW + kx) * CG + c] = win[ky][kx][g * CG + c];
+                        }
                     }
                 }
-            }
-            fold_mac<C, MAC, NI, NF>(x, sum, wa, wb);
-        QFX_LABEL(filters)
-            for (unsigned f = 0; f < NF; f++) {
-                QFX_PRAGMA(HLS PIPELINE II=1)
-                out.write(acc_to_out<C>(bias[f], sum[f]));  // + bias, the one cast
+                fold_mac<C, MAC, NI, NFG>(x, sum, wa + g * NFG * NI, wb + g * NFG * NI);
+            QFX_LABEL(filters)
+                for (unsigned j = 0; j < NFG; j++) {
+                    QFX_PRAGMA(HLS PIPELINE II=1)
+                    out.write(acc_to_out<C>(bias[g * NFG + j], sum[j]));  // + bias, the one cast
+                }
             }
         }
     }
@@ -84,6 +91,23 @@ void conv2d(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& o
     QFX_PRAGMA(HLS ARRAY_PARTITION variable=w cyclic factor=M)  // multiplier m reads w[r*M + m]
     (void)M;
     conv2d_core<C, mac_multiply>(in, out, w, w, b);
+}
+
+// Grouped / depthwise convolution, C::n_groups groups (depthwise: n_groups = n_chan): filter f reads the
+// n_chan / n_groups input channels of its group f / (n_filt / n_groups). w: mantissas of w_t, flattened
+// [n_filt][filt_height][filt_width][n_chan / n_groups]. Folding: the n_filt / n_groups outputs of one
+// group (their kh*kw*n_chan/n_groups products each) on ceil(products / reuse) multipliers, the groups
+// of a pixel one after another.
+template <class C>
+void conv2d_grouped(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out,
+                    const typename C::w_raw_t w[C::n_filt * C::filt_height * C::filt_width * C::n_chan / C::n_groups],
+                    const typename C::b_raw_t b[C::n_filt]) {
+    QFX_PRAGMA(HLS INLINE off)
+    static const unsigned M = fold_shape<C::n_filt / C::n_groups * C::filt_height * C::filt_width * C::n_chan /
+                                         C::n_groups, reuse_of<C>::value>::mults;
+    QFX_PRAGMA(HLS ARRAY_PARTITION variable=w cyclic factor=M)  // multiplier m reads w[g*P + r*M + m]
+    (void)M;
+    conv2d_core<C, mac_multiply, typename C::w_raw_t, typename C::w_raw_t, C::n_groups>(in, out, w, w, b);
 }
 
 }  // namespace qfx

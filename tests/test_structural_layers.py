@@ -406,3 +406,55 @@ def test_brevitas_depthwise_concat_pool_upsample_pad_equal_qonnx_executor(tmp_pa
     assert main([path, "-o", str(out), "--csim", "-q", "--vectors", "100"]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert (rep["csim"]["passed"], rep["csim"]["failed"]) == (100, 0)
+
+
+# ------------------------------------------------------------------ grouped kernel: fold shapes, K-hot
+def _grouped_graph():
+    """Depthwise (multiplier 2, stride 2), grouped (G=2, per-channel binary points) and K-hot grouped convs with
+    random mantissas, then a 2-input concat: every fold shape of qfx::conv2d_grouped through --config."""
+    from qfx_compile.ir.graph import Graph, Tensor
+    from qfx_compile.ir.passes import run_default_passes
+    from qfx_compile.fixed.digits import digit_count
+    rng = np.random.default_rng(21)
+    T = lambda w, i, s=True: FixedType(w, i, s, "AP_RND", "AP_SAT")  # noqa: E731
+    w1 = rng.integers(-128, 128, (12, 1, 3, 3))
+    b1 = rng.integers(-300, 300, 12)
+    w2 = rng.integers(-100, 100, (4, 6, 3, 3))
+    ib2 = np.array([1, 0, 2, 1])
+    w3 = rng.integers(-64, 64, (12, 3, 1, 1))
+    w3 = np.where(digit_count(w3, "csd") <= 2, w3, 0)
+    nodes = [
+        Node("q_in", "quant", ["x"], ["x0"], attrs={"out_type": T(8, 3)}),
+        Node("dw", "conv2d", ["x0"], ["y1"], attrs={"out_type": T(8, 3), "kernel": (3, 3), "stride": (2, 2),
+                                                    "pads": (1, 1, 1, 1), "groups": 6},
+             params={"weight": Const(w1, T(8, 1)), "bias": Const(b1, T(12, 4))}),
+        Node("grouped", "conv2d", ["y1"], ["y2"], attrs={"out_type": T(9, 4), "kernel": (3, 3), "stride": (1, 1),
+                                                         "pads": (0, 1, 2, 1), "groups": 2},
+             params={"weight": Const(w2, T(8, 2), ib2)}),
+        Node("khot", "conv2d", ["y1"], ["y3"], attrs={"out_type": T(8, 4), "kernel": (1, 1), "stride": (1, 1),
+                                                      "pads": (0, 0, 0, 0), "groups": 4},
+             params={"weight": Const(w3, T(7, 1), k_hot=np.array([2]), digits="csd")}),
+        Node("cat", "concat", ["y2", "y3"], ["y"], attrs={"out_type": T(9, 4)}),
+    ]
+    tensors = {k: Tensor(k) for k in ("x0", "y1", "y2", "y3", "y")}
+    tensors["x"] = Tensor("x", (6, 7, 7))
+    return run_default_passes(Graph("grouped", ["x"], ["y"], nodes, tensors))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reuse", [(1, 1), (3, 4), (18, 54)])
+def test_grouped_kernel_folds_and_khot_in_csim(tmp_path, reuse):
+    """qfx::conv2d_grouped at reuse 1 (whole outputs per fold), 3 / 4 (folds straddling outputs) and the whole
+    group per multiplier, a K-hot grouped conv on the shift-add path: C simulation == IR interpreter."""
+    from qfx_compile.backend.project import compile_graph
+    g = _grouped_graph()
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"layers": {"dw": {"reuse": reuse[0]}, "grouped": {"reuse": reuse[1]}}}))
+    res = compile_graph(g, tmp_path / "hls", config=str(cfg), vectors=100, run_csim=True)
+    assert res.csim.ok and (res.csim.passed, res.csim.failed) == (100, 0), res.csim.output[-2000:]
+    layers = {L["name"]: L for L in res.report["layers"]}
+    code = "".join(p.read_text() for p in (tmp_path / "hls" / "firmware" / "layers").glob("*.cpp"))
+    assert code.count("qfx::conv2d_grouped<") == 2
+    assert (layers["dw"]["reuse"], layers["grouped"]["reuse"]) == reuse
+    assert layers["dw"]["multipliers"] == -(-18 // reuse[0])  # one group's 2 x 9 products, not the dense 108
+    assert layers["khot"]["shift_add"]

@@ -288,11 +288,13 @@ def _torch_flatten(m, ctx):
 
 @torch_export(nn.MaxPool2d)
 def _torch_maxpool(m, ctx):
-    if _pair(m.padding) != (0, 0) or _pair(m.dilation) != (1, 1) or m.ceil_mode or m.return_indices:
-        raise ctx.error("only MaxPool2d without padding, dilation or ceil_mode is supported")
+    if _pair(m.dilation) != (1, 1) or m.ceil_mode or m.return_indices:
+        raise ctx.error("only MaxPool2d without dilation, ceil_mode or return_indices is supported")
     k = _pair(m.kernel_size)
     s = _pair(m.stride if m.stride is not None else m.kernel_size)
-    return ctx.node("MaxPool", [ctx.x], "out", kernel_shape=list(k), strides=list(s)), ctx.xt
+    ph, pw = _pair(m.padding)
+    return ctx.node("MaxPool", [ctx.x], "out", kernel_shape=list(k), strides=list(s),
+                    pads=[ph, pw, ph, pw]), ctx.xt
 
 
 @torch_export(*_PASS_THROUGH, untyped_ok=True)

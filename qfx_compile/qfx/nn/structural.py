@@ -23,6 +23,12 @@ def _to_eval(layer: QFXModule, x: torch.Tensor) -> torch.Tensor:
     return x if layer._float_path() else x.to(torch.float64)
 
 
+def _check_4d(layer: QFXModule, x: torch.Tensor) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"{layer.layer_name}: expects an (N, C, H, W) map, got shape {tuple(x.shape)} (1-D "
+                         f"padding and upsampling are not supported)")
+
+
 class Concat(QFXModule):
     """``torch.cat(xs, dim=1)``: channel concatenation, no cast (output type: the inputs' common type)."""
 
@@ -68,6 +74,7 @@ class ZeroPad2d(QFXModule):
         self.padding = _pad4(padding)
 
     def forward(self, x):
+        _check_4d(self, x)
         return F.pad(_to_eval(self, x), self.padding)
 
     def onnx_export(self, ctx):
@@ -94,6 +101,7 @@ class Upsample(QFXModule):
         self.scale_factor = (int(s[0]), int(s[1]))
 
     def forward(self, x):
+        _check_4d(self, x)
         x = _to_eval(self, x)
         sh, sw = self.scale_factor
         return x.repeat_interleave(sh, dim=2).repeat_interleave(sw, dim=3)

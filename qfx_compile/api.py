@@ -92,7 +92,10 @@ class _Cast:
             return ((q - self.lo) & ((1 << t.width) - 1)) + self.lo
         if o == "AP_SAT_ZERO":
             return np.where((q < self.lo) | (q > self.hi), 0, q)
-        return np.clip(q, self.lo, self.hi)
+        if q is m:
+            q = q.copy()
+        np.maximum(q, self.lo, out=q)
+        return np.minimum(q, self.hi, out=q)
 
 
 def _wsum(w2: np.ndarray) -> int:
@@ -134,7 +137,7 @@ class _Linear:
             self.bias = None if braw is None else braw.astype(np.int64).reshape(1, -1)
         self.cast = _Cast(f, node.attrs["out_type"], top)
 
-    def __call__(self, node, x, tx):
+    def __call__(self, node, x):
         if not self.fast or x.dtype == object:
             return None
         xf = x.astype(self.dt)
@@ -151,19 +154,24 @@ class _Linear:
 
 
 def _conv_gemm(x: np.ndarray, w: np.ndarray, kernel, stride, pads) -> np.ndarray:
-    """(N, C, H, W) float x, (O, C, KH, KW) float w -> (N, O, H', W') sums (zero padding)."""
+    """(N, C, H, W) float x, (O, C, KH, KW) float w -> (N, O, H', W') sums (zero padding).
+
+    im2col as KH*KW strided slice copies into (C, KH, KW, N, H', W'), then ONE GEMM
+    (O, C*KH*KW) @ (C*KH*KW, N*H'*W'); the result is returned as an (N, O, H', W') view."""
     (kh, kw), (sh, sw), (pt, pl, pb, pr) = kernel, stride, pads
+    n, c, h, wd = x.shape
+    ho, wo = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
     if any(pads):
-        x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-    n, c, hp, wp = x.shape
-    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-    # windows as a strided view (N, C, KH, KW, H', W'), copied once into the GEMM's layout
-    st = x.strides
-    win = np.lib.stride_tricks.as_strided(x, (n, ho, wo, c, kh, kw),
-                                          (st[0], st[2] * sh, st[3] * sw, st[1], st[2], st[3]))
-    cols = win.reshape(n * ho * wo, c * kh * kw)
-    y = cols @ w.reshape(w.shape[0], -1).T  # (N*H'*W', O)
-    return y.reshape(n, ho, wo, -1).transpose(0, 3, 1, 2)
+        xp = np.zeros((n, c, h + pt + pb, wd + pl + pr), dtype=x.dtype)
+        xp[:, :, pt:pt + h, pl:pl + wd] = x
+        x = xp
+    xc = x.transpose(1, 0, 2, 3)  # (C, N, H, W) view
+    cols = np.empty((c, kh, kw, n, ho, wo), dtype=x.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            cols[:, ky, kx] = xc[:, :, ky:ky + sh * (ho - 1) + 1:sh, kx:kx + sw * (wo - 1) + 1:sw]
+    y = w.reshape(w.shape[0], -1) @ cols.reshape(c * kh * kw, n * ho * wo)  # (O, N*H'*W')
+    return y.reshape(w.shape[0], n, ho, wo).transpose(1, 0, 2, 3)
 
 
 class _BatchNorm:
@@ -184,7 +192,7 @@ class _BatchNorm:
             self.b = np.array([int(v) << (big - fb) for v in b], dtype=np.int64)
         self.cast = _Cast(big, node.attrs["out_type"], top)
 
-    def __call__(self, node, x, tx):
+    def __call__(self, node, x):
         if not self.fast or x.dtype == object:
             return None
         shape = (1, -1) + (1,) * (x.ndim - 2)
@@ -199,7 +207,7 @@ class _MaxPool:
         self.s = tuple(node.attrs.get("stride", self.k))
         self.fast = not any(node.attrs.get("pads", (0, 0, 0, 0)))
 
-    def __call__(self, node, x, tx):
+    def __call__(self, node, x):
         if not self.fast:
             return None
         (kh, kw), (sh, sw) = self.k, self.s
@@ -212,11 +220,27 @@ class _MaxPool:
         return out
 
 
+class _Add:
+    """``cast(a + b)``: both inputs shifted onto the finer grid in int64 where proven, else the interpreter."""
+
+    def __init__(self, node: Node, ta: FixedType, tb: FixedType):
+        f = max(ta.frac_bits, tb.frac_bits)
+        self.sa, self.sb = f - ta.frac_bits, f - tb.frac_bits
+        top = (max_abs_raw(ta) << self.sa) + (max_abs_raw(tb) << self.sb)
+        self.fast = top.bit_length() <= _I64
+        self.cast = _Cast(f, node.attrs["out_type"], top)
+
+    def __call__(self, node, a, b):
+        if not self.fast or a.dtype == object or b.dtype == object:
+            return None
+        return self.cast((a.astype(np.int64) << self.sa) + (b.astype(np.int64) << self.sb))
+
+
 class _Relu:
     def __init__(self, node, tx):
         pass
 
-    def __call__(self, node, x, tx):
+    def __call__(self, node, x):
         return np.maximum(x, 0) if x.dtype != object else None
 
 
@@ -224,11 +248,11 @@ class _Quant:
     def __init__(self, node, tx):
         self.cast = _Cast(tx.frac_bits, node.attrs["out_type"], max_abs_raw(tx))
 
-    def __call__(self, node, x, tx):
+    def __call__(self, node, x):
         return self.cast(x)
 
 
-_PLANS = {"dense": _Linear, "conv2d": _Linear, "batchnorm": _BatchNorm, "maxpool": _MaxPool, "relu": _Relu,
+_PLANS = {"dense": _Linear, "conv2d": _Linear, "add": _Add, "batchnorm": _BatchNorm, "maxpool": _MaxPool, "relu": _Relu,
           "quant": _Quant}
 
 
@@ -253,7 +277,7 @@ class ExactModel:
         self._plans = []
         for n in self._nodes:
             make = _PLANS.get(n.op)
-            self._plans.append(make(n, self._types[n.inputs[0]]) if make else None)
+            self._plans.append(make(n, *[self._types[i] for i in n.inputs]) if make else None)
         per_sample = max([math.prod(t.shape) * 9 for t in graph.tensors.values() if t.shape] + [1])
         self._chunk = max(1, _CHUNK_ELEMS // per_sample)
 
@@ -305,7 +329,7 @@ class ExactModel:
             ins = [env[i] for i in node.inputs]
             out = None
             if plan is not None:
-                out = plan(node, ins[0], self._types[node.inputs[0]])
+                out = plan(node, *ins)
             if out is None:
                 out = get_op(node.op).run(node, [(v, self._types[i]) for v, i in zip(ins, node.inputs)])
             env[node.outputs[0]] = out

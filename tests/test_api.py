@@ -184,7 +184,7 @@ def test_fast_paths_are_taken_and_wide_ones_fall_back():
                             params={"weight": Const(np.array([[2**10, 2**10, 2**10, 1]]), F(12, 12))}),
                        F(14, 14))
     assert edge.dt == np.float64
-    assert edge(None, x, F(14, 14))[0, 0] == 3 * 2**22 + 2**12
+    assert edge(None, x)[0, 0] == 3 * 2**22 + 2**12
 
 
 def test_wide_output_raises_when_not_exact_in_float64():

@@ -210,8 +210,15 @@ def _step(console, text: str, quiet: bool):
                    "finn_datatype annotation, else the input's first quantizer).")
 @click.option("--softmax", type=click.Choice(["argmax"]), default=None,
               help="argmax: drop a final Softmax; the design outputs its input, whose argmax is the model's decision.")
+@click.option("--explore", is_flag=True,
+              help="Search every layer's reuse, multiplier binding (DSP/LUT) and shift-add form for the most "
+                   "samples/s within the budget, then the least latency and resources; compile the chosen design "
+                   "and write explore.json, explore_config.json and explore.png in OUTDIR.")
+@click.option("--budget", default=None, metavar="SHARES",
+              help="Shares of the part --explore may use, e.g. dsp=0.7,lut=0.6,bram=0.8 (default 0.8 each of "
+                   "dsp, lut, ff, bram).")
 def _command(model, target, outdir, clock_ns, part, csim, force, config, vectors, jobs, list_targets, quiet,
-             input_type=None, softmax=None):
+             input_type=None, softmax=None, explore=False, budget=None):
     """Compile a fixed-point ONNX MODEL (qfx or QONNX) into a Vitis HLS project whose C simulation is
     bit-exact with PyTorch: firmware, testbench with test vectors, Makefile (make csim needs only g++),
     build.tcl, README.md and report.json."""
@@ -225,8 +232,10 @@ def _command(model, target, outdir, clock_ns, part, csim, force, config, vectors
     if model is None:
         raise UserError("no MODEL given: pass the path of an ONNX file, e.g. 'qfx-compile model.onnx --target "
                         "ultra96' (see qfx-compile --help).")
+    if budget is not None and not explore:
+        raise UserError("--budget sets the shares of the part that --explore may use; add --explore")
     return _compile(console, err, model, target, outdir, clock_ns, part, csim, force, config, vectors, jobs, quiet,
-                    input_type, softmax)
+                    input_type, softmax, explore, budget)
 
 
 def _safe(text: object, max_len: int = 400) -> str:
@@ -242,12 +251,13 @@ def _safe_message(text: object) -> str:
 
 
 def _compile(console, err, model, target, outdir, clock_ns, part, csim, force, config, vectors, jobs, quiet,
-             input_type=None, softmax=None) -> int:
+             input_type=None, softmax=None, explore=False, budget=None) -> int:
     from .backend import outdir as outdir_mod
     from .backend.config import ConfigError
     from .backend.csim import CsimError
     from .backend.plan import BackendError
-    from .backend.project import compile_graph, resolve_target
+    from .backend.project import compile_graph, precheck_arrays, precheck_size, resolve_target
+    from .frontend.untrusted import weight_arrays
     from .backend.toolchain import ToolchainError
     from .frontend import ModelError, load_model
     from .ir.ops.base import OpError
@@ -269,10 +279,13 @@ def _compile(console, err, model, target, outdir, clock_ns, part, csim, force, c
     try:
         # refuse a folder we may not replace before any work is done (checked again under the lock)
         outdir_mod.check_outdir(out, force, protected)
+        # weights that cannot fit the part whatever the layout: refused before the frontend decodes them
+        precheck_arrays(weight_arrays(str(mp)), target, part, clock_ns)
         with _step(err, f"reading {mp.name}", quiet):
             graph = load_model(str(mp), input_type=input_type, softmax=softmax)
         for note in graph.metadata.get("qfx.notes", "").splitlines():
             err.print(f"note: {note}", markup=False, highlight=False)
+        precheck_size(graph, target, part, clock_ns)  # weights many times too big: refused before the passes
         with _step(err, "IR passes (shapes, accumulators, K-hot terms)", quiet):
             graph = run_default_passes(graph)
     except (ModelError, OpError) as e:
@@ -280,13 +293,32 @@ def _compile(console, err, model, target, outdir, clock_ns, part, csim, force, c
         raise UserError(f"cannot compile {_safe(model)}: {e}")
     except outdir_mod.OutdirError as e:
         raise UserError(str(e))
+    except TargetError as e:
+        raise UserError(f"cannot compile {_safe(model)}: {e}")
     no_vectors = graph.vectors is None
+    shares = None
+    if explore:
+        from .backend.explore import parse_budget
+        try:
+            shares = parse_budget(budget)
+        except ValueError as e:
+            raise UserError(str(e))
     # one qfx-compile at a time per OUTDIR, for the whole run (the project, then its C simulation)
     with outdir_mod.lock(out):
+        explored = None
         try:
-            with _step(err, f"generating the project in {out}", quiet):
-                res = compile_graph(graph, out, target=target, part=part, clock_ns=clock_ns, config=config,
-                                    vectors=vectors, force=force, model_path=str(mp), run_csim=False)
+            with contextlib.ExitStack() as stack:
+                used_config = config
+                if explore:
+                    explored, used_config = _explore(err, quiet, graph, target, part, clock_ns, config, shares,
+                                                     stack)
+                with _step(err, f"generating the project in {out}", quiet):
+                    res = compile_graph(graph, out, target=target, part=part, clock_ns=clock_ns, config=used_config,
+                                        vectors=vectors, force=force, model_path=str(mp), run_csim=False)
+                if explored is not None:
+                    from .backend.explore import write_outputs
+                    for note in write_outputs(explored, res.outdir):
+                        err.print(f"note: {_safe(note)}", markup=False, highlight=False)
         except outdir_mod.OutdirError as e:
             raise UserError(str(e))
         except (BackendError, TargetError, ConfigError) as e:
@@ -316,11 +348,45 @@ def _compile(console, err, model, target, outdir, clock_ns, part, csim, force, c
             if not r.ok:
                 rc = 1
     _summary(console, res.report)
+    if explored is not None:
+        c, d = explored.chosen, explored.default
+        console.print(f"explore: {c.samples_per_s:,.0f} samples/s, {c.dsp} DSP, {c.lut:,} LUT, {c.bram18} BRAM18 "
+                      f"(budget {explored.limits['dsp']} DSP, {explored.limits['lut']:,} LUT, "
+                      f"{explored.limits['bram18']} BRAM18); default design: "
+                      + (f"{d.samples_per_s:,.0f} samples/s, {d.dsp} DSP, {d.lut:,} LUT" if d else "does not fit")
+                      + f"; searched {len(explored.samples)} designs in {explored.seconds:.2f} s "
+                        f"(explore.json, explore_config.json, explore.png)", markup=False, highlight=False)
     console.print(f"project written to {_safe(res.outdir)} (report.json, README.md)", markup=False, highlight=False)
     if rc:
         err.print("error: the C simulation does not match the expected outputs bit for bit (see above).",
                   markup=False, highlight=False)
     return rc
+
+
+def _explore(err, quiet, graph, target, part, clock_ns, config, shares, stack):
+    """Run the design-space search; its choice reaches the plan as a per-layer options file (the --config path),
+    merged over the user's --config (whose explicit reuse / mul_impl the search keeps)."""
+    import json
+    import tempfile
+
+    from .backend.config import read_config
+    from .backend.explore import explore
+    from .backend.project import resolve_target
+
+    t, p, c = resolve_target(target, part, clock_ns)
+    with _step(err, f"exploring the design space for {t.name}", quiet):
+        res = explore(graph, t, part=p, clock_ns=c, config=config, budget=shares)
+    data = read_config(config) if config is not None else {}
+    layers = dict(data.get("layers") or {})
+    known = {n.name for n in graph.nodes}
+    for name, opts in res.options_config()["layers"].items():
+        if name in known:
+            layers[name] = {**layers.get(name, {}), **opts}
+    data = {**data, "layers": layers}
+    d = stack.enter_context(tempfile.TemporaryDirectory(prefix="qfx_explore_"))
+    path = Path(d) / "explore_config.json"
+    path.write_text(json.dumps(data))
+    return res, str(path)
 
 
 class Interrupted(KeyboardInterrupt):

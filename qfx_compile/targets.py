@@ -48,8 +48,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
 SMALL_ARRAY_BITS = 1024
 #: Bits one LUT6 holds as distributed ROM.
 LUTRAM_BITS_PER_LUT = 64
-#: Share of the part's BRAM and LUTs the weights may take (the rest is left for the datapath).
-WEIGHT_BRAM_SHARE = 1.0
+#: Share of the part's BRAM and LUTs the weights may take (the rest is left for the datapath: stream FIFOs,
+#: line buffers, the AXI interface, and the estimate's own error), like the DSP budget's share.
+WEIGHT_BRAM_SHARE = 0.8
 WEIGHT_LUT_SHARE = 0.5
 
 
@@ -123,8 +124,9 @@ def check_fits(est: MemoryEstimate, target: Target, *, part: str | None = None) 
     lut_budget = int(target.lut * WEIGHT_LUT_SHARE)
     problems = []
     if est.bram18 > bram_budget:
-        problems.append(f"{est.bram18} BRAM18 blocks for weights, the part has {target.bram18} "
-                        f"({target.bram36} BRAM36)")
+        problems.append(f"{est.bram18:,} BRAM18 blocks for weights, more than {bram_budget:,} "
+                        f"({WEIGHT_BRAM_SHARE:.0%} of the part's {target.bram18:,} BRAM18, the rest is left for "
+                        f"FIFOs and buffers)")
     if est.lut > lut_budget:
         problems.append(f"{est.lut} LUTs of distributed ROM for small weight arrays, more than "
                         f"{lut_budget} (half of the part's {target.lut} LUTs)")

@@ -28,7 +28,7 @@ def zoo(tmp_path_factory):
     from qfx_compile.testing.models import export_zoo_model
 
     d = tmp_path_factory.mktemp("safety_zoo")
-    return {name: Path(export_zoo_model(name, d, vectors=4)) for name in ("mlp", "cnn")}
+    return {name: Path(export_zoo_model(name, d, vectors=4)) for name in ("mlp", "cnn", "resnet")}
 
 
 def _run(args, capsys):
@@ -387,3 +387,100 @@ def test_makefile_executes_nothing_from_the_environment(zoo, tmp_path, capsys):
                        capture_output=True, text=True, timeout=120)
     if "hls4ml" in str(find_ap_types()):
         assert str(find_ap_types()) in p.stdout
+
+
+# ------------------------------------------------------------- bounded work
+def _part(monkeypatch, name, bram36, dsp=2520, lut=274_080):
+    from qfx_compile import targets
+
+    monkeypatch.setitem(targets.TARGETS, name, targets.Target(name, name, "xczu9eg-ffvb1156-2-e", 5.0, dsp, "DSP48E2",
+                                                                lut, 2 * lut, bram36, 0))
+
+
+def test_weight_memory_leaves_a_margin(zoo, tmp_path, capsys, monkeypatch):
+    """The ResNet's weights take 4 BRAM18: a part with exactly 4 is refused (80% share), one with 6 is not."""
+    _part(monkeypatch, "b4", 2)
+    _part(monkeypatch, "b6", 3)
+    rc, err, _ = _run([zoo["resnet"], "--target", "b4", "-o", tmp_path / "o", "-q"], capsys)
+    assert rc == 2, err
+    assert "4 BRAM18 blocks for weights, more than 3 (80% of the part's 4 BRAM18" in err
+    assert not (tmp_path / "o").exists()
+    assert _run([zoo["resnet"], "--target", "b6", "-o", tmp_path / "o", "-q"], capsys)[0] == 0
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert rep["totals"]["weight_bram18"] == 4  # the figure the refusal above used
+
+
+def test_weights_far_too_big_are_refused_before_decoding(zoo, tmp_path, capsys, monkeypatch):
+    """The size check reads widths and element counts from the protobuf: the frontend never runs."""
+    import qfx_compile.frontend as frontend
+
+    _part(monkeypatch, "b1", 0)  # no BRAM; the MLP's two biggest weight arrays need one BRAM18 each
+
+    def boom(*a, **k):
+        raise AssertionError("the frontend decoded the weights before the size check")
+
+    monkeypatch.setattr(frontend, "load_model", boom)
+    rc, err, _ = _run([zoo["mlp"], "--target", "b1", "-o", tmp_path / "o", "-q"], capsys)
+    assert rc == 2, err
+    assert "do not fit b1" in err and "fc1" in err
+
+
+def _redundant_relus(src: Path, dst: Path, n: int) -> Path:
+    from onnx import helper
+
+    m = onnx.load(str(src))
+    g = m.graph
+    nodes = list(g.node)
+    i = next(k for k, x in enumerate(nodes) if x.name == "relu1/Relu")
+    first = prev = nodes[i].output[0]
+    extra = []
+    for k in range(n):
+        extra.append(helper.make_node("Relu", [prev], [f"rr{k}"], name=f"rr{k}/Relu"))
+        prev = f"rr{k}"
+    for x in nodes[i + 1:]:
+        x.input[:] = [prev if v == first else v for v in x.input]
+    del g.node[:]
+    g.node.extend(nodes[:i + 1] + extra + nodes[i + 1:])
+    del g.value_info[:]
+    onnx.save(m, str(dst))
+    return dst
+
+
+def test_fold_is_linear_in_redundant_nodes(zoo, tmp_path, capsys, monkeypatch):
+    """3,000 redundant ReLUs: removed in a bounded number of sweeps (shape inferences), with no deep copy of
+    any weight array; through the CLI the project equals the one without them."""
+    import copy
+
+    from qfx_compile.frontend import load_model
+    import importlib
+
+    fold_mod = importlib.import_module("qfx_compile.ir.passes.fold")
+
+    p = _redundant_relus(zoo["mlp"], tmp_path / "red.onnx", 3000)
+    g = load_model(str(p))
+    calls = {"infer": 0, "deepcopy": 0}
+    real_infer, real_deepcopy = fold_mod.infer_shapes, copy.deepcopy
+
+    def infer(graph):
+        calls["infer"] += 1
+        return real_infer(graph)
+
+    def deepcopy(*a, **k):
+        calls["deepcopy"] += 1
+        return real_deepcopy(*a, **k)
+
+    monkeypatch.setattr(fold_mod, "infer_shapes", infer)
+    monkeypatch.setattr(copy, "deepcopy", deepcopy)
+    out = fold_mod.fold(g)
+    assert len(g.nodes) - len(out.nodes) == 3000
+    assert calls["infer"] <= 3 and calls["deepcopy"] == 0, calls
+    w = [n for n in g.nodes if n.params][0]
+    c = g.copy()
+    assert c.nodes[g.nodes.index(w)].params["weight"].raw is w.params["weight"].raw  # shared, not copied
+    assert c.nodes[0] is not g.nodes[0] and c.tensors is not g.tensors
+    monkeypatch.undo()
+    assert _run([p, "-o", tmp_path / "red", "-q"], capsys)[0] == 0
+    assert _run([zoo["mlp"], "-o", tmp_path / "plain", "-q"], capsys)[0] == 0
+    a = json.loads((tmp_path / "red" / "report.json").read_text())["layers"]
+    b = json.loads((tmp_path / "plain" / "report.json").read_text())["layers"]
+    assert [(x["op"], x["output_type"]) for x in a] == [(x["op"], x["output_type"]) for x in b]

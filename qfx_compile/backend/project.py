@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ir.graph import Graph, Vectors
-from ..targets import Target, TargetError, check_fits, get_target
+from ..targets import Target, TargetError, check_fits, estimate_memory, get_target
 from . import csim as csim_mod, rtl
 from .plan import BackendError, PlanOptions, build_plan, vectors_for_files
 from .outdir import write_project
@@ -63,6 +63,31 @@ def interpreter_vectors(graph: Graph, n: int, seed: int = 0) -> Vectors:
     return Vectors(input_raw=x, output_raw=np.asarray(y), source="interpreter")
 
 
+def precheck_size(graph: Graph, target: str | Target = "ultra96", part: str | None = None,
+                  clock_ns: float | None = None) -> None:
+    """Refuse, before the passes and the plan, weights that cannot fit the part whatever the layout.
+
+    Counts each constant array as stored (width x elements, FINN's BRAM model; K-hot constants become
+    adders, not memory, and are left out) against the whole part: a lower bound, so that a model many times
+    too big is refused in seconds; :func:`check_fits` on the plan's arrays applies the budget share after."""
+    arrays = []
+    for n in graph.nodes:
+        for k, c in n.params.items():
+            if c.k_hot is not None:
+                continue
+            arrays.append((n.name, k, int(c.type.width), int(np.asarray(c.raw).size)))
+    precheck_arrays(arrays, target, part, clock_ns)
+
+
+def precheck_arrays(arrays, target: str | Target = "ultra96", part: str | None = None,
+                    clock_ns: float | None = None) -> None:
+    """:func:`precheck_size` on ``(layer, array, width, elements)`` tuples (also read from the file alone)."""
+    t, p, _ = resolve_target(target, part, clock_ns)
+    est = estimate_memory(arrays)
+    if est.bram18 > t.bram18 or est.lut > t.lut:
+        check_fits(est, t, part=p)
+
+
 def check_stored_vectors(graph: Graph, n: int) -> None:
     """The expected outputs stored in the model must be what its own layers compute (the IR interpreter is
     exact): a file edited after export (weights, types, vectors) would otherwise give a project whose C
@@ -89,6 +114,7 @@ def compile_graph(graph: Graph, outdir: str | Path, *, target: str | Target = "u
                   jobs: int | None = None) -> CompileResult:
     """Typed IR (after ``run_default_passes``) -> project in ``outdir``."""
     t, p, c = resolve_target(target, part, clock_ns)
+    precheck_size(graph, t, p, c)
     plan = build_plan(graph, PlanOptions(target=t, part=p, clock_ns=c, config_path=config))
     check_fits(plan.memory, t, part=p)
     n_req = 100 if vectors is None else int(vectors)

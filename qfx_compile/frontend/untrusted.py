@@ -110,3 +110,49 @@ def load_vectors_npz(text: str, fix: str, path: str) -> tuple[np.ndarray, np.nda
         except Exception as e:  # zlib.error, BadZipFile (CRC), ValueError from numpy's header parser, EOFError
             raise bad(f"{key}: {type(e).__name__}: {e}") from None
     return arrays["input_raw"], arrays["output_raw"]
+
+
+def weight_arrays(path: str) -> list[tuple[str, str, int, int]]:
+    """``(node, initializer, width, elements)`` of every constant a FixedPoint or QONNX Quant casts, read
+    from the protobuf alone (no array is decoded or quantized): the input of a size check that runs before
+    the frontend builds anything large. K-hot constants (``k_hot`` set: adders, not memory) are left out.
+    Returns [] for a file that does not parse (the frontend then says what is wrong with it)."""
+    import os
+
+    import onnx
+
+    try:
+        if os.path.getsize(path) > (2 << 30):
+            return []
+        m = onnx.ModelProto()
+        with open(path, "rb") as f:
+            m.ParseFromString(f.read())
+    except Exception:
+        return []
+    inits = {t.name: t for t in m.graph.initializer}
+    out = []
+    for n in m.graph.node:
+        if not len(n.input) or n.input[0] not in inits:
+            continue
+        t = inits[n.input[0]]
+        elements = 1
+        for d in t.dims:
+            elements *= max(int(d), 0)
+        width = None
+        if n.op_type == "FixedPoint":
+            attrs = {a.name: a for a in n.attribute}
+            if "k_hot" in attrs:
+                continue
+            if "width" in attrs:
+                width = int(attrs["width"].i)
+        elif n.op_type in ("Quant", "IntQuant") and len(n.input) > 3 and n.input[3] in inits:
+            try:
+                from onnx import numpy_helper
+
+                b = numpy_helper.to_array(inits[n.input[3]]).reshape(-1)
+                width = int(b[0]) if b.size == 1 else None
+            except Exception:
+                width = None
+        if width is not None and 1 <= width <= 1024 and elements > 0:
+            out.append((str(n.name), str(t.name), width, elements))
+    return out

@@ -105,7 +105,14 @@ class Graph:
         return [n for n in self.nodes if tensor_name in n.inputs]
 
     def copy(self) -> "Graph":
-        """Deep copy, so that a pass can return a new graph without touching its input."""
-        import copy
+        """A copy a pass may change without touching its input, in time linear in the graph's size.
 
-        return copy.deepcopy(self)
+        Nodes, tensors, their lists and dicts are new; constants (:class:`Const`), attribute values and
+        test vectors are shared: they are values, which passes replace and never edit in place (a deep
+        copy of every weight array per pass made passes quadratic in redundant nodes, issue 9).
+        """
+        rep = dataclasses.replace
+        return rep(self, inputs=list(self.inputs), outputs=list(self.outputs),
+                   nodes=[rep(n, inputs=list(n.inputs), outputs=list(n.outputs), attrs=dict(n.attrs),
+                              params=dict(n.params)) for n in self.nodes],
+                   tensors={k: rep(t) for k, t in self.tensors.items()}, metadata=dict(self.metadata))

@@ -58,3 +58,15 @@ def test_comment_keeps_plain_names():
     assert names.comment("stem.0/Conv") == "stem.0/Conv"
     assert names.comment("layer1[0].conv1/Conv#2") == "layer1[0].conv1/Conv#2"
     assert names.comment("a\nb") == "a?b"
+
+
+def test_printable_escapes_terminal_controls_and_keeps_text():
+    from qfx_compile.backend.names import printable
+
+    hostile = "a\x1b[2J\x1b]0;title\x07b\u202ec\u200bd\udcff\x9b"
+    s = printable(hostile)
+    assert all(0x20 <= ord(ch) < 0x7f for ch in s)
+    assert s == "a\\x1b[2J\\x1b]0;title\\x07b\\u202ec\\u200bd\\udcff\\x9b"
+    assert printable("layer1[0]/Conv é") == "layer1[0]/Conv é"  # ordinary text, markup-like or not, kept
+    long = printable("x" * 10_000, 100)
+    assert len(long) <= 100 and long.startswith("xxx") and "~" in long

@@ -484,3 +484,20 @@ def test_fold_is_linear_in_redundant_nodes(zoo, tmp_path, capsys, monkeypatch):
     a = json.loads((tmp_path / "red" / "report.json").read_text())["layers"]
     b = json.loads((tmp_path / "plain" / "report.json").read_text())["layers"]
     assert [(x["op"], x["output_type"]) for x in a] == [(x["op"], x["output_type"]) for x in b]
+
+
+def test_vectors_option_is_bounded_by_memory(zoo, tmp_path, capsys, monkeypatch):
+    """--vectors asks the interpreter for random vectors: their memory is checked before any is made."""
+    from qfx_compile.backend import project
+
+    def strip(m):
+        keep = [(p.key, p.value) for p in m.metadata_props if p.key != "qfx.vectors"]
+        del m.metadata_props[:]
+        for k, v in keep:
+            m.metadata_props.add(key=k, value=v)
+
+    p = _edit(zoo["mlp"], tmp_path / "nv.onnx", strip)
+    monkeypatch.setattr(project, "MAX_VECTOR_BYTES", 1 << 20)  # 74 values x 8 bytes each: 1,771 vectors fit
+    rc, err, _ = _run([p, "--vectors", "100000", "-o", tmp_path / "o", "-q"], capsys)
+    assert rc == 2 and "--vectors 1771 or fewer" in err
+    assert _run([p, "--vectors", "1771", "-o", tmp_path / "o", "-q"], capsys)[0] == 0

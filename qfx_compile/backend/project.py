@@ -88,6 +88,23 @@ def precheck_arrays(arrays, target: str | Target = "ultra96", part: str | None =
         check_fits(est, t, part=p)
 
 
+#: The test vectors of one project (inputs and expected outputs, as int64 before they are written as text).
+MAX_VECTOR_BYTES = 256 << 20
+
+
+def check_vector_budget(graph: Graph, n: int) -> None:
+    """``--vectors n`` must not ask for more memory (and testbench text) than :data:`MAX_VECTOR_BYTES`."""
+    sizes = []
+    for name in (graph.inputs[0], graph.outputs[0]):
+        shape = graph.tensors[name].shape or ()
+        sizes.append(int(np.prod(shape, dtype=object)) if shape else 1)
+    per = 8 * sum(sizes)
+    if n * per > MAX_VECTOR_BYTES:
+        raise BackendError(f"--vectors {n} would take {n * per / 2**20:,.0f} MiB of test vectors for this model "
+                           f"({sum(sizes):,} input and output values each); use --vectors "
+                           f"{max(1, MAX_VECTOR_BYTES // per)} or fewer")
+
+
 def check_stored_vectors(graph: Graph, n: int) -> None:
     """The expected outputs stored in the model must be what its own layers compute (the IR interpreter is
     exact): a file edited after export (weights, types, vectors) would otherwise give a project whose C
@@ -120,6 +137,8 @@ def compile_graph(graph: Graph, outdir: str | Path, *, target: str | Target = "u
     n_req = 100 if vectors is None else int(vectors)
     if n_req < 1:
         raise BackendError(f"--vectors must be at least 1, got {n_req}")
+    stored = 0 if graph.vectors is None else len(graph.vectors.input_raw)
+    check_vector_budget(graph, min(n_req, stored) if stored else n_req)
     if graph.vectors is None or len(graph.vectors.input_raw) == 0:
         graph = dataclasses.replace(graph, vectors=interpreter_vectors(graph, n_req))
     if graph.vectors.source != "interpreter":

@@ -22,5 +22,6 @@
 #include "qfx_stream.h"
 #include "qfx_table.h"
 #include "qfx_softmax.h"
+#include "qfx_leaky_relu.h"
 
 #endif

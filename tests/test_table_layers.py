@@ -617,3 +617,37 @@ def test_standard_activation_needs_a_cast_after_it(tmp_path):
     onnx.save(m, str(bad))
     with pytest.raises(ModelError):
         load_model(bad)
+
+
+# ---------------------------------------------------------------- LeakyReLU of a wide input: a multiplier
+@pytest.mark.slow
+def test_wide_leaky_relu_is_one_multiplier_and_exact(tmp_path):
+    """An 18-bit input (more than a table takes): cast(x * a) with the exact product; torch == onnxruntime ==
+    IR == the reference == csim, with ties (a = 1/8) and overflow (x > 8) among the vectors."""
+    tin, tout = F(18, 6, True, "AP_RND_CONV", "AP_SAT"), F(12, 4, True, "AP_RND_CONV", "AP_SAT")
+    layer = qnn.LeakyReLU(0.125, str(tout), slope_type="ap_fixed<4,1,AP_RND_CONV,AP_SAT>", learnable=False)
+    head = _Head(str(tin), layer).eval()
+    rng = np.random.default_rng(3)
+    m = rng.integers(-(1 << 17), 1 << 17, size=(120, 8))
+    m[0] = -64 * (2 * np.arange(8) + 1)  # x * a at 9 fractional bits is exactly k + 1/2: ties
+    m[1] = [(1 << 17) - 1, -(1 << 17), 8 << 12, (8 << 12) + 1, -1, 0, 1, 40000]  # saturation, extremes
+    x = torch.from_numpy(m / 2.0 ** 12).to(torch.float32)
+    path = export_onnx(head, x[:2], tmp_path / "leaky.onnx", vectors=len(x), inputs=x)
+    a = Fraction(1, 8)
+    want = np.array([[ref_cast(ref_rational("leaky_relu", Fraction(int(v), 1 << 12), a), tout) for v in row]
+                     for row in m])
+    assert sum(is_tie(ref_rational("leaky_relu", Fraction(int(v), 1 << 12), a), tout) for v in m[0]) == 8
+    assert (want == tout.raw_max).any()
+    with torch.no_grad():
+        y = head(x).numpy()
+    assert np.array_equal(y * 2 ** tout.frac_bits, want)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert np.array_equal(sess.run(None, {"input": x.numpy()})[0], y)
+    g = load_model(path)
+    assert [n.op for n in g.nodes] == ["quant", "leaky_relu"]
+    assert np.array_equal(run(run_default_passes(g), m), want)
+    out = tmp_path / "hls"
+    assert main([str(path), "-o", str(out), "--csim", "--quiet", "--vectors", str(len(x))]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["csim"]["passed"] == len(x) and rep["csim"]["failed"] == 0
+    assert [L["multipliers"] for L in rep["layers"] if L["op"] == "leaky_relu"] == [1]

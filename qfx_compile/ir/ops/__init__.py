@@ -9,8 +9,8 @@ REGISTRY: dict[str, OpDef] = {m.OP.name: m.OP for m in (
     quant, dense, conv2d, batchnorm, relu, clip, add, maxpool, avgpool, global_avgpool, flatten, multithreshold)}
 
 # table-based layers (sigmoid, tanh, hard*, leaky_relu; softmax): issue 8
-from . import softmax, table  # noqa: E402
-REGISTRY.update({m.OP.name: m.OP for m in (table, softmax)})
+from . import leaky_relu, softmax, table  # noqa: E402
+REGISTRY.update({m.OP.name: m.OP for m in (table, softmax, leaky_relu)})
 
 # structural layers (concat, zero padding, nearest upsampling): issue 8
 from . import concat, pad, upsample  # noqa: E402

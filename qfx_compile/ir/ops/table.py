@@ -119,6 +119,13 @@ def import_float_activation(r, out):
     from fractions import Fraction
     op = r.cur.op_type
     x = r.typed_act(0)
+    if op == "LeakyRelu" and x.type.width > MAX_TABLE_BITS:  # wide input: a multiplier, not a table
+        from .leaky_relu import slope_const
+        try:
+            a = slope_const(Fraction(r.attr("alpha", FLOAT, 0.01)))
+        except (ValueError, OverflowError) as e:
+            raise r.err(f"LeakyRelu alpha: {e}") from None
+        return r.pending(out, "leaky_relu", x, {}, {"slope": a})
     if x.type.width > MAX_TABLE_BITS:
         raise r.err(f"{op} of a {x.type} input: an exact activation is a table of 2**W entries, W <= "
                     f"{MAX_TABLE_BITS}; quantize its input to fewer bits")

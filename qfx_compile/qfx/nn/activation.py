@@ -184,6 +184,38 @@ class LeakyReLU(TableActivation):
     def float_fn(self, x):
         return F.leaky_relu(x, float(self._slope))
 
+    def eval_input_type(self) -> FixedType:
+        st = getattr(self, "static_input_types", None)
+        t = (st[0] if st else None) or self.input_type
+        return t if t is not None and t.width > MAX_TABLE_BITS else super().eval_input_type()
+
+    def forward(self, x):
+        if self._float_path():
+            return super().forward(x)
+        in_t = self.eval_input_type()
+        if in_t.width <= MAX_TABLE_BITS:
+            return super().forward(x)
+        # a wide input: the exact product x * a in float64, then the one cast (no table)
+        if in_t.width + self.slope_type.width + 1 > 53:
+            raise ValueError(f"{self.layer_name}: x * a needs {in_t.width + self.slope_type.width} bits, more than "
+                             f"float64 holds exactly; use a narrower input or slope_type")
+        x = x.to(torch.float64)
+        to_raw(x, in_t)  # refuses values off the input grid
+        return self.output_quantizer(torch.where(x < 0, x * float(self._slope), x))
+
+    def onnx_export(self, ctx):
+        """Narrow input: ``qfx.Table``; wide input: ``LeakyRelu(alpha=a)`` (exact in double) then the cast."""
+        in_t = self.export_input_type(ctx) if ctx.xt.width <= MAX_TABLE_BITS else ctx.xt
+        if in_t.width <= MAX_TABLE_BITS:
+            return super().onnx_export(ctx)
+        if self.input_type is not None and self.input_type != ctx.xt:
+            raise ctx.error(f"the layer's input_type {self.input_type} differs from the type {ctx.xt} of its input")
+        a = float(self._slope)
+        if float(np.float32(a)) != a or in_t.width + self.slope_type.width + 1 > 53:
+            raise ctx.error(f"the slope {a!r} is not a float32 value or x * a exceeds 53 bits; use a narrower "
+                            f"slope_type (at most 24 bits)")
+        return ctx.cast_out(ctx.node("LeakyRelu", [ctx.x], "acc", alpha=a))
+
     def extra_repr(self):
         return f"negative_slope={self.negative_slope} (a = {float(self._slope)!r}), slope_type={self.slope_type}"
 

@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--keep", default=str(ROOT / "build" / "fuzz_findings"))
     ap.add_argument("--readme", action="store_true", help="write the table into README.md")
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="stop after this long; the table then reports the cases that ran")
     a = ap.parse_args(argv)
 
     import machine  # bench/machine.py
@@ -86,10 +88,15 @@ def main(argv=None) -> int:
                 per_kind[(k, rc)] += 1
             if problems:
                 findings.append((i, base, kinds, problems))
-            if (n + 1) % 500 == 0:
+            if (n + 1) % 250 == 0:
                 print(f"{n + 1} cases, {dict(rcs)}, csim {dict(csims)}, findings {len(findings)}, "
                       f"{time.time() - t0:.0f} s", flush=True)
+            if a.max_minutes is not None and time.time() - t0 > 60 * a.max_minutes:
+                print(f"stopping after {a.max_minutes:g} minutes", flush=True)
+                pool.terminate()
+                break
     wall = time.time() - t0
+    done = sum(rcs.values())
     exit1 = sum(v for k, v in rcs.items() if k not in (0, 2))
     failing_builds = sum(1 for f in findings if any(p.startswith("csim") for p in f[3]))
     kinds = sorted({k for k, _ in per_kind})
@@ -97,7 +104,7 @@ def main(argv=None) -> int:
         "| cases | exit 0 | exit 2 | other exits (exit 1: bug) | exit 0 projects run through `make csim` "
         "| of those failing | other findings | wall time |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {a.cases:,} | {rcs[0]:,} | {rcs[2]:,} | {exit1} | {sum(csims.values())} | {failing_builds} | "
+        f"| {done:,} | {rcs[0]:,} | {rcs[2]:,} | {exit1} | {sum(csims.values())} | {failing_builds} | "
         f"{len(findings) - failing_builds} | {wall / 60:.0f} min ({a.workers} workers) |",
         "",
         "| mutation | cases | exit 0 | exit 2 |",
@@ -113,7 +120,9 @@ def main(argv=None) -> int:
         readme = ROOT / "README.md"
         text = readme.read_text()
         block = (f"<!-- fuzz-table -->\n`python bench/fuzz.py --cases {a.cases} --seed {a.seed} --csim-every "
-                 f"{a.csim_every} --workers {a.workers}` on {describe()}:\n\n{table}\n<!-- /fuzz-table -->")
+                 f"{a.csim_every} --workers {a.workers}"
+                 + (f" --max-minutes {a.max_minutes:g}" if a.max_minutes else "")
+                 + f"` on {describe()}:\n\n{table}\n<!-- /fuzz-table -->")
         if "<!-- fuzz-table -->" in text:
             text = re.sub(r"<!-- fuzz-table -->.*?<!-- /fuzz-table -->", lambda _: block, text, flags=re.S)
             readme.write_text(text)

@@ -62,6 +62,35 @@ def straight_line_fits(adder_bits: int) -> bool:
     return shiftadd_luts(adder_bits) <= STRAIGHT_LINE_MAX_LUT
 
 
+def table_shape(products: int, k: int, read: int, outputs: int, writes: int, acc_bits: int,
+                reuse: int) -> "LayerShape":
+    """Cost of a shift-add table kernel (hls_lib dense_shiftadd / conv2d_shiftadd) folded to ``reuse``:
+    ``ceil(P / reuse)`` term units of ``k`` adders of ``acc_bits`` bits; each output vector/pixel takes
+    ``ceil(P / units)`` cycles of its fold loop, then writes its ``writes`` values."""
+    units = math.ceil(products / max(1, min(int(reuse), products)))
+    return LayerShape("shiftadd", adders=units * k, adder_bits=units * k * acc_bits,
+                      fixed_cycles=read + outputs * (math.ceil(products / units) + writes))
+
+
+#: A FIFO of at most this many bits is a shift register in LUTs (SRL32: 32 bits deep per LUT per bit).
+FIFO_SRL_BITS = 1024
+
+
+def fifo_cost(width: int, depth: int) -> tuple[int, int]:
+    """(BRAM18, LUT) of a stream FIFO of ``depth`` words of ``width`` bits: small ones are SRLs
+    (``width * ceil(depth / 32)`` LUTs), bigger ones BRAM18 blocks counted as weight ROMs (targets.bram18_for)."""
+    from ..targets import bram18_for
+    if width * depth <= FIFO_SRL_BITS:
+        return 0, int(width) * math.ceil(depth / 32)
+    return bram18_for(width, depth), 0
+
+
+def ff_estimate(lut: int) -> int:
+    """Flip-flops of a datapath pipelined at II=1: one register per LUT output (DSP48s register inside).
+    A coarse rule until measured; the parts have two FFs per LUT, so FFs bind after LUTs."""
+    return int(lut)
+
+
 class FitError(ValueError):
     """The model cannot fit the part's DSPs even at maximum reuse."""
 
@@ -105,6 +134,8 @@ class LayerShape:
     adders: int = 0          # shift-add: adders in the hardware
     adder_bits: int = 0      # shift-add: sum of adder widths
     fixed_cycles: int | None = None  # stream/shiftadd/fixed_mul: cycles per sample
+    k: int = 0               # shift-add: terms per weight of the table kernel (its alternative form, explore)
+    acc_bits: int = 0        # shift-add: accumulator width of the table kernel's adders
 
 
 @dataclasses.dataclass

@@ -85,12 +85,14 @@ class ConstArray:
 @dataclasses.dataclass(frozen=True)
 class LayerOptions:
     """Per-layer options (``--config``): FIFO depth of the output stream, INLINE, reuse (0 = the compiler's
-    choice), multiplier binding (0 auto, 1 DSP, 2 LUTs)."""
+    choice), multiplier binding (0 auto, 1 DSP, 2 LUTs), shift-add form of K-hot layers (0 auto: straight-line
+    code where its adders fit, else the table kernel; 1 the table kernel, folded by ``reuse``)."""
 
     stream_depth: int = 2
     inline: bool = False
     reuse: int = 0
     mul_impl: int = 0
+    shiftadd: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

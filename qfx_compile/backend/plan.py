@@ -23,7 +23,7 @@ from ..ir.ops import get as get_op
 from ..targets import Target, estimate_memory
 from . import names
 from .config import LAYER_DEFAULTS, OPTION_RANGES, ConfigError, load_layer_config  # noqa: F401
-from .estimate import DSP_SHARE, DesignEstimate, FitError, LayerShape, choose_reuse, estimate_layer
+from .estimate import DSP_SHARE, DesignEstimate, FitError, LayerShape, choose_reuse, estimate_layer, table_shape
 from .layerplan import BackendError, LayerContext, LayerOptions, LayerPlan, TensorPlan
 from .lower import OUTPUT_HWC, LowerError, chw_to_stream, lower
 
@@ -146,6 +146,23 @@ def _prepare(graph: Graph) -> Graph:
 
 
 def build_plan(graph: Graph, opts: PlanOptions) -> DesignPlan:
+    g, tensors, order, layers = layer_plans(graph, opts)
+    layers, design = _choose_parallelism(layers, opts)
+    layers, streams, input_fanouts, in_stream, out_stream = _streams(g, tensors, layers)
+
+    mem = estimate_memory((L.name_comment, a.name, a.width, a.depth) for L in layers for a in L.arrays)
+    in_t, out_t = tensors[g.inputs[0]], tensors[g.outputs[0]]
+    return DesignPlan(
+        top=TOP, model_comment=names.comment(graph.name or "model"), target=opts.target, part=opts.part,
+        clock_ns=opts.clock_ns, input=Port(in_t, axis_width(in_t.type)), output=Port(out_t, axis_width(out_t.type)),
+        tensors=tuple(tensors[t] for t in order), layers=tuple(layers), streams=tuple(streams),
+        input_fanouts=tuple(input_fanouts), in_stream=in_stream, out_stream=out_stream, memory=mem,
+        design=design, graph=g)
+
+
+def layer_plans(graph: Graph, opts: PlanOptions):
+    """``(lowered graph, tensors, tensor order, layer plans)``: every node's plan from its op, with its
+    options (``--config``), before the design-wide choices (reuse, streams). :mod:`.explore` prices these."""
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise BackendError(f"the backend supports one input and one output, the model has "
                            f"{len(graph.inputs)} and {len(graph.outputs)}")
@@ -173,25 +190,13 @@ def build_plan(graph: Graph, opts: PlanOptions) -> DesignPlan:
         if op.hls is None:
             raise ctx.error("this op has no HLS kernel in this backend")
         layers.append(op.hls(ctx))
-    layers, design = _choose_parallelism(layers, opts)
-    layers, streams, input_fanouts, in_stream, out_stream = _streams(g, tensors, layers)
-
-    mem = estimate_memory((L.name_comment, a.name, a.width, a.depth) for L in layers for a in L.arrays)
-    in_t, out_t = tensors[g.inputs[0]], tensors[g.outputs[0]]
-    return DesignPlan(
-        top=TOP, model_comment=names.comment(graph.name or "model"), target=opts.target, part=opts.part,
-        clock_ns=opts.clock_ns, input=Port(in_t, axis_width(in_t.type)), output=Port(out_t, axis_width(out_t.type)),
-        tensors=tuple(tensors[t] for t in order), layers=tuple(layers), streams=tuple(streams),
-        input_fanouts=tuple(input_fanouts), in_stream=in_stream, out_stream=out_stream, memory=mem,
-        design=design, graph=g)
+    return g, tensors, order, layers
 
 
 def _folded_table(L: LayerPlan, r: int) -> LayerShape:
-    """Cost of a shift-add table kernel folded to reuse ``r`` (its ``TableFold``)."""
+    """Cost of a shift-add table kernel folded to reuse ``r`` (its ``TableFold``; estimate.table_shape)."""
     f = L.fold
-    units = math.ceil(f.products / r)
-    return LayerShape("shiftadd", adders=units * f.k, adder_bits=units * f.k * f.width,
-                      fixed_cycles=f.read + f.outputs * (math.ceil(f.products / units) + f.writes))
+    return table_shape(f.products, f.k, f.read, f.outputs, f.writes, f.width, r)
 
 
 def _choose_parallelism(layers: list[LayerPlan], opts: PlanOptions) -> tuple[list[LayerPlan], DesignEstimate]:

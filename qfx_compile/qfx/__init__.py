@@ -14,7 +14,8 @@ __all__ = ["FixedType", "ROUNDING_MODES", "OVERFLOW_MODES", "common_type", "quan
 
 from .convert import quantize_model, QFXConfig, infer_types, ptq  # noqa: E402
 from .export import export_onnx  # noqa: E402
+from .cost import hardware_cost, HardwareCost  # noqa: E402
 from .recipe import seed_everything, train_recipe, reestimate_bn, accuracy  # noqa: E402
 
 __all__ += ["quantize_model", "QFXConfig", "infer_types", "ptq", "export_onnx", "seed_everything", "train_recipe",
-            "reestimate_bn", "accuracy"]
+            "reestimate_bn", "accuracy", "hardware_cost", "HardwareCost"]

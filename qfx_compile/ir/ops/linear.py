@@ -77,14 +77,18 @@ def matmul_hls(ctx, sizes, products: int, read: int, outputs: int, writes: int, 
         raise ctx.error("no shift-add terms; run qfx_compile.ir.passes.run_default_passes (khot_terms) first")
     terms = [[shiftadd.Term(*t) for t in row] for row in n.attrs["terms"]]  # in stream order (backend.lower)
     x_dims, n_out, leaf, element = straight_dims
-    code = shiftadd.straight_line(terms, x_t, [int(v) for v in np.asarray(b.raw).reshape(-1).tolist()], ba.type,
-                                  leaf, element)   # None: the estimator prefers the table kernel
+    # option shiftadd=1: the table kernel even where straight-line code fits (backend.explore chooses)
+    code = None if int(ctx.options.shiftadd) == 1 else shiftadd.straight_line(
+        terms, x_t, [int(v) for v in np.asarray(b.raw).reshape(-1).tolist()], ba.type, leaf,
+        element)   # None: the estimator prefers the table kernel
     if code is not None:
         sc = StraightCode(f"sa_{ctx.id}", tuple(code.body), code.terms, code.adders, code.depth, x_dims, n_out)
         return ctx.layer(
             f"{n.op} shift-add",
             LayerShape("shiftadd", adders=code.adders, adder_bits=code.adder_bits,
-                       fixed_cycles=read + outputs * (1 + writes)),
+                       fixed_cycles=read + outputs * (1 + writes), products=products, read_cycles=read,
+                       outputs=outputs, writes=writes, natural_reuse=writes, max_reuse=products,
+                       k=shiftadd.sign_shift_tables(w_raw)[2], acc_bits=acc.width),  # its table form
             callee=f"qfx_gen::{'conv2d' if conv else 'dense'}_straight<cfg_{ctx.id}, {sc.name}>",
             types=[("in_t", x_t.cpp()), ("b_t", ba.type.cpp()), ("out_t", y_t.cpp()), ("b_raw_t", ba.ctype)],
             sizes=sizes, arrays=[ba], acc=code.widest or acc, straight=sc, **common)

@@ -219,6 +219,7 @@ MODELS = {
 
 def build(name, path):
     make, shape, inputs, input_type = MODELS[name]
+    torch.manual_seed(0)  # the weights: the same model in every run, whatever ran before
     calib = (lambda: torch.from_numpy(inputs(32, np.random.default_rng(5)))) if inputs else None
     return export(make(), shape, path, calib=calib), inputs, input_type
 

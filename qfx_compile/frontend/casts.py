@@ -11,7 +11,6 @@ float graph input the input boundary.
 """
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 
 import numpy as np
@@ -22,7 +21,7 @@ from ..ir.exact_real import Q2, ROUNDING, Quantizer
 from ..ir.ops.onnx_table import INT, INTS, QONNX, STRING, onnx_import
 from .errors import ModelError
 from .quantizers import describe_fixedpoint, describe_qonnx
-from .values import Act, CFixed, CFloat, Pending, Real
+from .values import Act, CFixed, CFloat, Real
 
 
 @onnx_import("FixedPoint", domain="qfx", max_inputs=2, label="qfx.FixedPoint")
@@ -108,8 +107,6 @@ def quantize_constant(r, out, x, q: Quantizer, arrays: dict):
                 for k in full:
                     if full[k] is not None:
                         setattr(qq, k, [Fraction(float(full[k][idx]))])
-                if "scale" in full and full["scale"] is not None and q.out_scale is None:
-                    qq.out_scale = None
                 cache[key] = qq
         code = qq.code(Q2(vals[idx]), 0)
         A, B = qq.value_affine(1)
@@ -131,8 +128,6 @@ def apply_quantizer(r, out, q: Quantizer, arrays: dict, out_width: int, out_sign
     for k, v in arrays.items():
         if np.size(v) > 1:
             setattr(q, k, _channels(r, v, x, k))
-    if q.out_scale is not None and np.size(arrays.get("out_scale", 1)) > 1:
-        pass
     rv = x if isinstance(x, Real) else as_real(r, x)
     return real_quant(r, out, rv, q, out_width, out_signed)
 
@@ -220,6 +215,3 @@ def import_trunc(r, out):
     from .real import as_real, real_quant
     real_quant(r, out, x if isinstance(x, Real) else as_real(r, x), q, width, signed)
 
-
-def _unused():  # keep linters quiet about names used only in type positions
-    return math, Pending

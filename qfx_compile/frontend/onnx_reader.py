@@ -11,9 +11,7 @@ all reported at once.
 """
 from __future__ import annotations
 
-import base64
 import heapq
-import io
 import math
 import os
 

@@ -352,6 +352,3 @@ def flatten_chain(x: Real, shape) -> list:
             out.append(s)
     return out
 
-
-def _unused():
-    return CFixed, Quantizer

@@ -5,7 +5,7 @@ every type ``ap_fixed<16,6>`` (AP_TRN, AP_WRAP: the ap_fixed defaults), binary p
 Batch of ``--batch`` inputs (default 1,000), float32 and QFX timed alternately in one process
 (median of ``--repeat``). Prints the machine, the seed and both rates.
 
-    python bench/bench_eval.py [--batch 1000] [--repeat 7] [--threads 1] [--seed 0]
+    python bench/bench_eval.py [--batch 1000] [--repeat 7] [--threads 1] [--seed 0] [--baseline REF --rounds 3]
 """
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ import time
 import torch
 from torch import nn
 
-if __package__ in (None, ""):  # run as a script from a checkout
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import json
+import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import baseline  # noqa: E402  (bench/baseline.py: before/after in one run)
+baseline.use_pkg(sys.argv)
 import machine  # noqa: E402  (bench/machine.py: CPU model, load, compiler)
 from qfx_compile import qfx  # noqa: E402
 
@@ -32,8 +34,21 @@ def small_cnn() -> nn.Module:
                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 5 * 5, 10))
 
 
+def seed_all(seed: int):
+    if hasattr(qfx, "seed_everything"):
+        qfx.seed_everything(seed)
+    else:  # an older tree (--baseline)
+        import random
+
+        import numpy as np
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def build(seed: int):
-    qfx.seed_everything(seed)
+    seed_all(seed)
     fmodel = small_cnn().eval()
     cfg = qfx.QFXConfig(weight=T16, bias=T16, activation=T16, input=T16, learn_int_bits=False)
     qmodel = qfx.quantize_model(small_cnn().eval(), cfg)
@@ -66,10 +81,29 @@ def main():
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--baseline", metavar="REF", help="also time qfx_compile at git commit REF, alternately")
+    ap.add_argument("--rounds", type=int, default=3, help="processes per tree with --baseline")
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--pkg", help=argparse.SUPPRESS)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     load0 = machine.load()
+    if a.baseline:
+        args = ["--batch", str(a.batch), "--repeat", str(a.repeat), "--threads", str(a.threads), "--seed", str(a.seed)]
+        before, after, commit = baseline.compare(__file__, args, a.baseline, a.rounds)
+        print(f"machine: {machine.cpu_model()}, {a.threads} thread(s), torch {torch.__version__}, "
+              f"load average {load0} -> {machine.load()}, seed {a.seed}")
+        print(f"small CNN (1x28x28, conv8-pool-conv16-pool-fc10), ap_fixed<16,6>, batch {a.batch}, "
+              f"{a.repeat} runs each alternating, median; {a.rounds} processes per tree, alternating, median")
+        print("| | float32 eval samples/s | QFX exact eval samples/s | QFX time / float time |")
+        print("|---|---:|---:|---:|")
+        for name, r in ((f"before ({commit})", before), (f"after ({baseline.head()})", after)):
+            print(f"| {name} | {r['float']:.0f} | {r['qfx']:.0f} | {r['ratio']:.2f}x |")
+        return
     f, q = measure(a.batch, a.repeat, a.seed)
+    if a.json:
+        print(json.dumps({"float": f, "qfx": q, "ratio": f / q}))
+        return
     print(f"machine: {machine.cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"load average {load0} -> {machine.load()}, seed {a.seed}")
     print(f"small CNN, ap_fixed<16,6>, batch {a.batch}, {a.repeat} runs each, alternating (median)")

@@ -9,7 +9,7 @@
    whose C simulation (g++ against Xilinx's ap_types headers) must reproduce
    every output bit for bit.
 
-    python examples/mnist_demo.py [--out build/demo] [--config 8bit|4bit|khot2_csd|khot2_binary]
+    python examples/mnist_demo.py [--out build/demo] [--config 8bit|4bit|khot2_csd|khot2_binary] [--seed 0]
 """
 from __future__ import annotations
 
@@ -27,14 +27,15 @@ from qfx_compile import qfx  # noqa: E402
 from qfx_compile.cli import main as qfx_compile_main  # noqa: E402
 
 
-def run(out: Path, config: str, float_epochs: int, qfx_epochs: int, target: str) -> int:
+def run(out: Path, config: str, float_epochs: int, qfx_epochs: int, target: str, seed: int = 0) -> int:
     torch.set_num_threads(2)
+    print(f"seed {seed}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     print(f"[1/3] training on MNIST: float {float_epochs} epochs, then QFX '{config}' {qfx_epochs} epochs ...",
           flush=True)
-    fmodel, _, (Xte, yte) = train_float(float_epochs)
-    model, _ = train_qfx_mnist(config, qfx_epochs, float_model=fmodel)
+    fmodel, _, (Xte, yte) = train_float(float_epochs, seed)
+    model, _ = train_qfx_mnist(config, qfx_epochs, float_model=fmodel, seed=seed)
     acc_float, acc_qfx = evaluate(fmodel, Xte, yte), evaluate(model, Xte, yte)
     print(f"      test accuracy on 1,000 digits: float {100 * acc_float:.1f}%, QFX {100 * acc_qfx:.1f}% "
           f"({time.time() - t0:.0f} s)", flush=True)
@@ -59,8 +60,9 @@ def cli() -> None:
     ap.add_argument("--float-epochs", type=int, default=4)
     ap.add_argument("--qfx-epochs", type=int, default=2)
     ap.add_argument("--target", default="ultra96")
+    ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    sys.exit(run(a.out, a.config, a.float_epochs, a.qfx_epochs, a.target))
+    sys.exit(run(a.out, a.config, a.float_epochs, a.qfx_epochs, a.target, a.seed))
 
 
 if __name__ == "__main__":

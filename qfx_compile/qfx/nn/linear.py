@@ -112,6 +112,12 @@ class _Weighted(QFXModule):
                 return None
         return x.float(), w32, b32
 
+    def _cast_f32_out(self, y32):
+        """The output cast of an exact float32 sum (the float32 cast is exact up to 24 bits), as float64."""
+        if self.output_quantizer.width <= 24 and abs(self.output_quantizer.fixed_type().frac_bits) <= 100:
+            return self.output_quantizer(y32).double()
+        return self.output_quantizer(y32.double())
+
     def _params(self):
         if self._float_path():
             w = self.weight_quantizer(self.weight)
@@ -151,7 +157,7 @@ class Linear(_Weighted):
             return self.output_quantizer(F.linear(x, w, b))
         ops = self._f32_operands(x)
         if ops is not None:
-            return self.output_quantizer(F.linear(*ops).double())
+            return self._cast_f32_out(F.linear(*ops))
         x = x.to(torch.float64)
         self._check(x, w, b)
         return self.output_quantizer(F.linear(x, w, b))
@@ -191,7 +197,7 @@ class Conv2d(_Weighted):
             return self.output_quantizer(F.conv2d(x, w, b, self.stride, self.padding, groups=self.groups))
         ops = self._f32_operands(x)
         if ops is not None:
-            return self.output_quantizer(F.conv2d(*ops, self.stride, self.padding, groups=self.groups).double())
+            return self._cast_f32_out(F.conv2d(*ops, self.stride, self.padding, groups=self.groups))
         x = x.to(torch.float64)
         self._check(x, w, b)
         if x.device.type == "cpu":

@@ -28,6 +28,7 @@ import numpy as np
 
 from .fixed.cast import float_to_raw, requantize_raw
 from .fixed.types import FixedType, sat_sym_raw_min
+from .fixed.window import out_size
 from .ir import interpret
 from .ir.graph import Graph, Node
 from .ir.ops import get as get_op
@@ -160,7 +161,7 @@ def _conv_gemm(x: np.ndarray, w: np.ndarray, kernel, stride, pads) -> np.ndarray
     (O, C*KH*KW) @ (C*KH*KW, N*H'*W'); the result is returned as an (N, O, H', W') view."""
     (kh, kw), (sh, sw), (pt, pl, pb, pr) = kernel, stride, pads
     n, c, h, wd = x.shape
-    ho, wo = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+    ho, wo = out_size(h, kh, sh, (pt, pb)), out_size(wd, kw, sw, (pl, pr))
     if any(pads):
         xp = np.zeros((n, c, h + pt + pb, wd + pl + pr), dtype=x.dtype)
         xp[:, :, pt:pt + h, pl:pl + wd] = x
@@ -211,7 +212,7 @@ class _MaxPool:
         if not self.fast:
             return None
         (kh, kw), (sh, sw) = self.k, self.s
-        ho, wo = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+        ho, wo = out_size(x.shape[2], kh, sh), out_size(x.shape[3], kw, sw)
         out = None
         for ky in range(kh):
             for kx in range(kw):

@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 
 from ..graph import Const
+from ...fixed.window import out_size
 from .base import OpDef, OpError, const_common, int_pair, pads4, window_out, type_casts_to_out_type
 from .linear import check_params, matmul_hls, weighted_sum
 from .intervals import linear_acc
@@ -65,7 +66,7 @@ def patches(x: np.ndarray, kernel, stride, pads, fill=0) -> np.ndarray:
     (kh, kw), (sh, sw), (pt, pl, pb, pr) = kernel, stride, pads
     xp = np.full((n, c, h + pt + pb, w + pl + pr), fill, dtype=x.dtype)
     xp[:, :, pt:pt + h, pl:pl + w] = x
-    ho, wo = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+    ho, wo = out_size(h, kh, sh, (pt, pb)), out_size(w, kw, sw, (pl, pr))
     out = np.empty((n, c, kh, kw, ho, wo), dtype=x.dtype)
     for ky in range(kh):
         for kx in range(kw):

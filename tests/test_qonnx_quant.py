@@ -169,3 +169,41 @@ def test_channels_last_flatten_becomes_a_weight_permutation(tmp_path, flatten):
     ref = executor(m, x)
     # float32 sums of 18 products of short mantissas (scales of 3 significant bits) are exact: all equal
     assert np.array_equal(ours.astype(np.float32), ref)
+
+
+def test_thresholds_after_a_flatten_compile(tmp_path):
+    """Conv -> float BatchNorm -> Flatten -> Quant: per-feature thresholds after the flatten (the backend streams
+    HWC and re-orders them); interpreter == executor, and the C simulation agrees."""
+    import json
+    from qfx_compile.cli import main
+    rng = np.random.default_rng(4)
+    n = 64
+    x = (rng.integers(-128, 128, (n, 2, 4, 4)) / 32).astype(np.float32)
+    nodes = [helper.make_node("Quant", ["x", "s", "z", "b8"], ["xq"], domain=QD, name="qin", signed=1, narrow=0,
+                              rounding_mode="ROUND"),
+             helper.make_node("Quant", ["w", "sw", "z", "b2"], ["wq"], domain=QD, name="qw", signed=1, narrow=1,
+                              rounding_mode="ROUND"),
+             helper.make_node("Conv", ["xq", "wq"], ["c"], name="conv", kernel_shape=[3, 3], pads=[0, 0, 0, 0]),
+             helper.make_node("BatchNormalization", ["c", "g", "be", "mu", "var"], ["bn"], name="bn"),
+             helper.make_node("Flatten", ["bn"], ["f"], name="flat"),
+             helper.make_node("Quant", ["f", "sa", "z", "b2"], ["y"], domain=QD, name="qa", signed=0, narrow=0,
+                              rounding_mode="ROUND")]
+    inits = [init("s", 0.03125), init("z", 0.0), init("b8", 8), init("b2", 2), init("b3", 3),
+             init("w", rng.standard_normal((3, 2, 3, 3))), init("sw", 0.4),
+             init("g", rng.uniform(0.5, 1.5, 3)), init("be", rng.uniform(-1, 1, 3)), init("mu", rng.uniform(-1, 1, 3)),
+             init("var", rng.uniform(0.5, 2, 3)), init("sa", 0.37)]
+    g = helper.make_graph(nodes, "cf", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 12])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(QD, 1)])
+    p = tmp_path / "cf.onnx"
+    onnx.save(m, p)
+    gr = load_model(p)
+    ops = [nd.op for nd in gr.nodes]
+    assert ops.index("flatten") < ops.index("multithreshold")
+    ours = to_float64(run(gr, x_float=x), gr.tensors[gr.outputs[0]].type)
+    import qonnx_models as Q
+    c = Q.compare(ours, Q.reference(p, x), Q.reference64(p, x))
+    assert c["unexplained"] == 0 and c["exact"] + c["float32_cases"] == n, c
+    out = tmp_path / "hls"
+    assert main([str(p), "-o", str(out), "--csim", "-q", "--vectors", "30"]) == 0
+    assert json.loads((out / "report.json").read_text())["csim"]["failed"] == 0

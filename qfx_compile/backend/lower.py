@@ -122,6 +122,14 @@ def remove_flatten(graph: Graph) -> Graph:
                     c = m.params[k]
                     m.params[k] = Const(raw=np.asarray(c.raw)[perm], type=c.type,
                                         int_bits=None if c.int_bits is None else np.asarray(c.int_bits)[perm])
+            elif m.op == "multithreshold":  # per-feature thresholds, base and step follow the stream order
+                t = m.params["thresholds"]
+                if np.asarray(t.raw).shape[0] > 1:
+                    m.params["thresholds"] = Const(raw=np.asarray(t.raw)[perm], type=t.type)
+                for k in ("base", "step"):
+                    a = np.asarray(m.attrs[k], dtype=object).reshape(-1)
+                    if a.size > 1:
+                        m.attrs[k] = tuple(int(v) for v in a[perm])
             elif not get_op(m.op).order_free:
                 raise LowerError(f"layer {m.name!r} ({m.op}) reads a flattened {tuple(shape)} map, which "
                                  f"streams in HWC order; the backend re-orders dense and batchnorm constants "

@@ -36,11 +36,11 @@ def _torch_eval(model, x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(x)).to(torch.float64).numpy()
 
 
-def _tie_inputs(model, n: int, seed: int) -> np.ndarray:
+def _tie_inputs(model, n: int, seed: int, shape=models.INPUT_SHAPE) -> np.ndarray:
     """Inputs on the input type's half-lsb grid (rounding ties), plus out-of-range values (saturation)."""
     t = next(m for m in model.modules() if isinstance(m, qnn.QuantInput)).output_quantizer.fixed_type()
     g = torch.Generator().manual_seed(seed)
-    shape = (n,) + models.INPUT_SHAPE
+    shape = (n,) + tuple(shape)
     k = torch.randint(2 * t.raw_min - 8, 2 * t.raw_max + 9, shape, generator=g).to(torch.float64)
     return (k * t.lsb / 2).to(torch.float32).numpy()
 
@@ -58,7 +58,7 @@ def test_zoo_exact(exported):
     sess = _session(path)
     vec = load_vectors(path)
     assert vec["input"].shape[0] == N_VECTORS
-    ties = _tie_inputs(model, 64, seed=len(name))
+    ties = _tie_inputs(model, 64, seed=len(name), shape=vec["input"].shape[1:])
     for x in (vec["input"], ties):
         y = sess.run(None, {"input": x})[0]
         ref = _torch_eval(model, x)

@@ -98,3 +98,41 @@ def test_synth_counts_cells():
     assert comb["lut"] > 0 and comb["carry"] > 0 and comb["ff"] == 0 and comb["dsp"] == 0
     piped = rtl.synth(rtl.verilog(g, "top", 4, False, levels=1).text, "top")
     assert piped["ff"] > 0
+
+
+def _held_out_graphs():
+    """Layers the calibration did not fit (bench/calibrate_yosys.py FIT_SET uses seeds 1..6)."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from calibrate_yosys import FIT_SET, fit_graph
+    held = [(8, 12, 2, "csd", True, 101), (12, 8, 1, "binary", False, 102), (10, 6, 3, "csd", False, 103)]
+    assert not {h[-1] for h in held} & {f[-1] for f in FIT_SET}
+    out = [(f"random {h}", *fit_graph(*h)[:1], h[4]) for h in held]
+    from qfx_compile.testing.models import khot
+    for k, digits in ((2, "csd"), (3, "binary")):
+        model, _ = khot(k, digits)
+        w = model.conv1.quantized_weight().numpy()
+        w = w.reshape(w.shape[0], -1)
+        rows = []
+        for r in w:   # each row on its own exact binary point
+            f = 0
+            while not np.all(np.ldexp(r, f) == np.round(np.ldexp(r, f))):
+                f += 1
+            rows.append(np.round(np.ldexp(r, f)))
+        M = np.array(rows).astype(np.int64)
+        out.append((f"zoo khot_{digits}_{k} conv1", AG.optimize_matrix(M, [-128] * M.shape[1], [127] * M.shape[1],
+                                                                       digits=digits), True))
+    return out
+
+
+@needs_yosys
+@pytest.mark.slow
+def test_estimator_matches_yosys_on_held_out_layers():
+    """estimate.shiftadd_luts (from cost_tables.json) within 15% of yosys synth_xilinx on layers not fitted."""
+    from qfx_compile.backend import estimate
+    tables = estimate.cost_tables()
+    assert tables.get("graph"), "cost_tables.json is missing its graph fit (run bench/calibrate_yosys.py)"
+    for name, g, signed in _held_out_graphs():
+        got = rtl.synth(rtl.verilog(g, "layer", 8, signed).text, "layer", tables.get("family", "xcup"))["lut"]
+        est = estimate.shiftadd_luts(g.cost, g.n_adders)
+        assert abs(est - got) <= 0.15 * got, (name, est, got)

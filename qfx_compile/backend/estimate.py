@@ -20,8 +20,12 @@ Rules (figures per layer, for the kernels' real parallelism, hls_lib/README.md):
   ``mul_impl`` 0 (auto): products whose narrower operand has at most
   :data:`LUT_MUL_BITS` bits go to LUTs (what Vitis does with small multiplies);
   1 forces DSPs, 2 forces fabric LUTs (``BIND_OP impl=fabric``).
-* LUTs: a fabric multiplier ~ ``a*b/2 + a`` LUTs; a shift-add adder one LUT per
-  result bit (carry chain), so a shift-add layer costs the sum of its adders' widths.
+* LUTs and DSPs from yosys measurements (``cost_tables.json``, written by
+  bench/calibrate_yosys.py with the yosys version): a fabric multiplier and the DSP48E2
+  count of a product from the measured a x b grid (rounded up to the next grid widths;
+  outside it, ``a*b/2 + a`` LUTs and the port rule below); a shift-add layer
+  ``lut_per_bit * carry bits + lut_per_adder * adders``, fitted on whole adder graphs
+  synthesized flat (without the table: one LUT per carry bit).
 * Throughput: under DATAFLOW the slowest layer sets the interval:
   ``samples/s = 1e9 / (clock_ns * max cycles)``; latency <= the sum of the cycles.
 
@@ -34,7 +38,10 @@ slowest one needs. A per-layer ``reuse`` from ``--config`` is kept as given.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import math
+from pathlib import Path
 
 #: Share of the part's DSPs the default reuse choice may use.
 DSP_SHARE = 0.8
@@ -52,14 +59,37 @@ DSP_PORTS = {"DSP48E2": (27, 18), "DSP48E1": (25, 18)}
 STRAIGHT_LINE_MAX_LUT = 24_000
 
 
-def shiftadd_luts(adder_bits: int) -> int:
-    """LUTs of shift-add adders whose carry chains total ``adder_bits`` bits."""
-    return int(adder_bits)
+@functools.lru_cache(maxsize=None)
+def cost_tables() -> dict:
+    """The measured tables (``cost_tables.json`` next to this module); {} when absent."""
+    try:
+        return json.loads(Path(__file__).with_name("cost_tables.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
-def straight_line_fits(adder_bits: int) -> bool:
+def _grid_lookup(table: dict, a: int, b: int) -> int | None:
+    """``table["AxB"]`` (A >= B) at the smallest measured widths >= (a, b); None outside the grid."""
+    hi, lo = max(a, b), min(a, b)
+    ws = sorted({int(k.split("x")[0]) for k in table})
+    ga = next((w for w in ws if w >= hi), None)
+    gb = next((w for w in ws if w >= lo), None)
+    if ga is None or gb is None:
+        return None
+    return table.get(f"{max(ga, gb)}x{min(ga, gb)}")
+
+
+def shiftadd_luts(adder_bits: int, adders: int = 0) -> int:
+    """LUTs of ``adders`` shift-add adders whose carry chains total ``adder_bits`` bits."""
+    g = cost_tables().get("graph")
+    if not g:
+        return int(adder_bits)
+    return max(0, round(g["lut_per_bit"] * adder_bits + g["lut_per_adder"] * adders))
+
+
+def straight_line_fits(adder_bits: int, adders: int = 0) -> bool:
     """Whether a straight-line shift-add layer of that size is chosen over the table kernel."""
-    return shiftadd_luts(adder_bits) <= STRAIGHT_LINE_MAX_LUT
+    return shiftadd_luts(adder_bits, adders) <= STRAIGHT_LINE_MAX_LUT
 
 
 def table_shape(products: int, k: int, read: int, outputs: int, writes: int, acc_bits: int,
@@ -97,6 +127,10 @@ class FitError(ValueError):
 
 def dsp_per_product(a_bits: int, b_bits: int, dsp_kind: str) -> int:
     """DSP slices for one a x b signed product (operand widths already include a sign bit)."""
+    if dsp_kind == "DSP48E2":
+        measured = _grid_lookup(cost_tables().get("dsp", {}), a_bits, b_bits)
+        if measured:   # 0: yosys built that product in LUTs; a DSP still takes one
+            return measured
     pa, pb = DSP_PORTS.get(dsp_kind, DSP_PORTS["DSP48E2"])
     hi, lo = max(a_bits, b_bits), min(a_bits, b_bits)
     return math.ceil(hi / pa) * math.ceil(lo / pb)
@@ -107,6 +141,9 @@ def signed_bits(width: int, signed: bool) -> int:
 
 
 def fabric_mul_luts(a_bits: int, b_bits: int) -> int:
+    measured = _grid_lookup(cost_tables().get("fabric_mul", {}), a_bits, b_bits)
+    if measured is not None:
+        return measured
     return math.ceil(a_bits * b_bits / 2) + max(a_bits, b_bits)
 
 
@@ -174,7 +211,7 @@ def estimate_layer(s: LayerShape, reuse: int | None, mul_impl: int, dsp_kind: st
         d, lut, small = product_cost(s.a_bits, s.b_bits, dsp_kind, mul_impl)
         return LayerEstimate(None, mul_impl, 1, d, lut, 0, layer_cycles(s, None), small)
     if s.kind == "shiftadd":
-        return LayerEstimate(None, mul_impl, 0, 0, shiftadd_luts(s.adder_bits), s.adders, layer_cycles(s, None),
+        return LayerEstimate(None, mul_impl, 0, 0, shiftadd_luts(s.adder_bits, s.adders), s.adders, layer_cycles(s, None),
                              False)
     return LayerEstimate(None, mul_impl, 0, 0, 0, 0, layer_cycles(s, None), False)
 

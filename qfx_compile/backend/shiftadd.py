@@ -230,4 +230,4 @@ def straight_line(terms: list[list[Term]], x_t: FixedType, bias_raw: list[int], 
     if sum(len(r) for r in terms) > STRAIGHT_LINE_MAX_TERMS:
         return None
     code = layer_code(terms, x_t, bias_raw, b_t, leaf, element, **kw)
-    return code if estimate.straight_line_fits(code.adder_bits) else None
+    return code if estimate.straight_line_fits(code.adder_bits, code.adders) else None

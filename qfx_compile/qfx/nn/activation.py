@@ -7,7 +7,8 @@ Eval mode (= the hardware, docs/semantics.md "Table layers"):
   value at every code of the input type (``qfx_compile.fixed.tables``: exact rationals, or a proven
   interval for sigmoid/tanh). LeakyReLU's slope is first cast to ``slope_type``
   (``a = cast(negative_slope, slope_type)``), then ``f(x) = x`` for ``x >= 0``, ``x * a`` otherwise
-  (the exact product, then the one cast of the table).
+  (the exact product, then the one cast of the table). An input wider than 16 bits (no table) computes
+  the same sentence directly: ``cast(x * a)`` in float64 (exact), exported as ``LeakyRelu`` + ``FixedPoint``.
 * ``Softmax(dim=-1)``: ``d_i = m_i - max m``, ``e_i = E[d_i + span]``,
   ``E[k] = cast(exp((k - span) * 2**-F_in), exp_type)``, ``S = sum e_i`` exact,
   ``y_i = cast(e_i / S, out_type)`` (exact quotient, one cast).

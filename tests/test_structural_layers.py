@@ -458,3 +458,71 @@ def test_grouped_kernel_folds_and_khot_in_csim(tmp_path, reuse):
     assert (layers["dw"]["reuse"], layers["grouped"]["reuse"]) == reuse
     assert layers["dw"]["multipliers"] == -(-18 // reuse[0])  # one group's 2 x 9 products, not the dense 108
     assert layers["khot"]["shift_add"]
+
+
+def test_concat_of_many_tensors_is_staged_and_exact(tmp_path):
+    """torch.cat of 6 tensors of 3 types: the frontend stages it (the kernel takes 2..4 inputs), the channel
+    order and every value are kept (interpreter == PyTorch eval), and the design plans."""
+    from qfx_compile.backend.project import compile_graph
+    from qfx_compile.ir.passes import run_default_passes
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = qnn.QuantInput("ap_fixed<8,3,AP_RND_CONV,AP_SAT>")
+            self.qs = nn.ModuleList([qnn.Quant(t, learnable=False) for t in
+                                     ("ap_fixed<6,2,AP_RND,AP_SAT>", "ap_ufixed<5,2,AP_TRN,AP_SAT>",
+                                      "ap_fixed<9,4,AP_RND_CONV,AP_WRAP>")])
+            self.cat = qnn.Concat()
+
+        def forward(self, x):
+            x = self.inp(x)
+            a, b, c = (q(x) for q in self.qs)
+            return torch.flatten(self.cat(a, b, c, x, b, a), 1)
+
+    m = M().eval()
+    proto = to_onnx_model(m, torch.randn(2, 1, 4, 4), vectors=50)
+    path = tmp_path / "cat6.onnx"
+    onnx.save(proto, str(path))
+    g = load_model(str(path))
+    cats = [n for n in g.nodes if n.op == "concat"]
+    assert len(cats) == 2 and max(len(n.inputs) for n in cats) <= 4
+    v = load_vectors(proto)
+    want = _torch_eval(m, v["input"])
+    ours = interpret.to_float64(interpret.run(g, x_float=v["input"]), g.tensors[g.outputs[0]].type)
+    assert np.array_equal(ours.reshape(want.shape), want) and np.array_equal(_ort(proto, v["input"]), want)
+    res = compile_graph(run_default_passes(g), tmp_path / "hls", vectors=20)
+    assert sum(L["op"] == "concat" for L in res.report["layers"]) == 2
+
+
+def test_view_reshape_flatten_and_dropout_forms_convert():
+    """x.view(x.size(0), -1), x.reshape(x.shape[0], -1) become Flatten, F.dropout is removed (as nn.Dropout):
+    the converted model equals the one written with nn.Flatten and nn.Dropout."""
+    class A(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.fc, self.fc2 = nn.Conv2d(1, 3, 3), nn.Linear(108, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            x = F.dropout(F.relu(self.c(x)), 0.2, training=self.training)
+            x = self.fc(x.view(x.size(0), -1))
+            return self.fc2(x.reshape(x.shape[0], -1))
+
+    class B(A):
+        def forward(self, x):
+            x = nn.functional.relu(self.c(x))
+            return self.fc2(torch.flatten(self.fc(torch.flatten(x, 1)), 1))
+
+    torch.manual_seed(5)
+    a = A().eval()
+    b = B().eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(32, 1, 8, 8)
+    cfg = {"learn_int_bits": False}
+    qa, qb = qfx.quantize_model(a, cfg, x).eval(), qfx.quantize_model(b, cfg, x).eval()
+    assert all(n.op in ("placeholder", "call_module", "output") for n in qa.graph.nodes)
+    assert sum(isinstance(m, qnn.Flatten) for m in qa.modules()) == 2
+    with torch.no_grad():
+        assert torch.equal(qa(x), qb(x))
+    with pytest.raises(ValueError, match="size"):  # a size used for something else is refused by name
+        qfx.quantize_model(_Fn(lambda x: x.view(x.size(1), -1)), None, torch.randn(4, 2, 8, 8))

@@ -275,6 +275,16 @@ def _convert_module(name: str, mod: nn.Module, opts: dict):
     return new
 
 
+def _size_helper(node) -> bool:
+    """``x.size(0)`` / ``x.shape`` / ``x.shape[0]`` whose every use is a batch flatten (``x.view(x.size(0), -1)``)."""
+    import operator
+    if not ((node.op == "call_method" and node.target == "size") or
+            (node.op == "call_function" and node.target in (getattr, operator.getitem))):
+        return False
+    users = list(node.users)
+    return bool(users) and all(qnn.structural.batch_flatten_source(u) is not None or _size_helper(u) for u in users)
+
+
 def _function_module(node):
     """The torch module a functional call computes (qnn.structural.function_module), or None."""
     try:
@@ -347,6 +357,15 @@ def quantize_model(model: nn.Module, config=None, example_input: torch.Tensor | 
             elif t in (torch.flatten, "flatten") and len(tensors) == 1 and \
                     tuple(node.args[1:]) + tuple(node.kwargs.values()) in ((1,), (1, -1)):
                 add_module(node, node.name, qnn.Flatten(), (node.args[0],))
+            elif qnn.structural.batch_flatten_source(node) is not None:  # x.view(x.size(0), -1)
+                helper = node.args[1] if isinstance(node.args[1], fx.Node) else None
+                add_module(node, node.name, qnn.Flatten(), (qnn.structural.batch_flatten_source(node),))
+                for h in (helper, helper.args[0] if helper is not None and helper.op == "call_function"
+                          else None):
+                    if isinstance(h, fx.Node) and not h.users:
+                        g.erase_node(h)
+            elif _size_helper(node):
+                pass  # x.size(0) / x.shape[0] of a flatten below: removed with it
             elif len(tensors) == 1 and node.args and node.args[0] is tensors[0] and \
                     qnn.activation.function_spec(t, node.args, node.kwargs) is not None:
                 cls, make = qnn.activation.function_spec(t, node.args, node.kwargs)

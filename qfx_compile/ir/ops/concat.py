@@ -66,7 +66,8 @@ from .onnx_table import INT as _INT, onnx_import  # noqa: E402
 
 @onnx_import("Concat", max_inputs=None)
 def import_concat(r, out):
-    """``Concat`` on the channel axis of typed tensors: a ``concat`` to their common type (exact)."""
+    """``Concat`` on the channel axis of typed tensors: a ``concat`` to their common type (exact); more than
+    ``MAX_HLS_INPUTS`` tensors are concatenated in stages."""
     n = len(r.cur.input)
     if n < 1 or any(not i for i in r.cur.input):
         raise r.err("Concat needs one or more named inputs")
@@ -78,7 +79,17 @@ def import_concat(r, out):
     if axis != 1:
         raise r.err(f"only a concatenation on the channel axis (axis 1) is supported, got axis "
                     f"{r.attr('axis', _INT)} of a rank-{rank} tensor")
-    t = common_type([x.type for x in xs])
-    if all(x.type == xs[0].type for x in xs):
-        t = xs[0].type
-    r.set_act(r.emit("concat", [x.name for x in xs], out, {"out_type": t, "axis": 1}), out)
+    names, types = [x.name for x in xs], [x.type for x in xs]
+    while len(names) > MAX_HLS_INPUTS:  # staged: concat(concat(x1..x4), x5, ...) keeps the channel order
+        mid = out + "/part"
+        while mid in r.tensors or mid in r.vals or mid in r.file_names:
+            mid += "_"
+        t = _common(types[:MAX_HLS_INPUTS])
+        r.set_act(r.emit("concat", names[:MAX_HLS_INPUTS], mid, {"out_type": t, "axis": 1}), mid)
+        names, types = [mid] + names[MAX_HLS_INPUTS:], [t] + types[MAX_HLS_INPUTS:]
+    r.set_act(r.emit("concat", names, out, {"out_type": _common(types), "axis": 1}), out)
+
+
+def _common(types):
+    """The type of a concatenation: the inputs' type when they agree, else their common type (exact)."""
+    return types[0] if all(t == types[0] for t in types) else common_type(types)

@@ -135,6 +135,7 @@ def _functions() -> dict:
         F.avg_pool1d: (nn.AvgPool1d, pool + ("ceil_mode", "count_include_pad")),
         F.adaptive_avg_pool1d: (nn.AdaptiveAvgPool1d, ("output_size",)),
         F.relu6: (nn.ReLU6, ("inplace",)),
+        F.dropout: (nn.Dropout, ("p", "training", "inplace")),
         F.hardtanh: (nn.Hardtanh, ("min_val", "max_val", "inplace")),
     }
     for alias, src in ((getattr(torch, "max_pool2d", None), F.max_pool2d),
@@ -173,6 +174,8 @@ def function_module(t, args, kwargs):
     if any(isinstance(v, fx.Node) for v in kw.values()):
         raise ValueError("a size or padding computed in forward; give it as a constant")
     kw.pop("inplace", None)
+    if cls is nn.Dropout:
+        kw.pop("training", None)  # removed like nn.Dropout: the exact model is the eval model
     if cls == "pad":
         pad, mode, value = kw.get("pad"), kw.get("mode", "constant"), kw.get("value", None)
         if mode != "constant" or value not in (None, 0, 0.0) or pad is None or len(pad) != 4:
@@ -184,3 +187,29 @@ def function_module(t, args, kwargs):
             if kw.pop(k, None):
                 raise ValueError(f"{k} is not supported")
     return cls(**kw)
+
+
+def batch_flatten_source(node):
+    """``x`` when ``node`` is ``x.view(x.size(0), -1)`` / ``x.reshape(x.shape[0], -1)`` / ``torch.reshape(x,
+    (x.size(0), -1))`` (a flatten of everything after the batch axis), else None."""
+    import operator
+    from torch import fx
+    t, args = node.target, list(node.args)
+    if node.kwargs or not args or not isinstance(args[0], fx.Node):
+        return None
+    x, rest = args[0], args[1:]
+    if t not in ("view", "reshape", torch.reshape):
+        return None
+    if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+        rest = list(rest[0])
+    if len(rest) != 2 or rest[1] != -1 or not isinstance(rest[0], fx.Node):
+        return None
+    n0 = rest[0]
+    if n0.op == "call_method" and n0.target == "size" and list(n0.args) in ([x, 0],) and not n0.kwargs:
+        return x
+    if n0.op == "call_function" and n0.target is operator.getitem and len(n0.args) == 2 and n0.args[1] == 0:
+        src = n0.args[0]
+        if isinstance(src, fx.Node) and src.op == "call_function" and src.target is getattr and \
+                list(src.args) == [x, "shape"]:
+            return x
+    return None

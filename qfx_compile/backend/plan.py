@@ -66,42 +66,25 @@ class Fanout:
 
 
 @dataclasses.dataclass(frozen=True)
-class Port:
+class Port(TensorPlan):
     """The top function's input or output: a tensor streamed as AXI words of ``axis_w`` bits."""
-    tensor: TensorPlan
-    axis_w: int
+    axis_w: int = 8
 
-    @property
-    def typedef(self) -> str:
-        return self.tensor.typedef
-
-    @property
-    def count(self) -> int:
-        return self.tensor.count
-
-    @property
-    def type(self) -> FixedType:
-        return self.tensor.type
-
-    @property
-    def ctype(self) -> str:
-        return self.tensor.ctype
-
-    @property
-    def hwc(self) -> str:
-        return self.tensor.hwc
+    @classmethod
+    def of(cls, t: TensorPlan) -> "Port":
+        return cls(**{f.name: getattr(t, f.name) for f in dataclasses.fields(t)}, axis_w=axis_width(t.type))
 
     @property
     def width(self) -> int:
-        return self.tensor.type.width
+        return self.type.width
 
     @property
     def frac(self) -> int:
-        return self.tensor.type.frac_bits
+        return self.type.frac_bits
 
     @property
     def signed(self) -> bool:
-        return self.tensor.type.signed
+        return self.type.signed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +137,7 @@ def build_plan(graph: Graph, opts: PlanOptions) -> DesignPlan:
     in_t, out_t = tensors[g.inputs[0]], tensors[g.outputs[0]]
     return DesignPlan(
         top=TOP, model_comment=names.comment(graph.name or "model"), target=opts.target, part=opts.part,
-        clock_ns=opts.clock_ns, input=Port(in_t, axis_width(in_t.type)), output=Port(out_t, axis_width(out_t.type)),
+        clock_ns=opts.clock_ns, input=Port.of(in_t), output=Port.of(out_t),
         tensors=tuple(tensors[t] for t in order), layers=tuple(layers), streams=tuple(streams),
         input_fanouts=tuple(input_fanouts), in_stream=in_stream, out_stream=out_stream, memory=mem,
         design=design, graph=g)

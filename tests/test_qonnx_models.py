@@ -4,8 +4,8 @@ Each model: the IR interpreter on 200 inputs on the input grid equals the execut
 cases (rows where the same executor run in float64 agrees with us: the float32 reference rounded across a
 rounding boundary, or a float output's float32 accumulation), never otherwise; on the compiled design's
 test vectors every difference is again such a case, and a quantized output agrees value for value (a float
-output's float32 sums can break exact ties of binary-weight logits differently: counted); three models
-also go through ``qfx-compile --csim`` (g++ against the ap_types headers).
+output's float32 sums can break exact ties of binary-weight logits differently: counted); four models
+also go through ``qfx-compile --csim`` (g++ against the ap_types headers), one with ``--input-type``.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from qfx_compile.ir.passes import run_default_passes
 
 pytestmark = pytest.mark.xdist_group("qonnx")
 
-CSIM = {"tfc_w1a1", "kws_w3a3", "cnv_w1a2"}
+CSIM = {"tfc_w1a1", "tfc_w2a2", "kws_w3a3", "cnv_w1a2"}
 #: exact ops a model's IR must contain (the float scales really took the exact path)
 EXPECT = {"tfc_w1a1": "multithreshold", "tfc_w1a2": "multithreshold", "tfc_w2a2": "multithreshold",
           "kws_w3a3": "multithreshold", "cnv_w1a2": "multithreshold"}

@@ -207,3 +207,33 @@ def test_thresholds_after_a_flatten_compile(tmp_path):
     out = tmp_path / "hls"
     assert main([str(p), "-o", str(out), "--csim", "-q", "--vectors", "30"]) == 0
     assert json.loads((out / "report.json").read_text())["csim"]["failed"] == 0
+
+
+def test_decomposed_batchnorm_and_negative_scale(tmp_path):
+    """A BatchNorm1d decomposed into Sub, Pow (of constants: folded as the executor computes it), Div, Mul, Add,
+    then a Quant with a negative scale (a decreasing step function): equal to the executor except counted
+    float32 cases (its float64 run agrees with us)."""
+    import qonnx_models as Q
+    rng = np.random.default_rng(8)
+    nodes = [helper.make_node("Sub", ["x", "mu"], ["a"], name="sub"),
+             helper.make_node("Add", ["var", "eps"], ["ve"], name="ve"),
+             helper.make_node("Pow", ["ve", "half"], ["sd"], name="pow"),
+             helper.make_node("Div", ["a", "sd"], ["b"], name="div"),
+             helper.make_node("Mul", ["b", "gam"], ["c"], name="mul"),
+             helper.make_node("Add", ["c", "bet"], ["d"], name="add"),
+             helper.make_node("Quant", ["d", "s", "z", "b4"], ["y"], domain=QD, name="q", signed=1, narrow=1,
+                              rounding_mode="HALF_UP")]
+    inits = [init("mu", rng.uniform(-1, 1, (1, 8))), init("var", rng.uniform(0.2, 2, (1, 8))), init("eps", 1e-5),
+             init("half", 0.5), init("gam", rng.uniform(-1.5, 1.5, (1, 8))), init("bet", rng.uniform(-1, 1, (1, 8))),
+             init("s", -0.3), init("z", 0.0), init("b4", 4)]
+    g = helper.make_graph(nodes, "bn1d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(QD, 1)])
+    p = tmp_path / "bn1d.onnx"
+    onnx.save(m, p)
+    gr = load_model(p, input_type="ap_fixed<8,3>")
+    assert [n.op for n in gr.nodes][0] in ("multithreshold", "batchnorm")
+    x = grid_inputs()
+    ours = to_float64(run(gr, x_float=x), gr.tensors[gr.outputs[0]].type)
+    c = Q.compare(ours, Q.reference(p, x), Q.reference64(p, x))
+    assert c["unexplained"] == 0 and c["exact"] + c["float32_cases"] == N, c

@@ -20,9 +20,11 @@ How an entry is computed, and why it is exact:
   sticky bit is 1 and no tie can occur; at 0 they are 1, 1/2, 0 exactly. Away from 0,
   ``decimal``'s ``exp`` (correctly rounded, ROUND_HALF_EVEN, per the Python documentation)
   at ``P`` digits is within a relative ``10**(1-P)`` of the true value; the function is
-  monotone in ``exp``, so this gives a rational interval holding the true value. When
-  ``floor(lo * 2**(F+1)) == floor(hi * 2**(F+1))`` the floor is proven; otherwise the
-  precision doubles (Ziv's strategy) until it is.
+  monotone in ``exp``, and every further operation is rounded outward (decimal contexts
+  rounding toward -inf for the lower bound, +inf for the upper), so this gives an interval
+  ``[lo, hi]`` holding the true value. When ``floor(lo * 2**(F+1)) == ceil(hi * 2**(F+1)) - 1``
+  the floor is proven (the value times ``2**(F+1)`` is irrational, so it is strictly inside);
+  otherwise the precision doubles from 30 digits (Ziv's strategy) until it is.
 
 Softmax (:func:`softmax_raw`): ``d_i = m_i - max_j m_j`` (integers, <= 0),
 ``e_i = E[d_i + span]`` with ``E[k] = cast(exp((k - span) * 2**-F_in), exp_t)`` and
@@ -32,7 +34,7 @@ the exact quotient, rounded once (:func:`div_cast`).
 from __future__ import annotations
 
 import functools
-from decimal import Context, Decimal, Inexact, ROUND_HALF_EVEN
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal
 from fractions import Fraction
 
 import numpy as np
@@ -45,7 +47,7 @@ TABLE_FUNCTIONS = ("sigmoid", "tanh", "hardsigmoid", "hardswish", "leaky_relu", 
 #: widest input type a table (2**W entries) is built for
 MAX_TABLE_BITS = 16
 #: the decimal precisions tried, in digits (Ziv's strategy); more than enough for any 64-bit output
-_PRECISIONS = (40, 80, 160, 320, 640)
+_PRECISIONS = (30, 60, 120, 240, 480, 960)
 
 
 def check_table_input(t: FixedType, what: str = "table input") -> None:
@@ -72,49 +74,97 @@ def cast_fraction(v: Fraction, t: FixedType) -> int:
     return cast_sticky(fl, fl * s.denominator != s.numerator, t.frac_bits, t)
 
 
-def _decimal_of(x: Fraction, ctx: Context) -> Decimal:
-    """``x`` (a dyadic rational) as a Decimal, exactly (refused if the context would round it)."""
-    c = ctx.copy()
-    c.traps[Inexact] = True
-    return c.divide(Decimal(x.numerator), Decimal(x.denominator))
+_EXP_RANGE = 10 ** 8  # decimal exponent range: exp of any supported input is a normal decimal
 
 
-def _exp_interval(x: Fraction, prec: int) -> tuple[Fraction, Fraction]:
-    """Rational ``lo <= exp(x) <= hi`` from decimal's correctly rounded ``exp`` at ``prec`` digits."""
-    digits = len(str(abs(x.numerator))) + len(str(x.denominator)) + 8  # 1/2**F has F digits: exact
-    ctx = Context(prec=max(prec, digits), rounding=ROUND_HALF_EVEN, Emax=10 ** 8, Emin=-10 ** 8)
-    xd = _decimal_of(x, ctx)
-    e = Context(prec=prec, rounding=ROUND_HALF_EVEN, Emax=10 ** 8, Emin=-10 ** 8).exp(xd)
-    ef = Fraction(e)  # exact value of the decimal
-    rel = Fraction(1, 10 ** (prec - 1))  # >= half an ulp, relative
-    return ef * (1 - rel), ef * (1 + rel)
+@functools.lru_cache(maxsize=None)
+def _contexts(prec: int) -> tuple[Context, Context, Context]:
+    """(nearest at ``prec`` digits, toward -inf and toward +inf with 10 guard digits)."""
+    mk = lambda p, r: Context(prec=p, rounding=r, Emax=_EXP_RANGE, Emin=-_EXP_RANGE)  # noqa: E731
+    return mk(prec, ROUND_HALF_EVEN), mk(prec + 10, ROUND_FLOOR), mk(prec + 10, ROUND_CEILING)
 
 
-def _interval(fn: str, x: Fraction, prec: int) -> tuple[Fraction, Fraction]:
-    """A rational interval holding ``fn(x)`` (x != 0)."""
+@functools.lru_cache(maxsize=None)
+def _rel_factors(prec: int) -> tuple[Decimal, Decimal]:
+    """``1 - 10**(1-prec)`` and ``1 + 10**(1-prec)`` (exact decimals)."""
+    k = prec - 1  # (string construction is exact; arithmetic in the default context would round)
+    return Decimal("0." + "9" * k), Decimal("1." + "0" * (k - 1) + "1")
+
+
+@functools.lru_cache(maxsize=None)
+def _pow2_decimal(s: int) -> Decimal:
+    return _exact_decimal(Fraction(2) ** s)
+
+
+def _exact_decimal(x: Fraction) -> Decimal:
+    """A dyadic rational ``n / 2**k`` as a Decimal, exactly (``n * 5**k`` times ``10**-k``; string parsing
+    never rounds)."""
+    k = x.denominator.bit_length() - 1
+    if x.denominator != 1 << k:
+        raise ValueError(f"{x} is not a dyadic rational")
+    return Decimal(f"{x.numerator * 5 ** k}E-{k}")
+
+
+def _floor_bounds(fn: str, x: Fraction, s: int, prec: int) -> tuple[int, int]:
+    """Bounds on ``floor(fn(x) * 2**s)`` from rational bounds ``lo <= fn(x) <= hi``: ``floor(lo * 2**s)`` and
+    ``ceil(hi * 2**s) - 1`` (``fn(x) * 2**s`` is irrational for ``x != 0``, so it differs from the rational
+    ``hi * 2**s``: a bound that lands on an integer, as ``1`` for ``sigmoid`` of a large ``x``, still decides).
+
+    ``e`` = decimal's correctly rounded ``exp`` at ``prec`` digits lies within a relative ``10**(1-prec)``
+    (twice half an ulp) of the true value; every later operation is rounded toward the side that keeps
+    the bound (``dn`` toward -inf for lower bounds, ``up`` toward +inf for upper bounds).
+    """
+    near, dn, up = _contexts(prec)
+    arg = x if fn == "exp" else (-x if fn == "sigmoid" else 2 * x)
+    e = near.exp(_exact_decimal(arg))
+    one_minus, one_plus = _rel_factors(prec)
+    e_lo = dn.multiply(e, one_minus)
+    e_hi = up.multiply(e, one_plus)
     if fn == "exp":
-        return _exp_interval(x, prec)
-    if fn == "sigmoid":  # 1 / (1 + exp(-x)), decreasing in exp(-x)
-        lo, hi = _exp_interval(-x, prec)
-        return 1 / (1 + hi), 1 / (1 + lo)
-    if fn == "tanh":  # 1 - 2 / (exp(2x) + 1), increasing in exp(2x)
-        lo, hi = _exp_interval(2 * x, prec)
-        return 1 - 2 / (lo + 1), 1 - 2 / (hi + 1)
-    raise ValueError(f"no interval rule for {fn!r}")
+        lo, hi = e_lo, e_hi
+    elif fn == "sigmoid":  # 1 / (1 + exp(-x)), decreasing in exp(-x)
+        lo = dn.divide(Decimal(1), up.add(Decimal(1), e_hi))
+        hi = up.divide(Decimal(1), dn.add(Decimal(1), e_lo))
+    else:  # tanh = 1 - 2 / (exp(2x) + 1), increasing in exp(2x)
+        lo = dn.subtract(Decimal(1), up.divide(Decimal(2), dn.add(e_lo, Decimal(1))))
+        hi = up.subtract(Decimal(1), dn.divide(Decimal(2), up.add(e_hi, Decimal(1))))
+    p2 = _pow2_decimal(s)
+    a, b = dn.multiply(lo, p2), up.multiply(hi, p2)
+    return int(a.to_integral_value(rounding=ROUND_FLOOR)), int(b.to_integral_value(rounding=ROUND_CEILING)) - 1
+
+
+def transcendental_floor(fn: str, x: Fraction, frac_bits: int) -> tuple[int, bool]:
+    """``(floor(fn(x) * 2**(F+1)), sticky)`` for ``fn`` in exp/sigmoid/tanh at a dyadic ``x`` (module doc)."""
+    if x == 0:
+        v = {"exp": Fraction(1), "sigmoid": Fraction(1, 2), "tanh": Fraction(0)}[fn] * Fraction(2) ** (frac_bits + 1)
+        fl = v.numerator // v.denominator
+        return fl, fl * v.denominator != v.numerator
+    for prec in _PRECISIONS:
+        fa, fb = _floor_bounds(fn, x, frac_bits + 1, prec)
+        if fa == fb:
+            return fa, True  # irrational: never on the grid, sticky
+    raise ValueError(f"cannot decide the rounding of {fn}({x}) at {frac_bits} fractional bits with "
+                     f"{_PRECISIONS[-1]} digits")
 
 
 def cast_transcendental(fn: str, x: Fraction, t: FixedType) -> int:
-    """``cast(fn(x), t)`` for ``fn`` in exp/sigmoid/tanh at a rational ``x``, exactly (see module doc)."""
-    if x == 0:
-        return cast_fraction({"exp": Fraction(1), "sigmoid": Fraction(1, 2), "tanh": Fraction(0)}[fn], t)
-    scale = Fraction(2) ** (t.frac_bits + 1)
-    for prec in _PRECISIONS:
-        lo, hi = _interval(fn, x, prec)
-        a, b = lo * scale, hi * scale
-        fa, fb = a.numerator // a.denominator, b.numerator // b.denominator
-        if fa == fb:
-            return cast_sticky(fa, True, t.frac_bits, t)  # irrational: never on the grid, sticky
-    raise ValueError(f"cannot decide the rounding of {fn}({x}) to {t} at {_PRECISIONS[-1]} digits")
+    """``cast(fn(x), t)`` for ``fn`` in exp/sigmoid/tanh at a dyadic ``x``, exactly (see module doc)."""
+    fl, sticky = transcendental_floor(fn, Fraction(x), t.frac_bits)
+    return cast_sticky(fl, sticky, t.frac_bits, t)
+
+
+def _cast_all(pairs, t: FixedType) -> tuple[int, ...]:
+    """One vectorized cast of ``(floor_half, sticky)`` pairs at ``t.frac_bits + 1`` bits (see cast_sticky)."""
+    m = [2 * fh + (1 if st else 0) for fh, st in pairs]
+    big = any(abs(v) >= 1 << 62 for v in m)
+    arr = np.array(m, dtype=object if big else np.int64)
+    return tuple(int(v) for v in np.asarray(requantize_raw(arr, t.frac_bits + 2, t)).tolist())
+
+
+def _fraction_floor(v: Fraction, frac_bits: int) -> tuple[int, bool]:
+    s = v * Fraction(2) ** (frac_bits + 1)
+    fl = s.numerator // s.denominator
+    return fl, fl * s.denominator != s.numerator
 
 
 def rational_value(fn: str, x: Fraction, slope=None) -> Fraction:
@@ -143,9 +193,10 @@ def _code_values(t: FixedType):
 @functools.lru_cache(maxsize=64)
 def _table(fn: str, in_t: FixedType, out_t: FixedType, slope: Fraction | None) -> tuple[int, ...]:
     xs = _code_values(in_t)
+    f = out_t.frac_bits
     if fn in ("sigmoid", "tanh"):
-        return tuple(cast_transcendental(fn, x, out_t) for x in xs)
-    return tuple(cast_fraction(rational_value(fn, x, slope), out_t) for x in xs)
+        return _cast_all([transcendental_floor(fn, x, f) for x in xs], out_t)
+    return _cast_all([_fraction_floor(rational_value(fn, x, slope), f) for x in xs], out_t)
 
 
 def table_raw(fn: str, in_t: FixedType, out_t: FixedType, slope=None) -> np.ndarray:
@@ -172,7 +223,8 @@ def table_raw(fn: str, in_t: FixedType, out_t: FixedType, slope=None) -> np.ndar
 def _exp_table(in_t: FixedType, exp_t: FixedType) -> tuple[int, ...]:
     span = in_t.raw_max - in_t.raw_min
     step = Fraction(2) ** -in_t.frac_bits
-    return tuple(cast_transcendental("exp", (k - span) * step, exp_t) for k in range(span + 1))
+    return _cast_all([transcendental_floor("exp", (k - span) * step, exp_t.frac_bits) for k in range(span + 1)],
+                     exp_t)
 
 
 def exp_table_raw(in_t: FixedType, exp_t: FixedType) -> np.ndarray:

@@ -35,6 +35,24 @@ from .ir.ops import get as get_op
 from .ir.ops.base import as_wide, const_common, max_abs_raw
 
 _I64 = 62  # magnitudes below 2**62 stay exact through one more add/shift in int64
+#: GEMMs smaller than this (multiply-adds) run on one BLAS thread: waking OpenBLAS threads costs
+#: more than the work (measured 1000x on a loaded 2-core machine for a 1000x16x64 product).
+_SMALL_GEMM = 1 << 22
+_BLAS = []  # [threadpoolctl controller or None], made on first use
+
+
+def _one_blas_thread():
+    """A context that limits BLAS to one thread (threadpoolctl, when installed), else a no-op."""
+    import contextlib
+
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS.append(ThreadpoolController())
+        except Exception:  # not installed or unusable: leave BLAS as it is
+            _BLAS.append(None)
+    return _BLAS[0].limit(limits=1, user_api="blas") if _BLAS[0] is not None else contextlib.nullcontext()
 #: im2col working set per chunk of the batch (elements); bounds memory, not a per-sample loop.
 _CHUNK_ELEMS = 1 << 23
 
@@ -133,6 +151,7 @@ class _Linear:
             f = big
         self.dt = _ftype(bound) if w2.dtype != object else None
         self.fast = self.dt is not None and top.bit_length() <= _I64 and node.attrs.get("groups", 1) == 1
+        self.macs = int(np.prod(w.shape))  # per output position
         if self.fast:
             self.w = np.ascontiguousarray(w.astype(self.dt))  # (O, C, KH, KW) or (O, I)
             self.bias = None if braw is None else braw.astype(np.int64).reshape(1, -1)
@@ -280,6 +299,8 @@ class ExactModel:
             make = _PLANS.get(n.op)
             self._plans.append(make(n, *[self._types[i] for i in n.inputs]) if make else None)
         per_sample = max([math.prod(t.shape) * 9 for t in graph.tensors.values() if t.shape] + [1])
+        self._macs = max([p.macs * math.prod(graph.tensors[n.outputs[0]].shape[1:] or (1,))
+                          for n, p in zip(self._nodes, self._plans) if isinstance(p, _Linear)] + [0])
         self._chunk = max(1, _CHUNK_ELEMS // per_sample)
 
     def __repr__(self) -> str:
@@ -298,9 +319,13 @@ class ExactModel:
             raise ValueError(f"x_raw holds mantissas outside {t}")
         if raw.dtype != object:
             raw = raw.astype(np.int64) if t.width <= 62 else as_wide(raw)
-        if len(raw) <= self._chunk:
-            return self._run(raw)
-        return np.concatenate([self._run(raw[i:i + self._chunk]) for i in range(0, len(raw), self._chunk)])
+        import contextlib
+
+        small = self._macs * min(len(raw), self._chunk) < _SMALL_GEMM
+        with _one_blas_thread() if small else contextlib.nullcontext():
+            if len(raw) <= self._chunk:
+                return self._run(raw)
+            return np.concatenate([self._run(raw[i:i + self._chunk]) for i in range(0, len(raw), self._chunk)])
 
     def predict(self, x) -> np.ndarray:
         """Exact outputs as float64 (values of ``output_type``) for a float batch ``x`` (N, *input_shape).

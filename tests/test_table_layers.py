@@ -149,6 +149,8 @@ TRANS_CASES = [  # (fn, in type, out type): every rounding and overflow mode app
     ("tanh", F(8, 3), F(8, 1)),  # tanh -> 1 rounds to 1.0: overflow at the top
     ("tanh", F(6, 3), F(5, 0)),
     ("tanh", F(10, 4), F(12, 2)),
+    ("sigmoid", F(8, 8), F(40, 0, False)),  # sigmoid(127) = 1 - 7e-56: the upper bound rounds to exactly 1
+    ("tanh", F(7, 7), F(44, 1)),
 ]
 
 

@@ -36,7 +36,7 @@ ZOO = ["dwsep_concat", "upsample", "cnn1d"]
 #: IR ops each zoo model must contain (the layers under test really reach the compiler)
 EXPECT_OPS = {"dwsep_concat": {"conv2d", "concat", "avgpool", "pad", "maxpool"},
               "upsample": {"conv2d", "upsample", "concat", "global_avgpool"},
-              "cnn1d": {"conv2d", "maxpool", "avgpool", "global_avgpool"}}
+              "cnn1d": {"conv2d", "batchnorm", "maxpool", "avgpool", "global_avgpool"}}
 
 
 def _torch_eval(model, x: np.ndarray) -> np.ndarray:
@@ -526,3 +526,21 @@ def test_view_reshape_flatten_and_dropout_forms_convert():
         assert torch.equal(qa(x), qb(x))
     with pytest.raises(ValueError, match="size"):  # a size used for something else is refused by name
         qfx.quantize_model(_Fn(lambda x: x.view(x.size(1), -1)), None, torch.randn(4, 2, 8, 8))
+
+
+def test_batchnorm1d_eval_equals_definition_on_maps_and_vectors():
+    bn = qnn.BatchNorm1d(3, scale_type="ap_fixed<8,2,AP_RND_CONV,AP_SAT>", shift_type="ap_fixed<8,2,AP_RND_CONV,AP_SAT>",
+                         output_type="ap_fixed<10,4,AP_RND,AP_SAT>")
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([0.7, -1.2, 1.9]))
+        bn.bias.copy_(torch.tensor([0.1, 0.5, -0.3]))
+        bn.running_mean.copy_(torch.tensor([0.2, -0.4, 0.0]))
+        bn.running_var.copy_(torch.tensor([0.5, 1.5, 0.9]))
+    bn.init_quantizers_from_stats()
+    bn.eval()
+    a, b = bn.quantized_scale_shift()
+    t = bn.output_quantizer.fixed_type()
+    x3 = _grid((4, 3, 7), FixedType(8, 3, True), 6)
+    x2 = _grid((4, 3), FixedType(8, 3, True), 7)
+    assert torch.equal(bn(x3), qfx.quantize(x3 * a.reshape(1, 3, 1) + b.reshape(1, 3, 1), t))
+    assert torch.equal(bn(x2), qfx.quantize(x2 * a + b, t))

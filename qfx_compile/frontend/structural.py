@@ -85,6 +85,20 @@ def flatten_to(r, out):
     r.set_act(r.emit("flatten", [x.name], out), out)
 
 
+@onnx_import("Unsqueeze", "Squeeze", max_inputs=2)
+def import_unsqueeze(r, out):
+    """``Unsqueeze``/``Squeeze`` of axis 2 of a 1-D map: (N, C, L) <-> (N, C, 1, L) are both the IR's (C, 1, L)."""
+    v = r.inp(0)
+    shape = getattr(v, "shape", None)
+    axes = r.const(r.cur.input[1], "axes") if len(r.cur.input) > 1 and r.cur.input[1] else None
+    rank = None if shape is None else len(shape) + 1  # the (N, C, 1, L) side
+    ax = None if axes is None else [int(a) + (rank if int(a) < 0 else 0) for a in np.asarray(axes).reshape(-1)]
+    if shape is None or len(shape) != 3 or shape[1] != 1 or ax != [2]:
+        raise r.err(f"only the {r.cur.op_type} of axis 2 of a 1-D map (N, C, L) <-> (N, C, 1, L) is supported, "
+                    f"got axes {None if ax is None else ax} of shape {shape}")
+    r.vals[out] = v
+
+
 @onnx_import("Reshape", max_inputs=2)
 def import_reshape(r, out):
     v = r.inp(0)

@@ -69,7 +69,7 @@ _FIELD_DEFAULTS = {"output": "activation", "input": "activation", "bn_output": "
 
 SUPPORTED = ("nn.Linear", "nn.Conv2d (groups, dilation=1, zero padding)", "nn.BatchNorm2d", "nn.ReLU",
              "nn.ReLU6", "nn.Hardtanh", "nn.MaxPool2d", "nn.AvgPool2d (count_include_pad)", "nn.ZeroPad2d",
-             "nn.Upsample (nearest, integer scale)", "torch.cat (dim=1)", "nn.Conv1d", "nn.MaxPool1d",
+             "nn.Upsample (nearest, integer scale)", "torch.cat (dim=1)", "nn.Conv1d", "nn.BatchNorm1d", "nn.MaxPool1d",
              "nn.AvgPool1d", "nn.AdaptiveAvgPool1d(1)",
              "F.max_pool2d / F.avg_pool2d / F.adaptive_avg_pool2d / F.pad / F.interpolate / F.relu6 / F.hardtanh",
              "nn.AdaptiveAvgPool2d(1)", "nn.Flatten", "nn.Dropout", "nn.Identity", "qfx.nn layers",
@@ -211,10 +211,10 @@ def _convert_module(name: str, mod: nn.Module, opts: dict):
         if mod.output_size not in (1, (1,), [1]):
             raise _unsupported(name, cls, f"output_size={mod.output_size}; only 1")
         return qnn.AdaptiveAvgPool1d(1, output_type=opts["pool"], recip_bits=opts["recip_bits"], learnable=learn)
-    elif isinstance(mod, nn.BatchNorm2d):
+    elif isinstance(mod, (nn.BatchNorm2d, nn.BatchNorm1d)):
         if not mod.track_running_stats:
             raise _unsupported(name, cls, "track_running_stats=False (eval needs running statistics)")
-        new = qnn.BatchNorm2d(mod.num_features, mod.eps, mod.momentum, scale_type=opts["bn_scale"],
+        new = (qnn.BatchNorm1d if isinstance(mod, nn.BatchNorm1d) else qnn.BatchNorm2d)(mod.num_features, mod.eps, mod.momentum, scale_type=opts["bn_scale"],
                               shift_type=opts["bn_shift"], output_type=opts["bn_output"],
                               per_channel=opts["per_channel_bn"], learnable=learn)
         with torch.no_grad():

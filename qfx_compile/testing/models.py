@@ -321,23 +321,26 @@ class _UpsampleNet(nn.Module):
 
 class _CNN1d(nn.Module):
     """Float model for ``quantize_model``: a 1-D CNN (time series, 2 x 32 inputs) with depthwise, strided and
-    padded 1-D convolutions, 1-D max / average pooling and global average pooling."""
+    padded 1-D convolutions, BatchNorm1d on maps and on vectors, 1-D max / average pooling and global
+    average pooling."""
 
     def __init__(self):
         super().__init__()
-        self.c1 = nn.Conv1d(2, 6, 5, padding=2)
+        self.c1 = nn.Conv1d(2, 6, 5, padding=2, bias=False)
+        self.bn1 = nn.BatchNorm1d(6)
         self.dw = nn.Conv1d(6, 6, 3, padding=1, groups=6)
         self.c2 = nn.Conv1d(6, 8, 3, stride=2)
         self.pool = nn.MaxPool1d(3, 2, padding=1)
         self.gap = nn.AdaptiveAvgPool1d(1)
+        self.bn2 = nn.BatchNorm1d(8)
         self.fc = nn.Linear(8, 5)
 
     def forward(self, x):
-        x = F.relu(self.c1(x))
+        x = F.relu(self.bn1(self.c1(x)))
         x = F.relu(self.dw(x))
         x = self.pool(F.relu(self.c2(x)))  # 8 x 8
         x = F.avg_pool1d(x, 2)  # 8 x 4
-        return self.fc(torch.flatten(self.gap(x), 1))
+        return self.fc(self.bn2(torch.flatten(self.gap(x), 1)))
 
 
 def _structural(float_model: nn.Module, shape, seed: int):
@@ -345,7 +348,7 @@ def _structural(float_model: nn.Module, shape, seed: int):
     torch.manual_seed(seed)
     m = float_model()
     for mod in m.modules():  # non-trivial BatchNorm statistics
-        if isinstance(mod, nn.BatchNorm2d):
+        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
             with torch.no_grad():
                 mod.running_mean.copy_(0.2 * torch.randn(mod.num_features))
                 mod.running_var.copy_(0.5 + torch.rand(mod.num_features))

@@ -150,16 +150,23 @@ class BatchNorm2d(QFXModule):
         """ONNX body: ``x * FixedPoint(scale) + FixedPoint(shift)`` per channel (exact), then the cast."""
         from fractions import Fraction
         from ..export import _frac_of, _max_mag, _np64
-        a, s = self.quantized_scale_shift()
-        a, s = _np64(a).reshape(-1), _np64(s).reshape(-1)
         if len(ctx.shape) != 4:
             raise ctx.error("expects a (N, C, H, W) input")
+        return self._onnx_affine(ctx, (-1, 1, 1))
+
+    def _onnx_affine(self, ctx, axis_shape):
+        """``x * FixedPoint(scale) + FixedPoint(shift)`` with constants shaped ``(C,) + axis_shape[1:]``."""
+        from fractions import Fraction
+        from ..export import _frac_of, _max_mag, _np64
+        a, s = self.quantized_scale_shift()
+        a, s = _np64(a).reshape(-1), _np64(s).reshape(-1)
         frac = max(ctx.xt.frac_bits + _frac_of(a), _frac_of(s))
         bound = _max_mag(ctx.xt) * Fraction(float(abs(a).max(initial=0))) + Fraction(float(abs(s).max(initial=0)))
         if bound * Fraction(2) ** frac >= 2 ** 53:
             raise ctx.error("x * scale + shift could need more than 53 bits; use narrower types")
         c = a.shape[0]
-        aq = ctx.const("scale", a.reshape(c, 1, 1), self.scale_quantizer, (-1, 1, 1))
-        sq = ctx.const("shift", s.reshape(c, 1, 1), self.shift_quantizer, (-1, 1, 1))
+        shape = (c,) + tuple(axis_shape[1:])
+        aq = ctx.const("scale", a.reshape(shape), self.scale_quantizer, axis_shape)
+        sq = ctx.const("shift", s.reshape(shape), self.shift_quantizer, axis_shape)
         mul = ctx.node("Mul", [ctx.x, aq], "mul")
         return ctx.cast_out(ctx.node("Add", [mul, sq], "acc"))

@@ -1,4 +1,4 @@
-"""QFX 1-D layers: ``Conv1d``, ``MaxPool1d``, ``AvgPool1d``, ``AdaptiveAvgPool1d(1)`` on (N, C, L).
+"""QFX 1-D layers: ``Conv1d``, ``MaxPool1d``, ``AvgPool1d``, ``AdaptiveAvgPool1d(1)``, ``BatchNorm1d`` on (N, C, L).
 
 Each is its 2-D twin on the map (N, C, 1, L) (kernel (1, k), stride (1, s), padding (0, p)), so
 training, eval-mode exactness and the semantics are those of docs/semantics.md for the 2-D layer
@@ -7,7 +7,10 @@ ONNX file keeps 1-D shapes (weight (O, C/G, K), tensors (N, C, L), 1-D kernel at
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .linear import Conv2d
+from .norm import BatchNorm2d
 from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
 
@@ -121,4 +124,31 @@ class AdaptiveAvgPool1d(AdaptiveAvgPool2d):
         return ctx.cast_out(acc)
 
 
-__all__ = ["Conv1d", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d"]
+class BatchNorm1d(BatchNorm2d):
+    """``cast(x * a_c + b_c, out_type)`` on (N, C, L) or (N, C): :class:`BatchNorm2d` on (N, C, 1, L) / (N, C, 1, 1)."""
+
+    def forward(self, x):
+        if x.dim() == 3:
+            return super().forward(x.unsqueeze(2)).squeeze(2)
+        if x.dim() == 2:
+            return super().forward(x[:, :, None, None]).flatten(1)
+        raise ValueError(f"{self.layer_name}: expects an (N, C, L) or (N, C) input, got shape {tuple(x.shape)}")
+
+    def onnx_export(self, ctx):
+        """ONNX body: on (N, C) the per-channel ``Mul``/``Add`` with (C,) constants; on (N, C, L) the 2-D body
+        between ``Unsqueeze``/``Squeeze`` of axis 2 (the compiler's (C, 1, L))."""
+        from ..export import ExportContext
+        shp = ctx.in_shapes[0]
+        if len(shp) == 1:
+            return self._onnx_affine(ctx, (-1,))
+        if len(shp) != 2:
+            raise ctx.error(f"expects an (N, C, L) or (N, C) input, got shape {shp}")
+        c, length = shp
+        ax = ctx.b.init(f"{ctx.name}.axes", np.array([2], np.int64))
+        x4 = ctx.node("Unsqueeze", [ctx.x, ax], "x4", shape=["N", c, 1, length])
+        sub = ExportContext(ctx.b, self, ctx.name, [x4], list(ctx.types), [[c, 1, length]], ["N", c, 1, length])
+        y4, t = BatchNorm2d.onnx_export(self, sub)
+        return ctx.node("Squeeze", [y4, ax], "out"), t
+
+
+__all__ = ["Conv1d", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d", "BatchNorm1d"]

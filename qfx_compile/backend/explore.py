@@ -23,7 +23,8 @@ take) every layer takes, among its alternatives with cycles <= T, the one of lea
 weighted resource use; the weights sweep the exchange rate between DSPs and LUTs
 (and BRAM), so designs that trade DSPs for LUTs are all tried; a T is feasible when
 some weighting fits every budget. At the best T the spare budget then buys latency
-(greedy: the layer change with the most cycles saved per budget share). Every
+(greedy: the layer change with the most cycles saved per budget share, while 1% of latency costs at most
+1% of the budget, :data:`LATENCY_RATE`). Every
 design evaluated is a sample of the Pareto front (samples/s against DSP and LUT).
 
 The chosen options reach the compiler as a per-layer options file, the same path as
@@ -38,6 +39,8 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..targets import Target, estimate_array
 from . import estimate as E
 from .layerplan import BackendError
@@ -48,6 +51,8 @@ DEFAULT_BUDGET = {"dsp": 0.8, "lut": 0.8, "ff": 0.8, "bram": 0.8}
 MAX_CANDIDATES = 48
 #: Exchange rates (LUT share per DSP share) swept at each interval.
 WEIGHTS = (0.0, 0.05, 0.15, 0.35, 0.7, 1.0, 1.5, 3.0, 7.0, 20.0, 1e9)
+#: Latency is bought with resources at most at this rate: budget shares (DSP + LUT + BRAM18) per share of latency.
+LATENCY_RATE = 1.0
 
 
 class ExploreError(BackendError):
@@ -307,8 +312,15 @@ def explore(graph, target: Target, *, part: str | None = None, clock_ns: float |
 
     samples: list[Design] = []
 
+    memo: dict[int, Design | None] = {}
+
     def at(T: int) -> Design | None:
         """The least-loaded fitting design with every layer at most T cycles (None if none fits)."""
+        if T not in memo:
+            memo[T] = _at(T)
+        return memo[T]
+
+    def _at(T: int) -> Design | None:
         best = None
         for w in WEIGHTS:
             picks = []
@@ -321,9 +333,58 @@ def explore(graph, target: Target, *, part: str | None = None, clock_ns: float |
                                                     cs[j].bram18 / max(1, limits["bram18"]), cs[j].cycles)))
             d = design(picks)
             samples.append(d)
-            if fits(d) and (best is None or (d.latency, load(d)) < (best.latency, load(best))):
+            if not fits(d):
+                d = repair(d, T)
+                if d is None:
+                    continue
+                samples.append(d)
+            if best is None or (d.latency, load(d)) < (best.latency, load(best)):
                 best = d
         return best
+
+    keys = ("dsp", "lut", "bram18")
+
+    # every kept alternative as one row: layer, index, (dsp, lut, bram18), cycles (the repair is vectorized)
+    rows = [(i, j) for i in range(len(cands)) for j in kept[i]]
+    r_layer = np.array([i for i, _ in rows], dtype=np.int64)
+    r_index = np.array([j for _, j in rows], dtype=np.int64)
+    r_res = np.array([[cands[i][j].est.dsp, cands[i][j].lut, cands[i][j].bram18] for i, j in rows],
+                     dtype=np.float64).reshape(-1, 3)
+    r_cyc = np.array([cands[i][j].cycles for i, j in rows], dtype=np.int64)
+    lim = np.array([max(1, limits[k]) for k in keys], dtype=np.float64)
+    hard = np.array([limits[k] for k in keys], dtype=np.float64)
+
+    def repair(d: Design, T: int) -> Design | None:
+        """Greedy: while a budget is exceeded, move the layer whose alternative (at most T cycles) gives back
+        the most of the exceeded resources per share of the others' slack it takes; a move never pushes
+        another resource over its budget (no oscillation)."""
+        picks = list(d.picks)
+        tot = np.array([getattr(d, k) for k in keys], dtype=np.float64)
+        cur = np.array([[cands[i][p].est.dsp, cands[i][p].lut, cands[i][p].bram18] for i, p in enumerate(picks)],
+                       dtype=np.float64).reshape(-1, 3)
+        ok_t = r_cyc <= T
+        for _ in range(4 * len(cands) + 16):
+            over = tot > hard
+            if not over.any():
+                if E.ff_estimate(int(tot[1])) <= limits["ff"]:
+                    return design(picks)
+                over = np.array([False, True, False])  # only the FFs: they follow the LUTs
+            delta = r_res - cur[r_layer]
+            gain = (np.maximum(0.0, -delta[:, over]) / lim[over]).sum(axis=1)
+            viol = ((tot + delta > hard) & ~over).any(axis=1)
+            slack = np.maximum(hard - tot, 0.0)
+            take = np.where(slack > 0, np.maximum(0.0, delta) / np.maximum(slack, 1.0),
+                            1e3 * np.maximum(0.0, delta) / lim).sum(axis=1)
+            valid = ok_t & (gain > 0) & ~viol & (r_index != np.asarray(picks)[r_layer])
+            if not valid.any():
+                return None
+            score = np.where(valid, gain / (take + 1e-9), -1.0)
+            k = int(np.argmax(score))
+            i, j = int(r_layer[k]), int(r_index[k])
+            picks[i] = j
+            tot += delta[k]
+            cur[i] = r_res[k]
+        return None
 
     levels = sorted({cands[i][j].cycles for i in range(len(cands)) for j in kept[i]})
     floor_t = max(min(cands[i][j].cycles for j in kept[i]) for i in range(len(cands))) if cands else 1
@@ -331,8 +392,10 @@ def explore(graph, target: Target, *, part: str | None = None, clock_ns: float |
     lo, hi = 0, len(levels) - 1
     if at(levels[hi]) is None:
         slow = design([min(kept[i], key=lambda j: (cands[i][j].est.dsp, cands[i][j].lut)) for i in range(len(cands))])
-        over = [f"{k} {getattr(slow, k)} > {limits[k]}" for k in ("dsp", "lut", "ff", "bram18")
-                if getattr(slow, k) > limits[k]]
+        over = [f"{k} {getattr(slow, k)} > {limits[k]}" + (f" (constants {slow.bram18 - fb}, FIFOs {fb}: the "
+                                                            f"residual fork copies hold whole maps)"
+                                                            if k == "bram18" and fb else "")
+                for k in ("dsp", "lut", "ff", "bram18") if getattr(slow, k) > limits[k]]
         raise ExploreError(f"no design fits {target.name} within the budget ({', '.join(over)} even at the "
                            f"slowest, leanest options); raise --budget, choose a bigger target, or use narrower "
                            f"or K-hot weights")
@@ -343,7 +406,7 @@ def explore(graph, target: Target, *, part: str | None = None, clock_ns: float |
         else:
             lo = mid + 1
     best = at(levels[hi])
-    best = _spend_on_latency(best, cands, kept, design, fits, samples)
+    best = _spend_on_latency(best, cands, kept, limits, design, samples)
 
     # the compiler's default design (reuse for 80% of the DSPs), for comparison
     default = default_error = None
@@ -364,31 +427,37 @@ def explore(graph, target: Target, *, part: str | None = None, clock_ns: float |
                          default_error, samples, (fb, fl), time.perf_counter() - t0)
 
 
-def _spend_on_latency(best: Design, cands, kept, design, fits, samples) -> Design:
-    """Greedy: while some layer can get faster within the budgets (without slowing the interval), take the
-    change that saves the most latency cycles per added budget share."""
+def _spend_on_latency(best: Design, cands, kept, limits, design, samples) -> Design:
+    """Greedy: while some layer can get faster within the budgets, take the change that saves the most latency
+    per added budget share, as long as it costs at most :data:`LATENCY_RATE` budget shares (DSP + LUT + BRAM18)
+    per share of latency saved. A layer only gets faster, so the interval never grows."""
     cur = best
-    for _ in range(4 * sum(len(k) for k in kept)):
+    while True:
         step = None
         for i, cs in enumerate(cands):
             c0 = cs[cur.picks[i]]
             for j in kept[i]:
-                if cs[j].cycles >= c0.cycles:
+                c = cs[j]
+                if c.cycles >= c0.cycles:
                     continue
-                picks = list(cur.picks)
-                picks[i] = j
-                d = design(picks)
-                if not fits(d) or d.interval > cur.interval:
+                dd, dl, db = c.est.dsp - c0.est.dsp, c.lut - c0.lut, c.bram18 - c0.bram18
+                lut = cur.lut + dl
+                if cur.dsp + dd > limits["dsp"] or lut > limits["lut"] or E.ff_estimate(lut) > limits["ff"] or \
+                        cur.bram18 + db > limits["bram18"]:
                     continue
-                gain = cur.latency - d.latency
-                cost = max(1e-9, (d.dsp - cur.dsp) / 1e3 + (d.lut - cur.lut) / 1e5 + (d.bram18 - cur.bram18) / 1e3)
-                if step is None or gain / cost > step[0]:
-                    step = (gain / cost, d)
+                gain = (c0.cycles - c.cycles) / max(1, cur.latency)
+                cost = dd / max(1, limits["dsp"]) + dl / max(1, limits["lut"]) + db / max(1, limits["bram18"])
+                if cost > LATENCY_RATE * gain:
+                    continue
+                score = gain / cost if cost > 0 else float("inf")
+                if step is None or score > step[0]:
+                    step = (score, i, j)
         if step is None:
-            break
-        cur = step[1]
+            return cur
+        picks = list(cur.picks)
+        picks[step[1]] = step[2]
+        cur = design(picks)
         samples.append(cur)
-    return cur
 
 
 # ------------------------------------------------------------------ outputs

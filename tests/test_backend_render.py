@@ -5,7 +5,7 @@ import onnx
 import pytest
 
 from qfx_compile.backend import csim, names
-from qfx_compile.backend.render import MARKER
+from qfx_compile.backend.outdir import MARKER
 from qfx_compile.cli import main
 
 pytestmark = pytest.mark.xdist_group("backend")
@@ -40,15 +40,18 @@ def test_outdir_refusal_and_force(mlp_onnx, tmp_path):
     (out / "precious.txt").write_text("keep me")
     assert main([str(mlp_onnx), "-o", str(out), "-q"]) == 2
     assert (out / "precious.txt").read_text() == "keep me" and not (out / MARKER).exists()
-    # a folder we created is replaced without --force
+    # --force does not replace a folder qfx-compile did not write either
+    assert main([str(mlp_onnx), "-o", str(out), "-q", "--force"]) == 2
+    assert (out / "precious.txt").read_text() == "keep me" and not (out / MARKER).exists()
+    # a folder we created is replaced without --force ...
     ours = tmp_path / "ours"
     assert main([str(mlp_onnx), "-o", str(ours), "-q"]) == 0
-    (ours / "stale.txt").write_text("old")
-    assert main([str(mlp_onnx), "-o", str(ours), "-q"]) == 0
-    assert not (ours / "stale.txt").exists()
-    # --force replaces a foreign folder
-    assert main([str(mlp_onnx), "-o", str(out), "-q", "--force"]) == 0
-    assert (out / MARKER).exists() and not (out / "precious.txt").exists()
+    assert main([str(mlp_onnx), "-o", str(ours), "-q", "--vectors", "3"]) == 0
+    assert len((ours / "tb_data" / "inputs.txt").read_text().splitlines()) == 3
+    # ... but never a file the user added to it: the run refuses and keeps it
+    (ours / "notes.txt").write_text("mine")
+    assert main([str(mlp_onnx), "-o", str(ours), "-q"]) == 2
+    assert (ours / "notes.txt").read_text() == "mine"
     # an empty folder is fine
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -59,7 +62,7 @@ def test_outdir_refusal_and_force(mlp_onnx, tmp_path):
 
 def test_atomic_on_failure(mlp_onnx, tmp_path, monkeypatch):
     """A failure while writing leaves the previous project intact and no temporary folder."""
-    from qfx_compile.backend import render
+    from qfx_compile.backend import outdir as outdir_mod
 
     out = tmp_path / "prj"
     assert main([str(mlp_onnx), "-o", str(out), "-q"]) == 0
@@ -71,8 +74,8 @@ def test_atomic_on_failure(mlp_onnx, tmp_path, monkeypatch):
             raise OSError("disk full (simulated)")
         return real_open(path, *a, **k)
 
-    monkeypatch.setattr(render, "open", failing_open, raising=False)
-    assert main([str(mlp_onnx), "-o", str(out), "-q", "--vectors", "3"]) == 1
+    monkeypatch.setattr(outdir_mod, "open", failing_open, raising=False)
+    assert main([str(mlp_onnx), "-o", str(out), "-q", "--vectors", "3"]) == 2  # an OS error is the user's: exit 2
     assert _tree(out) == before
     assert not [p for p in tmp_path.iterdir() if "qfx-" in p.name]
 

@@ -277,6 +277,7 @@ def test_build_outputs_are_kept_and_report_json_may_change(zoo, tmp_path, capsys
     (out / "build").mkdir()
     (out / "build" / "csim").write_text("binary")
     (out / "vitis_hls.log").write_text("log")
+    (out / ".report.json.tmp").write_text("{")  # a run killed while rewriting report.json
     rep = json.loads((out / "report.json").read_text())
     rep["csim"] = {"passed": 4}
     (out / "report.json").write_text(json.dumps(rep))

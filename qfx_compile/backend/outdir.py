@@ -39,6 +39,8 @@ MANIFEST_HEAD = "# qfx-compile manifest: sha256 and path of every generated file
 REWRITTEN = frozenset({"report.json"})
 #: Made by the project's own Makefile / Vitis: carried over into the new project.
 TOOL_OUTPUTS = frozenset({"build", "qfx_top_prj", "vitis_hls.log", ".Xil", "hls.app"})
+#: qfx-compile's own temporary files inside a project (a run killed while rewriting report.json): not foreign.
+OWN_TEMPS = frozenset({".report.json.tmp"})
 
 
 class OutdirError(BackendError):
@@ -95,7 +97,7 @@ def _walk(root: Path) -> list[str]:
         rel_dir = os.path.relpath(dirpath, root)
         if rel_dir == ".":
             dirnames[:] = [d for d in dirnames if d not in TOOL_OUTPUTS]
-            filenames = [f for f in filenames if f not in TOOL_OUTPUTS]
+            filenames = [f for f in filenames if f not in TOOL_OUTPUTS and f not in OWN_TEMPS]
         for d in list(dirnames):
             if os.path.islink(os.path.join(dirpath, d)):
                 filenames.append(d)

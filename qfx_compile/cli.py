@@ -199,7 +199,8 @@ def _step(console, text: str, quiet: bool):
 @click.option("--config", "config", default=None, metavar="FILE",
               help='Per-layer options (JSON): {"default": {"stream_depth": 2}, "layers": {"<name>": {"reuse": 16, '
                    '"mul_impl": 1}}}; options: stream_depth, reuse (cycles per output, 0 = chosen to fit the '
-                   'DSPs), mul_impl (0 auto, 1 DSP, 2 LUTs), inline.')
+                   'DSPs), mul_impl (0 auto, 1 DSP, 2 LUTs), shiftadd (K-hot layers: 0 auto, 1 the table '
+                   'kernel, folded by reuse), inline.')
 @click.option("--vectors", type=click.IntRange(1, 100000), default=100, show_default=True,
               help="Test vectors in the testbench (at most those stored in the model).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Parallel g++ jobs for --csim.")

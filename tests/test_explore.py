@@ -137,3 +137,19 @@ def test_chosen_design_csim_bit_exact(zoo, tmp_path, name, target, budget):
         assert {"dsp", "lut"} <= forms
     if name == "resnet":
         assert (out / "explore.png").is_file()
+
+
+def test_config_options_are_kept(zoo, tmp_path):
+    """A layer the user fixes in --config keeps its reuse and binding; the search chooses the rest."""
+    g = run_default_passes(load_model(str(zoo["mlp"])))
+    dense = [n.name for n in g.nodes if n.op == "dense"]
+    cfg = tmp_path / "layers.json"
+    cfg.write_text(json.dumps({"default": {"stream_depth": 4}, "layers": {dense[0]: {"reuse": 64, "mul_impl": 1}}}))
+    out = tmp_path / "prj"
+    assert main([str(zoo["mlp"]), "-t", "ultra96", "-o", str(out), "--explore", "--config", str(cfg), "-q"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    first = next(L for L in rep["layers"] if L["op"] == "dense")
+    assert first["reuse"] == 64 and first["mul_impl"] == 1
+    assert "depth=4" in (out / "firmware" / "qfx_top.cpp").read_text()
+    _ex = json.loads((out / "explore.json").read_text())
+    assert _ex["layers"][[L["op"] for L in _ex["layers"]].index("dense")]["alternatives"] == 1

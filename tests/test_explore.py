@@ -153,3 +153,14 @@ def test_config_options_are_kept(zoo, tmp_path):
     assert "depth=4" in (out / "firmware" / "qfx_top.cpp").read_text()
     _ex = json.loads((out / "explore.json").read_text())
     assert _ex["layers"][[L["op"] for L in _ex["layers"]].index("dense")]["alternatives"] == 1
+
+
+def test_second_run_replaces_the_explore_files(zoo, tmp_path):
+    """explore.json / .png / _config.json are listed in OUTDIR's manifest: the next run replaces them."""
+    out = tmp_path / "p"
+    for _ in range(2):
+        assert main([str(zoo["mlp"]), "-t", "ultra96", "-o", str(out), "--explore", "-q"]) == 0
+    marker = (out / ".qfx-compile").read_text()
+    assert "  explore.json\n" in marker and "  explore_config.json\n" in marker
+    assert main([str(zoo["mlp"]), "-t", "ultra96", "-o", str(out), "-q"]) == 0  # a plain run replaces them too
+    assert not (out / "explore.json").exists()

@@ -469,21 +469,56 @@ def write_outputs(res: ExploreResult, outdir: str | Path) -> list[str]:
     (out / "explore.json").write_text(json.dumps(res.as_dict(), indent=1) + "\n")
     (out / "explore_config.json").write_text(json.dumps(res.options_config(), indent=1) + "\n")
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        notes.append("matplotlib is not installed (pip install 'qfx-compile[examples]'): explore.png not written, "
-                     "explore.json has the Pareto front")
-        return notes
-    front = res.pareto()
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            notes.append("matplotlib is not installed (pip install 'qfx-compile[examples]'): explore.png not "
+                         "written, explore.json has the Pareto front")
+            return notes
+        _plot(res, out, plt)
+    finally:
+        _add_to_manifest(out, ["explore.json", "explore_config.json", "explore.png"])
+    return notes
+
+
+def _add_to_manifest(out: Path, rels: list[str]) -> None:
+    """List the files written after the project in OUTDIR's manifest (the caller holds the OUTDIR lock), so
+    that the next run recognizes them as qfx-compile's own and replaces them."""
+    import hashlib
+
+    from .outdir import MARKER, read_manifest
+
+    known = read_manifest(out)
+    if known is None:
+        return
+    lines = []
+    for rel in rels:
+        p = out / rel
+        if p.is_file() and rel not in known:
+            lines.append(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {rel}\n")
+    if lines:
+        with open(out / MARKER, "a", encoding="ascii", newline="\n") as f:
+            f.write("".join(lines))
+
+
+def _plot(res: ExploreResult, out: Path, plt) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, part in ((axes[0], "dsp", res.target.dsp), (axes[1], "lut", res.target.lut)):
         ax.scatter([getattr(d, key) for d in res.samples], [d.samples_per_s for d in res.samples], s=6,
                    color="0.75", label="designs evaluated")
-        f = sorted(front, key=lambda d: getattr(d, key))
-        ax.plot([getattr(d, key) for d in f], [d.samples_per_s for d in f], "o-", ms=3, color="tab:blue",
-                label="Pareto front")
+        # the front in this plane: the most samples/s for at most this much of the resource, among the designs
+        # that fit the other budgets
+        others = [k for k in ("dsp", "lut", "bram18") if k != key]
+        fit = [d for d in res.samples if all(getattr(d, k) <= res.limits[k] for k in others)]
+        f, top = [], -1.0
+        for d in sorted(fit, key=lambda d: (getattr(d, key), -d.samples_per_s)):
+            if d.samples_per_s > top:
+                f.append(d)
+                top = d.samples_per_s
+        ax.step([getattr(d, key) for d in f], [d.samples_per_s for d in f], "o-", where="post", ms=3,
+                color="tab:blue", label="Pareto front (other budgets met)")
         if res.default is not None:
             ax.scatter([getattr(res.default, key)], [res.default.samples_per_s], marker="s", s=50,
                        color="tab:orange", label="default design", zorder=3)
@@ -499,4 +534,3 @@ def write_outputs(res: ExploreResult, outdir: str | Path) -> list[str]:
     fig.tight_layout()
     fig.savefig(out / "explore.png", dpi=110)
     plt.close(fig)
-    return notes

@@ -31,6 +31,8 @@ from qfx_compile.qfx import nn as qnn
 from qfx_compile.qfx.export import load_vectors, to_onnx_model
 from qfx_compile.testing import models
 
+pytestmark = pytest.mark.xdist_group("structural")
+
 N_VECTORS = 100
 ZOO = ["dwsep_concat", "upsample", "cnn1d"]
 #: IR ops each zoo model must contain (the layers under test really reach the compiler)

@@ -16,7 +16,7 @@ QFX_LABEL(elems)
         const typename C::in_a_t x = a.read();
         const typename C::in_b_t y = b.read();
         const typename C::acc_t s = x + y;  // exact: acc_t holds every sum (ir.passes.accumulators)
-        const typename C::out_t z = s;      // the one cast
+        const typename C::out_t z = convert<typename C::out_t>(s);  // the one cast
         out.write(z);
     }
 }

@@ -23,7 +23,7 @@ QFX_LABEL(pixels)
             const typename C::shift_t h = from_raw<typename C::shift_t>(shift[c]);
             // exact (multiplier per mul_impl): acc_t holds every x * s + h (ir.passes.accumulators)
             const typename C::acc_t a = mul<C>(x, s) + h;
-            const typename C::out_t y = a;  // the one cast
+            const typename C::out_t y = convert<typename C::out_t>(a);  // the one cast
             out.write(y);
         }
     }

@@ -165,7 +165,8 @@ struct fold_shape {
 //   NI a multiple of M: each output takes NI/M folds of M products;
 //   otherwise: (j0, i0) = position of product r*M, advanced by M each fold.
 // The first two sum each fold into a local before touching sum[] (a plain dot
-// product for the C simulation); no division by NI sits on the datapath.
+// product for the C simulation); no division by NI sits on the datapath. The
+// third is simulated row by row on native mantissas (see below).
 template <class C, class MAC, unsigned NI, unsigned NO, class WA, class WB>
 void fold_mac(const typename mac_types<C>::x_m x[NI], typename mac_types<C>::sum_m sum[NO], const WA wa[],
               const WB wb[]) {
@@ -220,6 +221,19 @@ QFX_LABEL(clear)
         }
         return;
     }
+#ifdef QFX_NATIVE_MANTISSAS
+    if (mac_types<C>::native) {
+        // C simulation only, for folds that straddle outputs: the same P products and the same
+        // terms, summed row by row (exact modular sums do not depend on the order). The fold walk
+        // below is what synthesis reads; -DQFX_CSIM_AP_MANTISSAS simulates it (tests/test_hls_lib.py).
+        for (unsigned j = 0; j < NO; j++) {
+            sum_m s = 0;
+            for (unsigned i = 0; i < NI; i++) s += MAC::template term<C, WA, WB>(x[i], wa, wb, j * NI + i);
+            sum[j] = s;
+        }
+        return;
+    }
+#endif
     unsigned j0 = 0, i0 = 0;
 QFX_LABEL(folds)
     for (unsigned r = 0; r < F::folds; r++) {

@@ -73,7 +73,7 @@ struct mean_of_window {
         typename C::acc_t s = 0;
         for (unsigned ky = 0; ky < C::pool_height; ky++)
             for (unsigned kx = 0; kx < C::pool_width; kx++) s += win[ky][kx][c];  // exact sum
-        return mul<C>(s, r);  // exact product (multiplier per mul_impl), the one cast
+        return convert<typename C::out_t>(mul<C>(s, r));  // exact product (multiplier per mul_impl), the one cast
     }
 };
 
@@ -109,7 +109,7 @@ QFX_LABEL(pixels)
 QFX_LABEL(outs)
     for (unsigned c = 0; c < C::n_chan; c++) {
         QFX_PRAGMA(HLS PIPELINE II=1)
-        const typename C::out_t y = mul<C>(sum[c], r);  // exact product (multiplier per mul_impl), the one cast
+        const typename C::out_t y = convert<typename C::out_t>(mul<C>(sum[c], r));  // exact product, the one cast
         out.write(y);
     }
 }

@@ -427,7 +427,9 @@ def elementwise_cases(rng):
                       np.clip(v, lo, hi)))
     # add: mixed signedness and binary points
     for name, ta, tb, tout in (("add_a", T("ap_fixed<8,3>"), T("ap_ufixed<6,5>"), T("ap_fixed<7,4,AP_RND_INF,AP_SAT_SYM>")),
-                               ("add_b", T("ap_fixed<9,2>"), T("ap_fixed<5,5>"), T("ap_fixed<8,5,AP_RND_CONV,AP_WRAP>"))):
+                               ("add_b", T("ap_fixed<9,2>"), T("ap_fixed<5,5>"), T("ap_fixed<8,5,AP_RND_CONV,AP_WRAP>")),
+                               # out_t's LSB above the whole sum (qfx::convert widens first)
+                               ("add_far", T("ap_fixed<9,2>"), T("ap_fixed<5,5>"), T("ap_fixed<4,40,AP_RND_INF,AP_SAT>"))):
         n = 600
         a = rand_raw(ta, n, rng)[None, :]
         b = rand_raw(tb, n, rng)[None, :]
@@ -441,7 +443,8 @@ def elementwise_cases(rng):
     for name, npix, nch, tx, tsc, tsh, tout, impl in (
             ("bn_map", 7, 3, T("ap_fixed<8,4>"), T("ap_fixed<10,2>"), T("ap_fixed<12,5>"), T("ap_fixed<9,4,AP_RND_ZERO,AP_SAT>"), None),
             ("bn_vec", 1, 11, T("ap_ufixed<6,3>"), T("ap_fixed<7,-1>"), T("ap_fixed<6,1>"), T("ap_fixed<5,0,AP_RND_MIN_INF,AP_SAT_ZERO>"), 1),
-            ("bn_lut", 4, 5, T("ap_fixed<7,2>"), T("ap_ufixed<6,1>"), T("ap_fixed<9,3>"), T("ap_fixed<8,3,AP_RND,AP_WRAP>"), 2)):
+            ("bn_lut", 4, 5, T("ap_fixed<7,2>"), T("ap_ufixed<6,1>"), T("ap_fixed<9,3>"), T("ap_fixed<8,3,AP_RND,AP_WRAP>"), 2),
+            ("bn_far", 3, 2, T("ap_fixed<7,2>"), T("ap_fixed<6,1>"), T("ap_fixed<9,3>"), T("ap_fixed<3,50,AP_RND_ZERO,AP_WRAP>"), None)):
         sc, sh = rand_raw(tsc, nch, rng), rand_raw(tsh, nch, rng)
         x = np.stack([rand_raw(tx, npix * nch, rng) for _ in range(5)])
         f = tx.frac_bits + tsc.frac_bits
@@ -581,6 +584,11 @@ def layer_cases(rng):
                            T("ap_fixed<5,1,AP_RND_INF,AP_SAT_SYM>"), mul_impl=2))
     cases.append(pool_case("gap_9_dsp", rng, "global", (3, 3), 2, None, None, T("ap_fixed<6,2>"),
                            T("ap_fixed<6,1,AP_RND_CONV,AP_SAT>"), mul_impl=1))
+    # out_t's LSB above every product (qfx::convert widens first): average and global average
+    cases.append(pool_case("avg_far", rng, "avg", (4, 4), 2, (2, 2), (2, 2), T("ap_fixed<6,2>"),
+                           T("ap_fixed<4,60,AP_RND_CONV,AP_SAT>")))
+    cases.append(pool_case("gap_far", rng, "global", (3, 3), 2, None, None, T("ap_fixed<6,2>"),
+                           T("ap_ufixed<2,45,AP_RND,AP_SAT_SYM>")))
     return cases
 
 

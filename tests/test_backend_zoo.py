@@ -60,7 +60,8 @@ def synthetic_khot_graph() -> Graph:
 
     dense1 (straight-line, signed input, bias): a zero row (bias alone), an all-negative row
     without bias, a one-term row, terms with positive and negative exponents;
-    dense2 (over 2,000 terms: the hls_lib dense_shiftadd table kernel), unsigned input.
+    dense2 (600x12: as straight-line code over estimate.STRAIGHT_LINE_MAX_LUT, so the hls_lib
+    dense_shiftadd table kernel), unsigned input.
     """
     rng = np.random.default_rng(7)
     w1 = _khot_matrix(rng, (12, 16), 3)
@@ -70,7 +71,7 @@ def synthetic_khot_graph() -> Graph:
     w1[2, 5] = 64
     b1 = rng.integers(-100, 100, size=12)
     b1[1] = 0
-    w2 = _khot_matrix(rng, (200, 12), 2)
+    w2 = _khot_matrix(rng, (600, 12), 2)
     w2[:, 0] = 3  # two terms on one input (4x - x)
     w2t = F(8, 2, True, "AP_RND", "AP_SAT")
     nodes = [
@@ -166,7 +167,7 @@ def test_synthetic_uses_both_shift_add_forms(zoo):
     assert "qfx::dense_shiftadd<" in code and "qfx_gen::dense_straight<" in code
     assert all(L["dsp_estimate"] == 0 for L in rep["layers"])
     params = (out / "firmware" / "parameters.h").read_text()
-    assert "static const unsigned n_terms = 2;" in params and "static const unsigned reuse = 200;" in params
+    assert "static const unsigned n_terms = 2;" in params and "static const unsigned reuse = 600;" in params
 
 
 def test_table_kernel_reuse_from_config(zoo, tmp_path):

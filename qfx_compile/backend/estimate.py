@@ -53,10 +53,11 @@ DSP_PORTS = {"DSP48E2": (27, 18), "DSP48E1": (25, 18)}
 
 
 #: K-hot layers become straight-line shift-add code (a whole output vector per cycle) while the
-#: adders' LUT estimate stays at most this (what 2,000 digits in per-digit trees of ~12-bit adders
-#: took, the former rule: a shared adder graph now lets larger layers in); above it, the folded
-#: table kernel (hls_lib dense_shiftadd / conv2d_shiftadd, n_out times fewer adders).
-STRAIGHT_LINE_MAX_LUT = 24_000
+#: adders' LUT estimate stays at most this (what the former rule, 2,000 digits in per-digit trees,
+#: took at about 8 carry bits per adder with 8-bit inputs: a shared adder graph, about half the
+#: adders, now lets layers of some 4,000 digits in); above it, the folded table kernel (hls_lib
+#: dense_shiftadd / conv2d_shiftadd, n_out times fewer adders, about twice the cycles).
+STRAIGHT_LINE_MAX_LUT = 16_000
 
 
 @functools.lru_cache(maxsize=None)

@@ -83,9 +83,81 @@ def _channels(r, a: np.ndarray, x, what) -> list:
     return [Fraction(float(v)) for v in fl.reshape(-1)]
 
 
+def _split(a):
+    """Veltkamp split of float64 values: a = hi + lo with 26-bit halves (exact)."""
+    c = a * 134217729.0  # 2**27 + 1
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+def _product_exact(a, b) -> np.ndarray:
+    """Where ``a * b`` is exact in float64 (Dekker's error term of the product is 0)."""
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    err = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return (err == 0) & np.isfinite(p)
+
+
+def _fast_values(q: Quantizer, w, s, z, os_, oo):
+    """Float64 codes and values of a quantizer on float64 constants, and where they are not proven exact.
+
+    ``t = w/s + z`` in float64 is within 2**-51 (|w/s| + |z|) of the exact value; away from the rounding
+    boundaries that matter (half-integers for the HALF/ROUND modes, integers otherwise, 0 for bipolar) by
+    more than a generous 2**-30 (|t| + 1), its rounding is the exact one. The value ``(code - oo) * os`` is
+    checked exact by Dekker's product error. Elements not proven go to exact arithmetic.
+    """
+    with np.errstate(all="ignore"):
+        t = w / s + z
+        slack = 2.0 ** -30 * (np.abs(t) + np.abs(z) + 1)
+        if q.bipolar:
+            code = np.where(t >= 0, 1.0, -1.0)
+            near = np.abs(t) <= slack
+        else:
+            tc = t
+            if q.qmax is not None:
+                tc = np.minimum(tc, q.qmax)
+            if q.qmin is not None:
+                tc = np.maximum(tc, q.qmin)
+            from ..ir.exact_real import _round_float
+            code = _round_float(tc, q.rounding)
+            f = t - np.floor(t)
+            d = np.abs(f - 0.5) if q.rounding in ("ROUND", "HALF_EVEN", "HALF_UP", "HALF_DOWN") else \
+                np.minimum(f, 1 - f)
+            near = d <= slack
+        a = code - oo
+        val = a * os_
+        near |= ~np.isfinite(t) | ~_product_exact(a, os_) | (a + oo != code)
+    return val, near
+
+
 def quantize_constant(r, out, x, q: Quantizer, arrays: dict):
     """The exact values of a quantized constant (float64 holds them exactly, or an error)."""
     arr = np.asarray(x.arr, dtype=np.float64) if isinstance(x, CFloat) else None
+    if arr is not None and not q.pre_round and q.div == 1 and arr.size:
+        b = lambda k, default: np.broadcast_to(np.asarray(arrays[k], dtype=np.float64), arr.shape) \
+            if k in arrays else np.broadcast_to(np.float64(float(default[0])), arr.shape)  # noqa: E731
+        s, z = b("scale", q.scale), b("zeropt", q.zeropt)
+        os_ = b("out_scale", q.out_scale) if q.out_scale is not None or "out_scale" in arrays else s
+        oo = b("out_offset", q.out_offset) if q.out_offset is not None else z
+        val, near = _fast_values(q, arr, s, z, os_, oo)
+        if not near.any():
+            r.vals[out] = CFloat(val)
+            return
+        if near.mean() < 0.05:  # the few elements near a boundary: exact arithmetic, one by one
+            val = val.copy()
+            for idx in zip(*np.nonzero(near)):
+                qq = Quantizer(**{**q.__dict__})
+                qq.scale, qq.zeropt = [Fraction(float(s[idx]))], [Fraction(float(z[idx]))]
+                qq.out_scale, qq.out_offset = [Fraction(float(os_[idx]))], [Fraction(float(oo[idx]))]
+                v = qq.value_affine(1)
+                e = v[0][0] * qq.code(Q2(Fraction(float(arr[idx]))), 0) + v[1][0]
+                if Fraction(float(e.p)) != e.p:
+                    raise r.err("the quantized constant's exact values do not fit float64 (scale and bit width "
+                                "too fine); use fewer bits")
+                val[idx] = float(e.p)
+            r.vals[out] = CFloat(val)
+            return
     if arr is None:
         f = np.broadcast_to(x.frac, x.raw.shape)
         vals = np.array([Fraction(int(m), 2 ** int(fb)) if fb >= 0 else Fraction(int(m) * 2 ** int(-fb))

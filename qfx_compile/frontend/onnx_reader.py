@@ -632,11 +632,8 @@ class _Reader:
 
     def real_linear(self, out, x, W, bias, op, attrs):
         from .real import exact_values, real_linear
-        Wv = exact_values(self, W, "weight")
         bv = None if bias is None else list(exact_values(self, bias, "bias").reshape(-1))
-        if bv is not None and len(bv) != Wv.shape[0]:
-            raise self.err(f"bias has {len(bv)} values for {Wv.shape[0]} outputs")
-        return real_linear(self, out, x, Wv, bv, op, attrs)
+        return real_linear(self, out, x, W, bv, op, attrs)
 
     def lazy_relu(self, out) -> bool:
         """A ReLU of input 0 that is not computed yet: on a pending result (moved after its cast: exact for a

@@ -128,8 +128,28 @@ def _rat_gcd(vals) -> Fraction:
     return Fraction(g, den)
 
 
-def real_linear(r, out, x, W: np.ndarray, bias, op: str, attrs: dict):
-    """``sum W x + bias`` of a Real ``x``: W (O, I) or (O, C, KH, KW) exact Fractions; bias exact (O,) or None."""
+def dyadic_parts(r, c, what):
+    """A constant as exact ``mant * 2**ex`` (mant: object array of Python ints, odd or 0; ex: int64 array)."""
+    if isinstance(c, CFloat):
+        a = np.asarray(c.arr)
+        if a.dtype.kind in "iu":
+            mant, ex = a.astype(np.int64), np.zeros(a.shape, np.int64)
+        else:
+            m, e = np.frexp(a.astype(np.float64))
+            mant, ex = (m * 2.0 ** 53).astype(np.int64), e.astype(np.int64) - 53
+    elif isinstance(c, CFixed):
+        mant = np.asarray(c.raw)
+        ex = -np.broadcast_to(np.asarray(c.frac, dtype=np.int64), mant.shape).astype(np.int64)
+    else:
+        raise r.err(f"{what} must be a constant")
+    mant = np.array(mant.tolist(), dtype=object).reshape(mant.shape) if mant.dtype != object else mant
+    tz = np.vectorize(lambda v: (v & -v).bit_length() - 1 if v else 0, otypes=[np.int64])(mant) if mant.size \
+        else np.zeros(mant.shape, np.int64)
+    return mant >> tz.astype(object), ex + tz
+
+
+def real_linear(r, out, x, Wc, bias, op: str, attrs: dict):
+    """``sum W x + bias`` of a Real ``x``: ``Wc`` the constant weight (O, I) or (O, C, KH, KW); bias exact (O,)."""
     x = as_real(r, x)
     if x.act.type is None:
         raise r.err("the float graph input reaches this layer without a quantizer; quantize it first, or give "
@@ -142,22 +162,53 @@ def real_linear(r, out, x, W: np.ndarray, bias, op: str, attrs: dict):
     if not all(a.rational and b.rational for a, b in zip(A, B)):
         raise r.err(f"the input {x.onnx_name!r} is a float BatchNorm result (an irrational scale) that no "
                     f"integer weight can take; put a Quant before this layer")
-    cin = W.shape[1]
+    mant, ex = dyadic_parts(r, Wc, "weight")
+    cin, o = mant.shape[1], mant.shape[0]
     if len(A) not in (1, cin) or len(B) not in (1, cin):
         raise r.err(f"a per-channel scale of {len(A)} entries does not match the {cin} inputs")
-    a_in = np.array([a.p for a in (A if len(A) == cin else A * cin)], dtype=object)
-    b_in = np.array([b.p for b in (B if len(B) == cin else B * cin)], dtype=object)
-    bshape = (1, cin) + (1,) * (W.ndim - 2)
-    P = W * a_in.reshape(bshape)
-    o = W.shape[0]
-    rows = P.reshape(o, -1)
-    g = [_rat_gcd(rows[j]) for j in range(o)]
-    ints = np.array([[int(v / g[j]) for v in rows[j]] for j in range(o)], dtype=object).reshape(P.shape)
-    off = (W * b_in.reshape(bshape)).reshape(o, -1).sum(axis=1) if any(b != 0 for b in b_in) else [Fraction(0)] * o
+    a_in = [a.p for a in (A if len(A) == cin else A * cin)]
+    b_in = [b.p for b in (B if len(B) == cin else B * cin)]
+    bshape = (1, cin) + (1,) * (mant.ndim - 2)
+    if all(a.denominator & (a.denominator - 1) == 0 for a in a_in):
+        # dyadic input scales (float scales are): integer arithmetic, one exponent per row
+        an = np.array([a.numerator for a in a_in], dtype=object).reshape(bshape)
+        ae = np.array([-(a.denominator.bit_length() - 1) for a in a_in], dtype=np.int64).reshape(bshape)
+        pm = (mant * an).reshape(o, -1)
+        pe = (ex + ae).reshape(o, -1)
+        rows, g = [], []
+        for j in range(o):
+            nz = [k for k, v in enumerate(pm[j]) if v]
+            if not nz:
+                rows.append([0] * pm.shape[1])
+                g.append(Fraction(1))
+                continue
+            e0 = int(min(pe[j][k] for k in nz))
+            ints_j = [int(v) << int(e - e0) if v else 0 for v, e in zip(pm[j], pe[j])]
+            G = math.gcd(*ints_j)
+            rows.append([v // G for v in ints_j])
+            g.append(Fraction(G) * Fraction(2) ** e0)
+        ints = np.array(rows, dtype=object).reshape(mant.shape)
+        W = None
+    else:
+        W = np.array([Fraction(int(m)) * Fraction(2) ** int(e) for m, e in zip(mant.ravel(), ex.ravel())],
+                     dtype=object).reshape(mant.shape)
+        P = W * np.array(a_in, dtype=object).reshape(bshape)
+        prow = P.reshape(o, -1)
+        g = [_rat_gcd(prow[j]) for j in range(o)]
+        ints = np.array([[int(v / g[j]) for v in prow[j]] for j in range(o)], dtype=object).reshape(P.shape)
+    if any(b != 0 for b in b_in):
+        if W is None:
+            W = np.array([Fraction(int(m)) * Fraction(2) ** int(e) for m, e in zip(mant.ravel(), ex.ravel())],
+                         dtype=object).reshape(mant.shape)
+        off = list((W * np.array(b_in, dtype=object).reshape(bshape)).reshape(o, -1).sum(axis=1))
+    else:
+        off = [Fraction(0)] * o
     if op == "conv2d" and any(attrs.get("pads", (0,) * 4)) and any(b != 0 for b in b_in):
         raise r.err("zero padding of an input with a zero point (a nonzero offset) is not the padding of its "
                     "codes; use a zero point of 0 or no padding")
     if bias is not None:
+        if len(bias) != o:
+            raise r.err(f"bias has {len(bias)} values for {o} outputs")
         off = [Fraction(a) + Fraction(b) for a, b in zip(off, bias)]
     lo, hi = int(min(ints.ravel(), default=0)), int(max(ints.ravel(), default=0))
     wt = FixedType.for_raw_range(min(lo, 0), max(hi, 0), 0, signed=True)
@@ -206,8 +257,37 @@ def real_quant(r, out, x: Real, q: Quantizer, width: int, signed: bool):
     F = tx.frac_bits
     unit = Fraction(1, 2 ** F) if F >= 0 else Fraction(2 ** -F)
 
-    def fn(m, c):
-        return q.code(eval_chain(x.chain, c, Q2(Fraction(int(m)) * unit)), c)
+    if not q.pre_round:  # affine segments between ReLUs, composed once per channel; the last one folded into
+        segs, cur = [], []  # the quantizer's t = (y/scale + zeropt)/div: exact, a few Q2 operations per call
+        for st in x.chain:
+            if st[0] == "relu":
+                segs.append(cur)
+                cur = []
+            else:
+                cur.append(st)
+        segs.append(cur)
+
+        comp = [compose_affine(sg) if sg else ([ONE], [ZERO]) for sg in segs]
+
+        def seg_ab(k, c):
+            A_, B_ = comp[k]
+            a, b = A_[c if len(A_) > 1 else 0], B_[c if len(B_) > 1 else 0]
+            return (a * unit if k == 0 else a), b
+
+        pre = [[seg_ab(k, c) for k in range(len(segs) - 1)] for c in range(C)]
+        last = [q.t_affine(*seg_ab(len(segs) - 1, c), c) for c in range(C)]
+
+        def fn(m, c):
+            y = Q2(Fraction(int(m)))
+            for a, b in pre[c]:
+                y = a * y + b
+                if y.sign() < 0:
+                    y = ZERO
+            P, Q_ = last[c]
+            return q.code_of_t(P * y + Q_)
+    else:
+        def fn(m, c):
+            return q.code(eval_chain(x.chain, c, Q2(Fraction(int(m)) * unit)), c)
 
     def fn_float(m, c):
         return q.code_float(eval_chain_float(x.chain, c, np.asarray(m, dtype=np.float64) * float(unit)), c)

@@ -94,10 +94,15 @@ class Q2:
         return self * Q2.of(o).inverse()
 
     def sign(self) -> int:
-        """Sign of the exact value."""
+        """Sign of the exact value (float64 decides only where its error bound, far below 1e-9 of the
+        magnitudes, cannot change the sign; otherwise exact integer comparison of squares)."""
         d, q = self.p, self.q
         if self.rational or q == 0:
             return (d > 0) - (d < 0)
+        fp, fq = float(d), float(q) * math.sqrt(float(self.v))
+        mag, tot = abs(fp) + abs(fq), fp + fq
+        if math.isfinite(tot) and 1e-280 < mag < 1e280 and abs(tot) > 1e-9 * mag:
+            return 1 if tot > 0 else -1
         if d >= 0 and q >= 0:
             return 1
         if d <= 0 and q <= 0:
@@ -209,11 +214,25 @@ class Quantizer:
             t = Q2(Fraction(round_code(t, "ROUND")))
         if self.div != 1:
             t = t / self.div
+        return self.code_of_t(t)
+
+    def code_of_t(self, t: Q2) -> int:
+        """The code of ``t = (y/scale + zeropt) / div`` (no pre-rounding): clamp, then round (or the sign)."""
+        if self.bipolar:
+            return 1 if t.sign() >= 0 else -1
         if self.qmax is not None and t.cmp(self.qmax) > 0:
-            t = Q2(Fraction(self.qmax))
+            return round_code(Q2(Fraction(self.qmax)), self.rounding)
         if self.qmin is not None and t.cmp(self.qmin) < 0:
-            t = Q2(Fraction(self.qmin))
+            return round_code(Q2(Fraction(self.qmin)), self.rounding)
         return round_code(t, self.rounding)
+
+    def t_affine(self, A: Q2, B: Q2, c: int) -> tuple[Q2, Q2]:
+        """``(P, Q)`` with ``(A*x + B)/scale + zeropt, / div`` = ``P*x + Q`` (bipolar: no div)."""
+        s, z = Q2(Fraction(self._c(self.scale, c))), Fraction(self._c(self.zeropt, c))
+        P, Q = A / s, B / s + z
+        if self.div != 1 and not self.bipolar:
+            P, Q = P / self.div, Q / self.div
+        return P, Q
 
     def code_float(self, y: np.ndarray, c: int) -> np.ndarray:
         t = y / float(self._c(self.scale, c)) + float(self._c(self.zeropt, c))

@@ -237,3 +237,32 @@ def test_decomposed_batchnorm_and_negative_scale(tmp_path):
     ours = to_float64(run(gr, x_float=x), gr.tensors[gr.outputs[0]].type)
     c = Q.compare(ours, Q.reference(p, x), Q.reference64(p, x))
     assert c["unexplained"] == 0 and c["exact"] + c["float32_cases"] == N, c
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_quantized_constants_fast_path_is_exact(mode):
+    """Weights quantized in float64 with the error bound (exact arithmetic near boundaries) equal the exact
+    quantizer element by element, with exact ties (w = (k + 1/2) * s) and values right at the clamp."""
+    from qfx_compile.frontend.casts import quantize_constant
+    from qfx_compile.frontend.values import CFloat
+
+    class R:
+        vals = {}
+
+        def err(self, msg):
+            return ValueError(msg)
+
+    rng = np.random.default_rng(12)
+    s = np.float32(rng.uniform(0.01, 0.2, (6, 1)))
+    k = rng.integers(-9, 9, (6, 40)).astype(np.float64)
+    w = np.where(rng.random((6, 40)) < 0.3, (k + 0.5) * s, rng.standard_normal((6, 40)) * 0.5)
+    w = w.astype(np.float32).astype(np.float64)
+    q = Quantizer([Fraction(1)], [Fraction(0)], -7, 7, mode)
+    r = R()
+    quantize_constant(r, "o", CFloat(w), q, {"scale": s.astype(np.float64), "zeropt": np.float64(0.0)})
+    got = r.vals["o"].arr
+    for i in range(6):
+        qq = Quantizer([Fraction(float(s[i, 0]))], [Fraction(0)], -7, 7, mode)
+        for j in range(40):
+            want = qq.code(Q2(Fraction(float(w[i, j]))), 0) * Fraction(float(s[i, 0]))
+            assert Fraction(float(got[i, j])) == want, (mode, i, j)

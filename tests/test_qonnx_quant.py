@@ -41,19 +41,21 @@ def executor(m, x):
 
 
 def grid_inputs():
-    """Every value of ap_fixed<8,3> (k/32), in a (256, 8) batch: x / 0.09375 = k/3 hits ties and exact integers."""
+    """Every value of ap_fixed<8,3> (k/32), in a (256, 8) batch: x / 0.09375 = k/3 and x / 0.125 = k/4 hit ties
+    and exact integers."""
     k = np.arange(-128, 128)
     return np.stack([np.roll(k, 7 * j) for j in range(8)], axis=1).astype(np.float32) / 32
 
 
 @pytest.mark.parametrize("typed", [True, False])
-def test_every_quant_mode_is_exact(tmp_path, typed):
+@pytest.mark.parametrize("scale", [0.09375, 0.125])  # a float scale (exact reals); a power of two (ap_fixed casts)
+def test_every_quant_mode_is_exact(tmp_path, typed, scale):
     x = grid_inputs()
     n_cases = 0
     for signed, narrow, mode, z, bits in itertools.product((0, 1), (0, 1), MODES, (0.0, 2.0), (1, 3)):
         if bits == 1 and (narrow or not signed or z):
             continue
-        inits = [init("s", 0.09375), init("z", z), init("b", bits)]
+        inits = [init("s", scale), init("z", z), init("b", bits)]
         node = helper.make_node("Quant", ["x", "s", "z", "b"], ["y"], domain=QD, name="q", signed=signed,
                                 narrow=narrow, rounding_mode=mode)
         m = quant_model([node], inits)

@@ -131,22 +131,25 @@ def main():
     ap.add_argument("--large", action="store_true", help="also 128x128 and 256x256 (minutes)")
     ap.add_argument("--yosys-max", type=int, default=400, help="synthesize graphs up to this many adders (0: none)")
     ap.add_argument("--no-da4ml", action="store_true")
+    ap.add_argument("--da4ml-max", type=int, default=64,
+                    help="run da4ml up to this many outputs (its 128x128 took over 15 minutes here)")
     ap.add_argument("--no-zoo", action="store_true")
+    ap.add_argument("--only-large", action="store_true", help="just the 128x128 and 256x256 cases")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     rng = np.random.default_rng(2026)
-    shapes = [8, 16, 32, 64] + ([128, 256] if a.large else [])
+    shapes = ([] if a.only_large else [8, 16, 32, 64]) + ([128, 256] if a.large or a.only_large else [])
     cases = []
     for n in shapes:
         for k, digits in ((2, "csd"), (1, "csd"), (2, "binary"), (2, "sp2")):
             if n == 256 and (k, digits) != (1, "csd"):
                 continue
             cases.append((f"random K={k}", random_matrix(rng, n, n, k, digits), digits, 0, 255))
-    if not a.no_zoo:
+    if not a.no_zoo and not a.only_large:
         cases += zoo_cases()
     rows = []
     for name, M, digits, lo, hi in cases:
-        r = run_case(name, M, digits, lo, hi, rng, a.yosys_max, not a.no_da4ml)
+        r = run_case(name, M, digits, lo, hi, rng, a.yosys_max, not a.no_da4ml and M.shape[0] <= a.da4ml_max)
         rows.append(r)
         print(json.dumps(r), flush=True)
     print()

@@ -318,17 +318,18 @@ def project_files(graph, x_raw, levels: int = 0, family: str = "xcup") -> dict[s
         lid = f"{len(files) // 3}_{names.identifier(node.name, prefix='l', max_len=40)}"
         m = verilog(code.graph, f"sa_{lid}", x_t.width, x_t.signed, [o for o, _ in outs], levels,
                     comments=code.names)
+        # exact sums of mantissa products (Python integers), then each accumulator on its grid
+        sums = np.asarray(xs, dtype=object) @ raw.T.astype(object)        # (vectors, n_out)
+        scale = [(Fraction(2) ** (f - int(frac[j]) - x_t.frac_bits), Fraction(b_raw[j]) * Fraction(2) ** (f - bf))
+                 for j, (_, f) in enumerate(outs)]
         lines = []
-        for x in xs:
-            xv = [int(v) for v in x]
+        for x, row in zip(xs, sums):
             ys = []
-            for j, (_, f) in enumerate(outs):
-                acc = sum(Fraction(int(raw[j, i]) * xv[i], 2 ** (int(frac[j]) + x_t.frac_bits))
-                          for i in range(raw.shape[1]) if raw[j, i]) + Fraction(b_raw[j], 2 ** bf)
-                v = acc * 2 ** f
-                assert v.denominator == 1, "accumulator not on its grid"
-                ys.append(int(v))
-            lines.append(" ".join(str(t) for t in xv + ys))
+            for (sc, bc), v in zip(scale, row):
+                acc = sc * int(v) + bc
+                assert acc.denominator == 1, "accumulator not on its grid"
+                ys.append(int(acc))
+            lines.append(" ".join(str(int(t)) for t in list(x) + ys))
         files[f"rtl/{m.name}.v"] = m.text
         files[f"rtl/tb_{m.name}.v"] = testbench(m, len(lines), f"rtl/vec_{m.name}.txt")
         files[f"rtl/vec_{m.name}.txt"] = "\n".join(lines) + "\n"

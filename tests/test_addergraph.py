@@ -157,3 +157,29 @@ def test_bad_terms_are_refused():
         AG.optimize([[(0, 0, 1), (0, 0, -1)]], [0], [1])
     with pytest.raises(ValueError, match="bad term"):
         AG.optimize([[(3, 0, 1)]], [0], [1])
+
+
+@pytest.mark.parametrize("digits", ["csd", "binary"])
+def test_trained_khot_layer(digits):
+    """A K=2 layer trained on scikit-learn's digits (64 -> 10, a few steps): exact, and sharing pays."""
+    torch = pytest.importorskip("torch")
+    datasets = pytest.importorskip("sklearn.datasets")
+    from qfx_compile.qfx import nn as qnn
+    torch.manual_seed(0)
+    x, y = datasets.load_digits(return_X_y=True)
+    x = torch.tensor(x[:512] / 16.0, dtype=torch.float32)
+    y = torch.tensor(y[:512])
+    layer = qnn.Linear(64, 10, k_hot=2, digits=digits, output_type="ap_fixed<12,6,AP_RND,AP_SAT>")
+    opt = torch.optim.Adam(layer.parameters(), lr=0.01)
+    layer.train()
+    for _ in range(30):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(layer(x), y)
+        loss.backward()
+        opt.step()
+    M = _row_mantissas(layer.quantized_weight().numpy())
+    assert int(digit_count(M, digits).max()) <= 2 and np.count_nonzero(M) > 100
+    lo, hi = [0] * 64, [255] * 64
+    g = AG.optimize_matrix(M, lo, hi, digits=digits)
+    check_exact(g, M, lo, hi, corners_and_random(np.random.default_rng(0), lo, hi, 30))
+    assert g.n_adders < 0.85 * AG.optimize_matrix(M, lo, hi, digits=digits, share=False).n_adders

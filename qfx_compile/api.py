@@ -383,11 +383,12 @@ def _float_to_raw(x: np.ndarray, t: FixedType) -> np.ndarray:
     return _Cast(f + 2, t, (int(np.abs(m).max()) if m.size else 0) * 4 + 3)((m << 2) + code)
 
 
-def load(path, input_type=None) -> ExactModel:
+def load(path, input_type=None, softmax: str | None = None) -> ExactModel:
     """Read ``path`` (qfx ONNX or QONNX) through the frontend and the passes; the exact model.
 
     ``input_type`` (``"ap_fixed<16,6>"`` or a FixedType) is the input type for a model
     whose file does not give one; it is passed to the frontend when it supports it.
+    ``softmax`` is the CLI's ``--softmax`` (e.g. ``"argmax"``), passed on likewise.
     Raises :class:`qfx_compile.frontend.ModelError` (a ValueError) for a model the
     compiler refuses, with the message the CLI prints.
     """
@@ -409,6 +410,10 @@ def load(path, input_type=None) -> ExactModel:
             raise ValueError("input_type is not supported by this version's frontend: the model file must "
                              "give its input type (a quantizer on the input)")
         kwargs["input_type"] = input_type
+    if softmax is not None:
+        if "softmax" not in inspect.signature(load_model).parameters:
+            raise ValueError("softmax is not supported by this version's frontend")
+        kwargs["softmax"] = softmax
     p = str(Path(path))
     try:
         graph = run_default_passes(load_model(p, **kwargs))

@@ -41,25 +41,39 @@ def rows(epochs):
     ]
 
 
-def run(datasets, seeds, epochs):
+def run_seed(ds, seed, epochs, threads):
+    """One data set and seed: ``{row: (accuracy, seconds)}``."""
+    torch.set_num_threads(threads)
+    train, test = DATASETS[ds]()
     res = {}
-    for ds in datasets:
-        train, test = DATASETS[ds]()
-        for seed in seeds:
-            with Timer() as t:
-                fm = train_float(train, FLOAT_EPOCHS[ds], seed)
-            res.setdefault((ds, "float"), []).append((qfx.accuracy(fm, *test), t.s))
-            print(f"{ds} seed {seed} float {100 * res[(ds, 'float')][-1][0]:.1f}%", flush=True)
-            for name, unsigned, per_ch, kw, distill in rows(epochs):
-                with Timer() as t:
-                    qfx.seed_everything(seed)
-                    cfg = bits_config(4, unsigned_relu=unsigned, per_channel_weights=per_ch)
-                    q = qfx.quantize_model(copy.deepcopy(fm).train(), cfg, train[0][:256])
-                    qfx.calibrate(q, train[0][:1000])
-                    qfx.train_recipe(q, train, seed=seed, teacher=fm if distill else None, **kw)
-                acc = qfx.accuracy(q, *test)
-                res.setdefault((ds, name), []).append((acc, t.s))
-                print(f"{ds} seed {seed} {name}: {100 * acc:.1f}% ({t.s:.0f} s)", flush=True)
+    with Timer() as t:
+        fm = train_float(train, FLOAT_EPOCHS[ds], seed)
+    res["float"] = (qfx.accuracy(fm, *test), t.s)
+    print(f"{ds} seed {seed} float {100 * res['float'][0]:.1f}%", flush=True)
+    for name, unsigned, per_ch, kw, distill in rows(epochs):
+        with Timer() as t:
+            qfx.seed_everything(seed)
+            cfg = bits_config(4, unsigned_relu=unsigned, per_channel_weights=per_ch)
+            q = qfx.quantize_model(copy.deepcopy(fm).train(), cfg, train[0][:256])
+            qfx.calibrate(q, train[0][:1000])
+            qfx.train_recipe(q, train, seed=seed, teacher=fm if distill else None, **kw)
+        res[name] = (qfx.accuracy(q, *test), t.s)
+        print(f"{ds} seed {seed} {name}: {100 * res[name][0]:.1f}% ({t.s:.0f} s)", flush=True)
+    return res
+
+
+def run(datasets, seeds, epochs, threads=1, jobs=1):
+    args = [(ds, seed, epochs, threads) for ds in datasets for seed in seeds]
+    if jobs > 1:
+        import multiprocessing as mp
+        with mp.get_context("spawn").Pool(min(jobs, len(args))) as pool:
+            outs = pool.starmap(run_seed, args)
+    else:
+        outs = [run_seed(*a) for a in args]
+    res = {}
+    for (ds, _, _, _), r in zip(args, outs):
+        for name, v in r.items():
+            res.setdefault((ds, name), []).append(v)
     return res
 
 
@@ -86,13 +100,14 @@ def main():
     ap.add_argument("--datasets", nargs="+", default=["digits", "mnist"], choices=sorted(DATASETS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--qfx-epochs", type=int, default=8, help="epochs of the recipe rows")
+    ap.add_argument("--jobs", type=int, default=1, help="(data set, seed) runs at once (one process each)")
     ap.add_argument("--write", action="store_true", help="write the table into README.md")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     print(f"seeds: {a.seeds}", flush=True)
     t0 = time.time()
-    res = run(a.datasets, a.seeds, a.qfx_epochs)
-    cmd = "python examples/ablation.py --seeds " + " ".join(map(str, a.seeds)) + f" --qfx-epochs {a.qfx_epochs}"
+    res = run(a.datasets, a.seeds, a.qfx_epochs, a.threads, a.jobs)
+    cmd = "python examples/ablation.py --seeds " + " ".join(map(str, a.seeds)) + f" --qfx-epochs {a.qfx_epochs} --jobs {a.jobs}"
     if a.datasets != ["digits", "mnist"]:
         cmd += " --datasets " + " ".join(a.datasets)
     txt = table(res, a.datasets, a.seeds, cmd, a.qfx_epochs) + f"\n\nTotal {time.time() - t0:.0f} s."

@@ -44,7 +44,7 @@ def rows():
         out.append((f"QFX {b}-bit", "qfx", b, bits_config(b, unsigned_relu=True)))
     out.append(("QFX 8-bit, K=1 K-hot weights (binary = CSD: ±2^e)", "qfx", 8,
                 bits_config(8, unsigned_relu=True, k_hot=1, digits="csd")))
-    for d in ("binary", "csd"):
+    for d in ("binary", "csd", "sp2"):
         out.append((f"QFX 8-bit, K=2 K-hot weights, {d} digits", "qfx", 8,
                     bits_config(8, unsigned_relu=True, k_hot=2, digits=d)))
     return out
@@ -66,34 +66,50 @@ def hardware_cost(model, example, target):
     return design.dsp, design.lut
 
 
-def run(seeds, target, dataset, float_epochs, qfx_epochs):
+def run_seed(seed, target, dataset, float_epochs, qfx_epochs, threads, with_cost):
+    """One seed: ``({label: (accuracy, seconds)}, {label: (DSP, LUT)} if with_cost)``."""
+    torch.set_num_threads(threads)
     train, test = DATASETS[dataset]()
     res, cost, models = {}, {}, {}
-    for seed in seeds:
+    with Timer() as t:
+        fm = train_float(train, float_epochs, seed)
+    res["float32"] = (qfx.accuracy(fm, *test), t.s)
+    print(f"seed {seed} float32 {100 * res['float32'][0]:.1f}% ({t.s:.0f} s)", flush=True)
+    for label, method, _, cfg in rows():
         with Timer() as t:
-            fm = train_float(train, float_epochs, seed)
-        res.setdefault("float32", []).append((qfx.accuracy(fm, *test), t.s))
-        print(f"seed {seed} float32 {100 * res['float32'][-1][0]:.1f}% ({t.s:.0f} s)", flush=True)
-        for label, method, _, cfg in rows():
-            with Timer() as t:
-                qfx.seed_everything(seed)
-                if method == "ptq":
-                    m = qfx.ptq(copy.deepcopy(fm).train(), cfg, train[0][:256], train[0][:1000])
-                else:
-                    m = qfx.quantize_model(copy.deepcopy(fm).train(), cfg, train[0][:256])
-                    qfx.calibrate(m, train[0][:1000])
-                    qfx.train_recipe(m, train, epochs=qfx_epochs, seed=seed, teacher=fm)
-            acc = qfx.accuracy(m, *test)
-            res.setdefault(label, []).append((acc, t.s))
-            print(f"seed {seed} {label} {100 * acc:.1f}% ({t.s:.0f} s)", flush=True)
-            if seed == seeds[0]:
-                models[label] = m
+            qfx.seed_everything(seed)
+            if method == "ptq":
+                m = qfx.ptq(copy.deepcopy(fm).train(), cfg, train[0][:256], train[0][:1000])
+            else:
+                m = qfx.quantize_model(copy.deepcopy(fm).train(), cfg, train[0][:256])
+                qfx.calibrate(m, train[0][:1000])
+                qfx.train_recipe(m, train, epochs=qfx_epochs, seed=seed, teacher=fm)
+        res[label] = (qfx.accuracy(m, *test), t.s)
+        print(f"seed {seed} {label} {100 * res[label][0]:.1f}% ({t.s:.0f} s)", flush=True)
+        if with_cost:
+            models[label] = m
     for label, m in models.items():
         try:
             cost[label] = hardware_cost(m, test[0][:1], target)
         except Exception as e:  # noqa: BLE001 - report it in the table instead of losing the run
             cost[label] = ("error", type(e).__name__)
         print(f"{label}: {target} {cost[label][0]} DSP, {cost[label][1]} LUT", flush=True)
+    return res, cost
+
+
+def run(seeds, target, dataset, float_epochs, qfx_epochs, threads=1, jobs=1):
+    """Every seed (``jobs`` processes at once, one seed each); the cost from the first seed's models."""
+    args = [(s, target, dataset, float_epochs, qfx_epochs, threads, s == seeds[0]) for s in seeds]
+    if jobs > 1:
+        import multiprocessing as mp
+        with mp.get_context("spawn").Pool(min(jobs, len(seeds))) as pool:
+            outs = pool.starmap(run_seed, args)
+    else:
+        outs = [run_seed(*a) for a in args]
+    res, cost = {}, outs[0][1]
+    for r, _ in outs:
+        for label, v in r.items():
+            res.setdefault(label, []).append(v)
     return res, cost
 
 
@@ -107,7 +123,7 @@ def table(res, cost, seeds, cmd, target, total):
         d, lut = cost.get(label, ("-", "-"))
         gap = "" if label == "float32" else f"{100 * (stats(accs)[0] - fl):+.1f}"
         lines.append(f"| {label} | {pm(accs)} | {gap} | {d} | {lut} | {stats([s for _, s in res[label]])[0]:.0f} |")
-    lines += ["", "SP2 and Mix-and-Match rows: not built yet (no SP2 digit set or LUT/DSP split in the library)."]
+    lines += ["", "Mix-and-Match rows (SP2 rows to LUTs, fixed-point rows to DSPs): not built yet."]
     return "\n".join(lines)
 
 
@@ -138,6 +154,7 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--target", default="ultra96")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=1, help="seeds trained at once (one process each)")
     ap.add_argument("--float-epochs", type=int, default=FLOAT_EPOCHS)
     ap.add_argument("--qfx-epochs", type=int, default=8, help="train_recipe epochs (its default: 8)")
     ap.add_argument("--plot", default="docs/accuracy_vs_bits.png")
@@ -146,9 +163,9 @@ def main():
     torch.set_num_threads(a.threads)
     print(f"seeds: {a.seeds}", flush=True)
     t0 = time.time()
-    res, cost = run(a.seeds, a.target, "mnist", a.float_epochs, a.qfx_epochs)
+    res, cost = run(a.seeds, a.target, "mnist", a.float_epochs, a.qfx_epochs, a.threads, a.jobs)
     cmd = ("python examples/accuracy_table.py --seeds " + " ".join(map(str, a.seeds))
-           + f" --float-epochs {a.float_epochs} --qfx-epochs {a.qfx_epochs}")
+           + f" --float-epochs {a.float_epochs} --qfx-epochs {a.qfx_epochs} --jobs {a.jobs}")
     txt = table(res, cost, a.seeds, cmd, a.target, time.time() - t0)
     print(txt)
     if a.plot:

@@ -502,3 +502,20 @@ def test_vectors_option_is_bounded_by_memory(zoo, tmp_path, capsys, monkeypatch)
     rc, err, _ = _run([p, "--vectors", "100000", "-o", tmp_path / "o", "-q"], capsys)
     assert rc == 2 and "--vectors 1771 or fewer" in err
     assert _run([p, "--vectors", "1771", "-o", tmp_path / "o", "-q"], capsys)[0] == 0
+
+
+def test_64_bit_input_without_vectors(zoo, tmp_path, capsys):
+    """A 64-bit input and no stored vectors: random inputs over the whole range (numpy cannot draw that span
+    as int64; the fuzz campaign found exit 1 here), extremes in the first two vectors."""
+    def f(m):
+        _set_attr(m, "inp/FixedPoint", "width", 64)
+        keep = [(p.key, p.value) for p in m.metadata_props if p.key != "qfx.vectors"]
+        del m.metadata_props[:]
+        for k, v in keep:
+            m.metadata_props.add(key=k, value=v)
+
+    p = _edit(zoo["mlp"], tmp_path / "w64.onnx", f)
+    rc, err, _ = _run([p, "-o", tmp_path / "o", "-q", "--vectors", "8"], capsys)
+    assert rc == 0, err
+    text = (tmp_path / "o" / "tb_data" / "inputs.txt").read_text()
+    assert str((1 << 63) - 1) in text and str(-(1 << 63)) in text

@@ -54,7 +54,9 @@ def interpreter_vectors(graph: Graph, n: int, seed: int = 0) -> Vectors:
                            f"the testbench cannot make random inputs for it; use an input of at most 64 bits, or "
                            f"export the model with test vectors")
     rng = np.random.default_rng(seed)
-    x = lo + step * rng.integers(0, (hi - lo) // step, size=(n, *shape), endpoint=True, dtype=np.int64)
+    # drawn in uint64 and wrapped back: the span of a 64-bit input type does not fit int64 (numpy refuses it)
+    k = rng.integers(0, (hi - lo) // step, size=(n, *shape), endpoint=True, dtype=np.uint64)
+    x = (k * np.uint64(step) + np.uint64(lo % (1 << 64))).view(np.int64)
     # put the extremes in the first vectors so that saturation paths are exercised
     if n >= 2:
         x[0].fill(hi)

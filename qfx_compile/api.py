@@ -330,8 +330,9 @@ class ExactModel:
     def predict(self, x) -> np.ndarray:
         """Exact outputs as float64 (values of ``output_type``) for a float batch ``x`` (N, *input_shape).
 
-        ``x`` is cast to ``input_type`` first, as the model's input quantizer does
-        (values already on the input grid pass unchanged). Raises ValueError when
+        ``x`` is cast to ``input_type`` first, as the model's input boundary does (the
+        input quantizer, or a QONNX file's float pre-processing and scaled quantizer;
+        values already on the input grid pass unchanged). Raises ValueError when
         an output value is not exactly representable in float64.
         """
         x = interpret.as_input_shape(x, self.input_shape)
@@ -339,7 +340,12 @@ class ExactModel:
             raise ValueError(f"x must be a float array, got dtype {x.dtype}")
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"x has shape {x.shape}; expected (N, {', '.join(map(str, self.input_shape))})")
-        return self.to_float(self.predict_raw(_float_to_raw(x, self.input_type)))
+        q = interpret.input_quant(self.graph)
+        if q is not None and q.attrs.get("input_map") is not None:  # a QONNX boundary: float scale, pre-processing
+            raw = interpret.float_input_raw(self.graph, x)
+        else:
+            raw = _float_to_raw(x, self.input_type)
+        return self.to_float(self.predict_raw(raw))
 
     def to_float(self, raw) -> np.ndarray:
         """Mantissas of ``output_type`` as float64 values; raises when one is not exact in float64."""

@@ -38,6 +38,9 @@ def test_model_equals_qonnx_executor(tmp_path, name, capsys):
     rng = np.random.default_rng(11)
     x = inputs(200, rng)
     ours = to_float64(run(g, x_float=x), t_out)
+    # the Python API applies the same input boundary (float pre-processing, scaled quantizer) exactly
+    from qfx_compile import load
+    assert np.array_equal(load(path, input_type=input_type).predict(x), ours)
     r32, r64 = Q.reference(path, x), Q.reference64(path, x)
     c, a = Q.compare(ours, r32, r64), Q.compare(ours, r32, r64, argmax=True)
     COUNTS[name] = (c, a)

@@ -79,7 +79,7 @@ def run(datasets, seeds, epochs, threads=1, jobs=1):
 
 def table(res, datasets, seeds, cmd, epochs):
     lines = [f"`{cmd}` — seeds {', '.join(map(str, seeds))}; {machine_line()}. Test accuracy (%), mean ± standard "
-             f"deviation over the seeds, exact eval mode; in brackets the gap to float; s = mean seconds per run.", "",
+             f"deviation over the seeds, exact eval mode; gap = mean minus the float mean (points); s = mean seconds per run.", "",
              "| recipe (4-bit weights and activations) | " + " | ".join(f"{d} | gap | s" for d in datasets) + " |",
              "|---|" + "---:|---:|---:|" * len(datasets)]
     names = ["float"] + [r[0] for r in rows(epochs)]

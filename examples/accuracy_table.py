@@ -42,6 +42,9 @@ def rows():
     for b in BITS:
         out.append((f"PTQ {b}-bit", "ptq", b, bits_config(b, unsigned_relu=True)))
         out.append((f"QFX {b}-bit", "qfx", b, bits_config(b, unsigned_relu=True)))
+        if b == 4:  # per-channel binary points are unified into a wider type by the compiler
+            out.append(("QFX 4-bit, per-tensor weights", "qfx", b,
+                        bits_config(b, unsigned_relu=True, per_channel_weights=False)))
     out.append(("QFX 8-bit, K=1 K-hot weights (binary = CSD: ±2^e)", "qfx", 8,
                 bits_config(8, unsigned_relu=True, k_hot=1, digits="csd")))
     for d in ("binary", "csd", "sp2"):
@@ -123,7 +126,10 @@ def table(res, cost, seeds, cmd, target, total):
         d, lut = cost.get(label, ("-", "-"))
         gap = "" if label == "float32" else f"{100 * (stats(accs)[0] - fl):+.1f}"
         lines.append(f"| {label} | {pm(accs)} | {gap} | {d} | {lut} | {stats([s for _, s in res[label]])[0]:.0f} |")
-    lines += ["", "Mix-and-Match rows (SP2 rows to LUTs, fixed-point rows to DSPs): not built yet."]
+    lines += ["", "Mix-and-Match rows (SP2 rows to LUTs, fixed-point rows to DSPs): not built yet. Per-channel "
+              "weights: the backend unifies a layer's per-channel binary points into one type wide enough for "
+              "every channel, so trained per-channel 4-bit weights become wider multiplier operands (DSPs; only "
+              "operands of at most 4 bits go to LUTs, backend/estimate.py); per-tensor weights keep 4 bits."]
     return "\n".join(lines)
 
 

@@ -131,8 +131,9 @@ def test_format_details(exported):
             m = w * np.exp2((a["width"] - ib).astype(np.float64))
             assert np.array_equal(m, np.round(m))
             if "k_hot" in a:
-                assert a["digits"].decode() in ("binary", "csd")
-                counts = qfx.digit_count(np.round(m).astype(np.int64), a["digits"].decode())
+                assert a["digits"].decode() in ("binary", "csd", "sp2")
+                counts = qfx.digit_count(np.round(m).astype(np.int64), a["digits"].decode(), a["width"],
+                                         bool(a["signed"]))
                 assert np.all(counts <= np.asarray(a["k_hot"]).reshape((-1,) + (1,) * (w.ndim - 1)))
     names = " ".join(n.name for n in g.node)
     for mod_name, mod in model.named_modules():

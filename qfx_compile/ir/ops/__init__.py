@@ -1,24 +1,16 @@
-"""The IR op registry: ``REGISTRY[op_name] -> OpDef`` (one module per op, see ``base.OpDef``)."""
+"""The IR op registry: ``REGISTRY[op_name] -> OpDef`` (one module per op, see ``base.OpDef``).
+
+Adding an op: its module, one entry in ``_MODULES``, a kernel in hls_lib/ (docs/adding-an-op.md).
+"""
 from __future__ import annotations
 
-from . import add, avgpool, batchnorm, clip, conv2d, dense, flatten, global_avgpool, maxpool, quant, relu
-from . import multithreshold
+from . import (add, argmax, avgpool, batchnorm, clip, concat, conv2d, dense, flatten, global_avgpool, leaky_relu,
+               maxpool, multithreshold, pad, quant, relu, softmax, table, upsample)
 from .base import OpDef, OpError
 
-REGISTRY: dict[str, OpDef] = {m.OP.name: m.OP for m in (
-    quant, dense, conv2d, batchnorm, relu, clip, add, maxpool, avgpool, global_avgpool, flatten, multithreshold)}
-
-# table-based layers (sigmoid, tanh, hard*, leaky_relu; softmax): issue 8
-from . import leaky_relu, softmax, table  # noqa: E402
-REGISTRY.update({m.OP.name: m.OP for m in (table, softmax, leaky_relu)})
-
-# structural layers (concat, zero padding, nearest upsampling): issue 8
-from . import concat, pad, upsample  # noqa: E402
-REGISTRY.update({m.OP.name: m.OP for m in (concat, pad, upsample)})
-
-# a final decision (ArgMax, or a final Softmax with --softmax argmax): issue 10
-from . import argmax  # noqa: E402
-REGISTRY[argmax.OP.name] = argmax.OP
+_MODULES = (quant, dense, conv2d, batchnorm, relu, clip, add, maxpool, avgpool, global_avgpool, flatten,
+            multithreshold, table, softmax, leaky_relu, concat, pad, upsample, argmax)
+REGISTRY: dict[str, OpDef] = {m.OP.name: m.OP for m in _MODULES}
 
 #: Ops whose result is cast to ``attrs["out_type"]``.
 CASTING_OPS = frozenset(k for k, v in REGISTRY.items() if v.casts)

@@ -519,3 +519,14 @@ def test_64_bit_input_without_vectors(zoo, tmp_path, capsys):
     assert rc == 0, err
     text = (tmp_path / "o" / "tb_data" / "inputs.txt").read_text()
     assert str((1 << 63) - 1) in text and str(-(1 << 63)) in text
+
+
+def test_interpreter_work_for_vectors_is_bounded(zoo, tmp_path, capsys, monkeypatch):
+    """The fuzz campaign's hang: a mutated input shape with tens of millions of values per sample made the
+    interpreter run for half an hour computing expected outputs. Its work is checked first."""
+    from qfx_compile.backend import project
+
+    monkeypatch.setattr(project, "MAX_INTERPRETER_VALUES", 5000)
+    rc, err, _ = _run([zoo["mlp"], "-o", tmp_path / "o", "-q"], capsys)
+    assert rc == 2 and "values per sample" in err and "--vectors" in err
+    assert not (tmp_path / "o").exists()

@@ -92,6 +92,8 @@ def precheck_arrays(arrays, target: str | Target = "ultra96", part: str | None =
 
 #: The test vectors of one project (inputs and expected outputs, as int64 before they are written as text).
 MAX_VECTOR_BYTES = 256 << 20
+#: Values the IR interpreter may visit (all tensors, all vectors) to compute or check expected outputs.
+MAX_INTERPRETER_VALUES = 10**9
 
 
 def check_vector_budget(graph: Graph, n: int) -> None:
@@ -101,6 +103,16 @@ def check_vector_budget(graph: Graph, n: int) -> None:
         shape = graph.tensors[name].shape or ()
         sizes.append(int(np.prod(shape, dtype=object)) if shape else 1)
     per = 8 * sum(sizes)
+    # the IR interpreter computes (or checks) the expected outputs: bound its work by the values it visits
+    visits = sum(int(np.prod(t.shape, dtype=object)) for t in graph.tensors.values() if t.shape)
+    if n * visits > MAX_INTERPRETER_VALUES:
+        raise BackendError(f"the model's tensors hold {visits:,} values per sample: computing the expected "
+                           f"outputs of {n} test vectors exactly would visit {n * visits:,} values, more than "
+                           f"{MAX_INTERPRETER_VALUES:,}; use --vectors {max(1, MAX_INTERPRETER_VALUES // visits)}"
+                           f" or fewer" if visits <= MAX_INTERPRETER_VALUES else
+                           f"the model's tensors hold {visits:,} values per sample, more than the "
+                           f"{MAX_INTERPRETER_VALUES:,} qfx-compile computes test vectors for; check the input "
+                           f"shape")
     if n * per > MAX_VECTOR_BYTES:
         raise BackendError(f"--vectors {n} would take {n * per / 2**20:,.0f} MiB of test vectors for this model "
                            f"({sum(sizes):,} input and output values each); use --vectors "

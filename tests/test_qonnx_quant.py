@@ -268,3 +268,20 @@ def test_quantized_constants_fast_path_is_exact(mode):
         for j in range(40):
             want = qq.code(Q2(Fraction(float(w[i, j]))), 0) * Fraction(float(s[i, 0]))
             assert Fraction(float(got[i, j])) == want, (mode, i, j)
+
+
+def test_rank1_float_weight_is_a_user_error(tmp_path, capsys):
+    """A Gemm whose float weight is a vector (a fuzzing find: an internal error) is refused with exit 2."""
+    from qfx_compile.cli import main
+    nodes = [helper.make_node("Quant", ["x", "s", "z", "b"], ["xq"], domain=QD, name="qin", signed=1, narrow=0,
+                              rounding_mode="ROUND"),
+             helper.make_node("Gemm", ["xq", "w"], ["y"], name="fc", transB=1)]
+    inits = [init("s", 0.25), init("z", 0.0), init("b", 8), init("w", np.array([0.5, -0.75, 0.25, 1.0], np.float32))]
+    g = helper.make_graph(nodes, "r1", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(QD, 1)])
+    p = tmp_path / "rank1.onnx"
+    onnx.save(m, p)
+    assert main([str(p), "-o", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "'fc'" in err and "weight" in err and "internal error" not in err

@@ -163,6 +163,10 @@ def real_linear(r, out, x, Wc, bias, op: str, attrs: dict):
         raise r.err(f"the input {x.onnx_name!r} is a float BatchNorm result (an irrational scale) that no "
                     f"integer weight can take; put a Quant before this layer")
     mant, ex = dyadic_parts(r, Wc, "weight")
+    if np.ndim(mant) < 2:
+        raise r.err(f"the weight must be (outputs, inputs) or (outputs, channels, kh, kw), got shape "
+                    f"{tuple(np.shape(mant))}")
+    mant, ex = np.asarray(mant, dtype=object), np.asarray(ex)
     cin, o = mant.shape[1], mant.shape[0]
     if len(A) not in (1, cin) or len(B) not in (1, cin):
         raise r.err(f"a per-channel scale of {len(A)} entries does not match the {cin} inputs")

@@ -170,3 +170,12 @@ def test_finding5_input_wider_than_64_bits(tmp_path, capsys):
 
         rep = json.loads((tmp_path / "hls" / "report.json").read_text())
         assert rep["input"]["type"].startswith("ap_fixed<70,")
+
+
+def test_all_zero_weights_with_absurd_integer_bits(tmp_path, capsys):
+    """A weight type whose binary point lies far left of every weight (ap_fixed<8,300>): every weight is 0,
+    the accumulator holds only the bias, yet the kernel's product grid must still fit it (a fuzzing find:
+    exit 0, then a static_assert in the build)."""
+    p = _export(Fc("ap_fixed<8,1,AP_RND_CONV,AP_SAT>", "ap_fixed<10,4,AP_RND,AP_SAT>"), (1, 2, 3), tmp_path / "z.onnx")
+    rc, text = _csim(_mutate(p, lambda m: _set_fixedpoint(m, "fc.weight", 8, 300)), tmp_path / "hls", capsys)
+    assert rc == 2 or (rc == 0 and "C simulation: 40 passed, 0 failed" in text), text[-3000:]

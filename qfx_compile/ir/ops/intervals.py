@@ -61,7 +61,13 @@ def linear_acc(weight: Const, bias: Const | None, tx: FixedType) -> FixedType:
     needed = [fa - tzw] if tzw is not None else []
     if tzb is not None:
         needed.append(fb - tzb)
-    return _finish(lo, hi, g, max(needed) if needed else min(tx.frac_bits, g))
+    t = _finish(lo, hi, g, max(needed) if needed else min(tx.frac_bits, g))
+    if tzw is None and t.frac_bits - fa >= t.width:
+        # all weights zero: the products add nothing, but the kernels still align the product grid
+        # (frac fa) to the accumulator's: keep at least one bit of it (hls_lib/qfx_mac.h)
+        w = t.frac_bits - fa + 1
+        t = FixedType(w, w - t.frac_bits, t.signed)
+    return t
 
 
 def batchnorm_acc(scale: Const, shift: Const, tx: FixedType) -> FixedType:

@@ -22,7 +22,7 @@ QFX_LABEL(rows)
         QFX_LABEL(chans)
             for (unsigned c = 0; c < C::n_chan; c++) {
                 QFX_PRAGMA(HLS PIPELINE II=1)
-                typename C::out_t v = 0;
+                typename C::out_t v = zero<typename C::out_t>();
                 if (inside) v = in.read();
                 out.write(v);
             }

@@ -70,7 +70,7 @@ struct mean_of_window {
     typename C::recip_t r;
     template <class W>
     typename C::out_t operator()(const W& win, unsigned c) const {
-        typename C::acc_t s = 0;
+        typename C::acc_t s = zero<typename C::acc_t>();
         for (unsigned ky = 0; ky < C::pool_height; ky++)
             for (unsigned kx = 0; kx < C::pool_width; kx++) s += win[ky][kx][c];  // exact sum
         return convert<typename C::out_t>(mul<C>(s, r));  // exact product (multiplier per mul_impl), the one cast
@@ -97,7 +97,7 @@ void global_avgpool(hls::stream<typename C::in_t>& in, hls::stream<typename C::o
     const typename C::recip_t r = from_raw<typename C::recip_t>(C::recip_raw);  // cast(1/N, recip_t)
     typename C::acc_t sum[C::n_chan];
 QFX_LABEL(init)
-    for (unsigned c = 0; c < C::n_chan; c++) sum[c] = 0;
+    for (unsigned c = 0; c < C::n_chan; c++) sum[c] = zero<typename C::acc_t>();
 QFX_LABEL(pixels)
     for (unsigned p = 0; p < C::in_height * C::in_width; p++) {
     QFX_LABEL(chans)

@@ -59,7 +59,7 @@ QFX_LABEL(rows)
         QFX_LABEL(chans)
             for (unsigned c = 0; c < NC; c++) {
                 QFX_PRAGMA(HLS PIPELINE II=1)
-                in_t v = 0;  // zero padding
+                in_t v = zero<in_t>();  // zero padding
                 if (inside) v = in.read();
                 qfx::window_push<in_t, WP, NC, KH, KW>(lb, win, px, c, v);
             }

@@ -68,6 +68,13 @@ inline T from_raw(R raw) {
     return x;
 }
 
+// Zero of an ap_[u]fixed type. Not `T x = 0`: an int assigned to a type whose LSB lies above its
+// 32 bits trips the headers' "read bit beyond MSB" assertion in C simulation (ap_fixed<8, 70>).
+template <class T>
+inline T zero() {
+    return from_raw<T>(0);
+}
+
 // The mantissa of x (ap_int<W> for signed types, ap_uint<W> for unsigned).
 template <class T>
 inline typename fixed_traits<T>::raw_t raw_of(const T& x) {

@@ -33,7 +33,7 @@ struct pads_of<C, typename void_if_valid<decltype(C::pad_top)>::type> {
 // The lowest value of an ap_fixed / ap_ufixed type (the padding of max pooling: it never wins).
 template <class T>
 inline T lowest() {
-    T x = 0;
+    T x = zero<T>();
     if (fixed_traits<T>::is_signed) x.range(fixed_traits<T>::width - 1, fixed_traits<T>::width - 1) = 1;
     return x;
 }

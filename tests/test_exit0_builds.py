@@ -179,3 +179,13 @@ def test_all_zero_weights_with_absurd_integer_bits(tmp_path, capsys):
     p = _export(Fc("ap_fixed<8,1,AP_RND_CONV,AP_SAT>", "ap_fixed<10,4,AP_RND,AP_SAT>"), (1, 2, 3), tmp_path / "z.onnx")
     rc, text = _csim(_mutate(p, lambda m: _set_fixedpoint(m, "fc.weight", 8, 300)), tmp_path / "hls", capsys)
     assert rc == 2 or (rc == 0 and "C simulation: 40 passed, 0 failed" in text), text[-3000:]
+
+
+def test_max_pool_after_a_type_whose_lsb_is_above_32_bits(tmp_path, capsys):
+    """conv -> relu -> max pool with the conv's output type ap_fixed<8,70>: the pool's padding value and
+    every zero in the kernels is built without converting an int (a fuzzing find: the testbench aborted
+    in ap_private.h after exit 0)."""
+    from qfx_compile.testing.models import export_zoo_model
+    p = Path(export_zoo_model("cnn", tmp_path, vectors=40))
+    rc, text = _csim(_mutate(p, lambda m: _set_fixedpoint(m, "conv1.out", 8, 70)), tmp_path / "hls", capsys)
+    _assert_passes(rc, text)

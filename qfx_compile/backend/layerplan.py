@@ -20,7 +20,7 @@ import numpy as np
 
 from ..fixed.types import FixedType, raw_range
 from ..ir.graph import Const, Graph, Node
-from . import names
+from . import estimate, names
 from .estimate import LayerEstimate, LayerShape
 
 
@@ -178,8 +178,8 @@ def raw_ctype(lo: int, hi: int) -> str:
 
 
 def signed_bits(t: FixedType) -> int:
-    """Operand width of a signed multiplier fed by ``t`` (an unsigned operand needs one more bit)."""
-    return t.width if t.signed else t.width + 1
+    """Operand width of a signed multiplier fed by ``t`` (the rule: ``estimate.signed_bits``)."""
+    return estimate.signed_bits(t.width, t.signed)
 
 
 @dataclasses.dataclass(frozen=True)

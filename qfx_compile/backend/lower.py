@@ -11,8 +11,6 @@ applied twice.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from ..ir.graph import Const, Graph
@@ -27,15 +25,6 @@ def _const_like(c: Const, raw: np.ndarray) -> Const:
     return Const(raw=raw, type=c.type, int_bits=c.int_bits, k_hot=c.k_hot, digits=c.digits)
 
 
-def _fresh(graph: Graph) -> Graph:
-    """A copy whose node lists and dicts are new (constants are shared: rewrites replace them, never edit)."""
-    nodes = [dataclasses.replace(n, inputs=list(n.inputs), outputs=list(n.outputs), attrs=dict(n.attrs),
-                                 params=dict(n.params)) for n in graph.nodes]
-    tensors = {k: dataclasses.replace(t) for k, t in graph.tensors.items()}
-    return dataclasses.replace(graph, nodes=nodes, tensors=tensors, inputs=list(graph.inputs),
-                               outputs=list(graph.outputs))
-
-
 def _move_terms(node, new_index: np.ndarray) -> None:
     """Re-address the node's shift-add terms (``ir.passes.khot_terms``): input ``i`` moves to ``new_index[i]``."""
     terms = node.attrs.get("terms")
@@ -46,7 +35,7 @@ def _move_terms(node, new_index: np.ndarray) -> None:
 def conv_weights_hwc(graph: Graph) -> Graph:
     """Conv weights ``[F][C][KH][KW]`` -> ``[F][KH][KW][C]`` (the kernel's window order; a grouped weight
     ``[F][C/G][KH][KW]`` -> ``[F][KH][KW][C/G]``, or its block-diagonal dense form when K-hot)."""
-    g = _fresh(graph)
+    g = graph.copy()
     for n in g.nodes:
         if n.op != "conv2d" or n.attrs.get("layout") == "hwc":
             continue
@@ -90,7 +79,7 @@ def remove_flatten(graph: Graph) -> Graph:
     the expected output files (``metadata[OUTPUT_HWC] = "C,H,W"``). Order-free ops
     (``OpDef.order_free``) pass the order on. Anything else raises :class:`LowerError`.
     """
-    g = _fresh(graph)
+    g = graph.copy()
     for n in [n for n in g.nodes if n.op == "flatten"]:
         src, dst = n.inputs[0], n.outputs[0]
         shape = g.tensors[src].shape

@@ -22,7 +22,7 @@ from ..ir.graph import Graph
 from ..ir.ops import get as get_op
 from ..targets import Target, estimate_memory
 from . import names
-from .config import LAYER_DEFAULTS, OPTION_RANGES, ConfigError, load_layer_config  # noqa: F401
+from .config import load_layer_config
 from .estimate import DSP_SHARE, DesignEstimate, FitError, LayerShape, choose_reuse, estimate_layer, table_shape
 from .layerplan import BackendError, LayerContext, LayerOptions, LayerPlan, TensorPlan
 from .lower import OUTPUT_HWC, LowerError, chw_to_stream, lower
@@ -185,7 +185,7 @@ def _folded_table(L: LayerPlan, r: int) -> LayerShape:
 def _choose_parallelism(layers: list[LayerPlan], opts: PlanOptions) -> tuple[list[LayerPlan], DesignEstimate]:
     """Reuse and mul_impl of every layer (config first, then the estimator's choice), and the estimates."""
     t = opts.target
-    shapes, fixed, impl = [], [], []
+    shapes, fixed, impl, table_reuse = [], [], [], []
     for L in layers:
         s, r = L.cost, int(L.options.reuse)
         if L.fold is not None:  # a table kernel folds with reuse (default: its natural reuse)
@@ -194,7 +194,10 @@ def _choose_parallelism(layers: list[LayerPlan], opts: PlanOptions) -> tuple[lis
             else:
                 r = L.fold.natural
             s = _folded_table(L, r)
-        elif r and s.kind != "mul":
+            table_reuse.append(r)
+        else:
+            table_reuse.append(None)
+        if L.fold is None and r and s.kind != "mul":
             raise BackendError(f"config: layer {L.name_comment!r} ({L.kernel}) has no reuse option "
                                f"(dense / conv2d layers with multipliers and shift-add table kernels do; "
                                f"straight-line shift-add code computes a whole output vector per cycle)")
@@ -217,11 +220,10 @@ def _choose_parallelism(layers: list[LayerPlan], opts: PlanOptions) -> tuple[lis
             f"{budget} ({int(DSP_SHARE * 100)}% of the {t.dsp} {t.dsp_kind} of {t.name}); largest: {top}. "
             f"Set mul_impl 2 (LUTs) for some layers in --config, use K-hot weights, or choose a bigger target.")
     out, ests = [], []
-    for L, s, r, m in zip(layers, shapes, reuse, impl):
+    for L, s, r, m, tr in zip(layers, shapes, reuse, impl, table_reuse):
         e = estimate_layer(s, r, m, t.dsp_kind)
-        if L.fold is not None:
-            e = dataclasses.replace(e, reuse=int(L.options.reuse) and min(int(L.options.reuse), L.fold.products)
-                                    or L.fold.natural)
+        if tr is not None:  # a folded table kernel: its reuse is the one it was priced at
+            e = dataclasses.replace(e, reuse=tr)
         ests.append(e)
         sizes = L.sizes + ((("reuse", int(e.reuse)),) if L.has_reuse else ())
         ints = L.ints + ((("mul_impl", m),) if L.has_mul_impl else ())

@@ -228,14 +228,21 @@ class _QuantizeSTE(torch.autograd.Function):
         return torch.where(inside, grad, 0.0), None, None, None, None, None, None
 
 
-#: Rounding and overflow modes with the fused float64 kernel (``_cast_f64``), widths up to _F64_FAST_WIDTH.
+#: Rounding and overflow modes with the fused float64 kernel (``_cast_fused``), widths up to _F64_FAST_WIDTH.
 _F64_FAST_ROUNDING = ("AP_TRN", "AP_TRN_ZERO", "AP_RND_CONV", "AP_RND")
 _F64_FAST_OVERFLOW = ("AP_WRAP", "AP_SAT", "AP_SAT_SYM")
 _F64_FAST_WIDTH = 50
 
 
-def _cast_f64(x: torch.Tensor, frac: int, width: int, signed: bool, rounding: str, overflow: str) -> torch.Tensor:
-    """The exact cast of a float64 tensor, per-tensor ``0 <= F <= 960``, ``W <= 50``: 4 to 8 vectorised passes.
+#: Wrap pre-clamp ``B = 2**(I + margin)`` per dtype: every float of magnitude at least B has an ulp of at
+#: least ``2**(I+2)`` (float64: 54, float32: 26), see :func:`_cast_fused` and :func:`_cast_f32`.
+_WRAP_MARGIN = {torch.float64: 54, torch.float32: 26}
+
+
+def _cast_fused(x: torch.Tensor, frac: int, width: int, signed: bool, rounding: str, overflow: str) -> torch.Tensor:
+    """The exact cast of a float64 (``W <= 50``) or float32 (``W <= 22``) tensor, per-tensor F: 4 to 8 passes.
+
+    Float64 (``0 <= F <= 960``):
 
     ``y = x * 2**F`` is exact (scaling up by a power of two: no underflow; no overflow
     after the first clamp). Saturation clamps x to the type's range first (the bounds
@@ -252,9 +259,9 @@ def _cast_f64(x: torch.Tensor, frac: int, width: int, signed: bool, rounding: st
     """
     scale, inv = 2.0 ** frac, 2.0 ** -frac
     raw_min, raw_max = raw_range(width, signed)
+    step = float(1 << width)
     if overflow == "AP_WRAP":
-        big = 2.0 ** (width - frac + 54)
-        step = float(1 << width)
+        big = 2.0 ** (width - frac + _WRAP_MARGIN[x.dtype])
         y = torch.clamp(x, -big, big).mul_(scale)
         y.add_(torch.mul(y, 1.0 / step).trunc_(), alpha=-step)  # fmod(y, 2**W), exactly
     else:
@@ -270,9 +277,8 @@ def _cast_f64(x: torch.Tensor, frac: int, width: int, signed: bool, rounding: st
         q = torch.floor(y)
         q.add_(y.sub_(q).ge_(0.5))
     if overflow == "AP_WRAP":
-        k = torch.add(torch.tensor(-raw_min / step, dtype=torch.float64), q, alpha=1.0 / step).floor_()
+        k = torch.add(torch.tensor(-raw_min / step, dtype=x.dtype), q, alpha=1.0 / step).floor_()
         q.add_(k, alpha=-step)  # q - 2**W * floor((q - raw_min) / 2**W): into [raw_min, raw_max]
-        return q.mul_(inv)
     return q.mul_(inv)
 
 
@@ -283,7 +289,7 @@ _F32_FAST_WIDTH = 22
 def _cast_f32(x: torch.Tensor, frac: int, width: int, signed: bool, rounding: str, overflow: str) -> torch.Tensor:
     """The exact cast of a float32 tensor in float32, per-tensor ``0 <= F <= 100``, ``W <= 22``.
 
-    ``_cast_f64``'s steps with float32 arithmetic (half the memory traffic of the float64
+    ``_cast_fused``'s steps with float32 arithmetic (half the memory traffic of the float64
     kernel). The wrap clamp bound is ``B = 2**(I + 26)`` (a float32 of magnitude at least
     ``2**(I+25)`` has an ulp of at least ``2**(I+2)``); ``B * 2**F = 2**(W + 26)`` is finite.
     The reductions, floor, trunc and nearbyint are exact as in float64. AP_RND: ``y - floor(y)``
@@ -292,29 +298,7 @@ def _cast_f32(x: torch.Tensor, frac: int, width: int, signed: bool, rounding: st
     with an ulp of ``2**-25``: exact; at or above 1/2, rounding is monotone). The final wrap
     computes ``q / 2**W - raw_min / 2**W`` with at most ``W + 1 <= 23`` significant bits: exact.
     """
-    scale, inv = 2.0 ** frac, 2.0 ** -frac
-    raw_min, raw_max = raw_range(width, signed)
-    step = float(1 << width)
-    if overflow == "AP_WRAP":
-        big = 2.0 ** (width - frac + 26)
-        y = torch.clamp(x, -big, big).mul_(scale)
-        y.add_(torch.mul(y, 1.0 / step).trunc_(), alpha=-step)
-    else:
-        lo = _sym_min(width, signed) if overflow == "AP_SAT_SYM" else raw_min
-        y = torch.clamp(x, lo * inv, raw_max * inv).mul_(scale)
-    if rounding == "AP_TRN":
-        q = y.floor_()
-    elif rounding == "AP_TRN_ZERO":
-        q = y.trunc_()
-    elif rounding == "AP_RND_CONV":
-        q = y.round_()
-    else:  # AP_RND
-        q = torch.floor(y)
-        q.add_(y.sub_(q).ge_(0.5))
-    if overflow == "AP_WRAP":
-        k = torch.add(torch.tensor(-raw_min / step, dtype=torch.float32), q, alpha=1.0 / step).floor_()
-        q.add_(k, alpha=-step)
-    return q.mul_(inv)
+    return _cast_fused(x, frac, width, signed, rounding, overflow)
 
 
 def _cast(x, frac, int_bits, width, signed, rounding, overflow):
@@ -325,7 +309,7 @@ def _cast(x, frac, int_bits, width, signed, rounding, overflow):
         return _cast_f32_via_f64(x, frac, width, signed, rounding, overflow)
     if (x.dtype == torch.float64 and not isinstance(frac, torch.Tensor) and 0 <= frac <= 960
             and width <= _F64_FAST_WIDTH and rounding in _F64_FAST_ROUNDING and overflow in _F64_FAST_OVERFLOW):
-        return _cast_f64(x, frac, width, signed, rounding, overflow)
+        return _cast_fused(x, frac, width, signed, rounding, overflow)
     return _cast_scaled(x, frac, int_bits, width, signed, rounding, overflow)
 
 

@@ -103,6 +103,12 @@ def table_shape(products: int, k: int, read: int, outputs: int, writes: int, acc
                       fixed_cycles=read + outputs * (math.ceil(products / units) + writes))
 
 
+def shiftadd_product_luts(k: int, acc_bits: int) -> int:
+    """LUTs that compute one K-hot product per cycle: one term unit of the table kernel (:func:`table_shape`,
+    ``k`` adders of ``acc_bits`` bits). The LUT price of a K-hot row in qfx's ``lut_rows="auto"``."""
+    return shiftadd_luts(int(k) * int(acc_bits), int(k))
+
+
 #: A FIFO of at most this many bits is a shift register in LUTs (SRL32: 32 bits deep per LUT per bit).
 FIFO_SRL_BITS = 1024
 

@@ -12,10 +12,10 @@ __all__ = ["FixedType", "ROUNDING_MODES", "OVERFLOW_MODES", "common_type", "quan
            "other_parameters", "khot", "khot_table", "khot_values", "khot_quantize", "digits_of", "digit_count",
            "csd_weight", "is_khot", "project_raw", "nn", "calibrate", "ptq"]
 
-from .convert import quantize_model, QFXConfig, infer_types, ptq  # noqa: E402
+from .convert import quantize_model, QFXConfig, infer_types, ptq, assign_rows, RowAssignment  # noqa: E402
 from .export import export_onnx  # noqa: E402
 from .cost import hardware_cost, HardwareCost  # noqa: E402
 from .recipe import seed_everything, train_recipe, reestimate_bn, accuracy  # noqa: E402
 
-__all__ += ["quantize_model", "QFXConfig", "infer_types", "ptq", "export_onnx", "seed_everything", "train_recipe",
-            "reestimate_bn", "accuracy", "hardware_cost", "HardwareCost"]
+__all__ += ["quantize_model", "QFXConfig", "infer_types", "ptq", "assign_rows", "RowAssignment", "export_onnx",
+            "seed_everything", "train_recipe", "reestimate_bn", "accuracy", "hardware_cost", "HardwareCost"]

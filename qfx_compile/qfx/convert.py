@@ -18,11 +18,19 @@ Which type goes where (``QFXConfig`` fields; a FixedType or its C++ spelling):
 ``overrides`` maps a layer's qualified name (fnmatch patterns allowed) or a
 class name (``"Conv2d"``, ``"Linear"``, ``"BatchNorm2d"``, ``"Add"``, ...) to a dict
 of these fields (mixed precision); names win over class names.
+
+Mixed rows (Mix and Match, arXiv 2012.04240): with ``k_hot`` and ``lut_rows``, each
+K-hot Linear/Conv layer keeps ``lut_rows`` of its rows (output channels) K-hot in
+``digits`` (shift-add in LUTs) and makes the others plain fixed-point rows of the same
+weight type (DSP multiplies): per-row K ``[K or 0, ...]`` in the weight quantizer and in
+the exported ``k_hot``. :func:`assign_rows` chooses the rows (quantize_model calls it
+once, after calibration) and re-chooses them during training.
 """
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 import operator
 
 import torch
@@ -31,14 +39,25 @@ from torch import fx, nn
 
 from . import nn as qnn
 from .calibrate import calibrate
-from .khot import DIGIT_FLAVOURS, check_khot
+from .khot import DIGIT_FLAVOURS, check_khot, choose_lut_rows, row_error_gap
+from .quantize import quantize, to_raw
 from .quantizer import Quantizer, as_fixed_type, int_bits_to_cover
 from ..fixed.types import FixedType
 
 
 @dataclasses.dataclass
 class QFXConfig:
-    """Default types and options of :func:`quantize_model` (see module doc)."""
+    """Default types and options of :func:`quantize_model` (see module doc).
+
+    ``lut_rows`` (K-hot layers only; overridable per layer): which share of each layer's rows
+    is K-hot, the others plain fixed-point (:func:`assign_rows`):
+
+    * ``None``: every row K-hot (no mixed rows);
+    * a float in [0, 1]: that share of the rows, ``floor(share * rows + 1/2)``;
+    * an int >= 0: that many rows (all rows of a layer that has fewer);
+    * ``"auto"``: the share that keeps both kinds of compute busy on ``target`` (a name of
+      ``qfx_compile.targets.TARGETS`` or a Target), see :func:`auto_lut_rows`.
+    """
 
     weight: FixedType | str = "ap_fixed<8,1,AP_RND_CONV,AP_SAT>"
     bias: FixedType | str = "ap_fixed<16,6,AP_RND_CONV,AP_SAT>"
@@ -58,12 +77,15 @@ class QFXConfig:
     recip_bits: int = 16
     input_range: tuple[float, float] | None = None
     unsigned_relu: bool = False
+    lut_rows: float | int | str | None = None
+    target: str | None = None
     overrides: dict = dataclasses.field(default_factory=dict)
 
 
 _TYPE_FIELDS = ("weight", "bias", "activation", "output", "input", "bn_scale", "bn_shift", "bn_output", "residual",
                 "pool")
-_OVERRIDABLE = set(f.name for f in dataclasses.fields(QFXConfig)) - {"overrides", "input_range", "unsigned_relu"}
+_OVERRIDABLE = set(f.name for f in dataclasses.fields(QFXConfig)) - {"overrides", "input_range", "unsigned_relu",
+                                                                      "target"}
 _FIELD_DEFAULTS = {"output": "activation", "input": "activation", "bn_output": "activation",
                    "residual": "activation", "pool": "activation"}
 
@@ -108,6 +130,15 @@ class _Resolver:
                                  f"{sorted(_OVERRIDABLE)}")
         base = {f: getattr(cfg, f) for f in _OVERRIDABLE}
         self._validate(base, "QFXConfig")
+        wanted = [("QFXConfig", cfg.lut_rows)] + [(f"override {k!r}", ov["lut_rows"]) for k, ov in cfg.overrides.items()
+                                                  if "lut_rows" in ov]
+        problems = [p for where, v in wanted for p in [_lut_rows_problem(v, where)] if p]
+        if any(v == "auto" for _, v in wanted if isinstance(v, str)):
+            problems += [p for p in [_target_problem(cfg.target, "QFXConfig")] if p]
+        elif cfg.target is not None:
+            problems += [p for p in [_target_problem(cfg.target, "QFXConfig", needed=False)] if p]
+        if problems:
+            raise ValueError("; ".join(problems))
 
     @staticmethod
     def _validate(opts: dict, where: str) -> None:
@@ -120,6 +151,12 @@ class _Resolver:
             check_khot(opts["k_hot"], opts["digits"], opts["weight"].width, f"{where}: k_hot")
         if not opts["weight"].signed:
             raise ValueError(f"{where}: the weight type {opts['weight']} is unsigned; weights need ap_fixed")
+        if opts.get("lut_rows") is not None and opts.get("k_hot") is not None:
+            if isinstance(opts["k_hot"], (list, tuple)):
+                raise ValueError(f"{where}: lut_rows chooses each row's K itself (K or 0): give k_hot as one int, "
+                                 f"not {opts['k_hot']!r}")
+            if not opts["per_channel_weights"]:
+                raise ValueError(f"{where}: lut_rows needs per_channel_weights=True (a K per row)")
 
     def options(self, name: str, classes: tuple[str, ...]) -> dict:
         opts = {f: getattr(self.cfg, f) for f in _OVERRIDABLE}
@@ -346,6 +383,7 @@ def quantize_model(model: nn.Module, config=None, example_input: torch.Tensor | 
                 continue
             new_name[node.target] = new
             _set_module(gm, node.target, new)
+            _attach_row_spec(new, opts, cfg.target)
         elif node.op in ("call_function", "call_method"):
             t = node.target
             tensors = [a for a in node.args if isinstance(a, fx.Node)]
@@ -434,6 +472,11 @@ def quantize_model(model: nn.Module, config=None, example_input: torch.Tensor | 
     gm.register_forward_hook(_clear_static_types, always_call=True)
     if example_input is not None:
         calibrate(gm, example_input)
+    if any(isinstance(m, qnn.QFXModule) and getattr(m, "qfx_rows", None) is not None for m in gm.modules()):
+        assign_rows(gm)
+    elif cfg.lut_rows is not None or any("lut_rows" in ov for ov in cfg.overrides.values()):
+        raise ValueError(f"QFXConfig.lut_rows={cfg.lut_rows!r} splits the rows of K-hot layers, but no Linear/Conv "
+                         f"layer of the model is K-hot: set k_hot (and digits)")
     gm.train(model.training)
     return gm
 
@@ -537,3 +580,216 @@ def ptq(model: nn.Module, config, example_input: torch.Tensor, data) -> nn.Modul
     q = quantize_model(model, config, example_input)
     calibrate(q, data)
     return q.eval()
+
+
+# ------------------------------------------------------------------ mixed rows (Mix and Match)
+@dataclasses.dataclass(frozen=True)
+class RowSpec:
+    """A layer's current ``lut_rows`` and target (what :func:`assign_rows` uses by default), K of its K-hot rows."""
+    lut_rows: float | int | str
+    k: int
+    target: object = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RowAssignment:
+    """One weighted layer after :func:`assign_rows`."""
+    layer: str
+    rows: int
+    lut_rows: int     # K-hot rows (shift-add in LUTs); the other rows are plain fixed-point (DSP multiplies)
+    k: int
+    digits: str
+    changed: int      # rows whose scheme this call changed
+    error: float      # the layer's sum of squared weight quantization errors (value units), after the call
+
+    @property
+    def share(self) -> float:
+        return self.lut_rows / self.rows
+
+
+def _lut_rows_problem(v, where: str) -> str | None:
+    """Why ``v`` is not a valid ``lut_rows`` (None when it is)."""
+    import numbers
+    ok = v is None or (isinstance(v, str) and v == "auto")
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        ok = v >= 0
+    elif isinstance(v, numbers.Real) and not isinstance(v, bool):
+        ok = 0.0 <= float(v) <= 1.0  # False for NaN
+    if ok:
+        return None
+    return (f"{where}: lut_rows must be None (every row K-hot), a share in [0, 1] (float), a number of rows "
+            f"(int >= 0) or 'auto', got {v!r}")
+
+
+def _target_problem(target, where: str, needed: bool = True) -> str | None:
+    from ..targets import Target, get_target
+    if target is None:
+        return (f"{where}: lut_rows='auto' chooses the share from the part's LUTs and DSPs: give target= "
+                f"(e.g. 'ultra96')") if needed else None
+    if isinstance(target, Target):
+        return None
+    try:
+        get_target(str(target))
+    except ValueError as e:
+        return f"{where}: target: {e}"
+    return None
+
+
+def _attach_row_spec(m, opts: dict, target) -> None:
+    """Record ``opts["lut_rows"]`` on a K-hot weighted layer (``m.qfx_rows``) for :func:`assign_rows`."""
+    q = getattr(m, "weight_quantizer", None)
+    if opts.get("lut_rows") is None or not isinstance(q, Quantizer) or not isinstance(q.k_hot, int):
+        return
+    m.qfx_rows = RowSpec(opts["lut_rows"], q.k_hot, target)
+
+
+def _row_k(name: str, m) -> int:
+    """K of the layer's K-hot rows: its RowSpec, its quantizer's int K, or the one nonzero K of its list."""
+    spec = getattr(m, "qfx_rows", None)
+    if spec is not None:
+        return spec.k
+    k = m.weight_quantizer.k_hot
+    if isinstance(k, int):
+        return k
+    ks = sorted(set(int(v) for v in k) - {0})
+    if len(ks) != 1:
+        raise ValueError(f"layer {name!r}: its rows have K {ks or [0]}; assign_rows needs one K for the K-hot rows "
+                         f"(build the layer with k_hot=K)")
+    return ks[0]
+
+
+def _target(target):
+    from ..targets import Target, get_target
+    return target if isinstance(target, Target) else get_target(str(target))
+
+
+def _input_types(model: nn.Module) -> dict[str, FixedType | None]:
+    """Eval-mode type of the first input of every module call (by qualified name), from :func:`infer_types`."""
+    gm = model
+    if not isinstance(model, fx.GraphModule):
+        try:
+            gm = fx.GraphModule(model, _Tracer().trace(model))
+        except Exception as e:  # noqa: BLE001 - report any tracing failure the same way
+            raise ValueError(f"lut_rows='auto' needs each layer's input type: torch.fx could not trace "
+                             f"{type(model).__name__}: {e}") from e
+    types = infer_types(gm)
+    out: dict[str, FixedType | None] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.args and isinstance(node.args[0], fx.Node):
+            out.setdefault(str(node.target), types.get(node.args[0].name))
+    return out
+
+
+def auto_lut_rows(layer: nn.Module, input_type: FixedType, target, k: int | None = None) -> int:
+    """The number of K-hot rows of ``lut_rows="auto"`` for ``layer`` on ``target`` (Mix and Match).
+
+    Every row of a layer has the same products, so a share ``n`` of ``N`` rows is busy for
+    ``n * l / L`` and the DSP rows for ``(N - n) * d / D`` (in cycles per product of a row), where
+
+    * ``L``, ``D``: the part's LUTs and DSPs (``targets.TARGETS``; equal budget shares cancel);
+    * ``l``: LUTs per K-hot product per cycle, ``estimate.shiftadd_product_luts(K, acc)`` (one term
+      unit of the shift-add table kernel) with ``acc`` the layer's exact accumulator width as the
+      compiler types it (``ir.ops.intervals.linear_acc`` over the plain-grid weights);
+    * ``d``: DSPs per product, ``estimate.dsp_per_product(a, b, part's DSP kind)`` with ``a`` the
+      input type's and ``b`` the weight constant's signed width (``ir.passes.unify_consts``).
+
+    ``n`` minimizes the busier side, ``max(n * l * D, (N - n) * d * L)`` compared exactly in
+    integers; ties go to fewer K-hot rows (the plain rows have the smaller error).
+    """
+    from ..backend import estimate as E
+    from ..ir.graph import Const
+    from ..ir.ops.intervals import linear_acc
+    from ..ir.passes.unify_consts import unify_const
+    part = _target(target)
+    q = layer.weight_quantizer
+    k = _row_k(type(layer).__name__, layer) if k is None else int(k)
+    with torch.no_grad():
+        w64 = layer.weight.detach().double().cpu()
+        ib = q.int_bits_tensor()
+        wt = q.fixed_type()
+        w = Const(to_raw(quantize(w64, wt, int_bits=ib, axis=0), wt, int_bits=ib, axis=0).numpy(), wt, ib.numpy())
+        b = None
+        if layer.bias is not None:
+            bq = layer.bias_quantizer
+            bib = bq.int_bits_tensor()
+            bt = bq.fixed_type()
+            braw = to_raw(layer.quantized_bias(), bt, int_bits=bib if bq.per_channel else None, axis=0).numpy()
+            b = Const(braw, bt, bib.numpy() if bq.per_channel else None)
+    w, b = unify_const(w), (unify_const(b) if b is not None else None)
+    acc = linear_acc(w, b, input_type)
+    lut_cost = E.shiftadd_product_luts(k, acc.width)
+    dsp_cost = E.dsp_per_product(E.signed_bits(input_type.width, input_type.signed),
+                                 E.signed_bits(w.type.width, w.type.signed), part.dsp_kind)
+    rows = int(layer.weight.shape[0])
+    return min(range(rows + 1), key=lambda n: max(n * lut_cost * part.dsp, (rows - n) * dsp_cost * part.lut))
+
+
+def _row_count(v, rows: int) -> int:
+    """K-hot rows of a numeric ``lut_rows`` (see :class:`QFXConfig`)."""
+    import numbers
+    from fractions import Fraction
+    if isinstance(v, numbers.Integral):
+        return min(int(v), rows)
+    return int(math.floor(Fraction(float(v)) * rows + Fraction(1, 2)))
+
+
+def assign_rows(model: nn.Module, share=None, target=None) -> list[RowAssignment]:
+    """Give each row of every K-hot Linear/Conv layer its scheme: K-hot (LUTs) or plain fixed-point (DSPs).
+
+    ``share``: ``lut_rows`` as in :class:`QFXConfig` (None: each layer's current ``lut_rows``, from the
+    config or the last call that gave one; layers without one are left as they are); ``target``: for
+    ``"auto"`` (None: the current one). The layer records both (``layer.qfx_rows``).
+    For ``n`` K-hot rows a layer keeps the ``n`` rows whose K-hot projection adds the least squared
+    error over the plain cast (:func:`qfx.khot.row_error_gap`, :func:`qfx.khot.choose_lut_rows`): the
+    rows that fit the K-hot levels best; this minimizes the layer's total squared error for that ``n``.
+    Call it during training as the weights move (the eval-mode output is recomputed exactly from
+    the new per-row K). Returns one :class:`RowAssignment` per layer assigned.
+    """
+    problems = []
+    if share is not None:
+        problems += [p for p in [_lut_rows_problem(share, "assign_rows")] if p]
+    if target is not None:
+        problems += [p for p in [_target_problem(target, "assign_rows", needed=False)] if p]
+    todo = []
+    for name, m in model.named_modules():
+        q = getattr(m, "weight_quantizer", None)
+        if not isinstance(q, Quantizer) or q.digits is None:
+            continue
+        spec = getattr(m, "qfx_rows", None)
+        s = share if share is not None else (spec.lut_rows if spec is not None else None)
+        if s is None:
+            continue
+        t = target if target is not None else (spec.target if spec is not None else None)
+        if isinstance(s, str) and t is None:
+            problems.append(f"layer {name!r}: lut_rows='auto' chooses the share from the part's LUTs and DSPs: "
+                            f"give target= (e.g. 'ultra96')")
+        if q.channels != m.weight.shape[0] or q.axis != 0:
+            problems.append(f"layer {name!r}: mixed rows need a per-output-channel weight quantizer "
+                            f"(per_channel_weights=True)")
+        todo.append((name, m, s, t))
+    if problems:
+        raise ValueError("; ".join(problems))
+    types = _input_types(model) if any(isinstance(s, str) for _, _, s, _ in todo) else {}
+    out = []
+    for name, m, s, t in todo:
+        q = m.weight_quantizer
+        k = _row_k(name, m)
+        rows = int(m.weight.shape[0])
+        if isinstance(s, str):
+            tx = types.get(name)
+            if tx is None:
+                raise ValueError(f"layer {name!r}: lut_rows='auto' needs the layer's input type; the model must "
+                                 f"start with qfx.nn.QuantInput")
+            n = auto_lut_rows(m, tx, t, k)
+        else:
+            n = _row_count(s, rows)
+        mask = choose_lut_rows(row_error_gap(m.weight, q.base_type, k, q.digits, q.int_bits_tensor()), n)
+        old = q.k_hot if isinstance(q.k_hot, list) else [int(q.k_hot)] * rows
+        new = [k if b else 0 for b in mask.tolist()]
+        q.k_hot = new
+        m.qfx_rows = RowSpec(s, k, t)
+        with torch.no_grad():
+            w64 = m.weight.detach().double()
+            err = float(((w64 - q.apply_eval(w64)) ** 2).sum())
+        out.append(RowAssignment(name, rows, n, k, q.digits, sum(a != b for a, b in zip(old, new)), err))
+    return out

@@ -24,6 +24,7 @@ import torch.fx
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from . import khot
 from . import onnx_ops as ops
 from .quantize import quantize, to_raw
 from ..fixed.types import FixedType
@@ -236,15 +237,14 @@ class ExportContext:
         _check_accumulator(self.where, self.xt, w, bias)
         wt, wib = _const_on_grid(w, wq, self.where, "weight", wshape)
         extra = {}
-        if wq.k_hot is not None:
+        if khot.has_khot_rows(wq.k_hot):  # per-row K: 0 is a plain fixed-point row (no digit constraint)
             k = wq.k_hot
             extra["k_hot"] = [int(k)] if isinstance(k, int) else [int(v) for v in k]
             extra["digits"] = str(wq.digits)
-            from . import khot
             ks = np.asarray(extra["k_hot"]).reshape((-1,) + (1,) * (w.ndim - 1))
             raw = np.round(w * np.exp2((wt.width - wib).astype(np.float64))).astype(np.int64)
-            counts = khot.digit_count(raw, str(wq.digits))
-            if not np.all(counts <= ks):
+            counts = khot.digit_count(raw, str(wq.digits), wt.width, wt.signed)
+            if not np.all((counts <= ks) | (ks == 0)):
                 raise self.error(f"quantized weights are not {k}-hot ({wq.digits})")
         winit = self.b.init(f"{self.name}.weight", w)
         self.b.shapes[winit] = (list(w.shape), TensorProto.DOUBLE)

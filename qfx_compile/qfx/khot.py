@@ -13,6 +13,10 @@ A mantissa ``m`` of a :class:`FixedType` (value ``m * 2**-F``) is K-hot when
 
 Power-of-two weights are ``K=1``.
 
+Mixed rows (Mix and Match): a per-row K list may hold 0, a plain fixed-point row
+(its values the type's own cast, DSP multiplies) beside K-hot rows (shift-add in
+LUTs); :func:`row_error_gap` and :func:`choose_lut_rows` pick which rows are K-hot.
+
 The projection maps a real ``x`` to the nearest K-hot value of the grid, exactly
 (ties go to the smaller magnitude; beyond the range it saturates to the nearest
 end). It uses a sorted table of every K-hot mantissa and a binary search, so it
@@ -33,6 +37,18 @@ from ..fixed.digits import (  # noqa: F401  (the integer core, re-exported)
     DIGIT_FLAVOURS, check_khot, popcount, csd_weight, digit_count, digits_of, khot_table, khot_values,
     project_raw, is_khot)
 from ..fixed.types import FixedType
+
+
+def check_row_k(k, digits: str, width: int, what: str = "K-hot") -> None:
+    """:func:`check_khot`, except that a per-row list may hold 0 (a plain fixed-point row)."""
+    if isinstance(k, (list, tuple)):
+        k = [v for v in k if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v != 0]
+    check_khot(k, digits, width, what)
+
+
+def has_khot_rows(k) -> bool:
+    """Whether a quantizer's ``k_hot`` (None, an int or a per-row list) makes any row K-hot."""
+    return k is not None and (any(int(v) for v in k) if isinstance(k, (list, tuple)) else True)
 
 
 # ----------------------------------------------------------- torch wrapper
@@ -68,11 +84,13 @@ def project_scaled(y, t: FixedType, k: int, digits: str):
 def khot_quantize(x, t: FixedType, k, digits: str, *, int_bits=None, axis: int = 0):
     """Project a torch tensor onto the K-hot values of ``t`` (per-channel ``int_bits``/``k`` along ``axis``).
 
+    A channel whose K is 0 takes ``t``'s plain cast (its rounding and overflow, :func:`qfx.quantize`).
+
     Returns values on the grid in ``x``'s dtype. Gradient: straight-through,
     1 where ``t.min <= x <= t.max`` (per channel), else 0.
     """
     import torch
-    check_khot(k, digits, t.width)
+    check_row_k(k, digits, t.width)
     if x.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"khot_quantize works on float32 or float64 tensors, got {x.dtype}")
     if t.width > (23 if x.dtype == torch.float32 else 52):
@@ -100,10 +118,47 @@ def _khot_forward(x, frac, t: FixedType, k, digits: str, axis: int):
         kk = kk.reshape(shape)
         q = torch.zeros_like(y)
         for kv in sorted(set(int(v) for v in k)):
-            q = torch.where(kk == kv, project_scaled(y, t, kv, digits), q)
+            q = torch.where(kk == kv, project_scaled(y, t, kv, digits) if kv else _plain_scaled(y, t), q)
     else:
         q = project_scaled(y, t, int(k), digits)
     return q * torch.exp2(-frac)
+
+
+def _plain_scaled(y, t: FixedType):
+    """``t``'s own cast of the scaled ``y = x * 2**F``, as a mantissa: the value of ``qfx.quantize(x, t)`` times
+    ``2**F`` (the same rounding of the same real, the same overflow of the same integer)."""
+    from .quantize import quantize
+    return quantize(y, t.replace(int_bits=t.width))
+
+
+def row_error_gap(w, t: FixedType, k: int, digits: str, int_bits) -> np.ndarray:
+    """Per row (axis 0) of weights ``w``: squared error of the K-hot projection minus that of the plain cast.
+
+    ``sum_j (w_j - khot(w_j))**2 - sum_j (w_j - cast(w_j))**2`` in value units, float64 (``t``: the
+    base type, ``int_bits``: one per row): what a row loses by going to LUTs (0 for a row already K-hot).
+    """
+    import torch
+    x = torch.as_tensor(w).detach().to(torch.float64).cpu()
+    rows = x.shape[0]
+    ib = torch.as_tensor(int_bits).reshape(-1).to(torch.int64)
+    qk = khot_quantize(x, t, [int(k)] * rows, digits, int_bits=ib, axis=0)
+    qf = khot_quantize(x, t, [0] * rows, digits, int_bits=ib, axis=0)
+    gap = ((x - qk) ** 2 - (x - qf) ** 2).reshape(rows, -1).sum(1)
+    return gap.numpy()
+
+
+def choose_lut_rows(gap: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` rows with the smallest :func:`row_error_gap` (ties: the lower row index), as a bool mask.
+
+    For a given number of K-hot rows this minimizes the layer's total squared quantization error:
+    the rows that fit the K-hot levels best go to LUTs.
+    """
+    gap = np.asarray(gap, dtype=np.float64)
+    if not 0 <= n <= len(gap):
+        raise ValueError(f"{n} K-hot rows asked of a layer with {len(gap)} rows")
+    mask = np.zeros(len(gap), dtype=bool)
+    mask[np.argsort(gap, kind="stable")[:n]] = True
+    return mask
 
 
 @functools.lru_cache(maxsize=None)

@@ -203,7 +203,7 @@ class Quantizer(nn.Module):
         channels: None for one binary point per tensor, else the number of channels
             along ``axis`` (one ``I`` each, same width).
         axis: the channel axis (0 for weights, 1 for activations).
-        k_hot: None, or K (int, or one K per channel) for K-hot weights.
+        k_hot: None, or K (int, or one K per channel; 0: a plain fixed-point channel) for K-hot weights.
         digits: "binary" or "csd" (K-hot digit flavour; default "csd" when k_hot is set).
         learnable: whether ``I`` receives gradients.
     """
@@ -218,7 +218,7 @@ class Quantizer(nn.Module):
             raise ValueError(f"{name}: channels must be a positive int or None, got {channels!r}")
         if k_hot is not None:
             digits = digits or "csd"
-            _khot.check_khot(k_hot, digits, t.width, name)
+            _khot.check_row_k(k_hot, digits, t.width, name)
             if isinstance(k_hot, (list, tuple)):
                 if channels is None or len(k_hot) != channels:
                     raise ValueError(f"{name}: one K per channel needs a per-channel quantizer with "
@@ -318,7 +318,7 @@ class Quantizer(nn.Module):
         """The exact eval-mode cast (no gradient to I): ``qfx.quantize`` or the K-hot projection."""
         ib = self.int_bits_tensor().to(x.device)
         t = self.fixed_type()
-        if self.k_hot is not None:
+        if _khot.has_khot_rows(self.k_hot):
             if self.per_channel:
                 return _khot.khot_quantize(x, self.base_type, self.k_hot, self.digits, int_bits=ib, axis=self.axis)
             return _khot.khot_quantize(x, t, self.k_hot, self.digits)
@@ -335,7 +335,7 @@ class Quantizer(nn.Module):
         p = self.int_bits_param
         ib = p + (torch.floor(p + 0.5) - p).detach()  # straight-through round
         t = self.base_type
-        if (self.k_hot is None and t.rounding == "AP_RND_CONV" and t.overflow in _FAST_OVERFLOW
+        if (not _khot.has_khot_rows(self.k_hot) and t.rounding == "AP_RND_CONV" and t.overflow in _FAST_OVERFLOW
                 and t.width <= _F32_WIDTH and x.dtype == torch.float32):
             # torch's fused fake-quant kernel: round half to even, clamp; its LSQ gradient for the
             # scale s = 2**(I-W) is exactly the TQT gradient above after ds/dI = s ln2.
@@ -357,7 +357,8 @@ class Quantizer(nn.Module):
                 return y.reshape(-1) if flat else y
             return _FakeQuantTQT.apply(x, ib, t.width, qmin, qmax)
         return _FixedPointTrain.apply(x, ib, self.width, self.base_type.signed, self.base_type.rounding,
-                                      self.base_type.overflow, self.axis, self.k_hot, self.digits)
+                                      self.base_type.overflow, self.axis,
+                                      self.k_hot if _khot.has_khot_rows(self.k_hot) else None, self.digits)
 
 
 def quantizers(model: nn.Module) -> list[Quantizer]:

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 import machine  # noqa: E402
-from bench_compile import ResNet20, machine_line  # noqa: E402
+from bench_compile import calibrated_resnet20, machine_line  # noqa: E402
 
 
 def git_show(rev: str, path: str) -> str:
@@ -98,19 +98,12 @@ def main() -> int:
     ap.add_argument("--out", default="build/bench_csim")
     ap.add_argument("--target", default="zcu102")
     a = ap.parse_args()
-    import torch
-
-    from qfx_compile import qfx
     from qfx_compile.cli import main as cli_main
     from qfx_compile.qfx.export import export_onnx
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    model = ResNet20()
-    data = torch.randn((64, 3, 32, 32), generator=torch.Generator().manual_seed(1)).clamp(-3.5, 3.5)
-    qfx.calibrate(model, data)
-    model.eval()
+    model, data = calibrated_resnet20()
     onnx_path = export_onnx(model, data[:4], str(out / "resnet20.onnx"), vectors=a.vectors)
     after = out / "after"
     if cli_main([onnx_path, "--target", a.target, "-o", str(after), "--force", "-q", "--vectors", str(a.vectors)]):

@@ -166,6 +166,93 @@ def test_random_models_equal_interpreter(rnd, ovf):
         assert np.array_equal(np.asarray(got, dtype=object), np.asarray(want, dtype=object)), seed
 
 
+def residual_graph(seed: int, rnd: str, ovf: str) -> Graph:
+    """quant -> conv 3x3 (padded) -> relu -> conv 1x1 -> add(relu, conv) -> bn -> maxpool -> flatten -> dense:
+    the float-form layout (channel-major maps) through every planned op, random types in the given modes."""
+    rng = np.random.default_rng(seed)
+    c0, c1 = (int(v) for v in rng.integers(1, 5, size=2))
+    wt = lambda w: _rand_type(rng, "AP_TRN", "AP_WRAP", w, True)  # noqa: E731
+    nodes = [
+        Node("q", "quant", ["x"], ["t0"], attrs={"out_type": _rand_type(rng, rnd, ovf)}),
+        Node("conv1", "conv2d", ["t0"], ["t1"], attrs={"out_type": _rand_type(rng, rnd, ovf, 16), "kernel": (3, 3),
+                                                       "stride": (1, 1), "pads": (1, 1, 1, 1)},
+             params={"weight": _rand_const(rng, (c1, c0, 3, 3), wt(10), bool(rng.integers(0, 2)))}),
+        Node("relu", "relu", ["t1"], ["t2"]),
+        Node("conv2", "conv2d", ["t2"], ["t3"], attrs={"out_type": _rand_type(rng, rnd, ovf, 16), "kernel": (1, 1),
+                                                       "stride": (1, 1), "pads": (0, 0, 0, 0)},
+             params={"weight": _rand_const(rng, (c1, c1, 1, 1), wt(8)), "bias": _rand_const(rng, (c1,), wt(12))}),
+        Node("add", "add", ["t2", "t3"], ["t4"], attrs={"out_type": _rand_type(rng, rnd, ovf)}),
+        Node("bn", "batchnorm", ["t4"], ["t5"], attrs={"out_type": _rand_type(rng, rnd, ovf)},
+             params={"scale": _rand_const(rng, (c1,), wt(10)), "shift": _rand_const(rng, (c1,), wt(10))}),
+        Node("pool", "maxpool", ["t5"], ["t6"], attrs={"kernel": (2, 2), "stride": (2, 2)}),
+        Node("flat", "flatten", ["t6"], ["t7"]),
+    ]
+    t = {"x": Tensor("x", (c0, 6, 6))}
+    t.update({f"t{i}": Tensor(f"t{i}") for i in range(9)})
+    g = run_default_passes(Graph("res", ["x"], ["t7"], nodes, t))
+    g.nodes.append(Node("fc", "dense", ["t7"], ["t8"], attrs={"out_type": _rand_type(rng, rnd, ovf, 24)},
+                        params={"weight": _rand_const(rng, (3, g.tensors["t7"].shape[0]), wt(12))}))
+    g.outputs = ["t8"]
+    return run_default_passes(g)
+
+
+@pytest.mark.parametrize("rnd,ovf", MODES)
+def test_residual_models_in_chunks_equal_interpreter(rnd, ovf):
+    """Residual adds, 1x1 and padded convs, in several chunks of the batch (run in parallel): == interpreter."""
+    for seed in range(3):
+        g = residual_graph(1000 * seed + MODES.index((rnd, ovf)), rnd, ovf)
+        m = api.ExactModel(g)
+        m._chunk = 7
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=(30,) + m.input_shape) * 2.0 ** rng.integers(-2, 5)
+        want = interpret.run(g, x_float=x)
+        got = m.predict_raw(api._float_to_raw(x, m.input_type))
+        assert np.array_equal(np.asarray(got, dtype=object), np.asarray(want, dtype=object)), seed
+
+
+def test_float_dtype_bounds():
+    """float32 up to |k| < 2**23 and s <= 23, float64 up to 2**52, never beyond; W counts too."""
+    t = F(8, 3, True, "AP_RND", "AP_SAT")
+    assert api._float_dtype(2**23 - 1, 0, t) == np.float32
+    assert api._float_dtype(2**23, 0, t) == np.float64
+    assert api._float_dtype(2**22 - 1, -1, t) == np.float32 and api._float_dtype(2**22, -1, t) == np.float64
+    assert api._float_dtype(5, 23, t) == np.float32 and api._float_dtype(5, 24, t) == np.float64
+    assert api._float_dtype(5, 0, F(23, 3)) == np.float32 and api._float_dtype(5, 0, F(24, 3)) == np.float64
+    assert api._float_dtype(2**52 - 1, 0, t) == np.float64 and api._float_dtype(2**52, 0, t) is None
+    assert api._float_dtype(5, 200, t) is None  # 2**-200 is subnormal in float32: not planned
+
+
+@pytest.mark.parametrize("rnd,ovf", MODES)
+def test_cast_at_the_float32_bound_is_exact(rnd, ovf):
+    """A dense layer whose sums reach the largest float32 bound (2**23 - 2048) and one whose bound is 2**23
+    (must fall back to float64), with ties, both neighbours of a tie, the extremes and overflow on both
+    sides: == requantize_raw of the exact integer sum."""
+    t_in = F(12, 12, True)  # integer inputs -2048..2047
+    for w, want_dt in (([2047, 2047, 1], np.float32), ([2048, 2047, 1], np.float64)):
+        w = np.array([w])
+        assert 2048 * w.sum() in (2**23 - 2048, 2**23)
+        for s in (0, 3, 12):
+            t_out = F(22 - s, 22, True, rnd, ovf)  # drops s bits; range below the bound: overflows
+            node = Node("d", "dense", [], [], attrs={"out_type": t_out}, params={"weight": Const(w, F(13, 13))})
+            lin = api._Linear(node, t_in)
+            assert lin.dt == want_dt
+            rng = np.random.default_rng(s)
+            x = np.concatenate([rng.integers(-2048, 2048, size=(3000, 3)), [[-2048] * 3, [2047] * 3]])
+            if s:  # sums on a tie and its neighbours, all over the range
+                k = rng.integers(-2**(23 - s), 2**(23 - s), size=1000) << s
+                tgt = np.concatenate([k + (1 << (s - 1)) + d for d in (-1, 0, 1)])
+                x0 = np.clip(tgt // w[0, 0], -2048, 2047)
+                x1 = np.clip((tgt - x0 * w[0, 0]) // w[0, 1], -2048, 2047)
+                x2 = tgt - x0 * w[0, 0] - x1 * w[0, 1]
+                ok = (x2 >= -2048) & (x2 <= 2047)
+                assert ok.sum() > 1000
+                x = np.concatenate([x, np.stack([x0, x1, x2], 1)[ok]])
+            exact = x @ w.T
+            assert np.abs(exact).max() == 2048 * w.sum()  # the bound is reached
+            got = api._as_int(lin(node, x))
+            assert np.array_equal(got, requantize_raw(exact, 0, t_out)), (w, s)
+
+
 def test_fast_paths_are_taken_and_wide_ones_fall_back():
     """The plans use float32 for small bounds, float64 for medium, and decline beyond 2**53 (exact ints)."""
     t = F(8, 3, True)
@@ -184,7 +271,7 @@ def test_fast_paths_are_taken_and_wide_ones_fall_back():
                             params={"weight": Const(np.array([[2**10, 2**10, 2**10, 1]]), F(12, 12))}),
                        F(14, 14))
     assert edge.dt == np.float64
-    assert edge(None, x)[0, 0] == 3 * 2**22 + 2**12
+    assert api._as_int(edge(None, x))[0, 0] == 3 * 2**22 + 2**12
 
 
 def test_wide_output_raises_when_not_exact_in_float64():

@@ -15,6 +15,7 @@
 #include "qfx_pool.h"
 #include "qfx_cast.h"
 #include "qfx_concat.h"
+#include "qfx_merge_rows.h"
 #include "qfx_pad.h"
 #include "qfx_upsample.h"
 #include "qfx_shiftadd.h"

@@ -379,10 +379,8 @@ def _explore(err, quiet, graph, target, part, clock_ns, config, shares, stack):
         res = explore(graph, t, part=p, clock_ns=c, config=config, budget=shares)
     data = read_config(config) if config is not None else {}
     layers = dict(data.get("layers") or {})
-    known = {n.name for n in graph.nodes}
-    for name, opts in res.options_config()["layers"].items():
-        if name in known:
-            layers[name] = {**layers.get(name, {}), **opts}
+    for name, opts in res.options_config()["layers"].items():  # the plan's layers (a mixed layer's two cores)
+        layers[name] = {**layers.get(name, {}), **opts}
     data = {**data, "layers": layers}
     d = stack.enter_context(tempfile.TemporaryDirectory(prefix="qfx_explore_"))
     path = Path(d) / "explore_config.json"

@@ -206,6 +206,6 @@ def test_wide_values_use_python_ints():
 def test_registry_declares_every_op():
     assert set(REGISTRY) == {"quant", "dense", "conv2d", "batchnorm", "relu", "clip", "add", "maxpool", "avgpool",
                              "global_avgpool", "flatten", "concat", "pad", "upsample", "multithreshold", "table",
-                             "softmax", "leaky_relu", "argmax"}
+                             "softmax", "leaky_relu", "argmax", "merge_rows"}
     for op in REGISTRY.values():
         assert op.doc and callable(op.shape) and callable(op.type) and callable(op.run)

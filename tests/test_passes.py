@@ -12,7 +12,8 @@ TX = FixedType(6, 2, True, "AP_RND", "AP_SAT")
 
 
 def graph():
-    w = Const(np.array([[3, -5, 0], [7, 1, -2]], dtype=np.int64), FixedType(4, 1), np.array([1, 3]))
+    w = Const(np.array([[3, -5, 0], [7, 1, -2]], dtype=np.int64), FixedType(4, 1), np.array([1, 3]),
+              k_hot=np.array([2]), digits="csd")
     b = Const(np.array([1, -1], dtype=np.int64), FixedType(4, 2))
     nodes = [Node("q", "quant", ["x"], ["a"], {"out_type": TX}),
              Node("q2", "quant", ["a"], ["a2"], {"out_type": FixedType(10, 3)}),

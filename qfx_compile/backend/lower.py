@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.graph import Const, Graph
+from ..ir.graph import Const, Graph, Node, Tensor
 from ..ir.ops import get as get_op
 
 
@@ -29,7 +29,8 @@ def _move_terms(node, new_index: np.ndarray) -> None:
     """Re-address the node's shift-add terms (``ir.passes.khot_terms``): input ``i`` moves to ``new_index[i]``."""
     terms = node.attrs.get("terms")
     if terms is not None:
-        node.attrs["terms"] = [[(int(new_index[i]), s, e) for i, s, e in row] for row in terms]
+        node.attrs["terms"] = [None if row is None else [(int(new_index[i]), s, e) for i, s, e in row]
+                               for row in terms]
 
 
 def conv_weights_hwc(graph: Graph) -> Graph:
@@ -50,7 +51,7 @@ def conv_weights_hwc(graph: Graph) -> Graph:
             per = w.raw.shape[0] // groups
             terms = n.attrs.get("terms")
             if terms is not None:  # a term of filter f moves to its group's channels
-                n.attrs["terms"] = [[(i + (f // per) * cg * kh * kw, s, e) for i, s, e in row]
+                n.attrs["terms"] = [None if row is None else [(i + (f // per) * cg * kh * kw, s, e) for i, s, e in row]
                                     for f, row in enumerate(terms)]
             w = expand_groups(w, groups)
         n.params["weight"] = _const_like(w, np.ascontiguousarray(w.raw.transpose(0, 2, 3, 1)))
@@ -131,9 +132,86 @@ def remove_flatten(graph: Graph) -> Graph:
     return g
 
 
+def _rows(c: Const | None, idx: np.ndarray, khot: bool) -> Const | None:
+    """The rows ``idx`` (axis 0) of a constant; ``khot`` False: as a plain constant (no K-hot constraint)."""
+    if c is None:
+        return None
+    k = None
+    if khot and c.k_hot is not None:
+        k = np.asarray(c.k_hot).reshape(-1)
+        k = k if k.size == 1 else k[idx]
+    return Const(raw=np.asarray(c.raw)[idx], type=c.type,
+                 int_bits=None if c.int_bits is None else np.asarray(c.int_bits)[idx], k_hot=k,
+                 digits=c.digits if k is not None else None)
+
+
+def _fresh(taken, name: str) -> str:
+    while name in taken:
+        name += "_"
+    return name
+
+
+#: Name suffixes of the two cores and the merge of a layer with mixed rows (``--config`` keys).
+MIXED_PARTS = ("dsp_rows", "khot_rows", "merge_rows")
+
+
+def split_mixed_rows(graph: Graph) -> Graph:
+    """A ``dense``/``conv2d`` whose weight has mixed rows (``Const.mixed_rows``: ``k_hot`` 0 on some output
+    channels) -> two layers on the same input, ``<name>/dsp_rows`` (the fixed-point rows: a multiplier core)
+    and ``<name>/khot_rows`` (the K-hot rows and their shift-add terms), and a ``merge_rows`` node
+    ``<name>/merge_rows`` that writes their channels in the layer's order to the layer's output tensor.
+
+    Each part keeps the layer's input, ``out_type`` and window attributes, takes its rows of the weight and
+    bias and gets its own accumulator (the interval rule of the op on its rows: never wider than the
+    layer's). The values are those of the layer, channel by channel. A weight whose ``k_hot`` has no K > 0
+    becomes plain. A grouped convolution with mixed rows raises :class:`LowerError`.
+    """
+    g = graph.copy()
+    nodes = []
+    node_names = {n.name for n in g.nodes}
+    for n in g.nodes:
+        w = n.params.get("weight") if get_op(n.op).weighted else None
+        rows = None if w is None else w.khot_rows()
+        if rows is not None and not rows.any():
+            n.params["weight"] = Const(raw=w.raw, type=w.type, int_bits=w.int_bits)
+        if rows is None or rows.all() or not rows.any():
+            nodes.append(n)
+            continue
+        if int(n.attrs.get("groups", 1)) != 1:
+            raise LowerError(f"layer {n.name!r} ({n.op}) is a grouped convolution (groups={n.attrs['groups']}) "
+                             f"with mixed rows (k_hot 0 on {int((~rows).sum())} of {rows.size} output channels): "
+                             f"the backend splits mixed rows only for dense and ungrouped conv2d layers; make "
+                             f"every row of this layer K-hot or every row fixed-point")
+        out = n.outputs[0]
+        y = g.tensors[out]
+        merge_in = []
+        for part, sel in (("dsp_rows", ~rows), ("khot_rows", rows)):
+            idx = np.flatnonzero(sel)
+            attrs = {k: v for k, v in n.attrs.items() if k not in ("terms", "adders", "acc_type")}
+            if part == "khot_rows" and n.attrs.get("terms") is not None:
+                attrs["terms"] = [n.attrs["terms"][j] for j in idx]
+                attrs["adders"] = sum(max(len(t) - 1, 0) for t in attrs["terms"])
+            params = {k: _rows(c, idx, part == "khot_rows") for k, c in n.params.items()}
+            name = _fresh(node_names, f"{n.name}/{part}")
+            node_names.add(name)
+            tname = _fresh(g.tensors, f"{out}/{part}")
+            g.tensors[tname] = Tensor(tname, None if y.shape is None else (len(idx),) + tuple(y.shape[1:]), y.type)
+            m = Node(name, n.op, list(n.inputs), [tname], attrs, params)
+            acc = get_op(n.op).acc
+            if acc is not None and "acc_type" in n.attrs:
+                m.attrs["acc_type"] = acc(m, [g.tensors[i] for i in n.inputs])
+            nodes.append(m)
+            merge_in.append(tname)
+        name = _fresh(node_names, f"{n.name}/merge_rows")
+        node_names.add(name)
+        nodes.append(Node(name, "merge_rows", merge_in, [out], {"parts": tuple(int(v) for v in rows)}))
+    g.nodes = nodes
+    return g
+
+
 def lower(graph: Graph) -> Graph:
     """All backend rewrites in order."""
-    return conv_weights_hwc(remove_flatten(graph))
+    return conv_weights_hwc(split_mixed_rows(remove_flatten(graph)))
 
 
 def chw_to_stream(arr: np.ndarray) -> np.ndarray:

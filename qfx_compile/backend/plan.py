@@ -150,7 +150,7 @@ def layer_plans(graph: Graph, opts: PlanOptions):
         raise BackendError(f"the backend supports one input and one output, the model has "
                            f"{len(graph.inputs)} and {len(graph.outputs)}")
     g = _prepare(graph)
-    default_opts, per_layer = load_layer_config(opts.config_path, graph)
+    default_opts, per_layer = _layer_config(opts.config_path, graph, g)
     table = names.NameTable(prefix="n", reserved=RESERVED)
 
     # tensors in a deterministic order: input, then each node's outputs in topological order
@@ -174,6 +174,23 @@ def layer_plans(graph: Graph, opts: PlanOptions):
             raise ctx.error("this op has no HLS kernel in this backend")
         layers.append(op.hls(ctx))
     return g, tensors, order, layers
+
+
+def _layer_config(path, graph: Graph, lowered: Graph) -> tuple[dict, dict]:
+    """``--config`` options (config.load_layer_config) by the names of the model's layers and of the layers
+    the lowering adds: a layer with mixed rows is set through its parts (lower.split_mixed_rows)."""
+    own = {n.name for n in graph.nodes}
+    known = dataclasses.replace(graph, nodes=graph.nodes + [n for n in lowered.nodes if n.name not in own])
+    default_opts, per_layer = load_layer_config(path, known)
+    split = sorted(n.name for n in graph.nodes if n.name in per_layer and get_op(n.op).weighted
+                   and n.params["weight"].mixed_rows())
+    if split:
+        nm = names.comment(split[0])
+        raise BackendError(f"config: layer {nm!r} has mixed rows and compiles as two cores and a merge; set "
+                           f"its options on {nm + '/dsp_rows'!r} (the multiplier core: reuse, mul_impl) and "
+                           f"{nm + '/khot_rows'!r} (the shift-add core: shiftadd, reuse of its table kernel), "
+                           f"not on {nm!r}")
+    return default_opts, per_layer
 
 
 def _folded_table(L: LayerPlan, r: int) -> LayerShape:

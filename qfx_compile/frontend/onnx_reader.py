@@ -554,6 +554,8 @@ class _Reader:
                 raw = raw.astype(np.int64)
             if k_hot is not None:
                 self.check_khot(raw, k_hot, digits, width, signed)
+                if not k_hot.any():  # every row fixed-point (K = 0): a plain constant
+                    k_hot, digits = None, None
             self.vals[out] = CFixed(raw, np.asarray(frac), width, signed, rounding, overflow, k_hot, digits)
             return
         if k_hot is not None or digits is not None:
@@ -590,8 +592,9 @@ class _Reader:
         self.set_act(self.emit("quant", [x.name], out, {"out_type": t}), out)
 
     def check_khot(self, raw: np.ndarray, k_hot: np.ndarray, digits, width: int, signed: bool = True) -> None:
-        """``k_hot``: one K or one per index of axis 0, each in 1..width, and the constant really is K-hot
-        (``sp2``: K <= 2 and every mantissa in the width's SP2 code, fixed.digits.sp2_table)."""
+        """``k_hot``: one K or one per index of axis 0, each in 0..width (0: a plain fixed-point row, Mix and
+        Match), and every row with K > 0 really is K-hot (``sp2``: K <= 2 and every mantissa in the width's SP2
+        code, fixed.digits.sp2_table); rows with K = 0 are not checked."""
         if digits not in DIGIT_FLAVOURS:
             raise self.err(f"k_hot needs digits {' or '.join(repr(d) for d in DIGIT_FLAVOURS)}, got {digits!r}; "
                            f"write both attributes")
@@ -599,10 +602,11 @@ class _Reader:
             raise self.err(f"k_hot with digits 'sp2' must be 1 or 2 (a sum of at most two powers of two); got "
                            f"{k_hot.tolist()}")
         n = raw.shape[0] if raw.ndim else 1
-        if k_hot.ndim != 1 or k_hot.size not in (1, n) or (k_hot < 1).any() or (k_hot > width).any():
-            raise self.err(f"k_hot must be one K or one per output channel ({n}), each in 1..{width}; got "
-                           f"{k_hot.tolist()}")
-        rows = raw.reshape(n, -1)
+        if k_hot.ndim != 1 or k_hot.size not in (1, n) or (k_hot < 0).any() or (k_hot > width).any():
+            raise self.err(f"k_hot must be one K or one per output channel ({n}), each in 0..{width} (0: a "
+                           f"fixed-point row); got {k_hot.tolist()}")
+        khot_rows = np.broadcast_to(k_hot, (n,)) > 0
+        rows = raw.reshape(n, -1)[khot_rows]
         if digits == "sp2":  # the code is a table on the grid (int64 mantissas)
             if width > 62:
                 raise self.err(f"k_hot with digits 'sp2' supports weight widths up to 62, got {width}")
@@ -615,12 +619,13 @@ class _Reader:
             counts = np.vectorize(count, otypes=[np.int64])(rows) if rows.size else np.zeros(rows.shape, np.int64)
         else:
             counts = digit_count(rows, digits)
-        per_row = counts.max(axis=1) if rows.size else np.zeros(n, np.int64)
-        bad = np.nonzero(per_row > np.broadcast_to(k_hot, (n,)))[0]
+        per_row = counts.max(axis=1) if rows.size else np.zeros(len(rows), np.int64)
+        channel = np.nonzero(khot_rows)[0]
+        bad = np.nonzero(per_row > np.broadcast_to(k_hot, (n,))[khot_rows])[0]
         if bad.size:
             raise self.err(f"the constant is not {k_hot.tolist()}-hot ({digits}) as k_hot says (channel "
-                           f"{int(bad[0])} has a mantissa with {int(per_row[bad[0]])} nonzero digits); project the "
-                           f"weights onto K-hot values before export, or remove k_hot")
+                           f"{int(channel[bad[0]])} has a mantissa with {int(per_row[bad[0]])} nonzero digits); "
+                           f"project the weights onto K-hot values before export, or remove k_hot")
 
     # helpers ------------------------------------------------------------
     # exact real results (frontend/real.py), for importers in ir/ops

@@ -54,8 +54,15 @@ class CFixed:
         return dataclasses.replace(self, raw=self.raw.reshape(shape), frac=np.asarray(f).reshape(shape))
 
     def transposed(self) -> "CFixed":
+        """The transposed matrix. A ``k_hot`` per row of the file's axis 0 (not the output channels once
+        transposed) becomes one K, its largest (a bound for every element), or none when a row is plain (K = 0)."""
         f = np.broadcast_to(self.frac, self.raw.shape)
-        return dataclasses.replace(self, raw=self.raw.T.copy(), frac=np.asarray(f).T.copy())
+        k_hot, digits = self.k_hot, self.digits
+        if k_hot is not None and np.asarray(k_hot).size > 1:
+            k_hot = np.asarray([int(np.max(k_hot))]) if np.all(np.asarray(k_hot) > 0) else None
+            digits = digits if k_hot is not None else None
+        return dataclasses.replace(self, raw=self.raw.T.copy(), frac=np.asarray(f).T.copy(), k_hot=k_hot,
+                                   digits=digits)
 
 
 @dataclasses.dataclass

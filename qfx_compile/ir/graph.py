@@ -28,14 +28,32 @@ class Const:
     ``raw`` is int64 (object dtype of Python ints when wider than 62 bits).
     ``int_bits`` is None for one binary point, else one integer per index of
     axis 0 (per output channel). ``k_hot``/``digits`` record a K-hot
-    constraint the weights satisfy (``digits`` is "binary" or "csd").
+    constraint the weights satisfy (``digits`` is "binary", "csd" or "sp2"):
+    ``k_hot`` is None for a plain fixed-point constant, else one K for every
+    row or one K per output channel. K = 0 marks a plain fixed-point row
+    beside K-hot rows (Mix and Match: the backend computes those rows on
+    multipliers, the others in shift-add, ``backend.lower.split_mixed_rows``);
+    rows with K > 0 hold only mantissas with at most K nonzero digits. A
+    ``k_hot`` of zeros only is never stored: that constant is plain (None).
     """
 
     raw: np.ndarray
     type: FixedType
     int_bits: np.ndarray | None = None
-    k_hot: np.ndarray | None = None  # per output channel K (or one entry)
+    k_hot: np.ndarray | None = None  # per output channel K (or one entry); 0: a fixed-point row
     digits: str | None = None
+
+    def khot_rows(self) -> np.ndarray | None:
+        """Per index of axis 0: True for a K-hot row (K > 0), False for a fixed-point row; None when plain."""
+        if self.k_hot is None:
+            return None
+        n = self.raw.shape[0] if self.raw.ndim else 1
+        return np.broadcast_to(np.asarray(self.k_hot).reshape(-1) > 0, (n,)).copy()
+
+    def mixed_rows(self) -> bool:
+        """Some rows K-hot and some fixed-point (Mix and Match)."""
+        rows = self.khot_rows()
+        return rows is not None and bool(rows.any()) and not bool(rows.all())
 
     def frac_bits(self) -> np.ndarray:
         """Fractional bits per index of axis 0 (broadcastable to ``raw``)."""

@@ -5,11 +5,11 @@ Adding an op: its module, one entry in ``_MODULES``, a kernel in hls_lib/ (docs/
 from __future__ import annotations
 
 from . import (add, argmax, avgpool, batchnorm, clip, concat, conv2d, dense, flatten, global_avgpool, leaky_relu,
-               maxpool, multithreshold, pad, quant, relu, softmax, table, upsample)
+               maxpool, merge_rows, multithreshold, pad, quant, relu, softmax, table, upsample)
 from .base import OpDef, OpError
 
 _MODULES = (quant, dense, conv2d, batchnorm, relu, clip, add, maxpool, avgpool, global_avgpool, flatten,
-            multithreshold, table, softmax, leaky_relu, concat, pad, upsample, argmax)
+            multithreshold, table, softmax, leaky_relu, concat, pad, upsample, argmax, merge_rows)
 REGISTRY: dict[str, OpDef] = {m.OP.name: m.OP for m in _MODULES}
 
 #: Ops whose result is cast to ``attrs["out_type"]``.

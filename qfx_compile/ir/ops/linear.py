@@ -71,6 +71,9 @@ def matmul_hls(ctx, sizes, products: int, read: int, outputs: int, writes: int, 
             types=[("in_t", x_t.cpp()), ("w_t", wa.type.cpp()), ("b_t", ba.type.cpp()), ("acc_t", acc.cpp()),
                    ("out_t", y_t.cpp()), ("w_raw_t", wa.ctype), ("b_raw_t", ba.ctype)],
             sizes=sizes, arrays=[wa, ba], acc=acc, has_reuse=True, has_mul_impl=True, **common)
+    if w.mixed_rows():
+        raise ctx.error("a weight with mixed rows (k_hot 0 on some channels) reached the plan; "
+                        "backend.lower.split_mixed_rows splits it first")
     # K-hot: shift-add, no multiplier
     w_raw = np.asarray(w.raw)
     if "terms" not in n.attrs:

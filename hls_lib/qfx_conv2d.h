@@ -8,6 +8,7 @@
 
 #include "qfx_types.h"
 #include "qfx_mac.h"
+#include "qfx_dsp_pack.h"
 #include "qfx_window.h"
 
 namespace qfx {
@@ -22,12 +23,14 @@ template <class C, class MAC, class WA, class WB, unsigned G = 1>
 void conv2d_core(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out, const WA wa[],
                  const WB wb[], const typename C::b_raw_t b[C::n_filt]) {
     typedef mac_types<C> T;
+    typedef mac_lanes<MAC, C> L;  // L::value outputs per row of MAC terms (2: DSP packing)
     typedef typename T::x_m x_m;
     static const unsigned HP = C::in_height + C::pad_top + C::pad_bottom;
     static const unsigned WP = C::in_width + C::pad_left + C::pad_right;
     static const unsigned KH = C::filt_height, KW = C::filt_width, NC = C::n_chan, NF = C::n_filt;
     static const unsigned CG = NC / G, NFG = NF / G;  // channels and filters of one group
     static const unsigned NI = KH * KW * CG;  // products per output
+    static const unsigned NRG = (NFG + L::value - 1) / L::value;  // rows of MAC terms of one group
     static_assert(G >= 1 && NC % G == 0 && NF % G == 0, "groups must divide n_chan and n_filt");
     x_m lb[line_rows<KH>::value][WP][NC];
     QFX_PRAGMA(HLS ARRAY_PARTITION variable=lb complete dim=1)
@@ -56,7 +59,7 @@ QFX_LABEL(rows)
             for (unsigned g = 0; g < G; g++) {
                 x_m x[NI];  // the group's window flattened [ky][kx][c] (wiring)
                 QFX_PRAGMA(HLS ARRAY_PARTITION variable=x complete)
-                typename T::sum_m sum[NFG];
+                typename L::sum_t sum[NRG];
                 QFX_PRAGMA(HLS ARRAY_PARTITION variable=sum complete)
             QFX_LABEL(flatten)
                 for (unsigned ky = 0; ky < KH; ky++) {
@@ -69,11 +72,11 @@ QFX_LABEL(rows)
                         }
                     }
                 }
-                fold_mac<C, MAC, NI, NFG>(x, sum, wa + g * NFG * NI, wb + g * NFG * NI);
+                fold_mac<C, MAC, NI, NRG>(x, sum, wa + g * NRG * L::value * NI, wb + g * NRG * L::value * NI);
             QFX_LABEL(filters)
                 for (unsigned j = 0; j < NFG; j++) {
                     QFX_PRAGMA(HLS PIPELINE II=1)
-                    out.write(acc_to_out<C>(bias[g * NFG + j], sum[j]));  // + bias, the one cast
+                    out.write(acc_to_out<C>(bias[g * NFG + j], lane_of(sum[j / L::value], j % L::value)));  // + bias, the one cast
                 }
             }
         }
@@ -108,6 +111,28 @@ void conv2d_grouped(hls::stream<typename C::in_t>& in, hls::stream<typename C::o
     QFX_PRAGMA(HLS ARRAY_PARTITION variable=w cyclic factor=M)  // multiplier m reads w[g*P + r*M + m]
     (void)M;
     conv2d_core<C, mac_multiply, typename C::w_raw_t, typename C::w_raw_t, C::n_groups>(in, out, w, w, b);
+}
+
+// DSP packing (qfx_dsp_pack.h): filters 2q and 2q+1 (of one group) share each window value's DSP multiply.
+// w: mantissas of w_t in filter pairs per group, flattened [n_groups][ceil(F/2)][kh*kw*n_chan/n_groups][2],
+// F = n_filt / n_groups (a zero filter completes an odd F). conv2d_packed: n_groups = 1 (no field needed).
+// Folding: the packed products of one group, ceil(F/2)*kh*kw*n_chan/n_groups, on ceil(that / reuse) DSPs.
+template <class C, class = void> struct groups_of { static const unsigned value = 1; };
+template <class C> struct groups_of<C, typename void_if_valid<decltype(C::n_groups)>::type> {
+    static const unsigned value = C::n_groups;
+};
+template <class C>
+void conv2d_packed(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& out,
+                   const typename C::w_raw_t w[groups_of<C>::value * ((C::n_filt / groups_of<C>::value + 1) / 2) *
+                                               C::filt_height * C::filt_width * C::n_chan / groups_of<C>::value * 2],
+                   const typename C::b_raw_t b[C::n_filt]) {
+    QFX_PRAGMA(HLS INLINE off)
+    static const unsigned G = groups_of<C>::value;
+    static const unsigned M2 = 2 * fold_shape<(C::n_filt / G + 1) / 2 * C::filt_height * C::filt_width * C::n_chan / G,
+                                              reuse_of<C>::value>::mults;
+    QFX_PRAGMA(HLS ARRAY_PARTITION variable=w cyclic factor=M2)  // packed multiplier m reads w[g*P + 2(r*M + m) + k]
+    (void)M2;
+    conv2d_core<C, mac_dsp_pack, typename C::w_raw_t, typename C::w_raw_t, G>(in, out, w, w, b);
 }
 
 }  // namespace qfx

@@ -149,6 +149,20 @@ struct mac_shiftadd {
     }
 };
 
+// Outputs per MAC term and the type summed per row of terms: one output (sum_m) unless the MAC policy
+// declares `lanes` and `sum<C>::type` (qfx_dsp_pack.h: two outputs per packed DSP product).
+template <class MAC, class C, class = void> struct mac_lanes {
+    static const unsigned value = 1;
+    typedef typename mac_types<C>::sum_m sum_t;
+};
+template <class MAC, class C>
+struct mac_lanes<MAC, C, typename void_if_valid<decltype(MAC::lanes)>::type> {
+    static const unsigned value = MAC::lanes;
+    typedef typename MAC::template sum<C>::type sum_t;
+};
+// Output k of a row's sum (the sum itself for a one-lane MAC).
+template <class S> inline S lane_of(const S& s, unsigned) { return s; }
+
 // Folding of P = NI * NO products over `reuse` cycles (README "Folding").
 template <unsigned P, unsigned REUSE>
 struct fold_shape {
@@ -167,12 +181,13 @@ struct fold_shape {
 // The first two sum each fold into a local before touching sum[] (a plain dot
 // product for the C simulation); no division by NI sits on the datapath. The
 // third is simulated row by row on native mantissas (see below).
+// A MAC of several lanes (mac_lanes) computes NO rows of terms, each giving `lanes` outputs.
 template <class C, class MAC, unsigned NI, unsigned NO, class WA, class WB>
-void fold_mac(const typename mac_types<C>::x_m x[NI], typename mac_types<C>::sum_m sum[NO], const WA wa[],
+void fold_mac(const typename mac_types<C>::x_m x[NI], typename mac_lanes<MAC, C>::sum_t sum[NO], const WA wa[],
               const WB wb[]) {
     QFX_PRAGMA(HLS INLINE)
     typedef fold_shape<NI * NO, reuse_of<C>::value> F;
-    typedef typename mac_types<C>::sum_m sum_m;
+    typedef typename mac_lanes<MAC, C>::sum_t sum_m;
     static const unsigned M = F::mults;
     if (M % NI == 0) {
         static const unsigned K = M / NI;  // outputs per fold

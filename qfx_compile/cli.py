@@ -154,6 +154,9 @@ def _summary(console, report: dict) -> None:
     if small:
         console.print(f"note: {len(small)} layer(s) multiply operands of <= 4 bits: counted in LUTs, not DSPs "
                       f"(set mul_impl 1 in --config to force DSPs).", markup=False, highlight=False)
+    asked = [L for L in report["layers"] if L.get("dsp_packed") or (L["options"].get("dsp_pack") and L.get("dsp_pack"))]
+    for L in asked:  # DSP packing: what was packed, and why a layer that asked for it was not
+        console.print(f"dsp_pack {L['name']}: {L['dsp_pack']}", markup=False, highlight=False)
     console.print(f"input {short_type(report['input']['type'])} HWC {report['input']['shape_hwc']}, output "
                   f"{short_type(report['output']['type'])} HWC {report['output']['shape_hwc']}; weight memory "
                   f"{tot['weight_bram18']} BRAM18 of {tot['part_bram18']}, {tot['weight_lutram_luts']} LUTs of ROM.",
@@ -200,7 +203,7 @@ def _step(console, text: str, quiet: bool):
               help='Per-layer options (JSON): {"default": {"stream_depth": 2}, "layers": {"<name>": {"reuse": 16, '
                    '"mul_impl": 1}}}; options: stream_depth, reuse (cycles per output, 0 = chosen to fit the '
                    'DSPs), mul_impl (0 auto, 1 DSP, 2 LUTs), shiftadd (K-hot layers: 0 auto, 1 the table '
-                   'kernel, folded by reuse), inline.')
+                   'kernel, folded by reuse), dsp_pack (1: two products per DSP where the widths allow it), inline.')
 @click.option("--vectors", type=click.IntRange(1, 100000), default=100, show_default=True,
               help="Test vectors in the testbench (at most those stored in the model).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Parallel g++ jobs for --csim.")

@@ -13,9 +13,10 @@ from typing import Any
 from . import names
 
 #: Layer options a config file may set, with their defaults.
-LAYER_DEFAULTS = {"stream_depth": 2, "inline": False, "reuse": 0, "mul_impl": 0, "shiftadd": 0}
+LAYER_DEFAULTS = {"stream_depth": 2, "inline": False, "reuse": 0, "mul_impl": 0, "shiftadd": 0, "dsp_pack": 0}
 #: Allowed ranges of the integer options (reuse 0 = chosen by the compiler; mul_impl 0 auto, 1 DSP, 2 LUTs).
-OPTION_RANGES = {"stream_depth": (1, 1 << 20), "reuse": (0, 1 << 30), "mul_impl": (0, 2), "shiftadd": (0, 1)}
+OPTION_RANGES = {"stream_depth": (1, 1 << 20), "reuse": (0, 1 << 30), "mul_impl": (0, 2), "shiftadd": (0, 1),
+                 "dsp_pack": (0, 1)}
 #: A config file is small: refuse bigger ones before reading them.
 MAX_CONFIG_BYTES = 4 << 20
 #: Objects/arrays nested deeper than this are refused before json parses them (no RecursionError).
@@ -122,7 +123,9 @@ def load_layer_config(path: str | Path | None, graph) -> tuple[dict, dict[str, d
                                   f"{names.printable(repr(v), 40)}"
                                   + (" (0 auto, 1 DSP, 2 LUTs)" if k == "mul_impl" else "")
                                   + (" (0 = chosen by the compiler)" if k == "reuse" else "")
-                                  + (" (0 auto, 1 table kernel)" if k == "shiftadd" else ""))
+                                  + (" (0 auto, 1 table kernel)" if k == "shiftadd" else "")
+                                  + (" (0 off, 1 two products per DSP where the widths allow it)"
+                                     if k == "dsp_pack" else ""))
             out[k] = v
         return out
 

@@ -26,6 +26,12 @@ Rules (figures per layer, for the kernels' real parallelism, hls_lib/README.md):
   outside it, ``a*b/2 + a`` LUTs and the port rule below); a shift-add layer
   ``lut_per_bit * carry bits + lut_per_adder * adders``, fitted on whole adder graphs
   synthesized flat (without the table: one LUT per carry bit).
+* DSP packing (``dsp_pack``, hls_lib/qfx_dsp_pack.h, Xilinx WP486): output rows 2q and 2q+1
+  share each input's multiply, ``a*2^S + b`` in the 27-bit port (DSP48E1: 25), where
+  :func:`dsp_pack_rule` allows it. A packed layer has ``P' = (P / rows) * ceil(rows / 2)``
+  products per output vector/pixel (``rows`` = n_out / n_filt per group), each one DSP, plus
+  ``S + 1`` LUTs per DSP for the correction (``+ 2^(S-1)`` as a carry chain over the high
+  field, the cost when the DSP's post-adder does not absorb it).
 * Throughput: under DATAFLOW the slowest layer sets the interval:
   ``samples/s = 1e9 / (clock_ns * max cycles)``; latency <= the sum of the cycles.
 
@@ -42,6 +48,8 @@ import functools
 import json
 import math
 from pathlib import Path
+
+from ..fixed.types import raw_range
 
 #: Share of the part's DSPs the default reuse choice may use.
 DSP_SHARE = 0.8
@@ -180,6 +188,53 @@ class LayerShape:
     fixed_cycles: int | None = None  # stream/shiftadd/fixed_mul: cycles per sample
     k: int = 0               # shift-add: terms per weight of the table kernel (its alternative form, explore)
     acc_bits: int = 0        # shift-add: accumulator width of the table kernel's adders
+    x_type: tuple = ()       # mul: (width, signed) of the input and weight mantissas (DSP packing's rule)
+    w_type: tuple = ()
+    packed: bool = False     # mul: DSP packing (packed_shape): products are packed pairs, one DSP each
+    pack_lut: int = 0        # mul, packed: LUTs per DSP for the correction
+
+
+def _signed_bits_for(lo: int, hi: int) -> int:
+    """The fewest signed bits holding every integer of [lo, hi]."""
+    return max(lo.bit_length() if lo >= 0 else (-lo - 1).bit_length(), hi.bit_length() if hi >= 0 else
+               (-hi - 1).bit_length()) + 1
+
+
+def dsp_pack_rule(x_type: tuple, w_type: tuple, dsp_kind: str) -> tuple[int, str]:
+    """``(S, "")`` when two products ``a*c``, ``b*c`` (a, b of ``w_type``, c of ``x_type``, each ``(width,
+    signed)``) share one multiply of ``dsp_kind`` (hls_lib/qfx_dsp_pack.h: ``S`` = the signed bits of every
+    b*c, ``a*2^S + b`` within the 27-bit port (DSP48E1: 25), c within the 18-bit port); else ``(0, why)``."""
+    port, b_port = DSP_PORTS.get(dsp_kind, DSP_PORTS["DSP48E2"])
+    (xw, xs), (ww, ws) = x_type, w_type
+    x_lo, x_hi = raw_range(xw, xs)
+    w_lo, w_hi = raw_range(ww, ws)
+    what = f"{ww}-bit {'signed' if ws else 'unsigned'} weights x {xw}-bit {'signed' if xs else 'unsigned'} inputs"
+    if _signed_bits_for(x_lo, x_hi) > b_port:
+        return 0, f"{what}: the inputs do not fit the {b_port}-bit port"
+    corners = [w * x for w in (w_lo, w_hi) for x in (x_lo, x_hi)]
+    shift = _signed_bits_for(min(corners), max(corners))
+    need = _signed_bits_for(w_lo * 2 ** shift + w_lo, w_hi * 2 ** shift + w_hi)
+    if need > port:
+        return 0, (f"{what}: products of {shift} bits, so a*2^{shift} + b needs {need} bits, more than the "
+                   f"{port}-bit port of the {dsp_kind}")
+    return shift, ""
+
+
+def packed_shape(s: LayerShape, dsp_kind: str, mul_impl: int = MUL_AUTO) -> tuple[LayerShape | None, str]:
+    """``(the packed shape, how)`` of a multiplier layer where DSP packing is legal, else ``(None, why not)``."""
+    if s.kind != "mul" or not s.x_type or not s.w_type:
+        return None, "no multipliers"
+    if mul_impl == MUL_FABRIC:
+        return None, "mul_impl 2 puts its multipliers in LUTs (packing shares a DSP)"
+    rows = max(1, s.writes)
+    if rows < 2:
+        return None, "one output per group: no pair of rows to share a multiply"
+    shift, why = dsp_pack_rule(s.x_type, s.w_type, dsp_kind)
+    if not shift:
+        return None, why
+    pp = s.products // rows * math.ceil(rows / 2)
+    return (dataclasses.replace(s, products=pp, max_reuse=pp, packed=True, pack_lut=shift + 1),
+            f"two products per {dsp_kind} (a*2^{shift} + b)")
 
 
 @dataclasses.dataclass
@@ -192,6 +247,7 @@ class LayerEstimate:
     adders: int
     cycles: int
     to_luts: bool
+    packed: bool = False
 
 
 def multipliers(products: int, reuse: int) -> int:
@@ -212,6 +268,8 @@ def estimate_layer(s: LayerShape, reuse: int | None, mul_impl: int, dsp_kind: st
     if s.kind == "mul":
         r = max(1, min(int(reuse), s.max_reuse))
         m = multipliers(s.products, r)
+        if s.packed:
+            return LayerEstimate(r, mul_impl, m, m, m * s.pack_lut, 0, layer_cycles(s, r), False, True)
         d, lut, small = product_cost(s.a_bits, s.b_bits, dsp_kind, mul_impl)
         return LayerEstimate(r, mul_impl, m, m * d, m * lut, 0, layer_cycles(s, r), small)
     if s.kind == "fixed_mul":

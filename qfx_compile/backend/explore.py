@@ -4,7 +4,8 @@ The search prices, with :mod:`.estimate` only (the one place of the cost rules),
 each layer's alternatives:
 
 * dense / conv2d with multipliers: reuse (cycles per output vector/pixel: ``ceil(P/R)``
-  multipliers) x multiplier binding (``mul_impl`` 1 DSP48, 2 fabric LUTs);
+  multipliers) x multiplier binding (``mul_impl`` 1 DSP48, 2 fabric LUTs, or ``dsp_pack`` 1: two
+  products per DSP where the widths allow it, estimate.packed_shape);
 * K-hot layers: the shift-add form: straight-line code (a whole output per cycle, where the
   plan could build it) or the table kernel at natural reuse or folded further
   (``shiftadd`` 1 and ``reuse``);
@@ -217,10 +218,20 @@ def layer_candidates(L, node, dsp_kind: str) -> list[Cand]:
         b, rl = _arrays_cost(base_arrays)
         impls = [int(o.mul_impl)] if o.mul_impl else [E.MUL_DSP, E.MUL_FABRIC]
         reuses = [int(o.reuse)] if o.reuse else _reuse_ladder(s.products, 1)
-        for m in impls:
+        ps, _why = E.packed_shape(s, dsp_kind, int(o.mul_impl))
+        if o.mul_impl and not o.dsp_pack:  # a binding fixed in --config stays
+            ps = None
+        for m in ([] if o.dsp_pack and ps is not None else impls):
             for r in reuses:
                 e = E.estimate_layer(s, r, m, dsp_kind)
                 out.append(Cand((("reuse", int(e.reuse)), ("mul_impl", m)), "dsp" if e.dsp else "lut", e, b, rl))
+        if ps is not None:  # DSP packing: the weights in row pairs (a zero row completes an odd count)
+            pb, prl = _arrays_cost([(a.name, a.width, 2 * ps.products * (a.depth // s.products) if a.role == "weight"
+                                     else a.depth) for a in L.arrays])
+            for r in ([min(int(o.reuse), ps.products)] if o.reuse else _reuse_ladder(ps.products, 1)):
+                e = E.estimate_layer(ps, r, E.MUL_DSP, dsp_kind)
+                out.append(Cand((("reuse", int(e.reuse)), ("mul_impl", E.MUL_DSP), ("dsp_pack", 1)), "dsp_pack", e,
+                                pb, prl))
         return out
     if s.kind == "fixed_mul" and L.has_mul_impl:
         b, rl = _arrays_cost(base_arrays)

@@ -86,13 +86,15 @@ class ConstArray:
 class LayerOptions:
     """Per-layer options (``--config``): FIFO depth of the output stream, INLINE, reuse (0 = the compiler's
     choice), multiplier binding (0 auto, 1 DSP, 2 LUTs), shift-add form of K-hot layers (0 auto: straight-line
-    code where its adders fit, else the table kernel; 1 the table kernel, folded by ``reuse``)."""
+    code where its adders fit, else the table kernel; 1 the table kernel, folded by ``reuse``), DSP packing of
+    pairs of output rows (1: where the widths allow it, hls_lib/qfx_dsp_pack.h; the report says why not)."""
 
     stream_depth: int = 2
     inline: bool = False
     reuse: int = 0
     mul_impl: int = 0
     shiftadd: int = 0
+    dsp_pack: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +155,7 @@ class LayerPlan:
     in_streams: tuple[str, ...] = ()
     out_stream: str = ""
     fanouts: tuple = ()
+    dsp_pack: str = ""  # a multiplier layer: whether it is DSP-packed and how, or why not
 
     @property
     def func(self) -> str:

@@ -23,7 +23,8 @@ from ..ir.ops import get as get_op
 from ..targets import Target, estimate_memory
 from . import names
 from .config import load_layer_config
-from .estimate import DSP_SHARE, DesignEstimate, FitError, LayerShape, choose_reuse, estimate_layer, table_shape
+from .estimate import (DSP_PORTS, DSP_SHARE, DesignEstimate, FitError, LayerShape, choose_reuse, estimate_layer,
+                       packed_shape, table_shape)
 from .layerplan import BackendError, LayerContext, LayerOptions, LayerPlan, TensorPlan
 from .lower import OUTPUT_HWC, LowerError, chw_to_stream, lower
 
@@ -202,9 +203,10 @@ def _folded_table(L: LayerPlan, r: int) -> LayerShape:
 def _choose_parallelism(layers: list[LayerPlan], opts: PlanOptions) -> tuple[list[LayerPlan], DesignEstimate]:
     """Reuse and mul_impl of every layer (config first, then the estimator's choice), and the estimates."""
     t = opts.target
-    shapes, fixed, impl, table_reuse = [], [], [], []
+    shapes, fixed, impl, table_reuse, packs = [], [], [], [], []
     for L in layers:
         s, r = L.cost, int(L.options.reuse)
+        s, pack_note = _dsp_pack(L, t.dsp_kind)
         if L.fold is not None:  # a table kernel folds with reuse (default: its natural reuse)
             if r:
                 r = min(r, L.fold.products)
@@ -220,8 +222,10 @@ def _choose_parallelism(layers: list[LayerPlan], opts: PlanOptions) -> tuple[lis
                                f"straight-line shift-add code computes a whole output vector per cycle)")
         if s.kind == "mul" and r > s.max_reuse:
             raise BackendError(f"config: reuse {r} of layer {L.name_comment!r} is more than its "
-                               f"{s.max_reuse} products per output; use 1..{s.max_reuse}")
+                               f"{s.max_reuse} {'packed ' if s.packed else ''}products per output; use "
+                               f"1..{s.max_reuse}")
         shapes.append(s)
+        packs.append(pack_note)
         fixed.append(r if (r and s.kind == "mul") else None)
         impl.append(int(L.options.mul_impl))
     budget = int(t.dsp * DSP_SHARE)
@@ -237,15 +241,53 @@ def _choose_parallelism(layers: list[LayerPlan], opts: PlanOptions) -> tuple[lis
             f"{budget} ({int(DSP_SHARE * 100)}% of the {t.dsp} {t.dsp_kind} of {t.name}); largest: {top}. "
             f"Set mul_impl 2 (LUTs) for some layers in --config, use K-hot weights, or choose a bigger target.")
     out, ests = [], []
-    for L, s, r, m, tr in zip(layers, shapes, reuse, impl, table_reuse):
+    for L, s, r, m, tr, pn in zip(layers, shapes, reuse, impl, table_reuse, packs):
         e = estimate_layer(s, r, m, t.dsp_kind)
+        if s.packed:
+            L = _packed_layer(L, t.dsp_kind)
         if tr is not None:  # a folded table kernel: its reuse is the one it was priced at
             e = dataclasses.replace(e, reuse=tr)
         ests.append(e)
         sizes = L.sizes + ((("reuse", int(e.reuse)),) if L.has_reuse else ())
         ints = L.ints + ((("mul_impl", m),) if L.has_mul_impl else ())
-        out.append(dataclasses.replace(L, cost=s, est=e, sizes=sizes, ints=ints))
+        out.append(dataclasses.replace(L, cost=s, est=e, sizes=sizes, ints=ints, dsp_pack=pn))
     return out, DesignEstimate(ests, opts.clock_ns)
+
+
+def _dsp_pack(L: LayerPlan, dsp_kind: str) -> tuple[LayerShape, str]:
+    """The layer's cost shape, packed when its ``dsp_pack`` option asks and the widths allow it
+    (estimate.packed_shape), and the report's note: packed and how, or why not."""
+    s = L.cost
+    if s.kind != "mul" or L.fold is not None:
+        return s, ""
+    ps, how = packed_shape(s, dsp_kind, int(L.options.mul_impl))
+    if ps is None:
+        return s, f"not packed: {how}"
+    if not L.options.dsp_pack:
+        return s, f"not packed (dsp_pack 0; would be legal: {how})"
+    return ps, f"packed: {how}"
+
+
+def _packed_layer(L: LayerPlan, dsp_kind: str) -> LayerPlan:
+    """``L`` on its DSP-packed kernel (hls_lib/qfx_dsp_pack.h): the weights in pairs of output rows,
+    ``[groups][ceil(rows/2)][per row][2]``, a zero row completing an odd count."""
+    s = L.cost
+    g = dict(L.sizes).get("n_groups", 1)
+    rows, per = s.writes, s.products // s.writes
+    arrays = []
+    for a in L.arrays:
+        if a.role == "weight":
+            w = np.array(a.values, dtype=np.int64).reshape(g, rows, per)
+            if rows % 2:
+                w = np.concatenate([w, np.zeros((g, 1, per), dtype=np.int64)], axis=1)
+            w = w.reshape(g, -1, 2, per).transpose(0, 1, 3, 2)
+            dims = ("[ceil(n_out/2)][n_in][2]" if L.op == "dense" else
+                    "[n_groups][ceil(n_filt/n_groups/2)][kh*kw*n_chan/n_groups][2]")
+            a = dataclasses.replace(a, values=tuple(int(v) for v in w.reshape(-1).tolist()), dims=dims)
+        arrays.append(a)
+    kernel = "dense_packed" if L.op == "dense" else "conv2d_packed"
+    return dataclasses.replace(L, kernel=kernel, callee=f"qfx::{kernel}<{L.cfg}>", arrays=tuple(arrays),
+                               ints=L.ints + (("dsp_port", DSP_PORTS[dsp_kind][0]),))
 
 
 def _streams(g: Graph, tensors: dict[str, TensorPlan], layers: list[LayerPlan]):

@@ -43,6 +43,7 @@ def report_dict(plan, *, model_path: str, n_vectors: int, vectors_source: str, c
                            "terms": L.straight.terms if L.straight else None}),
             "reuse": e.reuse, "mul_impl": e.mul_impl, "multipliers": e.multipliers,
             "multipliers_in_luts": e.to_luts and e.multipliers > 0,
+            "dsp_packed": e.packed, "dsp_pack": L.dsp_pack or None,
             "dsp_estimate": e.dsp, "lut_estimate": e.lut, "adder_estimate": e.adders, "cycles": e.cycles,
             "options": dict(sorted(dataclasses.asdict(L.options).items())),
         })

@@ -67,7 +67,8 @@ def matmul_hls(ctx, sizes, products: int, read: int, outputs: int, writes: int, 
         return ctx.layer(
             n.op, LayerShape("mul", products=products, read_cycles=read, outputs=outputs, max_reuse=products,
                              natural_reuse=writes, writes=writes, a_bits=signed_bits(x_t),
-                             b_bits=signed_bits(wa.type)),
+                             b_bits=signed_bits(wa.type), x_type=(x_t.width, x_t.signed),
+                             w_type=(wa.type.width, wa.type.signed)),
             types=[("in_t", x_t.cpp()), ("w_t", wa.type.cpp()), ("b_t", ba.type.cpp()), ("acc_t", acc.cpp()),
                    ("out_t", y_t.cpp()), ("w_raw_t", wa.ctype), ("b_raw_t", ba.ctype)],
             sizes=sizes, arrays=[wa, ba], acc=acc, has_reuse=True, has_mul_impl=True, **common)

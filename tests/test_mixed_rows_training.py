@@ -371,3 +371,45 @@ def test_lut_rows_errors_name_the_fix():
         _model(1, per_channel_weights=False)
     with pytest.raises(ValueError, match=r"layer 'conv': lut_rows='auto'.*give target="):
         qfx.assign_rows(_model(None), "auto")
+
+
+# ------------------------------------------------------------------ through the compiler
+@pytest.mark.slow
+@pytest.mark.xdist_group("backend")
+def test_mixed_model_compiles_bit_exact(tmp_path):
+    """A trained-side mixed model: the IR interpreter equals exact eval mode bit for bit, and qfx-compile
+    builds it (two cores merged in channel order) and passes the C simulation on its stored vectors."""
+    from qfx_compile.cli import main
+    from qfx_compile.frontend import load_model
+    from qfx_compile.ir.interpret import run, to_float64
+    from qfx_compile.ir.passes import run_default_passes
+    from qfx_compile.qfx.export import export_onnx, load_vectors
+
+    model = _model(0.5, "sp2", seed=9)
+    x = _inputs(model, 40, 4)
+    path = export_onnx(model, torch.from_numpy(x[:1]), str(tmp_path / "mixed.onnx"), vectors=len(x), inputs=x)
+    model.eval()
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).double().numpy()
+    g = load_model(path)
+    out_t = g.tensors[g.outputs[0]].type
+    for graph in (g, run_default_passes(g)):
+        assert np.array_equal(to_float64(run(graph, x_float=x), out_t).reshape(want.shape), want)
+    assert np.array_equal(run(g, load_vectors(path)["input_raw"]), load_vectors(path)["output_raw"])
+    assert main([path, "-t", "ultra96", "-o", str(tmp_path / "hls"), "-q", "--csim"]) == 0
+
+
+def test_hardware_cost_of_half_the_rows_lies_between(tmp_path):
+    """At the same reuse for every multiplier layer, the share-0.5 model takes fewer DSPs than the all-DSP model
+    and more than the all-K-hot one (which takes none), and the LUTs go the other way."""
+    import json
+    x = _example(1)
+    costs = {}
+    for share in (0, 0.5, 1.0):
+        model = _model(share, "sp2", seed=9)
+        layers = qfx.hardware_cost(model, "ultra96", x).layers
+        cfg = tmp_path / f"reuse_{share}.json"
+        cfg.write_text(json.dumps({"layers": {r["layer"]: {"reuse": 4} for r in layers if r["kind"] == "mul"}}))
+        costs[share] = qfx.hardware_cost(model, "ultra96", x, config=str(cfg))
+    assert costs[0].dsp > costs[0.5].dsp > costs[1.0].dsp == 0
+    assert costs[0].lut < costs[0.5].lut < costs[1.0].lut

@@ -21,6 +21,7 @@ from qfx_compile.ir.graph import Const, Graph, Node, Tensor
 from qfx_compile.ir.passes import run_default_passes
 from qfx_compile.qfx.khot import digits_of
 from qfx_compile.fixed.types import FixedType as F
+from qfx_compile.testing.csim_batch import build_testbenches, precompiled_header
 
 pytestmark = [pytest.mark.xdist_group("backend"), pytest.mark.slow]
 
@@ -104,18 +105,8 @@ def zoo(tmp_path_factory):
     compile_graph(synthetic_khot_graph(), outs[SYNTH], target="ultra96", vectors=200)
     # test speed only: one precompiled header of the ap_types headers for every translation unit
     # (the projects' Makefiles are used as generated; CXXFLAGS is their documented override)
-    pch = tmp_path_factory.mktemp("pch") / "qfx_pch.h"
-    pch.write_text("#include <ap_fixed.h>\n#include <ap_int.h>\n#include <hls_stream.h>\n")
-    flags = "-std=c++14 -O1"
-    subprocess.run(["g++", *flags.split(), "-isystem", str(find_ap_types()), "-x", "c++-header", str(pch), "-o",
-                    str(pch) + ".gch"], check=True, timeout=300)
-    mk = ["all:" + "".join(f" p{i}" for i in range(len(outs)))]
-    for i, out in enumerate(outs.values()):
-        mk.append(f"p{i}:\n\t+$(MAKE) -s -C '{out}' csim-build")
-    (root / "Makefile").write_text("\n".join(mk) + "\n")
-    env = dict(os.environ, AP_TYPES=str(find_ap_types()), CXXFLAGS=f"{flags} -include {pch}")
-    p = subprocess.run(["make", "-s", f"-j{JOBS}"], cwd=root, capture_output=True, text=True, timeout=1200, env=env)
-    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    pch = precompiled_header(tmp_path_factory.mktemp("pch"))
+    build_testbenches(outs.values(), root, pch, JOBS)
     n = {name: 200 if name == SYNTH else 100 for name in outs}
     res = {name: (out, csim.run(out, expected_vectors=n[name])) for name, out in outs.items()}
     res["_pch"] = pch

@@ -13,7 +13,6 @@ import base64
 import io
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,6 @@ from qfx_compile.backend import csim
 from qfx_compile.backend.lower import split_mixed_rows
 from qfx_compile.backend.plan import BackendError
 from qfx_compile.backend.project import compile_graph
-from qfx_compile.backend.toolchain import find_ap_types
 from qfx_compile.cli import main
 from qfx_compile.fixed.digits import khot_table
 from qfx_compile.fixed.types import FixedType as F
@@ -34,6 +32,7 @@ from qfx_compile.ir.graph import Node
 from qfx_compile.ir.interpret import run
 from qfx_compile.ir.ops import OpError, get
 from qfx_compile.ir.passes import infer_shapes, run_default_passes
+from qfx_compile.testing.csim_batch import build_testbenches, precompiled_header
 
 JOBS = int(os.environ.get("QFX_TEST_JOBS", "2"))
 IN_VEC = F(8, 3, True, "AP_RND_CONV", "AP_SAT")
@@ -416,18 +415,7 @@ def projects(files, tmp_path_factory):
         out = root / f"{name} hls"
         assert main(argv + ["--target", "ultra96", "-o", str(out), "-q"]) == 0, name
         outs[name] = out
-    pch = tmp_path_factory.mktemp("pch") / "qfx_pch.h"  # (CXXFLAGS is split at spaces)
-    pch.write_text("#include <ap_fixed.h>\n#include <ap_int.h>\n#include <hls_stream.h>\n")
-    flags = "-std=c++14 -O1"
-    subprocess.run(["g++", *flags.split(), "-isystem", str(find_ap_types()), "-x", "c++-header", str(pch), "-o",
-                    str(pch) + ".gch"], check=True, timeout=300)
-    mk = ["all:" + "".join(f" p{i}" for i in range(len(outs)))]
-    for i, out in enumerate(outs.values()):
-        mk.append(f"p{i}:\n\t+$(MAKE) -s -C '{out}' csim-build")
-    (root / "Makefile").write_text("\n".join(mk) + "\n")
-    env = dict(os.environ, AP_TYPES=str(find_ap_types()), CXXFLAGS=f"{flags} -include {pch}")
-    p = subprocess.run(["make", "-s", f"-j{JOBS}"], cwd=root, capture_output=True, text=True, timeout=1200, env=env)
-    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    build_testbenches(outs.values(), root, precompiled_header(tmp_path_factory.mktemp("pch")), JOBS)
     return {name: (out, csim.run(out)) for name, out in outs.items()}
 
 

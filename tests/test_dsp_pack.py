@@ -23,7 +23,7 @@ import pytest
 from qfx_compile.backend import estimate as E
 from qfx_compile.backend import toolchain
 
-from test_hls_lib import HLS_LIB, T, build, check, conv_case, dense_case
+from test_hls_lib import HLS_LIB, WARN, T, build, check, conv_case, dense_case, driver_source
 
 pytestmark = pytest.mark.xdist_group("hls_lib")
 
@@ -236,6 +236,21 @@ def test_packed_kernels_equal_reference(kernels, name):
     exe, cases = kernels
     case, expected = next((c, e) for c, e in cases if c.name == name)
     check(exe, case, expected)
+
+
+def test_packed_kernels_warning_free():
+    """The packed kernels and the primitive, both builds: -fsyntax-only -Wall -Wextra -Werror -pedantic."""
+    src = driver_source([c for c, _ in _kernel_cases()])
+    prim = '#include <cstdio>\n#include <cstdlib>\n#include <cstring>\n#include "qfx_dsp_pack.h"\n' + _primitive_driver()
+    BUILD.mkdir(parents=True, exist_ok=True)
+    for name, text in (("kernels", src), ("primitive", prim)):
+        cpp = BUILD / f"syntax-{name}-{_lib_hash()}.cpp"
+        cpp.write_text(text)
+        for extra in ([], ["-DQFX_CSIM_AP_MANTISSAS"]):
+            cmd = [toolchain.find_cxx(), "-std=c++14", "-fsyntax-only", *WARN, "-pedantic", "-isystem",
+                   str(toolchain.find_ap_types()), "-I", str(HLS_LIB), *extra, str(cpp)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-4000:]
 
 
 # ------------------------------------------------------------------ through the compiler

@@ -413,3 +413,26 @@ def test_hardware_cost_of_half_the_rows_lies_between(tmp_path):
         costs[share] = qfx.hardware_cost(model, "ultra96", x, config=str(cfg))
     assert costs[0].dsp > costs[0.5].dsp > costs[1.0].dsp == 0
     assert costs[0].lut < costs[0.5].lut < costs[1.0].lut
+
+
+class _Grouped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.dw = nn.Conv2d(2, 4, 3, groups=2)
+        self.pw = nn.Conv2d(4, 6, 1)
+        self.flat = nn.Flatten()
+
+    def forward(self, x):
+        return self.flat(self.pw(self.dw(x)))
+
+
+def test_grouped_conv_rows_not_mixed():
+    """The compiler splits mixed rows of dense and ungrouped conv layers only: a grouped conv that would get
+    mixed rows is refused at once, naming the layer and the override; all-K-hot or all-plain is fine."""
+    with pytest.raises(ValueError, match=r"layer 'dw': a grouped convolution \(groups=2\) would get 2 K-hot rows "
+                                         r"of 4.*'lut_rows': 0"):
+        _model(0.5, net=_Grouped())
+    model = _model(0.5, net=_Grouped(), overrides={"dw": {"lut_rows": 1.0}})
+    w = _weighted(model)
+    assert w["dw"].weight_quantizer.k_hot == [2] * 4 and sum(map(bool, w["pw"].weight_quantizer.k_hot)) == 3
+    _assert_ort_exact(model, _inputs(model, 8, 5))

@@ -770,9 +770,8 @@ def assign_rows(model: nn.Module, share=None, target=None) -> list[RowAssignment
     if problems:
         raise ValueError("; ".join(problems))
     types = _input_types(model) if any(isinstance(s, str) for _, _, s, _ in todo) else {}
-    out = []
+    counts = []
     for name, m, s, t in todo:
-        q = m.weight_quantizer
         k = _row_k(name, m)
         rows = int(m.weight.shape[0])
         if isinstance(s, str):
@@ -783,6 +782,17 @@ def assign_rows(model: nn.Module, share=None, target=None) -> list[RowAssignment
             n = auto_lut_rows(m, tx, t, k)
         else:
             n = _row_count(s, rows)
+        if getattr(m, "groups", 1) != 1 and 0 < n < rows:
+            problems.append(f"layer {name!r}: a grouped convolution (groups={m.groups}) would get {n} K-hot rows of "
+                            f"{rows}, which the compiler does not build (mixed rows: dense and ungrouped conv only); "
+                            f"give it lut_rows 0 or 1.0 (QFXConfig.overrides={{{name!r}: {{'lut_rows': 0}}}})")
+        counts.append((name, m, s, t, k, n))
+    if problems:
+        raise ValueError("; ".join(problems))
+    out = []
+    for name, m, s, t, k, n in counts:
+        q = m.weight_quantizer
+        rows = int(m.weight.shape[0])
         mask = choose_lut_rows(row_error_gap(m.weight, q.base_type, k, q.digits, q.int_bits_tensor()), n)
         old = q.k_hot if isinstance(q.k_hot, list) else [int(q.k_hot)] * rows
         new = [k if b else 0 for b in mask.tolist()]

@@ -273,7 +273,8 @@ def _layer_inputs(node, x_raw):
 
 def project_files(graph, x_raw, levels: int = 0, family: str = "xcup") -> dict[str, str]:
     """``rtl/<layer>.v``, ``rtl/tb_<layer>.v``, ``rtl/vec_<layer>.txt`` for every K-hot dense / conv2d
-    layer the estimator makes straight-line (``shiftadd.straight_line``), plus ``rtl/family``.
+    layer the estimator makes straight-line (``shiftadd.straight_line``; of a layer with mixed rows, its K-hot
+    rows), plus ``rtl/family``.
 
     The module computes each output's accumulator (bias included, before the cast to out_t)
     from the layer's input mantissas; the vectors are the layer's inputs for the project's test
@@ -296,12 +297,15 @@ def project_files(graph, x_raw, levels: int = 0, family: str = "xcup") -> dict[s
             continue
         if node.op == "conv2d":
             w = expand_groups(w, groups(node))
-        raw = np.asarray(w.raw).reshape(w.raw.shape[0], -1)
-        frac = np.broadcast_to(np.asarray(w.frac_bits()).reshape(-1), (raw.shape[0],))
+        rows = w.khot_rows()  # mixed rows (Mix and Match): the shift-add core's rows, the K-hot ones
+        if not rows.any():
+            continue
+        raw = np.asarray(w.raw).reshape(w.raw.shape[0], -1)[rows]
+        frac = np.broadcast_to(np.asarray(w.frac_bits()).reshape(-1), (rows.size,))[rows]
         b = node.params.get("bias")
-        b_raw = [0] * raw.shape[0] if b is None else [int(v) for v in np.asarray(b.raw).reshape(-1)]
+        b_raw = [0] * raw.shape[0] if b is None else [int(v) for v in np.asarray(b.raw).reshape(-1)[rows]]
         b_f = np.zeros(raw.shape[0], dtype=np.int64) if b is None else \
-            np.broadcast_to(np.asarray(b.frac_bits()).reshape(-1), (raw.shape[0],))
+            np.broadcast_to(np.asarray(b.frac_bits()).reshape(-1), (rows.size,))[rows]
         bf = int(b_f.max())
         b_raw = [v << (bf - int(f)) for v, f in zip(b_raw, b_f)]   # one binary point for all biases
         b_t = FixedType(64, 64 - bf, True)   # only its binary point matters to the code

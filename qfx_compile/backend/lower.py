@@ -4,7 +4,10 @@ The IR keeps PyTorch's layouts (feature maps ``(C, H, W)``, conv weights
 ``[filt][chan][kh][kw]``, dense weights ``[out][in]`` with ``in`` in
 ``C*H*W`` order after a Flatten). The hardware streams feature maps pixel by
 pixel, channels innermost (HWC). These functions return new graphs whose
-constants match that order; they never change a value, only positions.
+constants match that order; they never change a value, only positions. One
+rewrite changes the structure instead: :func:`split_mixed_rows` computes a
+layer with mixed rows (Mix and Match) as a multiplier core and a shift-add
+core, merged in channel order.
 
 Each rewritten node gets ``attrs["layout"] = "hwc"`` so a rewrite is never
 applied twice.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ...fixed.cast import requantize_raw
 from .base import OpDef, OpError, align_sum, max_abs_raw, out_type, type_casts_to_out_type
+from . import tokens
 from ...backend.layerplan import stream_cost
 from .intervals import add_acc
 
@@ -36,4 +37,4 @@ def acc(node, ins):
 
 
 OP = OpDef("add", __doc__, attrs={"out_type": "FixedType", "acc_type": "FixedType?"}, params={}, n_inputs=2,
-           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls, acc=acc)
+           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls, acc=acc, tokens=tokens.per_element)

@@ -11,6 +11,7 @@ import numpy as np
 
 from ...fixed.types import FixedType
 from .base import OpDef, OpError, cast_check, out_type
+from . import tokens
 
 
 def index_type(n: int) -> FixedType:
@@ -51,7 +52,8 @@ def hls(ctx):
 
 
 OP = OpDef("argmax", __doc__, attrs={"out_type": "FixedType"}, params={}, n_inputs=1, shape=shape, type=type_rule,
-           run=run, **({"hls": hls} if "hls" in OpDef.__dataclass_fields__ else {}))
+           run=run, **({"hls": hls} if "hls" in OpDef.__dataclass_fields__ else {}),
+           tokens=tokens.all_first)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

@@ -13,6 +13,7 @@ from ...fixed.types import FixedType, reciprocal_raw
 from ..graph import Const
 from .base import (OpDef, OpError, as_wide, fits64, int_pair, max_abs_raw,
                    out_type, pads4, window_out, type_casts_to_out_type)
+from . import tokens
 from .conv2d import patches
 from .maxpool import window_sizes
 
@@ -105,10 +106,17 @@ def derive(node, ins):
     return {"recip": reciprocal(kh * kw, recip_bits(node))}
 
 
+def token_rule(node, in_shapes, out_shape):
+    """qfx::pool_windows: ``n_chan`` writes per window."""
+    kernel, stride, pads = geometry(node)
+    return tokens.window(in_shapes[0], kernel, stride, pads, writes=in_shapes[0][0])
+
+
 OP = OpDef("avgpool", __doc__,
            attrs={"out_type": "FixedType", "kernel": "(kh, kw)", "stride": "(sh, sw)",
                   "pads": "(top, left, bottom, right)", "recip_bits": "int", "recip": "Const?", "acc_type": "FixedType?"},
-           params={}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls, acc=acc, derive=derive)
+           params={}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls, acc=acc, derive=derive,
+           tokens=token_rule)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

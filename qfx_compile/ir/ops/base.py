@@ -49,6 +49,10 @@ class OpDef:
     reads_codes: bool = False
     #: treats every element alike (per-tensor types, no per-position constant): stream order does not matter
     order_free: bool = False
+    #: its kernel's stream order, ``(node, input shapes, output shape) -> program`` (``ir.ops.tokens``: int8,
+    #: ``p >= 0`` a read of input ``p``, -1 a write, in program order); ``backend.fifo`` sizes fork copies
+    #: from it. None: no rule (a fork through it keeps whole-map copies)
+    tokens: Callable[[Node, list, tuple], np.ndarray] | None = None
 
 
 # ----------------------------------------------------------------- attr helpers

@@ -11,6 +11,7 @@ from ...fixed.cast import requantize_raw
 from ..graph import Const
 from .base import (OpDef, OpError, align_sum, as_wide, const_common, max_abs_raw,
                    out_type, fits64, type_casts_to_out_type)
+from . import tokens
 from ...backend.estimate import LayerShape
 from ...backend.layerplan import signed_bits
 from .intervals import batchnorm_acc
@@ -69,4 +70,4 @@ def acc(node, ins):
 
 OP = OpDef("batchnorm", __doc__, attrs={"out_type": "FixedType", "acc_type": "FixedType?"},
            params={"scale": "(C,)", "shift": "(C,)"}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run,
-           casts=True, hls=hls, acc=acc)
+           casts=True, hls=hls, acc=acc, tokens=tokens.per_element)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import OpDef, OpError, attr, type_keeps_input
+from . import tokens
 from ...backend.layerplan import stream_cost
 
 
@@ -38,7 +39,8 @@ def hls(ctx):
 
 
 OP = OpDef("clip", __doc__, attrs={"lo": "int", "hi": "int"}, params={}, n_inputs=1,
-           shape=shape, type=type_keeps_input, run=run, hls=hls, reads_codes=True, order_free=True)
+           shape=shape, type=type_keeps_input, run=run, hls=hls, reads_codes=True, order_free=True,
+           tokens=tokens.per_element)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

@@ -12,6 +12,7 @@ import numpy as np
 from ...fixed.cast import requantize_raw
 from ...fixed.types import common_type
 from .base import OpDef, OpError, as_wide, cast_check, out_type, type_casts_to_out_type
+from . import tokens
 from ...backend.layerplan import stream_cost
 
 #: inputs of one hls_lib ``qfx::concat`` call (hls_lib/qfx_concat.h)
@@ -56,8 +57,14 @@ def hls(ctx):
     return ctx.layer("concat", stream_cost(ctx.output.count), types=types, sizes=sizes)
 
 
+def token_rule(node, in_shapes, out_shape):
+    """qfx::concat: per pixel, each input's channels in turn (one input: qfx::cast, one per element)."""
+    sources = [k for k, s in enumerate(in_shapes) for _ in range(int(s[0]))]
+    return tokens.interleave(int(np.prod(out_shape[1:])), sources)
+
+
 OP = OpDef("concat", __doc__, attrs={"out_type": "FixedType", "axis": "1 (channels)"}, params={}, n_inputs=None,
-           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls)
+           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls, tokens=token_rule)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

@@ -14,6 +14,7 @@ import numpy as np
 from ..graph import Const
 from ...fixed.window import out_size
 from .base import OpDef, OpError, const_common, int_pair, pads4, window_out, type_casts_to_out_type
+from . import tokens
 from .linear import check_params, matmul_hls, weighted_sum
 from .intervals import linear_acc
 
@@ -128,13 +129,20 @@ def acc(node, ins):
     return linear_acc(node.params["weight"], node.params.get("bias"), ins[0].type)
 
 
+def token_rule(node, in_shapes, out_shape):
+    """The line-buffered window of qfx::conv2d_core (and conv2d_straight): ``n_filt`` writes per window."""
+    kernel, stride, pads = geometry(node)
+    return tokens.window(in_shapes[0], kernel, stride, pads, writes=out_shape[0])
+
+
 OP = OpDef("conv2d", __doc__,
            attrs={"out_type": "FixedType", "kernel": "(kh, kw)", "stride": "(sh, sw)",
                   "pads": "(top, left, bottom, right)", "groups": "int?", "acc_type": "FixedType?",
                   "terms": "list?",
                   "adders": "int?"},
            params={"weight": "(O, C, KH, KW)", "bias": "(O,)?"}, n_inputs=1,
-           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls, acc=acc, weighted=True)
+           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls, acc=acc, weighted=True,
+           tokens=token_rule)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

@@ -5,6 +5,7 @@ Attributes set by passes: ``acc_type`` (accumulators), ``terms``/``adders`` (K-h
 from __future__ import annotations
 
 from .base import OpDef, OpError, const_common, type_casts_to_out_type
+from . import tokens
 from .linear import check_params, matmul_hls, weighted_sum
 from .intervals import linear_acc
 
@@ -47,7 +48,8 @@ def acc(node, ins):
 OP = OpDef("dense", __doc__,
            attrs={"out_type": "FixedType", "acc_type": "FixedType?", "terms": "list?", "adders": "int?"},
            params={"weight": "(n_out, n_in)", "bias": "(n_out,)?"}, n_inputs=1,
-           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls, acc=acc, weighted=True)
+           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls, acc=acc, weighted=True,
+           tokens=tokens.all_first)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .avgpool import mean_plan, reciprocal, recip_bits, scale_sum
 from .base import OpDef, OpError, as_wide, fits64, max_abs_raw, type_casts_to_out_type
+from . import tokens
 from .intervals import sum_acc
 
 
@@ -43,7 +44,8 @@ def derive(node, ins):
 
 OP = OpDef("global_avgpool", __doc__,
            attrs={"out_type": "FixedType", "recip_bits": "int", "recip": "Const?", "acc_type": "FixedType?"},
-           params={}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls, acc=acc, derive=derive)
+           params={}, n_inputs=1, shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls, acc=acc, derive=derive,
+           tokens=tokens.all_first)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

@@ -15,6 +15,7 @@ from ...fixed.tables import MAX_TABLE_BITS
 from ...fixed.types import FixedType
 from ..graph import Const
 from .base import OpDef, OpError, as_wide, fits64, max_abs_raw, out_type, shape_keeps_input, type_casts_to_out_type
+from . import tokens
 from ...backend.estimate import LayerShape
 from ...backend.layerplan import signed_bits
 
@@ -59,7 +60,8 @@ def hls(ctx):
 
 
 OP = OpDef("leaky_relu", __doc__, attrs={"out_type": "FixedType"}, params={"slope": "() Const"}, n_inputs=1,
-           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls, order_free=True)
+           shape=shape, type=type_casts_to_out_type, run=run, casts=True, hls=hls, order_free=True,
+           tokens=tokens.per_element)
 
 
 def slope_const(a: Fraction) -> Const:

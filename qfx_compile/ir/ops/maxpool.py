@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .base import OpDef, int_pair, pads4, window_out, type_keeps_input
+from . import tokens
 from .conv2d import patches
 from ...backend.layerplan import stream_cost
 
@@ -42,9 +43,16 @@ def hls(ctx):
                      types=[("in_t", ctx.x.cpp()), ("out_t", ctx.y.cpp())], sizes=window_sizes(ctx, k, s, p))
 
 
+def token_rule(node, in_shapes, out_shape):
+    """qfx::pool_windows (shared with avgpool): ``n_chan`` writes per window."""
+    kernel, stride, pads = geometry(node)
+    return tokens.window(in_shapes[0], kernel, stride, pads, writes=in_shapes[0][0])
+
+
 OP = OpDef("maxpool", __doc__, attrs={"kernel": "(kh, kw)", "stride": "(sh, sw)",
                                       "pads": "(top, left, bottom, right)"},
-           params={}, n_inputs=1, shape=shape, type=type_keeps_input, run=run, hls=hls)
+           params={}, n_inputs=1, shape=shape, type=type_keeps_input, run=run, hls=hls,
+           tokens=token_rule)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import OpDef, OpError, attr, cast_check
+from . import tokens
 from ...backend.layerplan import stream_cost
 
 #: inputs of one hls_lib ``qfx::merge_rows`` call (hls_lib/qfx_merge_rows.h)
@@ -79,4 +80,5 @@ def hls(ctx):
 
 
 OP = OpDef("merge_rows", __doc__, attrs={"parts": "tuple: per output channel, the input it comes from"},
-           params={}, n_inputs=N_INPUTS, shape=shape, type=type_rule, run=run, hls=hls)
+           params={}, n_inputs=N_INPUTS, shape=shape, type=type_rule, run=run, hls=hls,
+           tokens=lambda node, ins, out: tokens.interleave(int(np.prod(out[1:])), parts(node)))

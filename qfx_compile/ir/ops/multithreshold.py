@@ -14,6 +14,7 @@ import numpy as np
 
 from ..graph import Const
 from .base import OpDef, OpError, as_wide, cast_check, out_type
+from . import tokens
 
 
 def _per_channel(node, key, c):
@@ -96,4 +97,5 @@ def hls(ctx):
 
 OP = OpDef("multithreshold", __doc__, attrs={"out_type": "FixedType", "base": "ints", "step": "ints"},
            params={"thresholds": "(C, K)"}, n_inputs=1, shape=shape, type=type_rule, run=run,
-           **({"hls": hls} if "hls" in OpDef.__dataclass_fields__ else {}), reads_codes=True)  # (the typed plan may land later)
+           **({"hls": hls} if "hls" in OpDef.__dataclass_fields__ else {}), reads_codes=True,
+           tokens=tokens.per_element)  # (the typed plan may land later)

@@ -10,6 +10,7 @@ import numpy as np
 
 from ...fixed.window import pads_from_onnx
 from .base import OpDef, OpError, pads4, type_keeps_input
+from . import tokens
 from ...backend.layerplan import stream_cost
 
 
@@ -39,7 +40,8 @@ def hls(ctx):
 
 
 OP = OpDef("pad", __doc__, attrs={"pads": "(top, left, bottom, right)"}, params={}, n_inputs=1,
-           shape=shape, type=type_keeps_input, run=run, hls=hls)
+           shape=shape, type=type_keeps_input, run=run, hls=hls,
+           tokens=lambda node, ins, out: tokens.padded(ins[0], pads4(node)))
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

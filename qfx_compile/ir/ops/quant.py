@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ...fixed.cast import requantize_raw
 from .base import OpDef, cast_check, out_type, shape_keeps_input
+from . import tokens
 from ...backend.layerplan import stream_cost
 
 
@@ -24,4 +25,5 @@ def hls(ctx):
 
 
 OP = OpDef("quant", __doc__, attrs={"out_type": "FixedType"}, params={}, n_inputs=1,
-           shape=shape_keeps_input, type=type_rule, run=run, casts=True, hls=hls, order_free=True)
+           shape=shape_keeps_input, type=type_rule, run=run, casts=True, hls=hls, order_free=True,
+           tokens=tokens.per_element)

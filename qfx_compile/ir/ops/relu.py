@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import OpDef, type_keeps_input, shape_keeps_input
+from . import tokens
 from ...backend.layerplan import stream_cost
 
 
@@ -19,7 +20,8 @@ def hls(ctx):
                      types=[("in_t", ctx.x.cpp()), ("out_t", ctx.y.cpp())], sizes=[("n", ctx.inputs[0].count)])
 
 
-OP = OpDef("relu", __doc__, attrs={}, params={}, n_inputs=1, shape=shape_keeps_input, type=type_keeps_input, run=run, hls=hls, order_free=True)
+OP = OpDef("relu", __doc__, attrs={}, params={}, n_inputs=1, shape=shape_keeps_input, type=type_keeps_input, run=run, hls=hls, order_free=True,
+           tokens=tokens.per_element)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

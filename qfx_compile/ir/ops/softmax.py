@@ -13,6 +13,7 @@ from ...fixed.tables import MAX_TABLE_BITS, div_cast, div_shift
 from ...fixed.types import FixedType
 from ..graph import Const
 from .base import OpDef, OpError, out_type, type_casts_to_out_type
+from . import tokens
 from ...backend.estimate import LayerShape
 
 
@@ -87,7 +88,7 @@ def hls(ctx):
 
 OP = OpDef("softmax", __doc__, attrs={"out_type": "FixedType"},
            params={"exp_table": "(2**W_in,)"}, n_inputs=1, shape=shape, type=type_rule, run=run, casts=True,
-           hls=hls, reads_codes=True, order_free=True)
+           hls=hls, reads_codes=True, order_free=True, tokens=tokens.all_first)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

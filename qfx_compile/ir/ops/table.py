@@ -16,6 +16,7 @@ import numpy as np
 from ...fixed.tables import MAX_TABLE_BITS, TABLE_FUNCTIONS, table_raw
 from ..graph import Const
 from .base import OpDef, OpError, attr, cast_check, out_type
+from . import tokens
 from ...backend.layerplan import stream_cost
 
 
@@ -80,7 +81,8 @@ def hls(ctx):
 
 OP = OpDef("table", __doc__, attrs={"fn": "str?", "out_type": "FixedType? (table built from fn)",
                                     "slope": "Fraction or (alpha, beta)?"}, params={"table": "(2**W_in,)?"}, n_inputs=1,
-           shape=shape, type=type_rule, run=run, hls=hls, reads_codes=True, order_free=True)
+           shape=shape, type=type_rule, run=run, hls=hls, reads_codes=True, order_free=True,
+           tokens=tokens.per_element)
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

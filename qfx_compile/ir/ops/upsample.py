@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import OpDef, OpError, int_pair, type_keeps_input
+from . import tokens
 from ...backend.layerplan import stream_cost
 
 
@@ -44,7 +45,8 @@ def hls(ctx):
 
 
 OP = OpDef("upsample", __doc__, attrs={"scale": "(sh, sw)"}, params={}, n_inputs=1,
-           shape=shape, type=type_keeps_input, run=run, hls=hls)
+           shape=shape, type=type_keeps_input, run=run, hls=hls,
+           tokens=lambda node, ins, out: tokens.repeated(ins[0], scale(node)))
 
 
 # ---- ONNX import (the reader `r` is the frontend's; see onnx_table)

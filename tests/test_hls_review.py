@@ -140,16 +140,31 @@ def test_dataflow_canonical_top(projects, name):
 
 
 def test_residual_fork_depths(projects):
-    """A fork copy that feeds a layer holds the whole map: the bypass cannot fill while the other branch buffers."""
-    body, depth, calls = _top_calls(projects["resnet"])
+    """Fork copies are as deep as the deadlock analysis says (backend/fifo.py: the tokens a copy holds while
+    the join waits on the other branch, plus the pipelining margin; its proof is tests/test_fifo_depth.py),
+    not a whole map; every other stream has the chain depth (II=1)."""
+    from qfx_compile.backend import fifo
+    from qfx_compile.backend.plan import PlanOptions, build_plan
+    from qfx_compile.frontend import load_model
+    from qfx_compile.ir.passes import run_default_passes
+    from qfx_compile.targets import get_target
+    hls = projects["resnet"]
+    body, depth, calls = _top_calls(hls)
     forks = [c for c in calls if c[0] == "qfx::fanout2"]
     assert forks, "the resnet zoo model has a residual fork"
-    fork_in = {c[2][0] for c in forks}
+    t = get_target("ultra96")
+    plan = build_plan(run_default_passes(load_model(str(hls.parent / "resnet.onnx"))), PlanOptions(t, t.part, t.clock_ns))
+    need = fifo.fork_depths(fifo.processes(plan.graph, plan.layers, plan.input_fanouts, plan.in_stream,
+                                           plan.out_stream))
+    copies = {s for _f, _t, _i, outs in forks for s in outs}
+    assert copies == set(need)
     for func, targs, ins, outs in forks:
         count = int(re.search(r",\s*(\d+)>", targs).group(1))
         for s in outs:
-            if s not in fork_in:  # a copy read by a layer (not the next 2-way fork of a chain)
-                assert depth[s] >= count, f"{s}: depth {depth[s]} < {count} elements of the forked map"
+            assert depth[s] == need[s].depth >= fifo.CHAIN_DEPTH, s
+            assert need[s].need < count, f"{s}: the analysis asks for the whole map"
+    assert max(depth[s] for s in copies) > fifo.CHAIN_DEPTH  # the bypass does hold tokens
+    assert all(d == fifo.CHAIN_DEPTH for s, d in depth.items() if s not in copies)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -10,9 +10,10 @@ each layer's alternatives:
   plan could build it) or the table kernel at natural reuse or folded further
   (``shiftadd`` 1 and ``reuse``);
 * batchnorm / average pooling (one multiplier): DSP or LUTs;
-* FIFOs: a chain stream at II=1 needs depth 2 (the rule the plan uses); the fork copies of
-  residual branches hold a whole map (plan._streams). Both are priced (:func:`estimate.fifo_cost`)
-  and counted in the BRAM / LUT totals, but not varied.
+* FIFOs: a chain stream at II=1 needs depth 2 (the rule the plan uses); a fork copy of a
+  residual branch holds what its join needs it to (:mod:`.fifo`: the deadlock analysis over the
+  kernels' token order). Both are priced (:func:`estimate.fifo_cost`) and counted in the BRAM /
+  LUT totals; they do not depend on the layer options (token order, not cycles), so not varied.
 
 Objective, in this order: the largest throughput (the smallest interval: the slowest layer's
 cycles under DATAFLOW), then the smallest latency (sum of the layers' cycles), then the
@@ -171,7 +172,8 @@ class ExploreResult:
             "default": self.default.as_dict() if self.default else None,
             "default_error": self.default_error,
             "fifo": {"bram18": self.fifo[0], "lut": self.fifo[1],
-                     "rule": "chain streams depth 2 (II=1); fork copies of residual branches a whole map"},
+                     "rule": "chain streams depth 2 (II=1); fork copies as deep as the deadlock analysis "
+                             "needs (backend/fifo.py)"},
             "layers": layers,
             "pareto": [d.as_dict() for d in self.pareto()],
             "samples": len(self.samples),
@@ -404,7 +406,7 @@ def explore(graph, target: Target, *, part: str | None = None, clock_ns: float |
     if at(levels[hi]) is None:
         slow = design([min(kept[i], key=lambda j: (cands[i][j].est.dsp, cands[i][j].lut)) for i in range(len(cands))])
         over = [f"{k} {getattr(slow, k)} > {limits[k]}" + (f" (constants {slow.bram18 - fb}, FIFOs {fb}: the "
-                                                            f"residual fork copies hold whole maps)"
+                                                            f"residual fork copies)"
                                                             if k == "bram18" and fb else "")
                 for k in ("dsp", "lut", "ff", "bram18") if getattr(slow, k) > limits[k]]
         raise ExploreError(f"no design fits {target.name} within the budget ({', '.join(over)} even at the "

@@ -21,7 +21,7 @@ from ..fixed.types import FixedType
 from ..ir.graph import Graph
 from ..ir.ops import get as get_op
 from ..targets import Target, estimate_memory
-from . import names
+from . import fifo, names
 from .config import load_layer_config
 from .estimate import (DSP_PORTS, DSP_SHARE, DesignEstimate, FitError, LayerShape, choose_reuse, estimate_layer,
                        packed_shape, table_shape)
@@ -315,11 +315,10 @@ def _streams(g: Graph, tensors: dict[str, TensorPlan], layers: list[LayerPlan]):
             for r in rd:
                 port[r] = main
             continue
-        # a fork: every copy may have to hold the whole map while the other branch works
-        deep = max(2, T.count)
+        # a fork: a chain of fan-outs; the copies' depths are set below (backend.fifo)
         copies = [svars(f"s_{T.id}_c{k}", key=f"copy:{tn}:{k}") for k in range(len(rd))]
         for k, r in enumerate(rd):
-            streams.append(StreamPlan(copies[k], T.typedef, deep, f"copy {k} of {T.comment}", T.count))
+            streams.append(StreamPlan(copies[k], T.typedef, 2, f"copy {k} of {T.comment}", T.count))
             port[r] = copies[k]
         src = main
         for k in range(len(rd) - 1):
@@ -343,6 +342,11 @@ def _streams(g: Graph, tensors: dict[str, TensorPlan], layers: list[LayerPlan]):
     for li, (n, L) in enumerate(zip(g.nodes, layers)):
         out.append(dataclasses.replace(L, in_streams=tuple(port[(li, pi)] for pi in range(len(n.inputs))),
                                        out_stream=produced[n.outputs[0]], fanouts=tuple(after.get(li, ()))))
+    # fork copies: the tokens each holds while the join waits on the other branch (never a deadlock)
+    need = fifo.fork_depths(fifo.processes(g, out, input_fanouts, produced[g.inputs[0]], port[("out", 0)]),
+                            {s.var: s.depth for s in streams})
+    streams = [dataclasses.replace(s, depth=need[s.var].depth, comment=f"{s.comment}; {need[s.var].why}")
+               if s.var in need else s for s in streams]
     return out, streams, input_fanouts, produced[g.inputs[0]], port[("out", 0)]
 
 

@@ -10,6 +10,7 @@ vectors against its interpreter (``check_stored_vectors``) and ``make csim`` che
 from __future__ import annotations
 
 import base64
+import collections
 import io
 import json
 import os
@@ -138,6 +139,10 @@ class Builder:
 
 
 # ------------------------------------------------------------------ the independent reference (Python integers)
+#: how often the reference met a tie and a saturation (the vectors must exercise both)
+CASES = collections.Counter()
+
+
 def cast_ref(acc: int, frac: int, t: F) -> int:
     """acc * 2**-frac cast to t: round half to even (AP_RND_CONV), then saturate (AP_SAT)."""
     s = frac - t.frac_bits
@@ -146,8 +151,10 @@ def cast_ref(acc: int, frac: int, t: F) -> int:
     else:
         q, r = divmod(acc, 1 << s)
         half = 1 << (s - 1)
+        CASES["tie"] += r == half
         if r > half or (r == half and q % 2):
             q += 1
+    CASES["saturate"] += not t.raw_min <= q <= t.raw_max
     return min(max(q, t.raw_min), t.raw_max)
 
 
@@ -257,7 +264,20 @@ def _vectors(path):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("mixed files")
-    return {"mlp": mlp_model(d / "mlp.onnx"), "cnn": cnn_model(d / "cnn.onnx")}
+    out, cases = {}, {}
+    for name, build in (("mlp", mlp_model), ("cnn", cnn_model)):
+        CASES.clear()
+        out[name] = build(d / f"{name}.onnx")
+        cases[name] = dict(CASES)
+    out["_cases"] = cases
+    return out
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_vectors_hold_ties_and_saturation(files, name):
+    """The stored vectors reach casts exactly half-way between two codes and beyond the output range."""
+    c = files["_cases"][name]
+    assert c.get("tie", 0) > 0 and c.get("saturate", 0) > 0, c
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])

@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import math
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -177,6 +178,41 @@ def test_cpp_rule_equals_compiler_rule():
         else:
             assert why
     assert 0 < legal < len(grid)  # both sides of the rule are exercised
+
+
+def _packed_verilog(ww: int, wx: int, shift: int, port: int) -> str:
+    """The kernel's packed multiply (signed a, b, c) in Verilog, beside the two plain products."""
+    pw = port + 18
+    return f"""
+module packed(input signed [{ww - 1}:0] a, input signed [{ww - 1}:0] b, input signed [{wx - 1}:0] c,
+              output signed [{ww + wx - 1}:0] ac, output signed [{shift - 1}:0] bc);
+  wire signed [{port - 1}:0] pk = (a <<< {shift}) + b;
+  wire signed [{pw - 1}:0] p = pk * c + {pw}'sd{1 << (shift - 1)};
+  assign ac = p >>> {shift};
+  assign bc = {{~p[{shift - 1}], p[{shift - 2}:0]}};
+endmodule
+module twomul(input signed [{ww - 1}:0] a, input signed [{ww - 1}:0] b, input signed [{wx - 1}:0] c,
+              output signed [{ww + wx - 1}:0] ac, output signed [{ww + wx - 1}:0] bc);
+  assign ac = a * c;
+  assign bc = b * c;
+endmodule
+"""
+
+
+@pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys not installed")
+@pytest.mark.parametrize("kind", ["DSP48E2", "DSP48E1"])
+def test_yosys_one_dsp_per_packed_pair(kind):
+    """yosys synth_xilinx (xcup / xc7) maps the packed multiply of two 8 x 8 products to one DSP where the two
+    plain products take two; what it leaves in the fabric (the pre-adder and the + 2^(S-1), which yosys does
+    not put into the DSP) stays within the estimate's S + 1 LUTs per packed DSP."""
+    from qfx_compile.backend.rtl import FAMILY, synth
+    shift = E.dsp_pack_rule((8, True), (8, True), kind)[0]
+    port = E.DSP_PORTS[kind][0]
+    text = _packed_verilog(8, 8, shift, port)
+    packed, plain = (synth(text, top, FAMILY[kind], timeout=300) for top in ("packed", "twomul"))
+    print(kind, "packed:", packed["cells"], "two products:", plain["cells"])
+    assert (packed["dsp"], plain["dsp"]) == (1, 2)
+    assert packed["lut"] <= shift + 1
 
 
 # ------------------------------------------------------------------ the packed kernels

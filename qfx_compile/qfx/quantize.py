@@ -15,11 +15,18 @@ fits it, so float32 inputs are accepted for ``W <= 24`` and float64 for
 ``W <= 53``; anything wider raises ``ValueError`` (use the integer functions).
 Non-finite inputs (inf, NaN) are outside the contract.
 
+Kernels: on CPU a per-tensor cast runs in one pass of the fused C++ kernel
+(:mod:`.fused`, ``cast.cpp``) when a compiler is there; otherwise, and for
+per-channel casts and other devices, on the torch kernels below. Both give the
+same values (tests/test_fused_cast.py); zero is always +0.0 from the kernel.
+
 Gradient (straight-through): ``d quantize / d x = 1`` where ``min <= x <= max``
 of the type, 0 outside (where the hardware saturates or wraps).
 """
 from __future__ import annotations
 
+import ctypes
+import math
 from typing import Sequence
 
 import numpy as np
@@ -27,6 +34,7 @@ import torch
 
 from ..fixed.cast import requantize_raw  # noqa: F401  (the integer twin, re-exported)
 from ..fixed.types import FixedType, raw_range, sat_sym_raw_min
+from . import fused as _fused
 
 #: Mantissa bits a float dtype holds exactly (including the implicit bit).
 _EXACT_BITS = {torch.float32: 24, torch.float64: 53}
@@ -301,7 +309,133 @@ def _cast_f32(x: torch.Tensor, frac: int, width: int, signed: bool, rounding: st
     return _cast_fused(x, frac, width, signed, rounding, overflow)
 
 
-def _cast(x, frac, int_bits, width, signed, rounding, overflow):
+#: Mode numbers of the fused kernel (cast.cpp).
+_ROUNDING_CODE = {"AP_TRN": 0, "AP_TRN_ZERO": 1, "AP_RND": 2, "AP_RND_ZERO": 3, "AP_RND_MIN_INF": 4,
+                  "AP_RND_INF": 5, "AP_RND_CONV": 6}
+_OVERFLOW_CODE = {"AP_SAT": 0, "AP_SAT_ZERO": 1, "AP_SAT_SYM": 2, "AP_WRAP": 3}
+#: Widest float64 type of the fused kernel: its wrap step ``(q - raw_min) / 2**W`` is exact up to 50 bits.
+_FUSED_F64_WIDTH = 50
+
+
+def _fused_kind(x: torch.Tensor, frac, width: int, out_dtype: torch.dtype) -> int | None:
+    """The fused kernel's input/output kind for this cast (see cast.cpp), None where it does not apply.
+
+    It applies on CPU to a per-tensor cast of float32 (W <= 24, any F ``_check`` admits: ``x * 2**F`` is
+    exact in double) into float32 or float64, or of float64 (W <= 50, 0 <= F <= 960: scaling up is exact,
+    as in :func:`_cast_fused`) into float64.
+    """
+    if isinstance(frac, torch.Tensor) or x.device.type != "cpu" or _fused.kernel() is None:
+        return None
+    if x.dtype == torch.float32 and width <= 24:
+        return {torch.float32: 0, torch.float64: 1}.get(out_dtype)
+    if x.dtype == torch.float64 and out_dtype == torch.float64 and width <= _FUSED_F64_WIDTH and 0 <= frac <= 960:
+        return 2
+    return None
+
+
+def _cast_kernel(x: torch.Tensor, kind: int, frac: int, width: int, signed: bool, rounding: str, overflow: str,
+                 out_dtype: torch.dtype) -> torch.Tensor:
+    """The exact cast in one pass of the fused kernel (same value as the torch kernels, see cast.cpp)."""
+    x = x.contiguous()
+    out = torch.empty(x.shape, dtype=out_dtype)
+    rc = _fused.kernel().qfx_cast(x.data_ptr(), out.data_ptr(), x.numel(), kind, _ROUNDING_CODE[rounding],
+                                  _OVERFLOW_CODE[overflow], width, int(signed), frac, float(_sym_min(width, signed)),
+                                  torch.get_num_threads())
+    if rc != 0:  # pragma: no cover - FixedType validates the modes
+        raise ValueError(f"fused cast: unknown mode {rounding} / {overflow}")
+    return out
+
+
+# ------------------------------------------------------------ training (float32, per tensor)
+_LN2 = math.log(2.0)
+
+
+def ib_grad_scale(n: int, gmax: float, int_bits: int) -> int:
+    """``k`` of the binary-point gradient sum: ``S = sum_i round(g_i * d_i * 2**-k)`` (half to even).
+
+    ``|d_i| <= 2**I`` (inside the range ``|q - x| <= lsb``, outside ``|q| <= 2**I``) and
+    ``|g_i| < 2**e`` (``e`` = frexp exponent of ``max |g|``), so each term is at most
+    ``2**(52 - ceil(log2 n))`` and every partial sum at most ``2**52``: integers that float64
+    adds exactly, in any order, on any number of threads. Each product ``g_i * d_i`` of two
+    float32 numbers is exact in float64; the one rounding per term is at most ``2**(k-1)``.
+    """
+    return (n - 1).bit_length() + math.frexp(gmax)[1] + int_bits - 52
+
+
+def _ib_grad(s: float, k: int, status: int) -> torch.Tensor:
+    """``ln2 * S * 2**k`` as a float32 scalar (status 1: every g is 0; 2: a g is not finite -> NaN)."""
+    v = math.nan if status == 2 else 0.0 if status == 1 else s * 2.0 ** k * _LN2
+    return torch.tensor(v, dtype=torch.float32)
+
+
+def ib_grad(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, inside: torch.Tensor, int_bits: int) -> torch.Tensor:
+    """The per-tensor binary-point gradient ``dL/dI = ln2 * sum g * (q - x inside | q outside)`` (TQT).
+
+    Computed as ``ln2 * S * 2**k`` with :func:`ib_grad_scale`'s exact integer sum, so that it
+    does not depend on the summation order: the fused kernel (cast.cpp) returns the same value.
+    ``q - x`` is taken in x's dtype.
+    """
+    gmax = float(g.abs().max()) if g.numel() else 0.0
+    if not math.isfinite(gmax) or gmax == 0.0:
+        return _ib_grad(0.0, 0, 2 if not math.isfinite(gmax) else 1)
+    k = ib_grad_scale(g.numel(), gmax, int_bits)
+    d = torch.where(inside, q - x, q)
+    t = torch.mul(g.double(), d.double()).mul_(2.0 ** -k).round_()
+    return _ib_grad(float(t.sum()), k, 0)
+
+
+class _FusedTrainCast(torch.autograd.Function):
+    """The per-tensor float32 training cast on the fused kernel, one pass each way.
+
+    Forward: the exact cast (:func:`quantize`'s value). Backward: ``dL/dx = g`` where
+    ``lo <= x <= hi`` (the caller's "inside" bounds), else 0, and ``dL/dI`` as :func:`ib_grad`
+    (the same float32 value), q recomputed from x.
+    """
+
+    @staticmethod
+    def forward(ctx, x, ib, t, lo, hi):
+        ctx.save_for_backward(x)
+        ctx.meta = (t, lo, hi)
+        return _cast_kernel(x, 0, t.frac_bits, t.width, t.signed, t.rounding, t.overflow, torch.float32)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        t, lo, hi = ctx.meta
+        g = g.contiguous()
+        gx = torch.empty_like(x)
+        s, k, status = ctypes.c_double(), ctypes.c_int(), ctypes.c_int()
+        need_ib = bool(ctx.needs_input_grad[1])
+        _fused.kernel().qfx_cast_backward(
+            g.data_ptr(), x.data_ptr(), gx.data_ptr(), x.numel(), _ROUNDING_CODE[t.rounding],
+            _OVERFLOW_CODE[t.overflow], t.width, int(t.signed), t.frac_bits, float(_sym_min(t.width, t.signed)),
+            lo, hi, int(need_ib), torch.get_num_threads(), ctypes.byref(s), ctypes.byref(k), ctypes.byref(status))
+        gib = _ib_grad(s.value, k.value, status.value) if need_ib else None
+        return gx, gib, None, None, None
+
+
+def fused_train_cast(x: torch.Tensor, ib: torch.Tensor, t: FixedType, lo_raw: int) -> torch.Tensor | None:
+    """The training cast of float32 ``x`` to ``t`` with integer bits ``ib`` (a 0-d tensor holding an integer,
+    its gradient the TQT sum) on the fused kernel; ``dL/dx`` passes where ``lo_raw * lsb <= x <= max``.
+    None where the kernel does not apply (not CPU float32, W > 22, F out of float32's range, no kernel)."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or t.width > 22 or ib.dim() != 0:
+        return None
+    t = t.replace(int_bits=int(ib))
+    if not (-126 <= t.frac_bits <= 126 and t.int_bits + 1 <= 126) or _fused.kernel() is None:
+        return None
+    lsb = 2.0 ** -t.frac_bits
+    return _FusedTrainCast.apply(x.contiguous(), ib, t, lo_raw * lsb, t.raw_max * lsb)
+
+
+def _cast(x, frac, int_bits, width, signed, rounding, overflow, out_dtype=None):
+    out_dtype = out_dtype or x.dtype
+    kind = _fused_kind(x, frac, width, out_dtype)
+    if kind is not None:
+        return _cast_kernel(x, kind, frac, width, signed, rounding, overflow, out_dtype)
+    return _cast_torch(x, frac, int_bits, width, signed, rounding, overflow).to(out_dtype)
+
+
+def _cast_torch(x, frac, int_bits, width, signed, rounding, overflow):
     if x.dtype == torch.float32 and not isinstance(frac, torch.Tensor) and width <= 24:
         if (width <= _F32_FAST_WIDTH and 0 <= frac <= 100 and rounding in _F64_FAST_ROUNDING
                 and overflow in _F64_FAST_OVERFLOW):

@@ -20,8 +20,12 @@ Gradient (TQT / Brevitas log2-scale style, arXiv 1903.08066): the lsb is
 ``dq/dI = ln2 * (q - x)`` where ``x`` is inside the range (rounding error:
 pushes towards more fractional bits) and ``dq/dI = ln2 * q`` where it saturates
 (``q`` = the bound: pushes towards more range). ``dq/dx`` is 1 inside the
-range, 0 outside (straight-through). Every ``I`` gradient is an exact sum over
-all elements (float32 accumulation). On the fused kernels (AP_RND_CONV with
+range, 0 outside (straight-through). Per tensor, the ``I`` gradient is
+:func:`.quantize.ib_grad`: every term rounded to a common power-of-two grid, then summed
+exactly (the same float32 value whatever the order, the thread count or the kernel);
+per channel, float32 sums. On CPU, per-tensor float32 casts (W <= 22) run on the fused
+kernel of :mod:`.fused` (one pass forward, one backward) when a C++ compiler is there.
+On the fused kernels (AP_RND_CONV with
 AP_SAT[_SYM]) per channel (torch's LSQ kernel) "inside" means the rounded value
 is within the raw range (x up to half an lsb beyond ``max`` counts as inside);
 everywhere else it is ``min <= x <= max``.
@@ -39,7 +43,7 @@ import torch
 from torch import nn
 
 from . import khot as _khot
-from .quantize import quantize
+from .quantize import fused_train_cast, ib_grad, quantize
 from ..fixed.types import FixedType, raw_range, sat_sym_raw_min
 
 _LN2 = math.log(2.0)
@@ -111,24 +115,23 @@ class _FixedPointTrain(torch.autograd.Function):
                 q = quantize(xd, t.replace(int_bits=int(ib_int)))
             q = q.to(x.dtype)
         ctx.save_for_backward(x, q, inv)
-        ctx.meta = (raw_min, raw_max, ib.dim(), axis, ib.requires_grad)
+        ctx.meta = (raw_min, raw_max, ib.dim(), axis, ib.requires_grad, int(ib.detach().max()))
         return q
 
     @staticmethod
     def backward(ctx, grad):
         x, q, inv = ctx.saved_tensors
-        raw_min, raw_max, ibdim, axis, need_ib = ctx.meta
+        raw_min, raw_max, ibdim, axis, need_ib, ib_int = ctx.meta
         inside = (x >= raw_min * inv) & (x <= raw_max * inv)
-        gx = grad * inside
+        gx = torch.where(inside, grad, 0.0)
         gib = None
-        if need_ib:
+        if need_ib and ibdim == 0:
+            gib = ib_grad(grad, x, q, inside, ib_int)
+        elif need_ib:
             d = torch.where(inside, q - x, q)
             g = grad * d
-            if ibdim == 1:
-                dims = [i for i in range(g.dim()) if i != axis % g.dim()]
-                gib = (g.sum(dims) if dims else g) * _LN2
-            else:
-                gib = g.sum().reshape(()) * _LN2
+            dims = [i for i in range(g.dim()) if i != axis % g.dim()]
+            gib = (g.sum(dims) if dims else g) * _LN2
         return gx, gib, None, None, None, None, None, None, None
 
 
@@ -169,8 +172,8 @@ class _FakeQuantTQT(torch.autograd.Function):
     as the exact one does). Saves x and q (q is saved by the next layer anyway).
     Backward: ``dL/dx = g`` where ``lo*s <= x <= hi*s``, else 0 (one fused pass:
     ``hardtanh_backward`` with bounds one float32 ulp wider); ``dL/dI = ln2 * sum g * (q - x
-    inside | q outside)`` (TQT, module doc), summed exactly over every element as
-    ``ln2 * (dot(g, q) - dot(g_x, x))`` (two float32 dot products, no temporaries).
+    inside | q outside)`` (TQT, module doc), as :func:`.quantize.ib_grad` (an exact sum of
+    rounded terms, independent of the summation order: the fused kernel's value).
     """
 
     @staticmethod
@@ -181,6 +184,7 @@ class _FakeQuantTQT(torch.autograd.Function):
         q = _round_sat(x, s, lo, hi, qmin, qmax)
         ctx.save_for_backward(x, q)
         ctx.bounds = (_widen(lo, False), _widen(hi, True))
+        ctx.range = (lo, hi, int(ib))
         return q
 
     @staticmethod
@@ -190,8 +194,8 @@ class _FakeQuantTQT(torch.autograd.Function):
         gx = torch.ops.aten.hardtanh_backward(g, x, *ctx.bounds)
         gib = None
         if ctx.needs_input_grad[1]:
-            gib = ((torch.dot(g.reshape(-1), q.reshape(-1)) - torch.dot(gx.reshape(-1), x.reshape(-1))) * _LN2)
-            gib = gib.reshape(())
+            lo, hi, ib = ctx.range
+            gib = ib_grad(g, x, q, (x >= lo) & (x <= hi), ib)
         return (gx if ctx.needs_input_grad[0] else None), gib, None, None, None
 
 
@@ -230,6 +234,7 @@ class Quantizer(nn.Module):
                 raise ValueError(f"{name}: K-hot weights support widths up to {_F32_WIDTH}, got {t.width}")
         elif digits is not None:
             raise ValueError(f"{name}: digits={digits!r} given without k_hot")
+        self.width_param = None  # learn_width: a learned word length (see learn_width)
         self.base_type = t.replace(int_bits=0)
         self.axis = axis
         self.channels = channels
@@ -251,6 +256,90 @@ class Quantizer(nn.Module):
     def width(self) -> int:
         return self.base_type.width
 
+    @property
+    def base_type(self) -> FixedType:
+        """The type with ``int_bits=0``; with a learned width (:meth:`learn_width`), the current width."""
+        p = self.width_param
+        if p is None:
+            return self._base_type
+        key = (p.data_ptr(), p._version)
+        if self._width_cache[0] != key:
+            lo, hi = self.width_bounds
+            self._width_cache = (key, min(hi, max(lo, int(math.floor(float(p.detach()) + 0.5)))))
+        return self._base_type.replace(width=self._width_cache[1])
+
+    @base_type.setter
+    def base_type(self, t: FixedType) -> None:
+        self._base_type = t
+        if self.width_param is not None and t.width != self.base_type.width:
+            self.set_width(t.width)
+
+    def learn_width(self, min_width: int = 2, max_width: int | None = None) -> "Quantizer":
+        """Learn the word length W (one per tensor, shared by the channels) within ``[min_width, max_width]``.
+
+        The forward pass casts to the integer width ``clamp(round(w), min, max)`` (straight-through
+        round); a training step projects ``w`` back into the bounds. ``max_width=None``: the current
+        width (training can only narrow the type). The gradient of the task loss reaches ``w``
+        as the binary point's does (module doc): with I fixed the lsb is ``s = 2**(I-W)``, so
+        ``dq/dW = -ln2 * (q - x)`` inside the range (one more bit halves the rounding error), and
+        at saturation ``dq/dW = ln2 * s`` at the top (``max = 2**(I-1) - s`` grows towards
+        ``2**(I-1)``), 0 at the bottom (``-2**(I-1)`` does not move; ``-ln2 * s`` for AP_SAT_SYM).
+        ``qfx.hardware_cost`` adds the gradient of the estimated LUT/DSP/BRAM in W.
+        """
+        w0 = self.width
+        hi = w0 if max_width is None else max_width
+        problems = []
+        for what, v in (("min_width", min_width), ("max_width", hi)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                problems.append(f"{what} must be an int >= 1, got {v!r}")
+        if not problems and min_width > hi:
+            problems.append(f"min_width {min_width} > max_width {hi}")
+        limit = _F32_WIDTH if _khot.has_khot_rows(self.k_hot) else 53
+        if not problems and hi > limit:
+            problems.append(f"max_width {hi} is above {limit} bits, the widest {'K-hot ' if limit < 53 else ''}"
+                            f"type eval mode computes exactly")
+        if not problems and self.k_hot is not None:
+            for w in range(min_width, hi + 1):
+                try:
+                    _khot.check_row_k(self.k_hot, self.digits, w, self.name)
+                except ValueError as e:
+                    problems.append(f"width {w} in [min_width, max_width]: {e}; raise min_width")
+                    break
+        if problems:
+            raise ValueError(f"{self.name} ({self._base_type}): learn_width: " + "; ".join(problems))
+        self.width_bounds = (int(min_width), int(hi))
+        self._width_cache = (None, None)
+        self.width_param = nn.Parameter(torch.tensor(float(min(hi, max(min_width, w0)))),
+                                        requires_grad=not self.frozen)
+        return self
+
+    def set_width(self, w: int) -> None:
+        """Set the learned width (within the bounds)."""
+        with torch.no_grad():
+            self.width_param.fill_(float(min(self.width_bounds[1], max(self.width_bounds[0], int(w)))))
+
+    def _width_term(self, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Zero, with the gradient ``dq/dW`` of :meth:`learn_width` (added to the training cast's output)."""
+        p = self.width_param
+        lo, hi = self.width_bounds
+        if not lo <= float(p.detach()) <= hi:
+            with torch.no_grad():
+                p.clamp_(lo, hi)  # projected gradient step: the width stays within its bounds
+        t = self.base_type
+        ib = self.int_bits_tensor().to(x.device, x.dtype)
+        if self.per_channel:
+            shape = [1] * x.dim()
+            shape[self.axis % x.dim()] = -1
+            ib = ib.reshape(shape)
+        with torch.no_grad():
+            s = torch.exp2(ib - t.width)
+            top = t.raw_max * s
+            sym = t.overflow == "AP_SAT_SYM"
+            bottom = (sat_sym_raw_min(t.width, t.signed) if sym else t.raw_min) * s
+            d = torch.where(x > top, s, torch.where(x < bottom, -s if sym and t.signed else 0.0 * s, x - q))
+            d = d.mul_(_LN2)
+        return (p - p.detach()) * d
+
     def int_bits_tensor(self) -> torch.Tensor:
         """The integer bits in use (LongTensor: scalar per tensor, [C] per channel)."""
         return torch.floor(self.int_bits_param.detach() + 0.5).long().cpu()
@@ -265,8 +354,10 @@ class Quantizer(nn.Module):
             self.int_bits_param.copy_(ib)
 
     def freeze(self) -> "Quantizer":
-        """Stop learning and calibrating ``I``: the type is fixed from now on."""
+        """Stop learning and calibrating ``I`` (and the width): the type is fixed from now on."""
         self.int_bits_param.requires_grad_(False)
+        if self.width_param is not None:
+            self.width_param.requires_grad_(False)
         self.frozen = True
         return self
 
@@ -332,15 +423,28 @@ class Quantizer(nn.Module):
             return x
         if not self.training:
             return self.apply_eval(x)
+        if self.width_param is not None and self.width_param.requires_grad and torch.is_grad_enabled():
+            q = self._train_cast(x)
+            return q + self._width_term(x, q)
+        return self._train_cast(x)
+
+    def _train_cast(self, x: torch.Tensor) -> torch.Tensor:
+        """The training-mode cast (values of the eval cast, straight-through / TQT gradients)."""
         p = self.int_bits_param
         ib = p + (torch.floor(p + 0.5) - p).detach()  # straight-through round
         t = self.base_type
-        if (not _khot.has_khot_rows(self.k_hot) and t.rounding == "AP_RND_CONV" and t.overflow in _FAST_OVERFLOW
+        plain = not _khot.has_khot_rows(self.k_hot)
+        if plain and not self.per_channel:  # the fused CPU kernel (quantize.fused_train_cast), same values
+            sym = t.overflow == "AP_SAT_SYM" and t.rounding == "AP_RND_CONV"  # _FakeQuantTQT's range
+            y = fused_train_cast(x, ib, t, sat_sym_raw_min(t.width, t.signed) if sym else t.raw_min)
+            if y is not None:
+                return y
+        if (plain and t.rounding == "AP_RND_CONV" and t.overflow in _FAST_OVERFLOW
                 and t.width <= _F32_WIDTH and x.dtype == torch.float32):
             # torch's fused fake-quant kernel: round half to even, clamp; its LSQ gradient for the
             # scale s = 2**(I-W) is exactly the TQT gradient above after ds/dI = s ln2.
             qmax = t.raw_max
-            qmin = -qmax if (t.overflow == "AP_SAT_SYM" and t.signed) else t.raw_min
+            qmin = sat_sym_raw_min(t.width, t.signed) if t.overflow == "AP_SAT_SYM" else t.raw_min
             if self.per_channel:
                 scale = torch.exp2(ib - t.width)
                 flat = x.dim() == 1  # the kernel needs a 2-D tensor at least: [C] -> [C, 1]
@@ -367,8 +471,10 @@ def quantizers(model: nn.Module) -> list[Quantizer]:
 
 
 def int_bits_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The learnable integer-bit parameters (give them their own optimizer group, e.g. a larger lr)."""
-    return [q.int_bits_param for q in quantizers(model) if q.int_bits_param.requires_grad]
+    """The learnable bit parameters: integer bits and learned widths (give them their own optimizer group,
+    e.g. a larger lr: a step of 1.0 is one bit)."""
+    ps = [q.int_bits_param for q in quantizers(model) if q.int_bits_param.requires_grad]
+    return ps + [q.width_param for q in quantizers(model) if q.width_param is not None and q.width_param.requires_grad]
 
 
 def other_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -1,0 +1,120 @@
+"""The fused CPU cast kernel (``cast.cpp``): built at first use, cached, optional.
+
+``kernel()`` returns the loaded library, or None when it cannot be used: no C++
+compiler (``$CXX``, else ``c++`` / ``g++`` / ``clang++`` on PATH), a failed build,
+or ``QFX_FUSED=0`` in the environment. Callers then run the pure-torch kernels of
+:mod:`..quantize`, which give identical results (tests/test_fused_cast.py).
+
+The library is a plain C ABI called through ctypes (no Python headers, no torch
+headers: a build takes seconds). It is compiled with ``-O3`` (OpenMP when the
+compiler has it, AVX2 clones on x86-64 GCC) into the user cache directory
+(``$QFX_CACHE_DIR``, else ``$XDG_CACHE_HOME/qfx-compile``, else
+``~/.cache/qfx-compile``) under a name hashing the source, the compiler's
+version and the flags, so a changed source or compiler builds afresh and every
+later process loads the cached file.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("cast.cpp")
+_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def cache_dir() -> Path:
+    """Where built kernels are kept (see module doc)."""
+    if os.environ.get("QFX_CACHE_DIR"):
+        return Path(os.environ["QFX_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "qfx-compile"
+
+
+def compiler() -> str | None:
+    """The C++ compiler to build with: ``$CXX`` if set (None if it does not run), else the first on PATH."""
+    if os.environ.get("CXX"):
+        return shutil.which(os.environ["CXX"])
+    for name in ("c++", "g++", "clang++"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def _build(cxx: str) -> Path:
+    version = _run([cxx, "--version"]).stdout
+    src = SOURCE.read_bytes()
+    out_dir = cache_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for extra in (["-fopenmp"], ["-fopenmp-simd"], []):  # what the compiler has of OpenMP
+        flags = _FLAGS + extra
+        key = hashlib.sha256(src + version.encode() + " ".join(flags).encode() + platform.machine().encode())
+        lib = out_dir / f"qfx_cast_{key.hexdigest()[:16]}.so"
+        if lib.exists():
+            _state["built"] = False
+            return lib
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+        os.close(fd)
+        try:
+            r = _run([cxx, *flags, str(SOURCE), "-o", tmp])
+            if r.returncode == 0:
+                os.replace(tmp, lib)  # atomic: a concurrent build of the same key writes the same file
+                _state["built"] = True
+                return lib
+            _state["log"] = r.stderr
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise OSError(f"building {SOURCE.name} with {cxx} failed:\n{_state.get('log', '')}")
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    i64, i32, p = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
+    lib.qfx_cast.argtypes = [p, p, i64, i32, i32, i32, i32, i32, i32, ctypes.c_double, i32]
+    lib.qfx_cast.restype = i32
+    lib.qfx_cast_backward.argtypes = [p, p, p, i64, i32, i32, i32, i32, i32, ctypes.c_double, ctypes.c_float, ctypes.c_float, i32,
+                                      i32, ctypes.POINTER(ctypes.c_double), ctypes.POINTER(i32),
+                                      ctypes.POINTER(i32)]
+    lib.qfx_cast_backward.restype = i32
+    return lib
+
+
+def kernel() -> ctypes.CDLL | None:
+    """The loaded kernel library, built on first use; None when unavailable (see module doc)."""
+    if os.environ.get("QFX_FUSED", "1") == "0":
+        return None
+    if "lib" in _state:
+        return _state["lib"]
+    with _lock:
+        if "lib" not in _state:
+            lib = None
+            cxx = compiler()
+            if cxx is not None:
+                try:
+                    path = _build(cxx)
+                    lib = _bind(ctypes.CDLL(str(path)))
+                    _state["path"] = path
+                except (OSError, subprocess.SubprocessError) as e:
+                    _state["error"] = str(e)
+            else:
+                _state["error"] = "no C++ compiler ($CXX, c++, g++ or clang++)"
+            _state["lib"] = lib
+    return _state["lib"]
+
+
+def info() -> dict:
+    """``{"path", "built" (compiled by this process), "error"}`` of the last :func:`kernel` call."""
+    return {k: _state.get(k) for k in ("path", "built", "error")}

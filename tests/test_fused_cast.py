@@ -1,0 +1,211 @@
+"""The fused CPU cast kernel (qfx/fused/cast.cpp) against the pure-torch kernels and the integer cast.
+
+Every comparison is exact equality: the forward cast in every rounding and overflow mode (ties,
+overflow, huge and tiny values), the training gradients (dL/dx and the binary-point gradient, bit for
+bit), whole-model eval and training steps with the kernel on and off; plus the build cache and the
+fallback when there is no C++ compiler.
+"""
+import importlib
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from qfx_compile import qfx
+from qfx_compile.fixed.cast import float_to_raw
+from qfx_compile.fixed.types import OVERFLOW_MODES, ROUNDING_MODES, FixedType
+from qfx_compile.qfx import fused
+
+Q = importlib.import_module("qfx_compile.qfx.quantize")  # the module (qfx.quantize is the function)
+pytestmark = [pytest.mark.xdist_group("qfx"),
+              pytest.mark.skipif(fused.kernel() is None, reason=f"no fused kernel: {fused.info()['error']}")]
+
+MODES = list(itertools.product(ROUNDING_MODES, OVERFLOW_MODES))
+
+
+def _values(t: FixedType, dtype, n=4000, seed=0):
+    """Random values over the range and beyond, every grid point's tie (+-lsb/2) and neighbours, overflow."""
+    g = torch.Generator().manual_seed(seed)
+    lsb = 2.0 ** -t.frac_bits
+    span = 2.0 ** t.int_bits
+    raw = torch.randint(-(1 << (t.width + 1)), 1 << (t.width + 1), (n,), generator=g, dtype=torch.int64)
+    ties = raw.double() * lsb / 2  # every other one a tie, and beyond the range on both sides
+    rnd = torch.randn(n, generator=g, dtype=torch.float64) * span
+    special = torch.tensor([0.0, -0.0, lsb / 2, -lsb / 2, lsb / 4, -lsb / 4, 2.0 ** -140, -2.0 ** -140, span / 2,
+                            -span / 2, span, -span, span * 2, -span * 2, 2.0 ** 100 * span, -3.0e38, 3.0e38],
+                           dtype=torch.float64)
+    x = torch.cat([ties, ties + lsb / 64, ties - lsb / 64, rnd, special])
+    if dtype == torch.float32:
+        x = x.float()
+        bits = torch.randint(-2 ** 31, 2 ** 31 - 1, (n,), generator=g, dtype=torch.int32).view(torch.float32)
+        x = torch.cat([x, bits])
+    return x[torch.isfinite(x)]  # non-finite inputs are outside the cast's contract
+
+
+F32_TYPES = [(8, 3, True), (8, 3, False), (1, 0, True), (1, 1, False), (16, 6, True), (5, 9, True), (22, -3, True),
+             (24, 24, False), (12, 40, True), (6, -100, False)]
+F64_TYPES = [(8, 3, True), (16, 6, False), (1, 0, True), (33, 33, True), (50, 10, True), (45, 2, False),
+             (20, -400, True)]
+
+
+@pytest.mark.parametrize("rounding,overflow", MODES)
+def test_forward_equals_torch_kernels_and_integer_cast(rounding, overflow):
+    for dtype, types in ((torch.float32, F32_TYPES), (torch.float64, F64_TYPES)):
+        for w, i, signed in types:
+            t = FixedType(w, i, signed, rounding, overflow)
+            x = _values(t, dtype)
+            ref = Q._cast_torch(x, t.frac_bits, t.int_bits, w, signed, rounding, overflow)
+            raw = torch.from_numpy(np.asarray(float_to_raw(x.numpy(), t), dtype=np.int64))
+            assert torch.equal(ref.double(), raw.double() * 2.0 ** -t.frac_bits), t  # the torch kernels' own check
+            outs = [torch.float64] if dtype == torch.float64 else [torch.float32, torch.float64]
+            for out in outs:
+                got = Q._cast(x, t.frac_bits, t.int_bits, w, signed, rounding, overflow, out)
+                kind = Q._fused_kind(x, t.frac_bits, w, out)
+                assert kind is not None or (dtype == torch.float64 and t.frac_bits < 0), (t, dtype, out)
+                assert got.dtype == out
+                assert torch.equal(got, ref.to(out)), (t, dtype, out)
+                assert not torch.signbit(got[got == 0]).any()  # zero is +0.0 (no fixed-point value is -0)
+
+
+def test_quantize_uses_the_kernel_on_cpu(monkeypatch):
+    t = FixedType(8, 3, True, "AP_RND", "AP_SAT")
+    x = _values(t, torch.float32)
+    with monkeypatch.context() as m:  # the pure-torch kernels, as without a C++ compiler
+        m.setattr(fused, "kernel", lambda: None)
+        assert Q._fused_kind(x, t.frac_bits, 8, torch.float32) is None
+        ref = qfx.quantize(x, t)
+    assert Q._fused_kind(x, t.frac_bits, 8, torch.float32) == 0
+    assert torch.equal(qfx.quantize(x, t), ref)
+    assert torch.equal(qfx.quantize(x[::3], t), ref[::3])  # non-contiguous input
+
+
+def _train_step(t: FixedType, x: torch.Tensor, g: torch.Tensor, int_bits: int):
+    qz = qfx.Quantizer(t)
+    qz.set_int_bits(int_bits)
+    xr = x.clone().requires_grad_(True)
+    y = qz(xr)
+    y.backward(g)
+    return y.detach(), xr.grad, qz.int_bits_param.grad
+
+
+@pytest.mark.parametrize("rounding,overflow", MODES)
+def test_training_gradients_bit_for_bit(rounding, overflow, monkeypatch):
+    gen = torch.Generator().manual_seed(3)
+    for w, i, signed in [(8, 3, True), (8, 1, False), (1, 0, True), (16, 6, True), (22, 2, True), (6, 9, True)]:
+        t = FixedType(w, i, signed, rounding, overflow)
+        x = _values(t, torch.float32, n=3000)
+        g = torch.randn(x.shape, generator=gen) * torch.exp2(torch.randint(-30, 10, x.shape, generator=gen).float())
+        fused_out = _train_step(t, x, g, i)
+        with monkeypatch.context() as m:
+            m.setattr(fused, "kernel", lambda: None)
+            torch_out = _train_step(t, x, g, i)
+        assert torch.equal(fused_out[0], torch_out[0]), t  # equal values (the kernel writes no -0.0)
+        for a, b in zip(fused_out[1:], torch_out[1:]):  # gradients: the same float32 bits
+            assert torch.equal(a.view(torch.int32), b.view(torch.int32)), t
+        assert torch.equal(fused_out[0], qfx.quantize(x, t))  # the declared cast
+
+
+def test_binary_point_gradient_is_the_documented_sum():
+    """dL/dI = ln2 * S * 2**k, S = sum of round-half-even(g * d * 2**-k), from exact rationals."""
+    t = FixedType(6, 2, True, "AP_RND_CONV", "AP_SAT")
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(999, generator=gen) * 3
+    g = torch.randn(999, generator=gen)
+    q, gx, gib = _train_step(t, x, g, 2)
+    lo, hi = t.raw_min * 2.0 ** -t.frac_bits, t.raw_max * 2.0 ** -t.frac_bits
+    n, gmax = x.numel(), max(abs(float(v)) for v in g)
+    k = math.ceil(math.log2(n)) + math.frexp(gmax)[1] + t.int_bits - 52
+    s, exact = 0, Fraction(0)
+    for xi, gi, qi in zip(x.tolist(), g.tolist(), q.tolist()):
+        inside = lo <= xi <= hi
+        d = float(np.float32(qi) - np.float32(xi)) if inside else qi  # q - x in float32
+        p = Fraction(gi) * Fraction(d)
+        exact += p
+        s += round(p / Fraction(2) ** k)  # Python rounds half to even
+    assert gib.item() == float(np.float32(s * 2.0 ** k * math.log(2)))
+    assert torch.equal(gx, torch.where((x >= lo) & (x <= hi), g, torch.zeros_like(g)))
+    assert abs(Fraction(s) * Fraction(2) ** k - exact) <= n * Fraction(2) ** (k - 1)  # one rounding per term
+
+
+def test_binary_point_gradient_ignores_order_and_threads():
+    t = FixedType(8, 4, True, "AP_RND_CONV", "AP_SAT")
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(300_000, generator=gen) * 5
+    g = torch.randn(300_000, generator=gen)
+    perm = torch.randperm(x.numel(), generator=gen)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for nt, p in ((1, None), (2, None), (2, perm)):
+            torch.set_num_threads(nt)
+            xs, gs = (x, g) if p is None else (x[p], g[p])
+            results.append(_train_step(t, xs, gs, 4)[2])
+    finally:
+        torch.set_num_threads(threads)
+    assert results[0].item() == results[1].item() == results[2].item()
+
+
+def test_model_eval_and_training_step_equal_with_and_without_kernel(monkeypatch):
+    from torch import nn
+
+    def run():
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                            nn.Linear(4 * 5 * 5, 3))
+        x = torch.randn(16, 1, 12, 12)
+        cfg = qfx.QFXConfig(weight="ap_fixed<6,1,AP_RND,AP_SAT>", activation="ap_fixed<8,3,AP_TRN,AP_WRAP>")
+        model = qfx.quantize_model(net, cfg, x)
+        model.train()
+        loss = model(x).square().sum()
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        model.eval()
+        with torch.no_grad():
+            return model(x), grads
+
+    out_f, grads_f = run()
+    monkeypatch.setattr(fused, "kernel", lambda: None)
+    out_t, grads_t = run()
+    assert torch.equal(out_f, out_t)
+    assert len(grads_f) == len(grads_t) and all(torch.equal(a, b) for a, b in zip(grads_f, grads_t))
+
+
+_PROBE = """
+import json, sys
+from qfx_compile.qfx import fused
+import torch
+from qfx_compile import qfx
+lib = fused.kernel()
+y = qfx.quantize(torch.tensor([0.3, -1.7, 9.0, -0.625]), qfx.FixedType(4, 2, True, "AP_RND_INF", "AP_SAT"))
+print(json.dumps({"loaded": lib is not None, "y": y.tolist(), **{k: str(v) for k, v in fused.info().items()}}))
+"""
+
+
+def _probe(env_extra):
+    env = {**os.environ, **env_extra}
+    env.pop("QFX_FUSED", None)
+    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_build_is_cached(tmp_path):
+    first = _probe({"QFX_CACHE_DIR": str(tmp_path)})
+    built = list(tmp_path.glob("qfx_cast_*.so"))
+    assert first["loaded"] and first["built"] == "True" and len(built) == 1
+    mtime = built[0].stat().st_mtime_ns
+    second = _probe({"QFX_CACHE_DIR": str(tmp_path)})
+    assert second["loaded"] and second["built"] == "False" and second["path"] == str(built[0])
+    assert built[0].stat().st_mtime_ns == mtime and first["y"] == second["y"] == [0.25, -1.75, 1.75, -0.75]
+
+
+def test_no_compiler_falls_back_to_torch(tmp_path):
+    r = _probe({"QFX_CACHE_DIR": str(tmp_path), "CXX": str(tmp_path / "no-such-compiler")})
+    assert not r["loaded"] and "compiler" in r["error"]
+    assert r["y"] == [0.25, -1.75, 1.75, -0.75] and not list(tmp_path.glob("*.so"))

@@ -337,6 +337,14 @@ def test_split_structure(files):
     assert any(n.endswith("fc2/Gemm/merge_rows") for n in names) and any(n.endswith("fc5/Gemm/merge_rows")
                                                                          for n in names)
     assert ops.count(("merge_rows", "Gemm/merge_rows")) == 3
+    # fc1's rows have per-channel binary points: unified, the layer's weight needs 11 bits; its fixed-point
+    # rows (int_bits 1, 1, 0, 1, 1) need fewer at the same binary point, so its multipliers are narrower
+    w = next(n for n in g.nodes if n.name == "fc1/Gemm").params["weight"]
+    wd = dsp.params["weight"]
+    rows = w.raw[[0, 2, 3, 6, 9]]
+    need = next(b for b in range(1, 64) if -(1 << (b - 1)) <= rows.min() and rows.max() < (1 << (b - 1)))
+    assert w.type.width == 11 and wd.type.width == need < 11 and wd.type.frac_bits == w.type.frac_bits
+    assert np.array_equal(wd.raw, rows)
     # each part's accumulator holds its rows' sums: never wider than the layer's
     for part in (dsp, kh):
         assert part.attrs["acc_type"].width <= g.nodes[[n.name for n in g.nodes].index("fc1/Gemm")].attrs[

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..fixed.types import FixedType
 from ..ir.graph import Const, Graph, Node, Tensor
+from ..ir.ops.base import as_wide
 from ..ir.ops import get as get_op
 
 
@@ -148,6 +150,20 @@ def _rows(c: Const | None, idx: np.ndarray, khot: bool) -> Const | None:
                  digits=c.digits if k is not None else None)
 
 
+def _narrow(c: Const) -> Const:
+    """The same mantissas, at the same binary point, in the narrowest type of the constant's signedness that
+    holds them (a row subset of a weight unified across all rows may need fewer bits for its multipliers)."""
+    if c.int_bits is not None or not np.asarray(c.raw).size:
+        return c
+    raw = as_wide(np.asarray(c.raw))
+    t = FixedType.for_raw_range(min(int(raw.min()), 0), max(int(raw.max()), 0), c.type.frac_bits,
+                                signed=c.type.signed)
+    if t.width >= c.type.width:
+        return c
+    return Const(raw=np.asarray(c.raw), type=t.replace(rounding=c.type.rounding, overflow=c.type.overflow),
+                 int_bits=None, k_hot=c.k_hot, digits=c.digits)
+
+
 def _fresh(taken, name: str) -> str:
     while name in taken:
         name += "_"
@@ -164,9 +180,9 @@ def split_mixed_rows(graph: Graph) -> Graph:
     and ``<name>/khot_rows`` (the K-hot rows and their shift-add terms), and a ``merge_rows`` node
     ``<name>/merge_rows`` that writes their channels in the layer's order to the layer's output tensor.
 
-    Each part keeps the layer's input, ``out_type`` and window attributes, takes its rows of the weight and
-    bias and gets its own accumulator (the interval rule of the op on its rows: never wider than the
-    layer's). The values are those of the layer, channel by channel. A weight whose ``k_hot`` has no K > 0
+    Each part keeps the layer's input, ``out_type`` and window attributes, takes its rows of the weight (in
+    the smallest type that holds them) and bias and gets its own accumulator (the interval rule of the op
+    on its rows: never wider than the layer's). The values are those of the layer, channel by channel. A weight whose ``k_hot`` has no K > 0
     becomes plain. A grouped convolution with mixed rows raises :class:`LowerError`.
     """
     g = graph.copy()
@@ -195,6 +211,7 @@ def split_mixed_rows(graph: Graph) -> Graph:
                 attrs["terms"] = [n.attrs["terms"][j] for j in idx]
                 attrs["adders"] = sum(max(len(t) - 1, 0) for t in attrs["terms"])
             params = {k: _rows(c, idx, part == "khot_rows") for k, c in n.params.items()}
+            params["weight"] = _narrow(params["weight"])
             name = _fresh(node_names, f"{n.name}/{part}")
             node_names.add(name)
             tname = _fresh(g.tensors, f"{out}/{part}")

@@ -404,6 +404,42 @@ def test_illegal_widths_not_packed_with_reason(tmp_path, capsys):
     assert 0 < only_e2 < len(wide)  # one layer fits only the 27-bit port, one neither
 
 
+def test_packed_shape_from_layer_sizes_and_reasons():
+    """A packed layer has (products per row) * ceil(rows / 2) packed products per output (odd rows: one zero row),
+    each one DSP; LUT multipliers (mul_impl 2), a single row per group (depthwise) and wide operands are not
+    packed, each with its reason."""
+    for rows, per in ((10, 24), (5, 9), (2, 1), (7, 36)):
+        s = E.LayerShape("mul", products=rows * per, read_cycles=per, outputs=3, writes=rows, max_reuse=rows * per,
+                         natural_reuse=rows, a_bits=8, b_bits=8, x_type=(8, True), w_type=(8, True))
+        ps, how = E.packed_shape(s, "DSP48E2")
+        assert ps.products == per * ((rows + 1) // 2) and ps.max_reuse == ps.products and "a*2^16 + b" in how
+        for reuse in (rows, 3, 10**6):
+            plain, packed = E.estimate_layer(s, reuse, E.MUL_DSP, "DSP48E2"), E.estimate_layer(ps, reuse, 0, "DSP48E2")
+            r = min(reuse, ps.products)
+            assert packed.packed and packed.dsp == packed.multipliers == math.ceil(ps.products / r)
+            assert packed.lut == packed.dsp * 17 and packed.dsp <= plain.dsp and packed.cycles <= plain.cycles
+            if reuse == rows:  # the natural reuse: about half the DSPs, no more cycles
+                assert plain.dsp == per and packed.dsp == math.ceil(per * math.ceil(rows / 2) / min(rows, ps.products))
+        assert E.packed_shape(s, "DSP48E2", E.MUL_FABRIC)[1].startswith("mul_impl 2")
+    one = E.LayerShape("mul", products=9, writes=1, max_reuse=9, x_type=(8, True), w_type=(8, True))
+    assert E.packed_shape(one, "DSP48E2") == (None, "one output per group: no pair of rows to share a multiply")
+    wide = E.LayerShape("mul", products=8, writes=2, max_reuse=8, x_type=(16, True), w_type=(8, True))
+    ps, why = E.packed_shape(wide, "DSP48E2")
+    assert ps is None and "8-bit signed weights x 16-bit signed inputs" in why and "27-bit port" in why
+
+
+def test_dsp_pack_option_checked(tmp_path, capsys):
+    """--config dsp_pack outside 0..1 is a user error (exit 2) naming the option and its values."""
+    from qfx_compile.cli import main
+    from qfx_compile.testing.models import export_zoo_model
+    model = export_zoo_model("mlp", tmp_path, vectors=2)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"default": {"dsp_pack": 2}}))
+    assert main([model, "-o", str(tmp_path / "p"), "--config", str(cfg), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "default.dsp_pack must be an integer in 0..1" in err and "two products per DSP" in err
+
+
 def test_illegal_widths_kernel_static_assert(tmp_path):
     """The packed kernel refuses widths outside the rule at compile time (it never computes a wrong product)."""
     src = ('#include "qfx.h"\nstruct cfg { typedef ap_fixed<12,2> in_t; typedef ap_fixed<10,1> w_t; '

@@ -542,3 +542,26 @@ def test_rtl_of_the_khot_rows(projects):
     r = subprocess.run(["make", "rtl-sim"], cwd=out, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count(" passed, 0 failed") == len(khot), r.stdout
+
+
+def test_size_prechecks_count_the_fixed_point_rows(tmp_path):
+    """The size checks before the frontend (from the file) and before the passes (from the graph) leave out the
+    K-hot rows (adders) but count the fixed-point rows (memory): a huge weight cannot pass as 'K-hot'."""
+    from qfx_compile.backend.project import precheck_size
+    from qfx_compile.frontend.untrusted import weight_arrays
+    from qfx_compile.ir.graph import Const, Graph, Tensor
+    from qfx_compile.targets import TargetError
+
+    p = _one_layer(tmp_path / "m.onnx", [0, 2, 0, 0], w=np.ones((4, 6), np.int64))
+    got = {a[1].split("_")[0]: a for a in weight_arrays(str(p))}
+    assert got["fc.weight"][2:] == (8, 3 * 6)  # 3 fixed-point rows of 6 weights of 8 bits
+    big = np.ones((400, 4096), dtype=np.int64)  # 399 fixed-point rows: 13 Mbit, more BRAM than pynq-z2 has
+    k = np.zeros(400, dtype=np.int64)
+    k[7] = 1
+    g = Graph("big", ["x"], ["y"], [Node("fc", "dense", ["x"], ["y"], {"out_type": OUT},
+                                         {"weight": Const(big, W8, k_hot=k, digits="csd")})],
+              {"x": Tensor("x", (4096,), IN_VEC), "y": Tensor("y")})
+    with pytest.raises(TargetError, match="do not fit pynq-z2"):
+        precheck_size(g, "pynq-z2")
+    k[:] = 1  # every row K-hot: adders, no weight memory
+    precheck_size(g, "pynq-z2")

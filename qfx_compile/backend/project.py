@@ -70,14 +70,18 @@ def precheck_size(graph: Graph, target: str | Target = "ultra96", part: str | No
     """Refuse, before the passes and the plan, weights that cannot fit the part whatever the layout.
 
     Counts each constant array as stored (width x elements, FINN's BRAM model; K-hot constants become
-    adders, not memory, and are left out) against the whole part: a lower bound, so that a model many times
-    too big is refused in seconds; :func:`check_fits` on the plan's arrays applies the budget share after."""
+    adders, not memory, and are left out, all but their fixed-point rows) against the whole part: a lower
+    bound, so that a model many times too big is refused in seconds; :func:`check_fits` on the plan's arrays
+    applies the budget share after."""
     arrays = []
     for n in graph.nodes:
         for k, c in n.params.items():
-            if c.k_hot is not None:
-                continue
-            arrays.append((n.name, k, int(c.type.width), int(np.asarray(c.raw).size)))
+            rows = c.khot_rows()  # K-hot rows are adders: only the fixed-point rows (K = 0) are counted
+            size = int(np.asarray(c.raw).size)
+            if rows is not None:
+                size = size * int((~rows).sum()) // max(1, rows.size)
+            if size:
+                arrays.append((n.name, k, int(c.type.width), size))
     precheck_arrays(arrays, target, part, clock_ns)
 
 

@@ -115,7 +115,8 @@ def load_vectors_npz(text: str, fix: str, path: str) -> tuple[np.ndarray, np.nda
 def weight_arrays(path: str) -> list[tuple[str, str, int, int]]:
     """``(node, initializer, width, elements)`` of every constant a FixedPoint or QONNX Quant casts, read
     from the protobuf alone (no array is decoded or quantized): the input of a size check that runs before
-    the frontend builds anything large. K-hot constants (``k_hot`` set: adders, not memory) are left out.
+    the frontend builds anything large. K-hot constants (``k_hot`` set: adders, not memory) are left out,
+    but for their fixed-point rows (K = 0, Mix and Match).
     Returns [] for a file that does not parse (the frontend then says what is wrong with it)."""
     import os
 
@@ -141,8 +142,12 @@ def weight_arrays(path: str) -> list[tuple[str, str, int, int]]:
         width = None
         if n.op_type == "FixedPoint":
             attrs = {a.name: a for a in n.attribute}
-            if "k_hot" in attrs:
-                continue
+            if "k_hot" in attrs:  # its fixed-point rows (K = 0) only: a lower bound of the memory
+                ks = list(attrs["k_hot"].ints)
+                plain = sum(1 for k in ks if k == 0)
+                if not plain:
+                    continue
+                elements = elements * plain // len(ks)
             if "width" in attrs:
                 width = int(attrs["width"].i)
         elif n.op_type in ("Quant", "IntQuant") and len(n.input) > 3 and n.input[3] in inits:

@@ -215,7 +215,8 @@ def _step(console, text: str, quiet: bool):
 @click.option("--softmax", type=click.Choice(["argmax"]), default=None,
               help="argmax: drop a final Softmax; the design outputs its input, whose argmax is the model's decision.")
 @click.option("--explore", is_flag=True,
-              help="Search every layer's reuse, multiplier binding (DSP/LUT) and shift-add form for the most "
+              help="Search every layer's reuse, multiplier binding (DSP, LUT, or DSP packing: two products per DSP) "
+                   "and shift-add form for the most "
                    "samples/s within the budget, then the least latency and resources; compile the chosen design "
                    "and write explore.json, explore_config.json and explore.png in OUTDIR.")
 @click.option("--budget", default=None, metavar="SHARES",

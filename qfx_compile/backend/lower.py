@@ -170,10 +170,6 @@ def _fresh(taken, name: str) -> str:
     return name
 
 
-#: Name suffixes of the two cores and the merge of a layer with mixed rows (``--config`` keys).
-MIXED_PARTS = ("dsp_rows", "khot_rows", "merge_rows")
-
-
 def split_mixed_rows(graph: Graph) -> Graph:
     """A ``dense``/``conv2d`` whose weight has mixed rows (``Const.mixed_rows``: ``k_hot`` 0 on some output
     channels) -> two layers on the same input, ``<name>/dsp_rows`` (the fixed-point rows: a multiplier core)
@@ -182,7 +178,8 @@ def split_mixed_rows(graph: Graph) -> Graph:
 
     Each part keeps the layer's input, ``out_type`` and window attributes, takes its rows of the weight (in
     the smallest type that holds them) and bias and gets its own accumulator (the interval rule of the op
-    on its rows: never wider than the layer's). The values are those of the layer, channel by channel. A weight whose ``k_hot`` has no K > 0
+    on its rows: never wider than the layer's). The values are those of the layer, channel by channel.
+    The node names are the ``--config`` keys of the two cores. A weight whose ``k_hot`` has no K > 0
     becomes plain. A grouped convolution with mixed rows raises :class:`LowerError`.
     """
     g = graph.copy()

@@ -31,8 +31,8 @@ meet again only after a global pooling: up to a whole map, as before).
 Margin (:func:`ForkDepth.depth`), stated, for what the sequential programs leave out:
 
 * a loop pipelined at II=1 issues the reads of later iterations before the write of an earlier
-  one leaves the pipeline: every process between the fork and ``J`` is taken to read up to
-  :data:`LOOKAHEAD` tokens further (program order) before each write, on the branch being waited
+  one leaves the pipeline: every process between the fork and ``J``, and ``J``, is taken to read up
+  to :data:`LOOKAHEAD` tokens further (program order) before each write, on the branch being waited
   for, and none further on the copy being sized (the worst of both);
 * ``fanout2`` writes both copies in one pipelined iteration: +1 token.
 
@@ -182,9 +182,11 @@ def fork_depths(processes: list[Process], depths: dict[str, int] | None = None) 
 
 
 def _demands(join, inner, by_name, prog, lookahead) -> dict[str, np.ndarray]:
-    """Tokens demanded of every stream into the region, per step of ``join``'s program."""
+    """Tokens demanded of every stream into the region, per step of ``join``'s program (``lookahead``: every
+    process, the join too, has issued that many further reads)."""
     jp, j = prog(join), by_name[join]
-    dem = {s: jp.reads[i] for i, s in enumerate(j.ins)}
+    at = jp.ahead(np.arange(len(jp.reads[0])), lookahead)
+    dem = {s: jp.reads[i][at] for i, s in enumerate(j.ins)}
     for x in inner:
         p, xp = by_name[x], prog(x)
         steps = xp.ahead(xp.prefix([dem[s] for s in p.outs]), lookahead)

@@ -37,6 +37,8 @@ from qfx_compile.ir.ops import OpError, get
 from qfx_compile.ir.passes import infer_shapes, run_default_passes
 from qfx_compile.testing.csim_batch import build_testbenches, precompiled_header
 
+#: one worker builds the module's projects once (make test runs pytest -n with --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("mixed_rows")
 JOBS = int(os.environ.get("QFX_TEST_JOBS", "2"))
 IN_VEC = F(8, 3, True, "AP_RND_CONV", "AP_SAT")
 HID = F(10, 4, True, "AP_RND_CONV", "AP_SAT")

@@ -159,7 +159,8 @@ def _summary(console, report: dict) -> None:
         console.print(f"dsp_pack {L['name']}: {L['dsp_pack']}", markup=False, highlight=False)
     console.print(f"input {short_type(report['input']['type'])} HWC {report['input']['shape_hwc']}, output "
                   f"{short_type(report['output']['type'])} HWC {report['output']['shape_hwc']}; weight memory "
-                  f"{tot['weight_bram18']} BRAM18 of {tot['part_bram18']}, {tot['weight_lutram_luts']} LUTs of ROM.",
+                  f"{tot['weight_bram18']} BRAM18 of {tot['part_bram18']}, {tot['weight_lutram_luts']} LUTs of ROM; "
+                  f"stream FIFOs {tot['fifo_bram18']} BRAM18, {tot['fifo_luts']} LUTs.",
                   markup=False, highlight=False)
     v = report["vectors"]
     console.print(f"test vectors: {v['count']} ({v['source']}).", markup=False, highlight=False)

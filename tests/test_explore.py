@@ -103,6 +103,7 @@ def _check_report_matches(out: Path):
     assert ch["interval_cycles"] == tot["interval_cycles"] and ch["latency_cycles"] == tot["latency_cycles"]
     assert ch["lut"] == tot["lut_estimate"] + tot["weight_lutram_luts"] + ex["fifo"]["lut"]
     assert ch["bram18"] == tot["weight_bram18"] + ex["fifo"]["bram18"]
+    assert (tot["fifo_bram18"], tot["fifo_luts"]) == (ex["fifo"]["bram18"], ex["fifo"]["lut"])
     for k, lim in ex["budget"].items():
         assert ch[k] <= lim
     by_name = {L["name"]: L for L in rep["layers"]}

@@ -26,6 +26,8 @@ from qfx_compile.backend import fifo, toolchain
 from qfx_compile.ir.graph import Node
 from qfx_compile.ir.ops import get as get_op
 
+pytestmark = pytest.mark.xdist_group("fifo")   # the traced projects are built once
+
 TRACE_STREAM_H = r"""#pragma once
 #include <cstdio>
 #include <cstdlib>

@@ -130,6 +130,16 @@ def fifo_cost(width: int, depth: int) -> tuple[int, int]:
     return bram18_for(width, depth), 0
 
 
+def fifos_cost(fifos) -> tuple[int, int]:
+    """(BRAM18, LUT) of stream FIFOs given as ``(width, depth)`` pairs, each by :func:`fifo_cost` (the depths:
+    2 for a chain stream, the deadlock analysis of ``backend/fifo.py`` for a fork copy)."""
+    bram = lut = 0
+    for w, d in fifos:
+        b, n = fifo_cost(w, d)
+        bram, lut = bram + b, lut + n
+    return bram, lut
+
+
 def ff_estimate(lut: int) -> int:
     """Flip-flops of a datapath pipelined at II=1: one register per LUT output (DSP48s register inside).
     A coarse rule until measured; the parts have two FFs per LUT, so FFs bind after LUTs."""

@@ -303,10 +303,7 @@ def explore(graph, target: Target, *, part: str | None = None, clock_ns: float |
     # FIFOs: independent of the layer options
     _l, streams, _f, _i, _o = _streams(g, tensors, layers)
     width_of = {T.typedef: T.type.width for T in tensors.values()}
-    fb = fl = 0
-    for st in streams:
-        b, lut = E.fifo_cost(width_of.get(st.typedef, 32), st.depth)
-        fb, fl = fb + b, fl + lut
+    fb, fl = E.fifos_cost((width_of.get(st.typedef, 32), st.depth) for st in streams)
 
     def design(picks: list[int]) -> Design:
         cs = [cands[i][p] for i, p in enumerate(picks)]

@@ -15,7 +15,7 @@ import jinja2
 
 from ..resources import hls_lib_dir, templates_dir
 from . import names
-from .estimate import DSP_SHARE, LUT_MUL_BITS
+from .estimate import DSP_SHARE, LUT_MUL_BITS, fifos_cost
 
 def environment() -> jinja2.Environment:
     return jinja2.Environment(
@@ -49,6 +49,8 @@ def report_dict(plan, *, model_path: str, n_vectors: int, vectors_source: str, c
         })
     mem = plan.memory
     tgt = plan.target
+    width_of = {T.typedef: T.type.width for T in plan.tensors}
+    fifo = fifos_cost((width_of[s.typedef], s.depth) for s in plan.streams)
     return {
         "tool": "qfx-compile", "format": 2,
         "model": names.comment(Path(model_path).name, 120),
@@ -67,6 +69,7 @@ def report_dict(plan, *, model_path: str, n_vectors: int, vectors_source: str, c
                    "samples_per_s": round(design.samples_per_s, 1),
                    "latency_us": round(design.latency_cycles * plan.clock_ns / 1000, 2),
                    "weight_bram18": mem.bram18, "weight_lutram_luts": mem.lut, "weight_bits": mem.bits,
+                   "fifo_bram18": fifo[0], "fifo_luts": fifo[1],
                    "part_bram18": tgt.bram36 * 2, "part_dsp": tgt.dsp, "part_lut": tgt.lut,
                    "dsp_budget": int(tgt.dsp * DSP_SHARE)},
         "estimate_rules": "qfx_compile/backend/estimate.py: DSPs per product by operand widths "

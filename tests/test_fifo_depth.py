@@ -143,6 +143,16 @@ def test_simulation_finds_a_deadlock_and_a_pass():
     assert need["b"].need == 3 and need["a"].need <= 1
 
 
+def test_a_process_without_token_rule_keeps_whole_map_copies():
+    procs = [fifo.Process("src", (), ("x",), fifo.source_ops(6)),
+             fifo.Process("fan", ("x",), ("a", "b"), fifo.fanout_ops(6)),
+             fifo.Process("branch", ("a",), ("y",), None),
+             fifo.Process("join", ("y", "b"), ("z",), np.asarray([0, 1, -1] * 6, np.int8)),
+             fifo.Process("sink", ("z",), (), fifo.sink_ops(6))]
+    need = fifo.fork_depths(procs)
+    assert need["a"].need is None and need["a"].depth == need["b"].depth == 6
+
+
 def test_pipelined_moves_writes_after_further_reads():
     assert pipelined([0, -1, 0, -1, 0, -1], 1) == [0, 0, -1, 0, -1, -1]
     assert pipelined([0, 1, -1, 0, 1, -1], 2) == [0, 1, 0, 1, -1, -1]

@@ -15,6 +15,12 @@ QFX_LABEL(elems)
     for (unsigned i = 0; i < C::n; i++) {
         QFX_PRAGMA(HLS PIPELINE II=1)
         typename C::in_t x = in.read();
+#ifdef QFX_NATIVE_MANTISSAS
+        if (fixed_traits<typename C::in_t>::width <= 63) {  // C simulation: the sign of the mantissa
+            out.write(mant64(x) < 0 ? zero<typename C::in_t>() : x);
+            continue;
+        }
+#endif
         if (x < 0) x = 0;
         out.write(x);
     }

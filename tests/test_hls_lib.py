@@ -469,6 +469,28 @@ def elementwise_cases(rng):
             f"const {tout.cpp()} y = acc; out.write(y); " + "}")
     cases.append((Case("shl_expr", f"typedef {tx.cpp()} in_t;", call, [], [(tx.cpp(), x)], tout.cpp(), 1),
                   cast(acc, f, tout)[:, None]))
+    # wide casts at the int64 limits of the native C simulation cast (qfx_types.h native_cast: exact where every
+    # intermediate stays below 2**62, else the ap_fixed form): ties and both neighbours at the dropped bit, the
+    # extremes, every rounding mode, the overflow modes in turn
+    for k, (tin, fout, wout, signed) in enumerate((
+            (T("ap_fixed<62,30>"), 31, 62, True),     # s = 1
+            (T("ap_fixed<62,30>"), -8, 40, True),     # s = 40
+            (T("ap_ufixed<61,30>"), -30, 20, False),  # s = 61 (unsigned: 62 signed bits)
+            (T("ap_fixed<62,30>"), -30, 62, True),    # s = 62: the last native one
+            (T("ap_fixed<62,30>"), -31, 8, True),     # s = 63: the ap_fixed form
+            (T("ap_fixed<40,10>"), 40, 62, True),     # s = -10: shifted left
+            (T("ap_fixed<64,20>"), 30, 63, False))):  # 64-bit source, 63-bit output: the ap_fixed form
+        s = tin.frac_bits - fout
+        v = rand_raw(tin, 300, rng)
+        if s > 0:
+            kk = rng.integers(tin.raw_min >> s, (tin.raw_max >> s) + 1, size=100, dtype=np.int64)
+            ties = np.concatenate([(kk << s) + (1 << (s - 1)) + d for d in (-1, 0, 1)])
+            v = np.concatenate([v, ties[(ties >= tin.raw_min) & (ties <= tin.raw_max)]])
+        for i, q in enumerate(ROUNDINGS):
+            tout = FixedType(wout, wout - fout, signed, q, OVERFLOWS[(i + k) % 4])
+            cfg = f"typedef {tin.cpp()} in_t; typedef {tout.cpp()} out_t; static const unsigned n = {v.size};"
+            cases.append((Case(f"cast_wide{k}_{q}", cfg, "qfx::cast<cfg>(in0, out)", [], [(tin.cpp(), v[None, :])],
+                               tout.cpp(), v.size), cast(v[None, :], tin.frac_bits, tout)))
     # fanout2: out = copy A, then copy B (appended by the driver)
     for name, t, n in (("fanout_s", T("ap_fixed<9,4>"), 37), ("fanout_u", T("ap_ufixed<3,1>"), 1)):
         v = np.stack([rand_raw(t, n, rng) for _ in range(3)])
@@ -616,16 +638,21 @@ def test_layer_kernels(layers, name):
 
 
 @pytest.fixture(scope="module")
-def layers_ap():
-    """The same cases built with ap_int mantissas everywhere (-DQFX_CSIM_AP_MANTISSAS): what synthesis reads."""
-    cases = layer_cases(np.random.default_rng(5))
-    return build("layers_ap", [c for c, _ in cases], ("-DQFX_CSIM_AP_MANTISSAS",)), cases
+def ap_builds():
+    """Every layer and element-wise case built on ap_fixed / ap_int only (-DQFX_CSIM_AP_MANTISSAS): what
+    synthesis reads. The default builds run them on int64_t mantissas (qfx_mac.h, qfx_types.h native_cast);
+    both must equal the oracle."""
+    out = {}
+    for tag, make, seed in (("layers_ap", layer_cases, 5), ("elementwise_ap", elementwise_cases, 7)):
+        cases = make(np.random.default_rng(seed))
+        exe = build(tag, [c for c, _ in cases], ("-DQFX_CSIM_AP_MANTISSAS",))
+        out.update({c.name: (exe, c, e) for c, e in cases})
+    return out
 
 
-@pytest.mark.parametrize("name", [n for n in LAYER_NAMES if n.startswith(("dense", "conv"))])
-def test_layer_kernels_ap_mantissas(layers_ap, name):
-    exe, cases = layers_ap
-    case, expected = next((c, e) for c, e in cases if c.name == name)
+@pytest.mark.parametrize("name", LAYER_NAMES + ELEM_NAMES)
+def test_kernels_ap_mantissas(ap_builds, name):
+    exe, case, expected = ap_builds[name]
     check(exe, case, expected)
 
 

@@ -25,6 +25,12 @@ K-hot Linear/Conv layer keeps ``lut_rows`` of its rows (output channels) K-hot i
 weight type (DSP multiplies): per-row K ``[K or 0, ...]`` in the weight quantizer and in
 the exported ``k_hot``. :func:`assign_rows` chooses the rows (quantize_model calls it
 once, after calibration) and re-chooses them during training.
+
+Learned word lengths (``learn_width=True``, overridable per layer): the weight tensor and the
+output (activation) cast of every layer, and the input cast, learn their width W within
+``[min_width, max_width]`` (``max_width=None``: the declared width, so training can only narrow
+a type) beside their binary point (:meth:`Quantizer.learn_width`); biases and BatchNorm
+constants keep their declared widths. Eval mode and the export use the current integer widths.
 """
 from __future__ import annotations
 
@@ -79,6 +85,9 @@ class QFXConfig:
     unsigned_relu: bool = False
     lut_rows: float | int | str | None = None
     target: str | None = None
+    learn_width: bool = False
+    min_width: int = 2
+    max_width: int | None = None
     overrides: dict = dataclasses.field(default_factory=dict)
 
 
@@ -151,6 +160,16 @@ class _Resolver:
             check_khot(opts["k_hot"], opts["digits"], opts["weight"].width, f"{where}: k_hot")
         if not opts["weight"].signed:
             raise ValueError(f"{where}: the weight type {opts['weight']} is unsigned; weights need ap_fixed")
+        if not isinstance(opts.get("learn_width"), bool):
+            raise ValueError(f"{where}: learn_width must be True or False, got {opts.get('learn_width')!r}")
+        if opts["learn_width"] and not opts["learn_int_bits"]:
+            raise ValueError(f"{where}: learn_width=True needs learn_int_bits=True (learn_int_bits=False keeps "
+                             f"every type as declared)")
+        for f, v in (("min_width", opts.get("min_width")), ("max_width", opts.get("max_width"))):
+            if (v is not None or f == "min_width") and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{where}: {f} must be an int >= 1{' or None' if f == 'max_width' else ''}, got {v!r}")
+        if opts.get("max_width") is not None and opts["min_width"] > opts["max_width"]:
+            raise ValueError(f"{where}: min_width {opts['min_width']} > max_width {opts['max_width']}")
         if opts.get("lut_rows") is not None and opts.get("k_hot") is not None:
             if isinstance(opts["k_hot"], (list, tuple)):
                 raise ValueError(f"{where}: lut_rows chooses each row's K itself (K or 0): give k_hot as one int, "
@@ -350,8 +369,9 @@ def quantize_model(model: nn.Module, config=None, example_input: torch.Tensor | 
     if len(placeholders) != 1:
         raise ValueError(f"quantize_model supports one input tensor, the model has {len(placeholders)}")
     new_name = {}
+    widths: dict[str, dict] = {}  # layer name -> its options (learn_width)
 
-    def add_module(node, base, mod, args):
+    def add_module(node, base, mod, args, opts=None):
         name = base
         i = 1
         while hasattr(gm, name):
@@ -362,6 +382,7 @@ def quantize_model(model: nn.Module, config=None, example_input: torch.Tensor | 
             new = g.call_module(name, args=args)
         node.replace_all_uses_with(new)
         g.erase_node(node)
+        widths[name] = opts
         return name
 
     for node in list(g.nodes):
@@ -382,6 +403,7 @@ def quantize_model(model: nn.Module, config=None, example_input: torch.Tensor | 
                 g.erase_node(node)
                 continue
             new_name[node.target] = new
+            widths[node.target] = opts
             _set_module(gm, node.target, new)
             _attach_row_spec(new, opts, cfg.target)
         elif node.op in ("call_function", "call_method"):
@@ -391,7 +413,7 @@ def quantize_model(model: nn.Module, config=None, example_input: torch.Tensor | 
                     and not node.kwargs:
                 opts = res.options(node.name, ("Add",))
                 add_module(node, node.name, qnn.Add(opts["residual"], learnable=opts["learn_int_bits"]),
-                           tuple(node.args))
+                           tuple(node.args), opts)
             elif t in (torch.flatten, "flatten") and len(tensors) == 1 and \
                     tuple(node.args[1:]) + tuple(node.kwargs.values()) in ((1,), (1, -1)):
                 add_module(node, node.name, qnn.Flatten(), (node.args[0],))
@@ -408,7 +430,7 @@ def quantize_model(model: nn.Module, config=None, example_input: torch.Tensor | 
                     qnn.activation.function_spec(t, node.args, node.kwargs) is not None:
                 cls, make = qnn.activation.function_spec(t, node.args, node.kwargs)
                 opts = res.options(node.name, (cls,))
-                add_module(node, node.name, make(opts), (node.args[0],))
+                add_module(node, node.name, make(opts), (node.args[0],), opts)
             elif t in (F.relu, torch.relu, "relu") and len(tensors) == 1 and len(node.args) == 1:
                 add_module(node, node.name, qnn.ReLU(), (node.args[0],))
             elif t in (torch.cat, torch.concat) and node.args and isinstance(node.args[0], (list, tuple)) and \
@@ -420,12 +442,13 @@ def quantize_model(model: nn.Module, config=None, example_input: torch.Tensor | 
             elif len(tensors) == 1 and node.args and node.args[0] is tensors[0] and \
                     _function_module(node) is not None:
                 mod = _function_module(node)
-                new = _convert_module(node.name, mod, res.options(node.name, (type(mod).__name__,)))
+                opts = res.options(node.name, (type(mod).__name__,))
+                new = _convert_module(node.name, mod, opts)
                 if new is None:
                     node.replace_all_uses_with(node.args[0])
                     g.erase_node(node)
                 else:
-                    add_module(node, node.name, new, (node.args[0],))
+                    add_module(node, node.name, new, (node.args[0],), opts)
             else:
                 what = t if isinstance(t, str) else getattr(t, "__name__", str(t))
                 raise _unsupported(node.name, f"{node.op} {what}")
@@ -441,6 +464,7 @@ def quantize_model(model: nn.Module, config=None, example_input: torch.Tensor | 
     if unused:
         raise ValueError(f"override key(s) {sorted(unused)} match no layer name or class of the model")
     gm.add_submodule("input_quant", qin)
+    widths["input_quant"] = opts
     users = list(ph.users)
     with g.inserting_after(ph):
         qnode = g.call_module("input_quant", args=(ph,))
@@ -459,6 +483,7 @@ def quantize_model(model: nn.Module, config=None, example_input: torch.Tensor | 
                              f"{cfg.input_range}")
     g.lint()
     gm.recompile()
+    _learn_widths(gm, widths)
     if cfg.unsigned_relu:
         _unsigned_activations(gm)
     for name, m in gm.named_modules():
@@ -482,6 +507,24 @@ def quantize_model(model: nn.Module, config=None, example_input: torch.Tensor | 
 
 
 _SAT = ("AP_SAT", "AP_SAT_SYM", "AP_SAT_ZERO")
+
+
+def _learn_widths(gm: fx.GraphModule, layer_opts: dict) -> None:
+    """``learn_width``: the weight and output quantizers of each layer that asks learn their width."""
+    problems = []
+    for name, opts in layer_opts.items():
+        if not opts or not opts.get("learn_width"):
+            continue
+        m = gm.get_submodule(name)
+        for attr in ("weight_quantizer", "output_quantizer"):
+            q = getattr(m, attr, None)
+            if isinstance(q, Quantizer):
+                try:
+                    q.learn_width(opts["min_width"], opts["max_width"])
+                except ValueError as e:
+                    problems.append(f"layer {name!r}: {e}")
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def _unsigned_activations(gm: fx.GraphModule) -> None:

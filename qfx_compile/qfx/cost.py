@@ -20,8 +20,15 @@ log-sum-exp soft minimum at temperature :data:`TEMPERATURE`, and each ``ceil`` t
 argument, so ``d cost / d I_c`` is nonzero (negative) exactly on the channels whose binary
 point sets the common width. (Raising the top channel's ``I`` widens nothing: its values
 keep their magnitude and lose low bits, checked in tests/test_hardware_cost.py.) Widths that do not depend on ``I`` (a per-tensor type keeps its width
-whatever its binary point) get no gradient: the model pays for its word lengths,
-which training does not change.
+whatever its binary point) get no gradient from ``I``.
+
+Learned word lengths (``QFXConfig(learn_width=True)``, :meth:`Quantizer.learn_width`): a weight
+width W moves the constant operand, the adders and the constant arrays one bit per bit as above;
+the width of the activation cast that feeds a multiplier or a shift-add layer (through layers
+without a cast of their own: ReLU, max pooling, flatten) moves its other operand: fabric LUTs
+``m * (b/2 + [a > b])`` per bit, DSPs ``ceil`` of the other operand over the port, relaxed as
+above, and the shift-add adders one bit each. Not in the gradient (in the integers): a product
+that moves between DSPs and LUTs at 4 bits, the reuse the compiler then picks, FIFOs.
 
 Usage: ``cost = qfx.hardware_cost(model, "ultra96", x[:1]); loss = ce + lam * cost.total``
 (``total`` = DSP, LUT and BRAM18 as shares of the part, summed). One call exports and
@@ -76,10 +83,37 @@ def _spread(q) -> torch.Tensor | None:
     return t * torch.logsumexp(-ib / t, 0)
 
 
+def _width_delta(q) -> torch.Tensor | None:
+    """A learned word length's change in bits: value 0, gradient 1 (None when W is not learned)."""
+    p = getattr(q, "width_param", None)
+    return None if p is None or not p.requires_grad else p - p.detach()
+
+
 def _delta(q) -> torch.Tensor | None:
-    """The surrogate's change of the width in bits: value 0, gradient of the smooth spread."""
+    """The surrogate's change of a constant's width in bits: value 0, gradient of the smooth spread
+    and of a learned width."""
     s = _spread(q)
-    return None if s is None else s - s.detach()
+    parts = [d for d in (None if s is None else s - s.detach(), _width_delta(q)) if d is not None]
+    return sum(parts) if parts else None
+
+
+def _input_quantizers(model) -> dict:
+    """Module name -> the quantizer of the cast that feeds its first input (through layers without one)."""
+    from torch import fx
+    from .quantizer import Quantizer
+    if not isinstance(model, fx.GraphModule):
+        return {}
+
+    def source(node):
+        while isinstance(node, fx.Node) and node.op == "call_module":
+            q = getattr(model.get_submodule(node.target), "output_quantizer", None)
+            if isinstance(q, Quantizer):
+                return q
+            ins = [a for a in node.args if isinstance(a, fx.Node)]
+            node = ins[0] if len(ins) == 1 else None
+        return None
+    return {str(n.target): source(n.args[0]) for n in model.graph.nodes
+            if n.op == "call_module" and n.args and isinstance(n.args[0], fx.Node)}
 
 
 def _array_slope(width: int, depth: int) -> tuple[float, float]:
@@ -93,14 +127,14 @@ def _array_slope(width: int, depth: int) -> tuple[float, float]:
 
 
 def _module(model, name_comment: str):
+    """(qualified name, module) of a plan layer's ``name_comment`` ((name, None) when not found)."""
     name = name_comment.rsplit("/", 1)[0]
-    try:
-        return model.get_submodule(name)
-    except (AttributeError, ValueError):
+    for n in (name, name.replace(".", "_")):
         try:
-            return model.get_submodule(name.replace(".", "_"))
+            return n, model.get_submodule(n)
         except (AttributeError, ValueError):
-            return None
+            pass
+    return name, None
 
 
 def hardware_cost(model, target="ultra96", example_input=None, *, clock_ns: float | None = None,
@@ -138,8 +172,9 @@ def hardware_cost(model, target="ultra96", example_input=None, *, clock_ns: floa
     zero = torch.zeros((), dtype=torch.float32, device=ref.device)
     dsp_s, lut_s, bram_s = zero, zero, zero
     rows = []
+    feeds = _input_quantizers(model)
     for L in plan.layers:
-        mod = _module(model, L.name_comment)
+        name, mod = _module(model, L.name_comment)
         e, s = L.est, L.cost
         row = {"layer": L.name_comment, "kind": s.kind, "dsp": e.dsp, "lut": e.lut, "cycles": e.cycles}
         rows.append(row)
@@ -148,18 +183,22 @@ def hardware_cost(model, target="ultra96", example_input=None, *, clock_ns: floa
         # the multiplier's constant operand (weights, BatchNorm scale) and the K-hot adders
         qname = "weight_quantizer" if hasattr(mod, "weight_quantizer") else "scale_quantizer"
         dw = _delta(getattr(mod, qname, None))
-        if dw is not None:
-            if s.kind in ("mul", "fixed_mul") and e.multipliers:
-                a, b = s.a_bits, s.b_bits
-                if e.to_luts:  # m * (a*b/2 + max(a, b)), the width b of the constant grows by dw
-                    lut_s = lut_s + e.multipliers * (a / 2 + (1.0 if b >= a else 0.0)) * dw
+        dx = _width_delta(feeds.get(name))  # the other operand: the input activation's learned width
+        if s.kind in ("mul", "fixed_mul") and e.multipliers:
+            a, b = s.a_bits, s.b_bits
+            pa, pb = E.DSP_PORTS.get(t.dsp_kind, E.DSP_PORTS["DSP48E2"])
+            for d, other, top in ((dw, a, b >= a), (dx, b, a > b)):
+                if d is None:
+                    continue
+                if e.to_luts:  # m * (a*b/2 + max(a, b)): this operand grows by d
+                    lut_s = lut_s + e.multipliers * (other / 2 + (1.0 if top else 0.0)) * d
                 else:
-                    pa, pb = E.DSP_PORTS.get(t.dsp_kind, E.DSP_PORTS["DSP48E2"])
-                    hi_is_b = b >= a
-                    slope = (math.ceil(a / pb) / pa) if hi_is_b else (math.ceil(a / pa) / pb)
-                    dsp_s = dsp_s + e.multipliers * slope * dw
-            elif s.kind == "shiftadd" and e.adders:
-                lut_s = lut_s + e.adders * dw  # every adder one bit wider per bit of spread
+                    slope = (math.ceil(other / pb) / pa) if top else (math.ceil(other / pa) / pb)
+                    dsp_s = dsp_s + e.multipliers * slope * d
+        elif s.kind == "shiftadd" and e.adders:
+            for d in (dw, dx):  # every adder one bit wider per bit of either operand
+                if d is not None:
+                    lut_s = lut_s + e.adders * d
         for arr in L.arrays:
             q = getattr(mod, _ARRAY_QUANTIZER.get(arr.role, ""), None)
             da = _delta(q)

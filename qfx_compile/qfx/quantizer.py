@@ -306,7 +306,7 @@ class Quantizer(nn.Module):
                     problems.append(f"width {w} in [min_width, max_width]: {e}; raise min_width")
                     break
         if problems:
-            raise ValueError(f"{self.name} ({self._base_type}): learn_width: " + "; ".join(problems))
+            raise ValueError(f"{self.name}: learn_width: " + "; ".join(problems))
         self.width_bounds = (int(min_width), int(hi))
         self._width_cache = (None, None)
         self.width_param = nn.Parameter(torch.tensor(float(min(hi, max(min_width, w0)))),

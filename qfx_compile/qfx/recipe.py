@@ -13,7 +13,8 @@ Each ingredient is an argument, so it can be switched off and measured
 * ``epochs`` (default 8): long enough for the binary points to settle;
 * ``int_bits_lr`` (default 10x ``lr``): the integer-bit parameters get their own
   Adam group (a step of 1.0 moves a binary point by one bit; weights move in
-  small steps);
+  small steps); learned widths (``QFXConfig(learn_width=True)``) get ``width_lr``
+  (default: ``int_bits_lr``);
 * ``teacher`` (optional): the float model; the loss is then
   ``(1 - a) * CE(y) + a * T^2 * KL(softmax(teacher / T) || softmax(student / T))``
   (Hinton distillation, ``distill_weight`` a, ``temperature`` T);
@@ -22,7 +23,10 @@ Each ingredient is an argument, so it can be switched off and measured
 * ``bn_reestimate`` (default 20 batches): after training, every BatchNorm's running
   mean and variance are recomputed from the fixed-point network itself (training-mode
   forward, exact cumulative average over the batches, no gradient), so eval mode
-  normalizes with the statistics of the quantized activations it really sees.
+  normalizes with the statistics of the quantized activations it really sees;
+* ``penalty`` (optional): ``penalty(model, step)`` returns a term added to the loss of that
+  step, or None; e.g. hardware-cost-aware training with learned widths,
+  ``lambda m, s: lam * qfx.hardware_cost(m, "ultra96", x[:1]).total if s % 4 == 0 else None``.
 
 The schedule is one-cycle (Adam), the data order comes from ``seed``. The
 model comes back in eval mode: the exact mode the hardware reproduces.
@@ -102,7 +106,8 @@ def distillation_loss(logits: torch.Tensor, y: torch.Tensor, teacher_logits: tor
 def train_recipe(model: nn.Module, train_data, *, epochs: int = 8, lr: float = 2e-3, int_bits_lr: float | None = None,
                  batch_size: int = 64, teacher: nn.Module | None = None, distill_weight: float = 0.5,
                  temperature: float = 4.0, freeze_int_bits: float | None = 0.75, bn_reestimate: int = 20,
-                 seed: int = 0, weight_decay: float = 0.0) -> nn.Module:
+                 seed: int = 0, weight_decay: float = 0.0, penalty=None,
+                 width_lr: float | None = None) -> nn.Module:
     """Fine-tune a QFX model with the low-bit recipe (see module doc); returns it in eval mode.
 
     ``train_data`` is ``(X, y)`` (tensors). ``int_bits_lr=None`` means ``10 * lr``;
@@ -113,9 +118,12 @@ def train_recipe(model: nn.Module, train_data, *, epochs: int = 8, lr: float = 2
         int_bits_lr = 10 * lr
     g = torch.Generator().manual_seed(int(seed))
     groups = [{"params": other_parameters(model), "lr": lr, "weight_decay": weight_decay}]
-    ib = int_bits_parameters(model)
-    if ib:
-        groups.append({"params": ib, "lr": int_bits_lr, "weight_decay": 0.0})
+    widths = {id(q.width_param) for q in quantizers(model) if q.width_param is not None}
+    ib = [p for p in int_bits_parameters(model) if id(p) not in widths]
+    wp = [p for p in int_bits_parameters(model) if id(p) in widths]
+    for ps, r in ((ib, int_bits_lr), (wp, int_bits_lr if width_lr is None else width_lr)):
+        if ps:
+            groups.append({"params": ps, "lr": r, "weight_decay": 0.0})
     opt = torch.optim.Adam(groups)
     per_epoch = (len(X) + batch_size - 1) // batch_size
     steps = max(1, int(epochs) * per_epoch)
@@ -138,7 +146,9 @@ def train_recipe(model: nn.Module, train_data, *, epochs: int = 8, lr: float = 2
                 with torch.no_grad():
                     tl = teacher(xb)
             opt.zero_grad(set_to_none=True)
-            distillation_loss(model(xb), yb, tl, distill_weight, temperature).backward()
+            loss = distillation_loss(model(xb), yb, tl, distill_weight, temperature)
+            extra = penalty(model, step) if penalty is not None else None
+            (loss if extra is None else loss + extra).backward()
             opt.step()
             sched.step()
             step += 1

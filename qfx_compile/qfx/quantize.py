@@ -333,11 +333,24 @@ def _fused_kind(x: torch.Tensor, frac, width: int, out_dtype: torch.dtype) -> in
     return None
 
 
+def _unfilled(shape, dtype: torch.dtype) -> torch.Tensor:
+    """``torch.empty`` without the NaN fill of deterministic mode (the kernel writes every element)."""
+    det = getattr(torch.utils, "deterministic", None)
+    if det is None or not getattr(det, "fill_uninitialized_memory", False) \
+            or not torch.are_deterministic_algorithms_enabled():
+        return torch.empty(shape, dtype=dtype)
+    det.fill_uninitialized_memory = False
+    try:
+        return torch.empty(shape, dtype=dtype)
+    finally:
+        det.fill_uninitialized_memory = True
+
+
 def _cast_kernel(x: torch.Tensor, kind: int, frac: int, width: int, signed: bool, rounding: str, overflow: str,
                  out_dtype: torch.dtype) -> torch.Tensor:
     """The exact cast in one pass of the fused kernel (same value as the torch kernels, see cast.cpp)."""
     x = x.contiguous()
-    out = torch.empty(x.shape, dtype=out_dtype)
+    out = _unfilled(x.shape, out_dtype)
     rc = _fused.kernel().qfx_cast(x.data_ptr(), out.data_ptr(), x.numel(), kind, _ROUNDING_CODE[rounding],
                                   _OVERFLOW_CODE[overflow], width, int(signed), frac, float(_sym_min(width, signed)),
                                   torch.get_num_threads())
@@ -389,27 +402,27 @@ class _FusedTrainCast(torch.autograd.Function):
 
     Forward: the exact cast (:func:`quantize`'s value). Backward: ``dL/dx = g`` where
     ``lo <= x <= hi`` (the caller's "inside" bounds), else 0, and ``dL/dI`` as :func:`ib_grad`
-    (the same float32 value), q recomputed from x.
+    (the same float32 value), from the saved x and q.
     """
 
     @staticmethod
     def forward(ctx, x, ib, t, lo, hi):
-        ctx.save_for_backward(x)
-        ctx.meta = (t, lo, hi)
-        return _cast_kernel(x, 0, t.frac_bits, t.width, t.signed, t.rounding, t.overflow, torch.float32)
+        q = _cast_kernel(x, 0, t.frac_bits, t.width, t.signed, t.rounding, t.overflow, torch.float32)
+        ctx.save_for_backward(x, q)
+        ctx.meta = (t.int_bits, lo, hi)
+        return q
 
     @staticmethod
     def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        t, lo, hi = ctx.meta
+        x, q = ctx.saved_tensors
+        int_bits, lo, hi = ctx.meta
         g = g.contiguous()
-        gx = torch.empty_like(x)
+        gx = _unfilled(x.shape, x.dtype)
         s, k, status = ctypes.c_double(), ctypes.c_int(), ctypes.c_int()
         need_ib = bool(ctx.needs_input_grad[1])
-        _fused.kernel().qfx_cast_backward(
-            g.data_ptr(), x.data_ptr(), gx.data_ptr(), x.numel(), _ROUNDING_CODE[t.rounding],
-            _OVERFLOW_CODE[t.overflow], t.width, int(t.signed), t.frac_bits, float(_sym_min(t.width, t.signed)),
-            lo, hi, int(need_ib), torch.get_num_threads(), ctypes.byref(s), ctypes.byref(k), ctypes.byref(status))
+        _fused.kernel().qfx_cast_backward(g.data_ptr(), x.data_ptr(), q.data_ptr(), gx.data_ptr(), x.numel(), lo, hi,
+                                          int_bits, int(need_ib), torch.get_num_threads(), ctypes.byref(s),
+                                          ctypes.byref(k), ctypes.byref(status))
         gib = _ib_grad(s.value, k.value, status.value) if need_ib else None
         return gx, gib, None, None, None
 
@@ -461,26 +474,34 @@ def _per_channel(int_bits, x: torch.Tensor, axis: int) -> torch.Tensor:
 
 
 def quantize(x: torch.Tensor, t: FixedType, *, int_bits: Sequence[int] | torch.Tensor | None = None,
-             axis: int = 1) -> torch.Tensor:
+             axis: int = 1, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Cast ``x`` onto ``t``'s grid exactly as ``ap_fixed`` assignment does (see module doc).
 
     With ``int_bits`` (one integer per channel along ``axis``) each channel uses
     ``t`` with its own integer bits: a per-channel binary point. Differentiable
     with the straight-through gradient described in the module docstring.
+    ``out_dtype``: the result's dtype, x's by default; float64 from float32 (the values
+    are the same) is one pass with the conversion on the fused kernel.
     """
     if not isinstance(t, FixedType):
         raise ValueError(f"quantize expects a FixedType, got {type(t).__name__}")
+    out_dtype = out_dtype or x.dtype
+    if x.dtype == torch.float64 and out_dtype != torch.float64 or out_dtype not in _EXACT_BITS:
+        raise ValueError(f"quantize: out_dtype {out_dtype} for a {x.dtype} input; float64 or the input's dtype")
+    if t.width > max_exact_width(out_dtype):
+        raise ValueError(f"quantize: {t} does not fit out_dtype {out_dtype} exactly")
     if int_bits is None:
         _check(x, t.width, t.frac_bits, t.frac_bits)
         if not (x.requires_grad and torch.is_grad_enabled()):
-            return _cast(x, t.frac_bits, t.int_bits, t.width, t.signed, t.rounding, t.overflow)
-        return _QuantizeSTE.apply(x, t.frac_bits, t.int_bits, t.width, t.signed, t.rounding, t.overflow)
+            return _cast(x, t.frac_bits, t.int_bits, t.width, t.signed, t.rounding, t.overflow, out_dtype)
+        y = _QuantizeSTE.apply(x, t.frac_bits, t.int_bits, t.width, t.signed, t.rounding, t.overflow)
+        return y.to(out_dtype)
     ib = _per_channel(int_bits, x, axis)
     frac = t.width - ib
     _check(x, t.width, int(frac.min()), int(frac.max()))
     if not (x.requires_grad and torch.is_grad_enabled()):
-        return _cast(x, frac, ib, t.width, t.signed, t.rounding, t.overflow)
-    return _QuantizeSTE.apply(x, frac, ib, t.width, t.signed, t.rounding, t.overflow)
+        return _cast(x, frac, ib, t.width, t.signed, t.rounding, t.overflow, out_dtype)
+    return _QuantizeSTE.apply(x, frac, ib, t.width, t.signed, t.rounding, t.overflow).to(out_dtype)
 
 
 # --------------------------------------------------------------- raw view

@@ -405,17 +405,20 @@ class Quantizer(nn.Module):
         return self
 
     # --------------------------------------------------------------- casts
-    def apply_eval(self, x: torch.Tensor) -> torch.Tensor:
-        """The exact eval-mode cast (no gradient to I): ``qfx.quantize`` or the K-hot projection."""
+    def apply_eval(self, x: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The exact eval-mode cast (no gradient to I): ``qfx.quantize`` or the K-hot projection, as
+        ``out_dtype`` (default x's)."""
         ib = self.int_bits_tensor().to(x.device)
         t = self.fixed_type()
         if _khot.has_khot_rows(self.k_hot):
             if self.per_channel:
-                return _khot.khot_quantize(x, self.base_type, self.k_hot, self.digits, int_bits=ib, axis=self.axis)
-            return _khot.khot_quantize(x, t, self.k_hot, self.digits)
+                y = _khot.khot_quantize(x, self.base_type, self.k_hot, self.digits, int_bits=ib, axis=self.axis)
+            else:
+                y = _khot.khot_quantize(x, t, self.k_hot, self.digits)
+            return y.to(out_dtype or y.dtype)
         if self.per_channel:
-            return quantize(x, t, int_bits=ib, axis=self.axis)
-        return quantize(x, t)
+            return quantize(x, t, int_bits=ib, axis=self.axis, out_dtype=out_dtype)
+        return quantize(x, t, out_dtype=out_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.calibrating:

@@ -85,10 +85,9 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     i64, i32, p = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
     lib.qfx_cast.argtypes = [p, p, i64, i32, i32, i32, i32, i32, i32, ctypes.c_double, i32]
     lib.qfx_cast.restype = i32
-    lib.qfx_cast_backward.argtypes = [p, p, p, i64, i32, i32, i32, i32, i32, ctypes.c_double, ctypes.c_float, ctypes.c_float, i32,
-                                      i32, ctypes.POINTER(ctypes.c_double), ctypes.POINTER(i32),
-                                      ctypes.POINTER(i32)]
-    lib.qfx_cast_backward.restype = i32
+    lib.qfx_cast_backward.argtypes = [p, p, p, p, i64, ctypes.c_float, ctypes.c_float, i32, i32, i32,
+                                      ctypes.POINTER(ctypes.c_double), ctypes.POINTER(i32), ctypes.POINTER(i32)]
+    lib.qfx_cast_backward.restype = None
     return lib
 
 

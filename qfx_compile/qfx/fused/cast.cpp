@@ -1,23 +1,27 @@
 // The exact ap_fixed cast of a float tensor in one pass, and its training backward in one pass.
 //
 // Built by qfx_compile/qfx/fused/__init__.py with the system C++ compiler (plain C ABI, called with
-// ctypes). The arithmetic is that of quantize.py's torch kernels, element by element, in double:
+// ctypes). The arithmetic is that of quantize.py's torch kernels (_cast_fused), element by element, in a
+// compute type T: float for a float32 input with 0 <= F <= 100 and W <= 22 (as _cast_f32), else double.
 //
-//   y = clamp(x, lo_x, hi_x) * 2^F      exact: a power-of-two scaling of a float32 (any |F| <= 126) or of a
-//                                       float64 scaled up (F >= 0) whose magnitude the clamp bounds;
+//   y = clamp(x, lo_x, hi_x) * 2^F      exact: scaling up by a power of two (F >= 0) cannot underflow, and the
+//                                       clamp bounds the magnitude; in double a float32 is scaled exactly for
+//                                       any |F| <= 126;
 //   SAT / SAT_SYM: the clamp bounds are the range (on the grid: clamp-then-round = round-then-clamp);
 //   SAT_ZERO: clamp to +-2^(I+1) (out of range stays out of range), round, out of range -> 0;
-//   WRAP: clamp to +-2^(I+54) (every float that large is a multiple of 2^I and wraps to 0), then
-//         r = y - trunc(y / 2^W) * 2^W (exact, same sign as y), q = round(r) in [-2^W, 2^W],
-//         q - 2^W * floor((q - raw_min) / 2^W) (exact for W <= 50);
-//   rounding: floor / trunc / nearbyint are exact; the AP_RND family compares y with f + 1/2 (exact for
-//         |f| < 2^52; larger y are integers, which never round up: "y != f");
-//   result q * 2^-F, exact in the output type (a W-bit value, W <= 24 for float32 output).
+//   WRAP: clamp to +-2^(I+M), M = 54 in double, 26 in float (every value that large has an ulp of at least
+//         2^(I+2): a multiple of 2^I, it wraps to 0), then r = y - trunc(y / 2^W) * 2^W (exact, same sign
+//         as y), q = round(r) in [-2^W, 2^W], q - 2^W * floor((q - raw_min) / 2^W) (exact: an integer
+//         below 2^(W+1), W <= 50 in double, W <= 22 in float);
+//   rounding: floor / trunc / nearbyint are exact; the AP_RND family compares y with h = f + 1/2, f = floor(y)
+//         (exact while f + 1/2 is representable; a larger y is an integer, which never rounds up: "y != f");
+//   result q * 2^-F, exact in the output type (a W-bit value, W <= 24 for float32 output), +0.0 for zero.
 //
-// Backward (float32): gx = g where lo_in <= x <= hi_in, else 0; the binary-point gradient sum
+// Backward (float32, any mode): gx = g where lo <= x <= hi, else 0; the binary-point gradient sum
 // S = sum_i round(g_i * d_i * 2^-k), d_i = (q_i - x_i in float32) inside, q_i outside, each product exact in
-// double and rounded to an integer (half to even), k chosen so that |S| and every partial sum stay below
-// 2^52: the sum is exact in double whatever the order or the number of threads (see quantize.ib_grad_scale).
+// double and rounded to an integer (half to even), k chosen so that every term is at most 2^(52-ceil(log2 n))
+// and every partial sum at most 2^52: the sum is exact in double whatever the order or the number of threads
+// (quantize.ib_grad_scale, quantize.ib_grad computes the same in torch).
 #include <cmath>
 #include <cstdint>
 #include <cfloat>
@@ -34,83 +38,80 @@ namespace {
 enum Rounding { TRN = 0, TRN_ZERO = 1, RND = 2, RND_ZERO = 3, RND_MIN_INF = 4, RND_INF = 5, RND_CONV = 6 };
 enum Overflow { SAT = 0, SAT_ZERO = 1, SAT_SYM = 2, WRAP = 3 };
 
+template <typename T>
 struct Params {
-    double scale, inv, lo_x, hi_x, raw_min, raw_max, step, inv_step;
+    T scale, inv, lo_x, hi_x, raw_min, raw_max, step, inv_step;
 };
 
-Params make_params(int width, int is_signed, int frac, int overflow, double sat_lo) {
-    Params p;
+template <typename T>
+Params<T> make_params(int width, int is_signed, int frac, int overflow, double sat_lo) {
+    Params<T> p;
     int ib = width - frac;
-    p.scale = std::ldexp(1.0, frac);
-    p.inv = std::ldexp(1.0, -frac);
-    p.raw_min = is_signed ? -std::ldexp(1.0, width - 1) : 0.0;
-    p.raw_max = is_signed ? std::ldexp(1.0, width - 1) - 1.0 : std::ldexp(1.0, width) - 1.0;
-    p.step = std::ldexp(1.0, width);
-    p.inv_step = std::ldexp(1.0, -width);
-    if (overflow == WRAP) {
-        p.hi_x = std::ldexp(1.0, ib + 54);
-        p.lo_x = -p.hi_x;
-    } else if (overflow == SAT_ZERO) {
-        p.hi_x = std::ldexp(1.0, ib + 1);
-        p.lo_x = -p.hi_x;
-    } else {
-        p.lo_x = (overflow == SAT_SYM ? sat_lo : p.raw_min) * p.inv;
-        p.hi_x = p.raw_max * p.inv;
-    }
+    double raw_min = is_signed ? -std::ldexp(1.0, width - 1) : 0.0;
+    double raw_max = is_signed ? std::ldexp(1.0, width - 1) - 1.0 : std::ldexp(1.0, width) - 1.0;
+    double hi = overflow == WRAP ? std::ldexp(1.0, ib + (sizeof(T) == 8 ? 54 : 26))
+                                 : overflow == SAT_ZERO ? std::ldexp(1.0, ib + 1) : std::ldexp(raw_max, -frac);
+    double lo = overflow == SAT ? std::ldexp(raw_min, -frac) : overflow == SAT_SYM ? std::ldexp(sat_lo, -frac) : -hi;
+    p.scale = (T)std::ldexp(1.0, frac);
+    p.inv = (T)std::ldexp(1.0, -frac);
+    p.raw_min = (T)raw_min;
+    p.raw_max = (T)raw_max;
+    p.step = (T)std::ldexp(1.0, width);
+    p.inv_step = (T)std::ldexp(1.0, -width);
+    p.lo_x = (T)lo;
+    p.hi_x = (T)hi;
     return p;
 }
 
-template <int R>
-inline double round_to_int(double y) {
+template <int R, typename T>
+inline T round_to_int(T y) {
     if (R == TRN) return std::floor(y);
     if (R == TRN_ZERO) return std::trunc(y);
     if (R == RND_CONV) return std::nearbyint(y);
-    double f = std::floor(y), h = f + 0.5;
+    T f = std::floor(y), h = f + (T)0.5;
     bool up;
     if (R == RND) up = y >= h;
     else if (R == RND_MIN_INF) up = y > h;
     else if (R == RND_ZERO) up = (y > h) | ((y == h) & (y < 0));
     else up = (y > h) | ((y == h) & (y > 0));
-    return (up & (y != f)) ? f + 1.0 : f;
+    return (up & (y != f)) ? f + (T)1 : f;
 }
 
-// The mantissa q (an integer-valued double) of the cast of x.
-template <int R, int O>
-inline double cast_raw(double x, const Params& p) {
-    double xc = x < p.lo_x ? p.lo_x : (x > p.hi_x ? p.hi_x : x);
-    double y = xc * p.scale;
+// The mantissa q (an integer value) of the cast of x, in the compute type T.
+template <int R, int O, typename T>
+inline T cast_raw(T x, const Params<T>& p) {
+    T xc = x < p.lo_x ? p.lo_x : (x > p.hi_x ? p.hi_x : x);
+    T y = xc * p.scale;
     if (O == WRAP) {
         y -= std::trunc(y * p.inv_step) * p.step;
-        double q = round_to_int<R>(y);
+        T q = round_to_int<R>(y);
         return q - p.step * std::floor((q - p.raw_min) * p.inv_step);
     }
-    double q = round_to_int<R>(y);
-    if (O == SAT_ZERO) return (q < p.raw_min) | (q > p.raw_max) ? 0.0 : q;
+    T q = round_to_int<R>(y);
+    if (O == SAT_ZERO) return (q < p.raw_min) | (q > p.raw_max) ? (T)0 : q;
     return q;
 }
 
-template <typename TI, typename TO, int R, int O>
-QFX_CLONES void cast_loop(const TI* x, TO* out, int64_t n, Params p, int threads) {
+template <typename TI, typename TO, typename T, int R, int O>
+QFX_CLONES void cast_loop(const TI* x, TO* out, int64_t n, Params<T> p, int threads) {
 #pragma omp parallel for simd schedule(static) num_threads(threads) if (n >= 65536)
-    for (int64_t i = 0; i < n; ++i) out[i] = (TO)(cast_raw<R, O>((double)x[i], p) * p.inv) + (TO)0;  // +0: no -0.0
+    for (int64_t i = 0; i < n; ++i) out[i] = (TO)(cast_raw<R, O, T>((T)x[i], p) * p.inv) + (TO)0;  // +0: no -0.0
 }
 
-template <int R, int O>
-QFX_CLONES double backward_loop(const float* g, const float* x, float* gx, int64_t n, Params p, float lo_in,
-                                float hi_in, double kscale, int need_ib, int threads) {
-    double acc = 0.0;
-    if (!need_ib) {
+QFX_CLONES void grad_x(const float* g, const float* x, float* gx, int64_t n, float lo, float hi, int threads) {
 #pragma omp parallel for simd schedule(static) num_threads(threads) if (n >= 65536)
-        for (int64_t i = 0; i < n; ++i) gx[i] = (x[i] >= lo_in) & (x[i] <= hi_in) ? g[i] : 0.0f;
-        return 0.0;
-    }
+    for (int64_t i = 0; i < n; ++i) gx[i] = (x[i] >= lo) & (x[i] <= hi) ? g[i] : 0.0f;
+}
+
+QFX_CLONES double grad_x_ib(const float* g, const float* x, const float* q, float* gx, int64_t n, float lo, float hi,
+                            double kscale, int threads) {
+    double acc = 0.0;
 #pragma omp parallel for simd schedule(static) num_threads(threads) if (n >= 65536) reduction(+ : acc)
     for (int64_t i = 0; i < n; ++i) {
-        float xi = x[i], gi = g[i];
-        bool inside = (xi >= lo_in) & (xi <= hi_in);
+        float xi = x[i], gi = g[i], qi = q[i];
+        bool inside = (xi >= lo) & (xi <= hi);
         gx[i] = inside ? gi : 0.0f;
-        float q = (float)(cast_raw<R, O>((double)xi, p) * p.inv);
-        float d = inside ? q - xi : q;
+        float d = inside ? qi - xi : qi;
         acc += std::nearbyint((double)gi * (double)d * kscale);
     }
     return acc;
@@ -130,15 +131,16 @@ QFX_CLONES float abs_max(const float* g, int64_t n, int* bad, int threads) {
     return m;
 }
 
-#define QFX_CASE_O(R)                                                        \
-    switch (overflow) {                                                      \
-        case SAT: f(std::integral_constant<int, R>{}, std::integral_constant<int, SAT>{}); return 0;            \
-        case SAT_ZERO: f(std::integral_constant<int, R>{}, std::integral_constant<int, SAT_ZERO>{}); return 0;  \
-        case SAT_SYM: f(std::integral_constant<int, R>{}, std::integral_constant<int, SAT_SYM>{}); return 0;    \
-        case WRAP: f(std::integral_constant<int, R>{}, std::integral_constant<int, WRAP>{}); return 0;          \
-        default: return -1;                                                  \
+#define QFX_CASE_O(R)                                                                                  \
+    switch (overflow) {                                                                                \
+        case SAT: f(std::integral_constant<int, R>{}, std::integral_constant<int, SAT>{}); return 0;           \
+        case SAT_ZERO: f(std::integral_constant<int, R>{}, std::integral_constant<int, SAT_ZERO>{}); return 0; \
+        case SAT_SYM: f(std::integral_constant<int, R>{}, std::integral_constant<int, SAT_SYM>{}); return 0;   \
+        case WRAP: f(std::integral_constant<int, R>{}, std::integral_constant<int, WRAP>{}); return 0;         \
+        default: return -1;                                                                            \
     }
 
+// Calls f(R, O) with the modes as compile-time constants; -1 for an unknown mode.
 template <typename F>
 int dispatch(int rounding, int overflow, F&& f) {
     switch (rounding) {
@@ -160,44 +162,46 @@ extern "C" {
 // kind: 0 float32 -> float32, 1 float32 -> float64, 2 float64 -> float64. Returns 0, or -1 for a bad mode.
 int qfx_cast(const void* x, void* out, int64_t n, int kind, int rounding, int overflow, int width, int is_signed,
              int frac, double sat_lo, int threads) {
-    Params p = make_params(width, is_signed, frac, overflow, sat_lo);
+    if (kind != 2 && 0 <= frac && frac <= 100 && width <= 22) {  // float32 compute
+        Params<float> p = make_params<float>(width, is_signed, frac, overflow, sat_lo);
+        return dispatch(rounding, overflow, [&](auto r, auto o) {
+            constexpr int R = decltype(r)::value, O = decltype(o)::value;
+            if (kind == 0) cast_loop<float, float, float, R, O>((const float*)x, (float*)out, n, p, threads);
+            else cast_loop<float, double, float, R, O>((const float*)x, (double*)out, n, p, threads);
+        });
+    }
+    Params<double> p = make_params<double>(width, is_signed, frac, overflow, sat_lo);
     return dispatch(rounding, overflow, [&](auto r, auto o) {
         constexpr int R = decltype(r)::value, O = decltype(o)::value;
-        if (kind == 0) cast_loop<float, float, R, O>((const float*)x, (float*)out, n, p, threads);
-        else if (kind == 1) cast_loop<float, double, R, O>((const float*)x, (double*)out, n, p, threads);
-        else cast_loop<double, double, R, O>((const double*)x, (double*)out, n, p, threads);
+        if (kind == 0) cast_loop<float, float, double, R, O>((const float*)x, (float*)out, n, p, threads);
+        else if (kind == 1) cast_loop<float, double, double, R, O>((const float*)x, (double*)out, n, p, threads);
+        else cast_loop<double, double, double, R, O>((const double*)x, (double*)out, n, p, threads);
     });
 }
 
-// The training backward of a float32 cast (see the file comment): gx[i] = g[i] inside, else 0.
-// With need_ib: *status = 0 and the exact integer sum S returned, *k_out = k (the gradient sum is S * 2^k);
-// *status = 1 when every g is 0 (S = 0), 2 when a g is not finite. Returns 0, or -1 for a bad mode.
-int qfx_cast_backward(const float* g, const float* x, float* gx, int64_t n, int rounding, int overflow, int width,
-                      int is_signed, int frac, double sat_lo, float lo_in, float hi_in, int need_ib, int threads,
-                      double* sum_out, int* k_out, int* status) {
-    Params p = make_params(width, is_signed, frac, overflow, sat_lo);
-    double kscale = 0.0;
+// The training backward of a float32 cast (see the file comment): gx[i] = g[i] where lo <= x[i] <= hi, else 0;
+// q: the forward's output. With need_ib: *status = 0, the exact sum S returned in *sum_out and *k_out = k (the
+// gradient sum is S * 2^k); *status = 1 when every g is 0 (S = 0), 2 when a g is not finite.
+void qfx_cast_backward(const float* g, const float* x, const float* q, float* gx, int64_t n, float lo, float hi,
+                       int int_bits, int need_ib, int threads, double* sum_out, int* k_out, int* status) {
     *status = 0;
     *sum_out = 0.0;
+    *k_out = 0;
     if (need_ib) {
         int bad = 0;
         float m = abs_max(g, n, &bad, threads);
         if (bad || m == 0.0f) {
             *status = bad ? 2 : 1;
-            need_ib = 0;
         } else {
             int eg, en = 0;
             std::frexp((double)m, &eg);  // m < 2^eg
             while ((int64_t(1) << en) < n) ++en;
-            int k = en + eg + (width - frac) - 52;
-            *k_out = k;
-            kscale = std::ldexp(1.0, -k);
+            *k_out = en + eg + int_bits - 52;
+            *sum_out = grad_x_ib(g, x, q, gx, n, lo, hi, std::ldexp(1.0, -*k_out), threads);
+            return;
         }
     }
-    return dispatch(rounding, overflow, [&](auto r, auto o) {
-        constexpr int R = decltype(r)::value, O = decltype(o)::value;
-        *sum_out = backward_loop<R, O>(g, x, gx, n, p, lo_in, hi_in, kscale, need_ib, threads);
-    });
+    grad_x(g, x, gx, n, lo, hi, threads);
 }
 
 }  // extern "C"

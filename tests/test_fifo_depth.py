@@ -263,8 +263,11 @@ def test_one_less_on_the_critical_copy_deadlocks(traced, name):
     assert all(d < 2 * need[s].need + 64 for s, d in depth.items() if s in need)  # not whole maps
 
 
-def test_residual_copies_are_far_below_a_whole_map(traced):
-    hls, _trace_, procs = traced["resnet"]
+@pytest.mark.parametrize("name", ("resnet", "upsample"))
+def test_copies_are_below_a_whole_map(traced, name):
+    """Also where the branches meet twice (upsample: the deep branch feeds the skip concat and, through
+    pooling, the last concat, where the fork's copies all meet)."""
+    hls, _trace_, procs = traced[name]
     need = fifo.fork_depths(procs)
     assert need and all(f.depth < f.count for f in need.values() if f.count > 64)
 
@@ -355,14 +358,22 @@ def _block(b, x, rng, depth=0, keep=False):
     if keep or rng.integers(0, 3) < 2:   # add
         stride = 1 if keep else int(rng.integers(1, 3))
         c_out = c if keep else int(rng.integers(1, 4))
-        y = _conv(b, x, rng, c_out, stride)
+        y = mid = _conv(b, x, rng, c_out, stride)
         for _ in range(int(rng.integers(0, 3))):
             y = _same_op(b, y, rng, depth)
         short = x if (stride == 1 and c_out == c and rng.integers(0, 2)) else _conv(b, x, rng, c_out, stride, k=1)
         for _ in range(int(rng.integers(0, 2))):
             short = _same_op(b, short, rng, depth)
         ins = [y, short] if rng.integers(0, 2) else [short, y]
-        return b.node("add", ins, {}, b.shapes[y])
+        out = b.node("add", ins, {}, b.shapes[y])
+        if keep or rng.integers(0, 4):
+            return out
+        # the branch also reaches a later join past the add (its copies meet twice)
+        tail = _same_op(b, mid, rng, 2)
+        if rng.integers(0, 2):
+            tail = b.node("global_avgpool", [tail], {}, (c_out, 1, 1))
+            out = b.node("global_avgpool", [out], {}, (c_out, 1, 1))
+        return b.node("concat", [out, tail], {}, (2 * c_out,) + b.shapes[out][1:])
     branches = []
     for _ in range(int(rng.integers(2, 4))):
         y = x

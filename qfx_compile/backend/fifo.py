@@ -14,7 +14,9 @@ fork and ``J`` has done the least it must (lazy evaluation, reverse topological 
 point are the demand on its inputs; a fork runs up to the larger demand of its copies). A copy then
 holds what the fork wrote to it minus what its reader took; its need is the largest such count over
 ``J``'s program (within one step of ``J`` the counts move monotonically; the bound takes this
-copy's reader at the previous step against the other copies' demand at this one). With every copy
+copy's reader at the previous step against the other copies' demand at this one; where one read of
+``J`` moves several copies, the copies first meet again at ``K``, the fork's post-dominator among the
+ancestors of the stream read, and that read is stepped through ``K``'s program). With every copy
 that deep this execution never blocks on a full FIFO, so it completes; bounded FIFOs with blocking
 reads and writes form a Kahn network (a full FIFO is a read of free space), whose outcome does not
 depend on the schedule, so the hardware's execution completes too. Where a copy reaches ``J``
@@ -25,16 +27,17 @@ copies) never hold more than one token in this execution: depth 2 (II=1) stays.
 
 Exact, for sequential programs, where the copy reaches its join through a plain chain (the bypass
 of a residual block, plain or with a 1x1 shortcut, a concat input): one token less deadlocks. An
-upper bound elsewhere, e.g. where both copies' demands jump in one read of ``J`` (branches that
-meet again only after a global pooling: up to a whole map, as before).
+upper bound elsewhere (e.g. the copy between two fan-outs of a 3-way fork, or several copies moving
+together within one step of ``K``).
 
 Margin (:func:`ForkDepth.depth`), stated, for what the sequential programs leave out:
 
 * a loop pipelined at II=1 issues the reads of later iterations before the write of an earlier
-  one leaves the pipeline: every process between the fork and ``J``, and ``J``, is taken to read up
-  to :data:`LOOKAHEAD` tokens further (program order) before each write, on the branch being waited
+  one leaves the pipeline: every process between the fork and ``J`` is taken to read up to
+  :data:`LOOKAHEAD` tokens further (program order) before each write, on the branch being waited
   for, and none further on the copy being sized (the worst of both);
-* ``fanout2`` writes both copies in one pipelined iteration: +1 token.
+* ``fanout2`` writes both copies in one pipelined iteration: +1 token;
+* ``J`` may take the reads of one iteration (an add's two inputs) together: +1 token.
 
 C simulation runs the processes one after another on unbounded streams and cannot show a
 deadlock; the depths rest on this analysis, its test (``tests/test_fifo_depth.py``: a token-level
@@ -48,8 +51,9 @@ import numpy as np
 
 #: Reads (program order) a pipelined process may issue beyond the write they precede.
 LOOKAHEAD = 8
-#: ``fanout2`` writes both copies of a token in one pipelined iteration.
-FANOUT_SLACK = 1
+#: ``fanout2`` writes both copies of a token in one pipelined iteration; a join may read the tokens of
+#: one iteration (an add's two inputs) together.
+FANOUT_SLACK, JOIN_SLACK = 1, 1
 #: Depth of a stream with one writer and one reader at II=1.
 CHAIN_DEPTH = 2
 
@@ -83,7 +87,7 @@ class ForkDepth:
     def depth(self) -> int:
         if self.need is None:
             return max(CHAIN_DEPTH, self.count)
-        return max(CHAIN_DEPTH, self.peak + FANOUT_SLACK)
+        return max(CHAIN_DEPTH, self.peak + FANOUT_SLACK + JOIN_SLACK)
 
     @property
     def why(self) -> str:
@@ -173,20 +177,103 @@ def fork_depths(processes: list[Process], depths: dict[str, int] | None = None) 
         lo = _demands(join, inner, by_name, prog, 0)
         hi = _demands(join, inner, by_name, prog, LOOKAHEAD)
         pf = prog(f.name)
+        within = _Within(f, join, by_name, succ, order, prog, lo, hi)
         for o, s in enumerate(f.outs):
             taken, plain = _taken(s, join, lo[s], by_name, consumer, prog, depths)
-            need = _peak(pf, o, lo, lo, f.outs, taken)
-            peak = _peak(pf, o, lo, hi, f.outs, taken)
+            need = within.refine(o, _held(pf, o, lo, lo, f.outs, taken), False)
+            peak = within.refine(o, _held(pf, o, lo, hi, f.outs, taken), True)
             out[s] = ForkDepth(s, need, max(need, peak), count, join, plain)
     return out
 
 
+class _Within:
+    """Within one read of the join that moves several copies of fork ``f`` at once, the copies meet
+    first at ``K``, the fork's post-dominator among the ancestors of the stream read: ``K`` steps from
+    where it stood to where it stands after the read (the other processes where they stood)."""
+
+    def __init__(self, f, join, by_name, succ, order, prog, lo, hi):
+        self.f, self.join, self.by_name, self.succ, self.order, self.prog = f, join, by_name, succ, order, prog
+        self.dem = {False: lo, True: hi}
+        self.drivers: dict[str, tuple] = {}
+
+    def refine(self, o: int, held: np.ndarray, ahead: bool) -> int:
+        """The largest count, ``held`` (per step of the join) taken finer where several copies moved."""
+        outs, lo, other = self.f.outs, self.dem[False], self.dem[ahead]
+        moved = sum((np.diff(other[s] if k != o else lo[s]) > 0).astype(int) for k, s in enumerate(outs))
+        rest = np.concatenate([held[:1], np.where(moved < 2, held[1:], 0)])
+        best = int(max(0, rest.max()))
+        j = self.by_name[self.join]
+        for t in np.flatnonzero(moved >= 2) + 1:
+            if held[t] <= best:
+                continue
+            sub = self._within(o, int(t), j.ins[int(j.ops[t - 1])], ahead)
+            best = max(best, int(held[t]) if sub is None else min(int(held[t]), sub))
+        return best
+
+    def _driver(self, stream: str):
+        if stream not in self.drivers:
+            producer = {s: p.name for p in self.by_name.values() for s in p.outs}
+            q, up, todo = producer[stream], set(), [producer[stream]]
+            pred = {}
+            for x, ys in self.succ.items():
+                for y in ys:
+                    pred.setdefault(y, []).append(x)
+            while todo:
+                x = todo.pop()
+                if x not in up:
+                    up.add(x)
+                    todo += pred.get(x, [])
+            if self.f.name not in up or q == self.f.name:
+                self.drivers[stream] = None
+                return None
+            sub = {x: [y for y in self.succ[x] if y in up] for x in up}
+            k = _post_dominator(self.f.name, sub, self.order)
+            inner = [x for x in reversed(self.order) if x in _between(self.f.name, k, sub)]
+            self.drivers[stream] = (k, inner)
+        return self.drivers[stream]
+
+    def _within(self, o: int, t: int, stream: str, ahead: bool) -> int | None:
+        if self._driver(stream) is None:
+            return None
+        k, inner = self._driver(stream)
+        lo, other = self._sub(k, inner, t, False), self._sub(k, inner, t, ahead)
+        n = max(len(lo[self.f.outs[o]]), len(other[self.f.outs[o]]))
+        pf = self.prog(self.f.name)
+
+        def fit(a, s, mode):  # K-driven demand, padded to n steps, never past its value after the read
+            a = np.concatenate([a, np.full(n - len(a), a[-1])])
+            return np.minimum(a, self.dem[mode][s][t])
+        own = fit(lo[self.f.outs[o]], self.f.outs[o], False)
+        prev = np.concatenate([own[:1], own[:-1]])
+        demands = [fit(other[s], s, ahead) if j != o else prev for j, s in enumerate(self.f.outs)]
+        return int(max(0, (pf.writes[o][pf.prefix(demands)] - prev).max()))
+
+    def _sub(self, k: str, inner: list, t: int, ahead: bool) -> dict[str, np.ndarray]:
+        """Demands driven by ``k``'s steps between the join's steps ``t - 1`` and ``t``, floored at ``t - 1``."""
+        dem, by_name, prog = self.dem[ahead], self.by_name, self.prog
+        lookahead = LOOKAHEAD if ahead else 0
+        floor = {s: int(a[t - 1]) for s, a in dem.items()}
+        kp, kk = prog(k), by_name[k]
+        span = [int(kp.prefix([dem[s][u:u + 1] for s in kk.outs])[0]) for u in (t - 1, t)]
+        at = kp.ahead(np.arange(span[0], span[1] + 1), lookahead)
+        sub = {s: np.maximum(kp.reads[i][at], floor[s]) for i, s in enumerate(kk.ins) if s in floor}
+        for x in inner:
+            p, xp = by_name[x], prog(x)
+            ds = [sub[s] if s in sub else np.full(len(at), floor[s]) for s in p.outs]
+            st = xp.ahead(xp.prefix(ds), lookahead)
+            for i, s in enumerate(p.ins):
+                if s in floor:
+                    sub[s] = np.maximum(xp.reads[i][st], floor[s])
+        for s in self.f.outs:  # a copy off the way to k keeps its demand
+            sub.setdefault(s, np.full(len(at), floor[s]))
+        return sub
+
+
 def _demands(join, inner, by_name, prog, lookahead) -> dict[str, np.ndarray]:
     """Tokens demanded of every stream into the region, per step of ``join``'s program (``lookahead``: every
-    process, the join too, has issued that many further reads)."""
+    process between has issued that many further reads)."""
     jp, j = prog(join), by_name[join]
-    at = jp.ahead(np.arange(len(jp.reads[0])), lookahead)
-    dem = {s: jp.reads[i][at] for i, s in enumerate(j.ins)}
+    dem = {s: jp.reads[i] for i, s in enumerate(j.ins)}
     for x in inner:
         p, xp = by_name[x], prog(x)
         steps = xp.ahead(xp.prefix([dem[s] for s in p.outs]), lookahead)
@@ -195,15 +282,14 @@ def _demands(join, inner, by_name, prog, lookahead) -> dict[str, np.ndarray]:
     return dem
 
 
-def _peak(pf: _Program, o: int, own: dict, other: dict, outs, taken: np.ndarray) -> int:
-    """Largest count of copy ``o`` of fork ``pf``: the fork's writes at its prefix minus what the copy's
-    reader has taken (``taken``), both at the previous step of the join, against the other copies' demand
-    at this one."""
+def _held(pf: _Program, o: int, own: dict, other: dict, outs, taken: np.ndarray) -> np.ndarray:
+    """Count of copy ``o`` of fork ``pf`` per step of the join: the fork's writes at its prefix minus what the
+    copy's reader has taken (``taken``), both at the previous step of the join, against the other copies'
+    demand at this one."""
     def prev(a):
         return np.concatenate([a[:1], a[:-1]])
     demands = [other[s] if k != o else prev(own[s]) for k, s in enumerate(outs)]
-    held = pf.writes[o][pf.prefix(demands)] - prev(taken)
-    return int(max(0, held.max()))
+    return pf.writes[o][pf.prefix(demands)] - prev(taken)
 
 
 def _taken(s: str, join: str, demand: np.ndarray, by_name, consumer, prog, depths) -> np.ndarray:

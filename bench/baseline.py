@@ -57,3 +57,21 @@ def compare(script: str, args: list[str], ref: str, rounds: int) -> tuple[dict, 
 def head() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                           text=True).stdout.strip()
+
+
+def command(argv: list[str]) -> str:
+    """The command line that produced a result, as the README quotes it (without ``--readme``)."""
+    args = [a for a in argv[1:] if a != "--readme"]
+    return " ".join(["python", f"bench/{Path(argv[0]).name}", *args])
+
+
+def write_readme(name: str, text: str) -> None:
+    """Put ``text`` between ``<!-- name:begin -->`` and ``<!-- name:end -->`` in README.md."""
+    readme = ROOT / "README.md"
+    s = readme.read_text()
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in s or end not in s:
+        raise SystemExit(f"README.md has no {begin} ... {end} markers; nothing written")
+    a, b = s.index(begin) + len(begin), s.index(end)
+    readme.write_text(s[:a] + "\n" + text.rstrip() + "\n" + s[b:])
+    print(f"written into README.md ({name})")

@@ -3,9 +3,12 @@
 CNN: 1x28x28 -> conv 8 (3x3) -> ReLU -> maxpool 2 -> conv 16 (3x3) -> ReLU -> maxpool 2 -> linear 10,
 every type ``ap_fixed<16,6>`` (AP_TRN, AP_WRAP: the ap_fixed defaults), binary points as declared.
 Batch of ``--batch`` inputs (default 1,000), float32 and QFX timed alternately in one process
-(median of ``--repeat``). Prints the machine, the seed and both rates.
+(median of ``--repeat``). Prints the machine, the seed and both rates. ``--baseline REF`` also times the
+library at git commit REF, in alternating processes (bench/baseline.py); ``--readme`` writes that table
+into README.md (between the eval markers).
 
-    python bench/bench_eval.py [--batch 1000] [--repeat 7] [--threads 1] [--seed 0] [--baseline REF --rounds 3]
+    python bench/bench_eval.py [--batch 1000] [--repeat 7] [--threads 1] [--seed 0]
+                               [--baseline REF --rounds 3 [--readme]]
 """
 from __future__ import annotations
 
@@ -83,6 +86,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--baseline", metavar="REF", help="also time qfx_compile at git commit REF, alternately")
     ap.add_argument("--rounds", type=int, default=3, help="processes per tree with --baseline")
+    ap.add_argument("--readme", action="store_true", help=f"with --baseline: write the table into README.md")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--pkg", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -91,25 +95,30 @@ def main():
     if a.baseline:
         args = ["--batch", str(a.batch), "--repeat", str(a.repeat), "--threads", str(a.threads), "--seed", str(a.seed)]
         before, after, commit = baseline.compare(__file__, args, a.baseline, a.rounds)
-        print(f"machine: {machine.cpu_model()}, {a.threads} thread(s), torch {torch.__version__}, "
-              f"load average {load0} -> {machine.load()}, seed {a.seed}")
-        print(f"small CNN (1x28x28, conv8-pool-conv16-pool-fc10), ap_fixed<16,6>, batch {a.batch}, "
-              f"{a.repeat} runs each alternating, median; {a.rounds} processes per tree, alternating, median")
-        print("| | float32 eval samples/s | QFX exact eval samples/s | QFX time / float time |")
-        print("|---|---:|---:|---:|")
+        lines = [f"`{baseline.command(sys.argv)}` on {machine.cpu_model()}, {a.threads} thread(s), torch "
+                 f"{torch.__version__}, load average {load0} -> {machine.load()}, seed {a.seed}; small CNN (1x28x28, "
+                 f"conv8-pool-conv16-pool-fc10), ap_fixed<16,6>, batch {a.batch}, {a.repeat} runs each alternating, "
+                 f"median; {a.rounds} processes per tree, alternating, median; fused cast kernel (after): "
+                 f"{'yes' if after.get('fused') else 'no'}:", "",
+                 "| | float32 eval samples/s | QFX exact eval samples/s | QFX time / float time |",
+                 "|---|---:|---:|---:|"]
         for name, r in ((f"before ({commit})", before), (f"after ({baseline.head()})", after)):
-            print(f"| {name} | {r['float']:.0f} | {r['qfx']:.0f} | {r['ratio']:.2f}x |")
+            lines.append(f"| {name} | {r['float']:.0f} | {r['qfx']:.0f} | {r['ratio']:.2f}x |")
+        print("\n".join(lines))
+        if a.readme:
+            baseline.write_readme("eval", "\n".join(lines))
         return
     f, q = measure(a.batch, a.repeat, a.seed)
     if a.json:
-        print(json.dumps({"float": f, "qfx": q, "ratio": f / q}))
+        print(json.dumps({"float": f, "qfx": q, "ratio": f / q, "fused": machine.fused_kernel()}))
         return
     print(f"machine: {machine.cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"load average {load0} -> {machine.load()}, seed {a.seed}")
     print(f"small CNN, ap_fixed<16,6>, batch {a.batch}, {a.repeat} runs each, alternating (median)")
     print(f"float32 eval   : {f:10.0f} samples/s")
     print(f"QFX exact eval : {q:10.0f} samples/s")
-    print(f"ratio: {f / q:.2f}x float time (target <= 2x)")
+    print(f"ratio: {f / q:.2f}x float time (target <= 2x); fused cast kernel: "
+          f"{'yes' if machine.fused_kernel() else 'no'}")
 
 
 if __name__ == "__main__":

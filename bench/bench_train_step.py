@@ -5,9 +5,10 @@ threads. QFX: 8-bit weights (per channel), 16-bit biases, 8-bit activations,
 BatchNorm scale / shift / output, residual additions and pooling, all binary
 points learned. Prints both medians and the ratio (target: QFX within 1.2x of float).
 Seeded (Python, numpy, torch) from ``--seed``. ``--baseline REF`` also times the
-library at git commit REF, in alternating processes (bench/baseline.py).
+library at git commit REF, in alternating processes (bench/baseline.py); ``--readme`` writes that
+table into README.md (between the train-step markers).
 
-    python bench/bench_train_step.py [--steps 20] [--threads 2] [--seed 0] [--baseline REF --rounds 3]
+    python bench/bench_train_step.py [--steps 20] [--threads 2] [--seed 0] [--baseline REF --rounds 3 [--readme]]
 """
 from __future__ import annotations
 
@@ -112,6 +113,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--baseline", metavar="REF", help="also time qfx_compile at git commit REF, alternately")
     ap.add_argument("--rounds", type=int, default=3, help="processes per tree with --baseline")
+    ap.add_argument("--readme", action="store_true", help=f"with --baseline: write the table into README.md")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--pkg", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -120,14 +122,16 @@ def main():
     if a.baseline:
         args = ["--steps", str(a.steps), "--threads", str(a.threads), "--batch", str(a.batch), "--seed", str(a.seed)]
         before, after, commit = baseline.compare(__file__, args, a.baseline, a.rounds)
-        print(f"machine: {machine.cpu_model()}, {a.threads} thread(s), torch {torch.__version__}, "
-              f"load average {load0} -> {machine.load()}, seed {a.seed}")
-        print(f"ResNet-20, batch {a.batch}, 3x32x32, {a.steps} steps each alternating, median; {a.rounds} processes "
-              f"per tree, alternating, median")
-        print("| | float ms/step | QFX ms/step | QFX / float |")
-        print("|---|---:|---:|---:|")
+        lines = [f"`{baseline.command(sys.argv)}` on {machine.cpu_model()}, {a.threads} thread(s), torch "
+                 f"{torch.__version__}, load average {load0} -> {machine.load()}, seed {a.seed}; ResNet-20, batch "
+                 f"{a.batch}, 3x32x32, {a.steps} steps each alternating, median; {a.rounds} processes per tree, "
+                 f"alternating, median; fused cast kernel (after): {'yes' if after.get('fused') else 'no'}:", "",
+                 "| | float ms/step | QFX ms/step | QFX / float |", "|---|---:|---:|---:|"]
         for name, r in ((f"before ({commit})", before), (f"after ({baseline.head()})", after)):
-            print(f"| {name} | {r['float']:.0f} | {r['qfx']:.0f} | {r['ratio']:.2f}x |")
+            lines.append(f"| {name} | {r['float']:.0f} | {r['qfx']:.0f} | {r['ratio']:.2f}x |")
+        print("\n".join(lines))
+        if a.readme:
+            baseline.write_readme("train-step", "\n".join(lines))
         return
     seed_all(a.seed)
     x = torch.randn(a.batch, 3, 32, 32)
@@ -140,14 +144,15 @@ def main():
     nq = len(qfx.quantizers(qmodel))
     f, q = alternate(make_step(fmodel, x, y), make_step(qmodel, x, y), a.steps)
     if a.json:
-        print(json.dumps({"float": f, "qfx": q, "ratio": q / f}))
+        print(json.dumps({"float": f, "qfx": q, "ratio": q / f, "fused": machine.fused_kernel()}))
         return
     print(f"machine: {machine.cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"load average {load0} -> {machine.load()}, seed {a.seed}")
     print(f"ResNet-20, batch {a.batch}, 3x32x32, {a.steps} steps each, alternating (median)")
     print(f"float: {f:8.1f} ms/step")
     print(f"QFX  : {q:8.1f} ms/step  ({nq} quantizers)")
-    print(f"ratio: {q / f:.2f}x (target: within 1.2x)")
+    print(f"ratio: {q / f:.2f}x (target: within 1.2x); fused cast kernel: "
+          f"{'yes' if machine.fused_kernel() else 'no'}")
 
 
 if __name__ == "__main__":

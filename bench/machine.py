@@ -31,3 +31,12 @@ def compiler() -> str:
         return subprocess.run(["g++", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     except (OSError, IndexError):
         return "g++ not found"
+
+
+def fused_kernel() -> int:
+    """1 if the qfx_compile tree in use runs its fused C++ cast kernel (qfx/fused), else 0."""
+    try:
+        from qfx_compile.qfx import fused
+    except ImportError:  # a tree before the kernel (--baseline)
+        return 0
+    return int(fused.kernel() is not None)

@@ -3,7 +3,8 @@
 Width ``W``, signedness, rounding and overflow are fixed; the integer bits ``I``
 (per tensor, or one per channel along ``axis``) are a real-valued parameter
 ``theta`` used as ``I = round(theta)`` in the forward pass (straight-through
-round: ``dI/dtheta = 1``).
+round: ``dI/dtheta = 1``). Optionally ``W`` is learned too, one per tensor, in
+the same way (:meth:`Quantizer.learn_width`: its gradient and bounds).
 
 Forward:
 * eval: exactly :func:`qfx.quantize` with type ``ap_fixed<W, I, Q, O>`` (per-channel

@@ -75,3 +75,22 @@ def test_needs_an_example():
     with pytest.raises(ValueError, match="example_input"):
         qfx.hardware_cost(model, "ultra96")
     assert qfx.hardware_cost(model, "ultra96", (1, 1, 8, 8)).cycles > 0
+
+
+def test_gradient_reaches_a_layer_with_mixed_rows():
+    """A layer with mixed rows is priced as its multiplier core and its shift-add core (``dsp_rows`` /
+    ``khot_rows``): both belong to the layer, so the gradient reaches its learned widths through both."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 12), torch.nn.ReLU(), torch.nn.Linear(12, 4))
+    x = torch.rand(8, 1, 4, 4)
+    cfg = qfx.QFXConfig(k_hot=2, digits="sp2", lut_rows=0.5, learn_width=True)
+    model = qfx.quantize_model(net, cfg, x)
+    model.train()
+    cost = qfx.hardware_cost(model, "ultra96", x)
+    cores = {r["layer"].split("/")[-1] for r in cost.layers}
+    assert {"dsp_rows", "khot_rows"} <= cores
+    cost.total.backward()
+    for name in ("1", "3"):
+        w = model.get_submodule(name).weight_quantizer
+        grads = [p.grad for n, p in w.named_parameters() if "width" in n]
+        assert grads and all(g is not None and bool((g > 0).all()) for g in grads), name

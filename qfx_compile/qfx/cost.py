@@ -127,8 +127,12 @@ def _array_slope(width: int, depth: int) -> tuple[float, float]:
 
 
 def _module(model, name_comment: str):
-    """(qualified name, module) of a plan layer's ``name_comment`` ((name, None) when not found)."""
-    name = name_comment.rsplit("/", 1)[0]
+    """(qualified name, module) of a plan layer's ``name_comment`` ((name, None) when not found).
+
+    The exporter names nodes ``<module path>/<op>``; the lowering adds ``/<core>`` to the two cores
+    and the merge of a layer with mixed rows, so the module path is what precedes the first ``/``.
+    """
+    name = name_comment.split("/", 1)[0]
     for n in (name, name.replace(".", "_")):
         try:
             return n, model.get_submodule(n)

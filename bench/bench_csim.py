@@ -1,9 +1,9 @@
 """Benchmark: ResNet-20 C simulation before and after the native-mantissa kernels and the parallel testbench.
 
-One generated project, built twice in the same run: "before" with the MAC kernels (qfx_mac.h, qfx_dense.h,
-qfx_conv2d.h, qfx_shiftadd.h) and the testbench template of git revision --before (default: the commit
-before the change), "after" as generated from the working tree.
-Both builds use the project's Makefile (same g++ flags); runs alternate, median of --reps:
+One generated project, built twice in the same run: "before" with every hls_lib header and the testbench
+template of git revision --before (default: the commit before the C simulation work), "after" as
+generated from the working tree.
+Both builds use the project's Makefile, "before" with rev's default CXXFLAGS; runs alternate, median of --reps:
 before (one process, as it was), after in one process (QFX_CSIM_JOBS=1), after on all cores.
 Every run must print "N passed, 0 failed". Wall time and CPU time (the testbench and its workers,
 getrusage) are both reported: on a shared machine the CPU time is the steadier figure.
@@ -34,20 +34,31 @@ def git_show(rev: str, path: str) -> str:
                           check=True).stdout
 
 
-#: The headers the change rewrote (the MAC kernels); the rest of hls_lib is shared by both builds, so
-#: kernels added later (which the old revision lacks) still compile.
-BEFORE_FILES = ("hls_lib/qfx_mac.h", "hls_lib/qfx_dense.h", "hls_lib/qfx_conv2d.h", "hls_lib/qfx_shiftadd.h")
+def before_files(rev: str) -> list[str]:
+    """Every header of hls_lib at rev (kernels, casts, helpers): the C simulation as it was. Headers added
+    later stay in the copy but are not included by rev's qfx.h."""
+    out = subprocess.run(["git", "ls-tree", "--name-only", rev, "hls_lib/"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.split()
+    return [n for n in out if n.endswith(".h")]
+
+
+ZERO = "template <class T>\ninline T zero() {\n    return from_raw<T>(0);\n}\n\n"
 
 
 def make_before(after: Path, before: Path, rev: str) -> None:
-    """A copy of the project with rev's MAC kernels (BEFORE_FILES) and rev's testbench template rendered in."""
+    """A copy of the project with rev's hls_lib headers, rev's testbench template rendered in and rev's
+    default compiler flags in its Makefile."""
     import jinja2
 
     if before.exists():
         shutil.rmtree(before)
     shutil.copytree(after, before, ignore=shutil.ignore_patterns("build"))
-    for n in BEFORE_FILES:
-        (before / "firmware" / "hls_lib" / Path(n).name).write_text(git_show(rev, n))
+    for n in before_files(rev):
+        text = git_show(rev, n)
+        if n == "hls_lib/qfx_types.h" and "inline T zero()" not in text:
+            # headers added later (qfx_straight.h, which every project's qfx_gen.h includes) use zero<T>()
+            text = text.replace("}  // namespace qfx", ZERO + "}  // namespace qfx")
+        (before / "firmware" / "hls_lib" / Path(n).name).write_text(text)
     rep = json.loads((after / "report.json").read_text())
     out_t = rep["output"]["type"]
     width = int(out_t.split("<")[1].split(",")[0])
@@ -56,6 +67,9 @@ def make_before(after: Path, before: Path, rev: str) -> None:
     tb = jinja2.Template(git_show(rev, "templates/tb/testbench.cpp.j2")).render(
         top=top, output={"signed": out_t.startswith("ap_fixed"), "width": width})
     (before / "tb" / "testbench.cpp").write_text(tb)
+    flags = next(ln for ln in git_show(rev, "templates/Makefile.j2").splitlines() if ln.startswith("CXXFLAGS ?="))
+    mk = before / "Makefile"
+    mk.write_text("\n".join(flags if ln.startswith("CXXFLAGS ?=") else ln for ln in mk.read_text().splitlines()) + "\n")
 
 
 def cpu_children() -> float:

@@ -3,10 +3,11 @@
 Model: bench_compile's ResNet-20 (3x32x32, 16/32/64 channels, 8-bit types), exported to ONNX once
 (--out). The float twin is the same architecture in plain torch.nn (Conv2d, BatchNorm2d, ReLU, the
 residual add, AdaptiveAvgPool2d, Linear), float32, eval mode, its weights copied from the QFX model.
+``--model cnn``: peers.py's small CNN (1x28x28, every type ap_fixed<16,6>) and its float network.
 One batch of --batch inputs; the exact predict and the float twin alternate, --repeat calls each,
 median. The predict output is checked equal to the integer interpreter (ir.interpret) on the first
 16 inputs before timing. torch appears only here, never in the compiler.
-Usage: python bench/bench_predict.py [--batch 512] [--repeat 5] [--threads N] [--out build/bench_predict]
+Usage: python bench/bench_predict.py [--model resnet20|cnn] [--batch 512] [--repeat 5] [--threads N] [--out build/bench_predict]
 """
 from __future__ import annotations
 
@@ -83,6 +84,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--out", default="build/bench_predict")
+    ap.add_argument("--model", choices=("resnet20", "cnn"), default="resnet20",
+                    help="cnn: peers.py's small CNN (1x28x28, ap_fixed<16,6>) and its float weights")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -92,13 +95,25 @@ def main() -> int:
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, data = calibrated_resnet20()
-    onnx_path = out / "resnet20.onnx"
+    rng = np.random.default_rng(2)
+    if a.model == "resnet20":
+        model, data = calibrated_resnet20()
+        twin = FloatResNet20(model).eval()
+        x = rng.normal(size=(a.batch, 3, 32, 32)).clip(-3.5, 3.5).astype(np.float32)
+        what = "ResNet-20 (bench_compile), 3x32x32"
+    else:
+        from peers import float_cnn, qfx_twin
+
+        torch.manual_seed(0)
+        twin = float_cnn().eval()
+        model = qfx_twin(twin)
+        x = (rng.normal(size=(a.batch, 1, 28, 28)) * 2).astype(np.float32)
+        data = torch.from_numpy(x[:4])
+        what = "small CNN (peers.py), 1x28x28, ap_fixed<16,6>"
+    onnx_path = out / f"{a.model}.onnx"
     if not onnx_path.exists():
         export_onnx(model, data[:4], str(onnx_path), vectors=4)
-    twin = FloatResNet20(model).eval()
     m = qfx_compile.load(onnx_path)
-    x = np.random.default_rng(2).normal(size=(a.batch, 3, 32, 32)).clip(-3.5, 3.5).astype(np.float32)
     want = interpret.to_float64(interpret.run(m.graph, x_float=x[:16]), m.output_type)
     assert np.array_equal(m.predict(x[:16]), want), "predict differs from the integer interpreter"
     xt = torch.from_numpy(x)
@@ -115,7 +130,7 @@ def main() -> int:
         tq.append(median_time(lambda: m.predict(x)))
     f, q = statistics.median(tf), statistics.median(tq)
     res = {
-        "model": "ResNet-20 (bench_compile), 3x32x32, exact predict vs float32 torch twin", "batch": a.batch,
+        "model": f"{what}, exact predict vs float32 torch twin", "batch": a.batch,
         "repeat": a.repeat, "torch_threads": torch.get_num_threads(),
         "float32_samples_per_s": round(a.batch / f, 1), "predict_samples_per_s": round(a.batch / q, 1),
         "predict_over_float_time": round(q / f, 2),

@@ -50,7 +50,27 @@ def rows():
     for d in ("binary", "csd", "sp2"):
         out.append((f"QFX 8-bit, K=2 K-hot weights, {d} digits", "qfx", 8,
                     bits_config(8, unsigned_relu=True, k_hot=2, digits=d)))
+    out.append((MIX_LABEL, "qfx", 8, mix_config()))
     return out
+
+
+MIX_LABEL = "QFX 8-bit, Mix-and-Match rows (K=2 sp2 rows at lut_rows='auto' for ultra96, the rest fixed-point)"
+
+
+def mix_config(target="ultra96", bits=8):
+    """Mix and Match: each layer's share of K=2 SP2 rows from the part's LUT/DSP ratio (``lut_rows="auto"``)."""
+    return bits_config(bits, unsigned_relu=True, k_hot=2, digits="sp2", lut_rows="auto", target=target)
+
+
+def train_row(fm, method, cfg, train, seed, qfx_epochs, **recipe):
+    """One row's model from the float model ``fm``: PTQ (calibration only) or QFX fine-tuning with
+    ``qfx.train_recipe`` (teacher ``fm``; ``recipe``: more of its arguments). In exact eval mode."""
+    qfx.seed_everything(seed)
+    if method == "ptq":
+        return qfx.ptq(copy.deepcopy(fm).train(), cfg, train[0][:256], train[0][:1000])
+    m = qfx.quantize_model(copy.deepcopy(fm).train(), cfg, train[0][:256])
+    qfx.calibrate(m, train[0][:1000])
+    return qfx.train_recipe(m, train, epochs=qfx_epochs, seed=seed, teacher=fm, **recipe)
 
 
 def hardware_cost(model, example, target):
@@ -80,13 +100,7 @@ def run_seed(seed, target, dataset, float_epochs, qfx_epochs, threads, with_cost
     print(f"seed {seed} float32 {100 * res['float32'][0]:.1f}% ({t.s:.0f} s)", flush=True)
     for label, method, _, cfg in rows():
         with Timer() as t:
-            qfx.seed_everything(seed)
-            if method == "ptq":
-                m = qfx.ptq(copy.deepcopy(fm).train(), cfg, train[0][:256], train[0][:1000])
-            else:
-                m = qfx.quantize_model(copy.deepcopy(fm).train(), cfg, train[0][:256])
-                qfx.calibrate(m, train[0][:1000])
-                qfx.train_recipe(m, train, epochs=qfx_epochs, seed=seed, teacher=fm)
+            m = train_row(fm, method, cfg, train, seed, qfx_epochs)
         res[label] = (qfx.accuracy(m, *test), t.s)
         print(f"seed {seed} {label} {100 * res[label][0]:.1f}% ({t.s:.0f} s)", flush=True)
         if with_cost:
@@ -126,7 +140,9 @@ def table(res, cost, seeds, cmd, target, total):
         d, lut = cost.get(label, ("-", "-"))
         gap = "" if label == "float32" else f"{100 * (stats(accs)[0] - fl):+.1f}"
         lines.append(f"| {label} | {pm(accs)} | {gap} | {d} | {lut} | {stats([s for _, s in res[label]])[0]:.0f} |")
-    lines += ["", "Mix-and-Match rows (SP2 rows to LUTs, fixed-point rows to DSPs): not built yet. Per-channel "
+    lines += ["", "Mix-and-Match rows: `QFXConfig(k_hot=2, digits='sp2', lut_rows='auto', target='ultra96')`, the "
+              "rows assigned once after calibration (`qfx.assign_rows`), SP2 rows on LUT shift-add cores, the "
+              "others on DSP multipliers (README 'Designing to the device'). Per-channel "
               "weights: the backend unifies a layer's per-channel binary points into one type wide enough for "
               "every channel, so trained per-channel 4-bit weights become wider multiplier operands (DSPs; only "
               "operands of at most 4 bits go to LUTs, backend/estimate.py); per-tensor weights keep 4 bits."]
@@ -145,24 +161,34 @@ def plot(res, path, seeds):
         ax.errorbar(BITS, [100 * m for m, _ in ms], yerr=[100 * s for _, s in ms], marker=mk, capsize=3,
                     label=method)
     ax.set_xlabel("bits (weights and activations)")
+    ax.set_xticks(BITS)
+    save_plot(fig, ax, path, seeds)
+
+
+def save_plot(fig, ax, path, seeds, legend=None):
+    """The accuracy axis, title, grid and legend of the MNIST plots; writes the PNG."""
     ax.set_ylabel("test accuracy % (exact eval mode)")
     ax.set_title(f"MNIST-5k, SmallResNet, seeds {', '.join(map(str, seeds))}")
-    ax.set_xticks(BITS)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(**(legend or {}))
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_args(ap, qfx_epochs=8):
+    """The arguments every MNIST table script takes: seeds, target, threads, jobs, epochs."""
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--target", default="ultra96")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=1, help="seeds trained at once (one process each)")
     ap.add_argument("--float-epochs", type=int, default=FLOAT_EPOCHS)
-    ap.add_argument("--qfx-epochs", type=int, default=8, help="train_recipe epochs (its default: 8)")
+    ap.add_argument("--qfx-epochs", type=int, default=qfx_epochs, help="train_recipe epochs (its default: 8)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    run_args(ap)
     ap.add_argument("--plot", default="docs/accuracy_vs_bits.png")
     ap.add_argument("--write", action="store_true", help="write the table into README.md")
     a = ap.parse_args()

@@ -248,3 +248,22 @@ def test_export_round_trip_is_exact(tmp_path, cfg):
         assert np.array_equal(to_float64(run(graph, x_float=x.numpy()), out_t).reshape(want.shape), want)
     v = load_vectors(path)
     assert np.array_equal(run(g, v["input_raw"]), v["output_raw"])
+
+
+def test_train_recipe_takes_a_penalty_and_a_width_lr():
+    """``train_recipe(penalty=...)`` adds the term at every step; the widths learn at ``width_lr``."""
+    x, y = _data(64, seed=1)
+    out = {}
+    for lr in (0.0, 0.5):
+        model = _model(0, min_width=3)
+        calls = []
+
+        def penalty(m, step):
+            calls.append(step)
+            return 100.0 * sum(q.width_param for q in _learned(m).values())  # pushes every width down
+        qfx.train_recipe(model, (x, y), epochs=4, batch_size=32, penalty=penalty, width_lr=lr,
+                         freeze_int_bits=None, bn_reestimate=0)
+        assert calls == list(range(8))
+        out[lr] = [q.width for q in _learned(model).values()]
+    assert set(out[0.0]) == {8}
+    assert max(out[0.5]) < 8

@@ -203,7 +203,25 @@ def _train(lam, steps=30, seed=0):
     return model, sum(q.width for q in _learned(model).values()), qfx.hardware_cost(model, "ultra96", x[:1])
 
 
-def test_short_training_with_a_large_lam_shrinks_widths_and_cost():
+def _interpreter_equals_eval(model, x, path):
+    """The exported model in the compiler's integer interpreter (before and after its passes) == eval mode."""
+    from qfx_compile.frontend import load_model
+    from qfx_compile.ir.interpret import run, to_float64
+    from qfx_compile.ir.passes import run_default_passes
+    from qfx_compile.qfx.export import export_onnx, load_vectors
+    model.eval()
+    with torch.no_grad():
+        want = model(x).double().numpy()
+    g = load_model(export_onnx(model, x[:1], str(path), vectors=len(x), inputs=x))
+    out_t = g.tensors[g.outputs[0]].type
+    for graph in (g, run_default_passes(g)):
+        assert np.array_equal(to_float64(run(graph, x_float=x.numpy()), out_t).reshape(want.shape), want)
+    v = load_vectors(str(path))
+    assert np.array_equal(run(g, v["input_raw"]), v["output_raw"])
+    return g
+
+
+def test_short_training_with_a_large_lam_shrinks_widths_and_cost(tmp_path):
     start = _model(0, min_width=3)
     w0 = sum(q.width for q in _learned(start).values())
     c0 = qfx.hardware_cost(start, "ultra96", _data(1)[0])
@@ -214,16 +232,14 @@ def test_short_training_with_a_large_lam_shrinks_widths_and_cost():
     assert c_lam.total.item() < c0.total.item()
     # deterministic: the same seed gives the same widths
     assert _train(100.0)[1] == w_lam
+    # the trained widths are what the compiler sees, bit for bit
+    g = _interpreter_equals_eval(model, _data(40, seed=5)[0], tmp_path / "trained.onnx")
+    assert g.tensors[g.outputs[0]].type.width == model.fc.output_quantizer.width
 
 
 # ------------------------------------------------------------------ export: the compiler sees the learned widths
 @pytest.mark.parametrize("cfg", [{}, {"k_hot": 2, "digits": "csd"}])
 def test_export_round_trip_is_exact(tmp_path, cfg):
-    from qfx_compile.frontend import load_model
-    from qfx_compile.ir.interpret import run, to_float64
-    from qfx_compile.ir.passes import run_default_passes
-    from qfx_compile.qfx.export import export_onnx, load_vectors
-
     model = _model(3, min_width=2, max_width=10, **cfg)
     widths = {"input_quant.output_quantizer": 7, "conv.weight_quantizer": 5, "conv.output_quantizer": 9,
               "bn.output_quantizer": 4, "fc.weight_quantizer": 3, "fc.output_quantizer": 6}
@@ -234,20 +250,13 @@ def test_export_round_trip_is_exact(tmp_path, cfg):
     for n, w in widths.items():
         learned[n].set_width(w)
     with torch.no_grad():
-        want = model(x).double().numpy()
-    assert not np.array_equal(want, before.double().numpy())  # the eval cache saw the new widths
-    path = export_onnx(model, x[:1], str(tmp_path / "m.onnx"), vectors=len(x), inputs=x)
-    g = load_model(path)
+        assert not torch.equal(model(x), before)  # the eval cache saw the new widths
+    g = _interpreter_equals_eval(model, x, tmp_path / "m.onnx")
     acts = {t.type.width for t in g.tensors.values() if t.type is not None}
     consts = {c.type.width for n in g.nodes for k, c in n.params.items() if k in ("weight", "W", "B", "w")}
     assert {7, 9, 4, 6} <= acts, acts  # input, conv output, BatchNorm output, fc output
     assert {5, 3} <= consts, consts    # the two weight tensors
-    out_t = g.tensors[g.outputs[0]].type
-    assert out_t.width == 6
-    for graph in (g, run_default_passes(g)):
-        assert np.array_equal(to_float64(run(graph, x_float=x.numpy()), out_t).reshape(want.shape), want)
-    v = load_vectors(path)
-    assert np.array_equal(run(g, v["input_raw"]), v["output_raw"])
+    assert g.tensors[g.outputs[0]].type.width == 6
 
 
 def test_train_recipe_takes_a_penalty_and_a_width_lr():

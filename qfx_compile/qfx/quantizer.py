@@ -263,11 +263,8 @@ class Quantizer(nn.Module):
         p = self.width_param
         if p is None:
             return self._base_type
-        key = (p.data_ptr(), p._version)
-        if self._width_cache[0] != key:
-            lo, hi = self.width_bounds
-            self._width_cache = (key, min(hi, max(lo, int(math.floor(float(p.detach()) + 0.5)))))
-        return self._base_type.replace(width=self._width_cache[1])
+        lo, hi = self.width_bounds
+        return self._base_type.replace(width=min(hi, max(lo, int(math.floor(float(p.detach()) + 0.5)))))
 
     @base_type.setter
     def base_type(self, t: FixedType) -> None:
@@ -309,7 +306,6 @@ class Quantizer(nn.Module):
         if problems:
             raise ValueError(f"{self.name}: learn_width: " + "; ".join(problems))
         self.width_bounds = (int(min_width), int(hi))
-        self._width_cache = (None, None)
         self.width_param = nn.Parameter(torch.tensor(float(min(hi, max(min_width, w0)))),
                                         requires_grad=not self.frozen)
         return self

@@ -276,3 +276,16 @@ def test_train_recipe_takes_a_penalty_and_a_width_lr():
         out[lr] = [q.width for q in _learned(model).values()]
     assert set(out[0.0]) == {8}
     assert max(out[0.5]) < 8
+
+
+def test_learned_widths_pass_the_c_simulation(tmp_path):
+    """A model trained with learned widths compiles, and its C simulation reproduces eval mode bit for bit
+    on the stored vectors, in the default design and in the --explore design."""
+    from qfx_compile.cli import main
+    from qfx_compile.qfx.export import export_onnx
+    model, _, _ = _train(100.0)
+    assert any(q.width < 8 for q in _learned(model).values())
+    x = _data(20, seed=6)[0]
+    path = export_onnx(model, x[:1], str(tmp_path / "trained.onnx"), vectors=len(x), inputs=x)
+    assert main([path, "-t", "ultra96", "-o", str(tmp_path / "hls"), "-q", "--csim"]) == 0
+    assert main([path, "-t", "ultra96", "-o", str(tmp_path / "hls_explore"), "-q", "--csim", "--explore"]) == 0

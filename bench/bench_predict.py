@@ -8,6 +8,7 @@ One batch of --batch inputs; the exact predict and the float twin alternate, --r
 median. The predict output is checked equal to the integer interpreter (ir.interpret) on the first
 16 inputs before timing. torch appears only here, never in the compiler.
 Usage: python bench/bench_predict.py [--model resnet20|cnn] [--batch 512] [--repeat 5] [--threads N] [--out build/bench_predict]
+       [--baseline REF --rounds 3]: also the library at git commit REF, in alternating processes (bench/baseline.py)
 """
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+import baseline  # noqa: E402  (bench/baseline.py: before/after in one run)
+
+baseline.use_pkg(sys.argv)
+import qfx_compile  # noqa: E402,F401  (first: the tree --pkg names, before bench_compile puts ROOT first)
 import machine  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -72,7 +76,7 @@ def _bn(q) -> nn.BatchNorm2d:
     return b
 
 
-def median_time(fn) -> float:
+def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
@@ -86,10 +90,26 @@ def main() -> int:
     ap.add_argument("--out", default="build/bench_predict")
     ap.add_argument("--model", choices=("resnet20", "cnn"), default="resnet20",
                     help="cnn: peers.py's small CNN (1x28x28, ap_fixed<16,6>) and its float weights")
+    ap.add_argument("--baseline", metavar="REF", help="also time qfx_compile at git commit REF, alternately")
+    ap.add_argument("--rounds", type=int, default=3, help="processes per tree with --baseline")
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--pkg", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.baseline:
+        args = ["--model", a.model, "--batch", str(a.batch), "--repeat", str(a.repeat), "--out", a.out] + \
+            (["--threads", str(a.threads)] if a.threads else [])
+        load0 = machine.load()
+        before, after, commit = baseline.compare(__file__, args, a.baseline, a.rounds)
+        print(f"`{baseline.command(sys.argv)}` on {machine_line()}, torch {torch.__version__}, load average {load0} "
+              f"-> {machine.load()}; batch {a.batch}, {a.repeat} calls each alternating, median; {a.rounds} "
+              "processes per tree, alternating, median:\n")
+        print("| | float32 samples/s | exact predict samples/s | predict time / float time |\n|---|---:|---:|---:|")
+        for name, r in ((f"before ({commit})", before), (f"after ({baseline.head()})", after)):
+            print(f"| {name} | {r['float32_samples_per_s']:.0f} | {r['predict_samples_per_s']:.0f} | "
+                  f"{r['predict_over_float_time']:.2f}x |")
+        return 0
     if a.threads:
         torch.set_num_threads(a.threads)
-    import qfx_compile
     from qfx_compile.ir import interpret
     from qfx_compile.qfx.export import export_onnx
 
@@ -126,8 +146,8 @@ def main() -> int:
     m.predict(x[:32])
     tf, tq = [], []
     for _ in range(a.repeat):  # alternated
-        tf.append(median_time(run_float))
-        tq.append(median_time(lambda: m.predict(x)))
+        tf.append(timed(run_float))
+        tq.append(timed(lambda: m.predict(x)))
     f, q = statistics.median(tf), statistics.median(tq)
     res = {
         "model": f"{what}, exact predict vs float32 torch twin", "batch": a.batch,
@@ -137,6 +157,9 @@ def main() -> int:
         "runs_s": {"float32": [round(t, 3) for t in tf], "predict": [round(t, 3) for t in tq]},
         "machine": machine_line(), "load_after": machine.load(), "torch": torch.__version__,
     }
+    if a.json:
+        print(json.dumps(res))
+        return 0
     print(json.dumps(res, indent=2))
     (out / "bench_predict.json").write_text(json.dumps(res, indent=2) + "\n")
     return 0

@@ -370,7 +370,8 @@ def ib_grad_scale(n: int, gmax: float, int_bits: int) -> int:
     ``|g_i| < 2**e`` (``e`` = frexp exponent of ``max |g|``), so each term is at most
     ``2**(52 - ceil(log2 n))`` and every partial sum at most ``2**52``: integers that float64
     adds exactly, in any order, on any number of threads. Each product ``g_i * d_i`` of two
-    float32 numbers is exact in float64; the one rounding per term is at most ``2**(k-1)``.
+    float32 numbers is exact in float64 (of float64 ones, rounded once: still one value); the
+    rounding to the grid is at most ``2**(k-1)`` per term.
     """
     return (n - 1).bit_length() + math.frexp(gmax)[1] + int_bits - 52
 
@@ -393,7 +394,7 @@ def ib_grad(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, inside: torch.Ten
         return _ib_grad(0.0, 0, 2 if not math.isfinite(gmax) else 1)
     k = ib_grad_scale(g.numel(), gmax, int_bits)
     d = torch.where(inside, q - x, q)
-    t = torch.mul(g.double(), d.double()).mul_(2.0 ** -k).round_()
+    t = g.double().mul_(2.0 ** -k).mul_(d).round_()  # (g * 2**-k) * d: both exact in float64, as g * d * 2**-k
     return _ib_grad(float(t.sum()), k, 0)
 
 

@@ -6,7 +6,9 @@ Both are untrained and calibrated on random inputs: the estimates depend on the 
 the types, not on accuracy. For each target: the compiler's default design (reuse for 80% of the
 DSPs, mul_impl auto) and the searched one (default budget: 80% of DSP, LUT, FF, BRAM18), priced by
 backend/estimate.py with the same accounting (datapath + LUTRAM of small constants + FIFOs; BRAM18 of
-the constants and of the FIFOs). Then the search time on ResNet-20 for zcu102 (median of --repeat runs).
+the constants and of the FIFOs), and each design's share of the part's roofline (estimate.Roofline: DSPs x
+products per DSP + LUTs / LUTs per product, per clock; achieved = MACs per sample x samples/s). Then the search
+time on ResNet-20 for zcu102 (median of --repeat runs).
 
 Usage: python bench/bench_explore.py [--out build/bench_explore] [--repeat 5] [--json results.json]
 """
@@ -57,7 +59,9 @@ def resnet20_model():
 
 def fmt(d) -> dict:
     return None if d is None else {"dsp": d.dsp, "lut": d.lut, "bram18": d.bram18,
-                                   "samples_per_s": round(d.samples_per_s)}
+                                   "samples_per_s": round(d.samples_per_s), "latency_cycles": d.latency,
+                                   "macs_per_s": round(d.macs_per_s),
+                                   "roofline_share": d.roofline_share}
 
 
 def main() -> int:
@@ -82,7 +86,8 @@ def main() -> int:
                 rows.append({"model": name, "target": tn, "default": None, "searched": None, "error": str(e)})
                 continue
             rows.append({"model": name, "target": tn, "default": fmt(r.default), "default_error": r.default_error,
-                         "searched": fmt(r.chosen), "search_s": round(r.seconds, 3)})
+                         "searched": fmt(r.chosen), "search_s": round(r.seconds, 3),
+                         "roofline": r.roofline.as_dict()})
     times = []
     g = graphs["ResNet-20 CIFAR (8-bit)"]
     for _ in range(a.repeat):
@@ -93,15 +98,20 @@ def main() -> int:
              f"Python {platform.python_version()}")
 
     def cell(d):
-        return "does not fit" if d is None else \
-            f"{d['dsp']} | {d['lut']:,} | {d['bram18']} | {d['samples_per_s']:,}"
+        return f"{d['dsp']:,} | {d['lut']:,} | {d['bram18']} | {d['samples_per_s']:,} | {d['roofline_share']:.2%}"
 
-    print("| model | target | default DSP | LUT | BRAM18 | samples/s | searched DSP | LUT | BRAM18 | samples/s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    def peak(r):
+        rf = r.get("roofline")
+        return "" if rf is None else (f"{rf['peak_macs_per_s'] / 1e9:,.0f} ({rf['products_per_dsp']}/DSP, "
+                                      f"{rf['luts_per_product']} LUT)")
+
+    print("| model | target | roofline GMAC/s | default DSP | LUT | BRAM18 | samples/s | roofline | searched DSP | "
+          "LUT | BRAM18 | samples/s | roofline |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        d = cell(r["default"]) if r["default"] else "does not fit | | |"
-        sch = cell(r["searched"]) if r["searched"] else "does not fit | | |"
-        print(f"| {r['model']} | {r['target']} | {d} | {sch} |")
+        d = cell(r["default"]) if r["default"] else "does not fit | | | |"
+        sch = cell(r["searched"]) if r["searched"] else "does not fit | | | |"
+        print(f"| {r['model']} | {r['target']} | {peak(r)} | {d} | {sch} |")
     for r in rows:
         if r.get("error"):
             print(f"\n{r['model']} on {r['target']}: {r['error']}")

@@ -149,7 +149,8 @@ def _summary(console, report: dict) -> None:
     console.print(f"estimate: {tot['dsp_estimate']:,} DSP of {tot['part_dsp']:,} (budget {tot['dsp_budget']:,}), "
                   f"~{tot['lut_estimate']:,} LUT of {tot['part_lut']:,}, {tot['adder_estimate']:,} shift-add adders; "
                   f"{tot['interval_cycles']:,} cycles/sample at {report['clock_ns']:g} ns = "
-                  f"{tot['samples_per_s']:,.0f} samples/s, latency <= {tot['latency_us']:,} us.",
+                  f"{tot['samples_per_s']:,.0f} samples/s, latency <= {tot['latency_us']:,} us; "
+                  f"{_roofline_text(tot)}.",
                   markup=False, highlight=False)
     if small:
         console.print(f"note: {len(small)} layer(s) multiply operands of <= 4 bits: counted in LUTs, not DSPs "
@@ -173,6 +174,14 @@ def _summary(console, report: dict) -> None:
                       markup=False, highlight=False)
         for line in cs["first_mismatches"]:
             console.print("  " + line, markup=False, highlight=False)
+
+
+def _roofline_text(tot: dict) -> str:
+    """The design's share of the part's peak MAC rate (report totals, estimate.Roofline)."""
+    r = tot["roofline"]
+    return (f"{tot['roofline_share']:.2%} of the part's roofline ({r['part_dsp']:,} DSP x {r['products_per_dsp']} "
+            f"+ {r['part_lut']:,} LUT / {r['luts_per_product']} per product = {r['peak_macs_per_s'] / 1e9:,.1f} "
+            f"GMAC/s; achieved {tot['macs_per_s'] / 1e9:,.3g} GMAC/s)")
 
 
 @contextlib.contextmanager
@@ -356,10 +365,11 @@ def _compile(console, err, model, target, outdir, clock_ns, part, csim, force, c
     _summary(console, res.report)
     if explored is not None:
         c, d = explored.chosen, explored.default
-        console.print(f"explore: {c.samples_per_s:,.0f} samples/s, {c.dsp} DSP, {c.lut:,} LUT, {c.bram18} BRAM18 "
-                      f"(budget {explored.limits['dsp']} DSP, {explored.limits['lut']:,} LUT, "
-                      f"{explored.limits['bram18']} BRAM18); default design: "
-                      + (f"{d.samples_per_s:,.0f} samples/s, {d.dsp} DSP, {d.lut:,} LUT" if d else "does not fit")
+        console.print(f"explore: {c.samples_per_s:,.0f} samples/s ({c.roofline_share:.2%} of the roofline), {c.dsp} "
+                      f"DSP, {c.lut:,} LUT, {c.bram18} BRAM18 (budget {explored.limits['dsp']} DSP, "
+                      f"{explored.limits['lut']:,} LUT, {explored.limits['bram18']} BRAM18); default design: "
+                      + (f"{d.samples_per_s:,.0f} samples/s ({d.roofline_share:.2%}), {d.dsp} DSP, {d.lut:,} LUT"
+                         if d else "does not fit")
                       + f"; searched {len(explored.samples)} designs in {explored.seconds:.2f} s "
                         f"(explore.json, explore_config.json, explore.png)", markup=False, highlight=False)
     console.print(f"project written to {_safe(res.outdir)} (report.json, README.md)", markup=False, highlight=False)

@@ -33,7 +33,20 @@ Rules (figures per layer, for the kernels' real parallelism, hls_lib/README.md):
   ``S + 1`` LUTs per DSP for the correction (``+ 2^(S-1)`` as a carry chain over the high
   field, the cost when the DSP's post-adder does not absorb it).
 * Throughput: under DATAFLOW the slowest layer sets the interval:
-  ``samples/s = 1e9 / (clock_ns * max cycles)``; latency <= the sum of the cycles.
+  ``samples/s = 1e9 / (clock_ns * max cycles)``. Latency: the cycles summed along the longest path
+  of the dataflow graph (input to output, each layer's cycles once; parallel branches, a residual
+  bypass or a mixed-row layer's two cores, overlap), as if each layer waited for its inputs' last
+  value: streaming overlap makes the real figure lower; stalls on full FIFOs and the fan-out copies
+  are not modelled.
+* Roofline (:func:`roofline`): the part's peak multiply-accumulate rate for a model,
+  ``(DSPs * p + floor(LUTs / l)) / clock_ns`` products per ns: ``p`` = 2 products per DSP when
+  DSP packing (:func:`packed_shape`, :func:`dsp_pack_rule`) is legal for at least one multiplier
+  layer of the model, else 1 (the peak is what the best layer could get out of a DSP);
+  ``l`` = the fewest LUTs that compute one of the model's products per cycle: a K-hot layer's
+  shift-add unit (:func:`shiftadd_product_luts` at its K and accumulator width), a multiplier
+  layer's fabric multiplier (:func:`fabric_mul_luts`, the ``mul_impl`` 2 binding). A design's
+  achieved rate is its MACs per sample (the layers' ``macs``) x samples/s; its share of the
+  roofline = ``macs / (interval * (DSPs * p + floor(LUTs / l)))`` (the clock cancels).
 
 Default reuse: the largest common cycle budget T (binary search) is sought such
 that, with every multiplier layer at the largest reuse that keeps its cycles
@@ -108,7 +121,8 @@ def table_shape(products: int, k: int, read: int, outputs: int, writes: int, acc
     ``ceil(P / units)`` cycles of its fold loop, then writes its ``writes`` values."""
     units = math.ceil(products / max(1, min(int(reuse), products)))
     return LayerShape("shiftadd", adders=units * k, adder_bits=units * k * acc_bits,
-                      fixed_cycles=read + outputs * (math.ceil(products / units) + writes))
+                      fixed_cycles=read + outputs * (math.ceil(products / units) + writes), k=int(k),
+                      acc_bits=int(acc_bits))
 
 
 def shiftadd_product_luts(k: int, acc_bits: int) -> int:
@@ -334,10 +348,72 @@ def choose_reuse(shapes: list[LayerShape], fixed: list[int | None], mul_impl: li
     return at(hi_t)
 
 
+@dataclasses.dataclass(frozen=True)
+class Roofline:
+    """A part's peak multiply-accumulate rate for one model (module doc, "Roofline")."""
+    dsp: int                 # the part's DSPs
+    products_per_dsp: int    # p: 2 where DSP packing is legal for one of the model's multiplier layers, else 1
+    lut: int                 # the part's LUTs
+    luts_per_product: int    # l: the fewest LUTs computing one of the model's products per cycle (0: no products)
+    lut_form: str            # which product that is
+    clock_ns: float
+
+    @property
+    def products_per_cycle(self) -> int:
+        """``DSPs * p + floor(LUTs / l)``: the peak, in products per clock cycle."""
+        return self.dsp * self.products_per_dsp + (self.lut // self.luts_per_product if self.luts_per_product else 0)
+
+    def share(self, macs: int, interval_cycles: int) -> float:
+        """Achieved / peak for a design doing ``macs`` products per sample, one sample per ``interval_cycles``."""
+        peak = self.products_per_cycle
+        return macs / (max(1, interval_cycles) * peak) if peak else 0.0
+
+    def as_dict(self) -> dict:
+        f = 1e9 / self.clock_ns
+        lut_rate = self.lut // self.luts_per_product if self.luts_per_product else 0
+        return {"part_dsp": self.dsp, "products_per_dsp": self.products_per_dsp, "part_lut": self.lut,
+                "luts_per_product": self.luts_per_product, "lut_product": self.lut_form,
+                "dsp_macs_per_s": round(self.dsp * self.products_per_dsp * f),
+                "lut_macs_per_s": round(lut_rate * f), "peak_macs_per_s": round(self.products_per_cycle * f)}
+
+
+def roofline(target, clock_ns: float, layers) -> Roofline:
+    """The roofline of ``target`` (``dsp``, ``lut``, ``dsp_kind``: targets.Target) for a model given as
+    ``(LayerShape, macs per sample)`` pairs (module doc, "Roofline"); only layers with MACs count."""
+    kind = target.dsp_kind
+    work = [s for s, macs in layers if macs > 0]
+    p = 2 if any(packed_shape(s, kind)[0] is not None for s in work) else 1
+    forms = []
+    for s in work:
+        if s.kind == "shiftadd" and s.k and s.acc_bits:
+            forms.append((shiftadd_product_luts(s.k, s.acc_bits), f"shift-add unit (K={s.k}, {s.acc_bits}-bit adders)"))
+        elif s.kind in ("mul", "fixed_mul") and s.a_bits and s.b_bits:
+            hi, lo = max(s.a_bits, s.b_bits), min(s.a_bits, s.b_bits)
+            forms.append((fabric_mul_luts(s.a_bits, s.b_bits), f"fabric multiplier ({hi} x {lo} bits)"))
+    l, form = min(forms, default=(0, "none (no layer multiplies)"))
+    return Roofline(int(target.dsp), p, int(target.lut), max(1, l) if forms else 0, form, float(clock_ns))
+
+
+def longest_path(cycles: list[int], preds) -> int:
+    """The most cycles summed along a path of the dataflow graph: layer ``i`` (topological order) reads the
+    outputs of the layers ``preds[i]`` (indices below ``i``; none: it reads the design's input)."""
+    finish: list[int] = []
+    for i, (c, ps) in enumerate(zip(cycles, preds)):
+        if any(not 0 <= j < i for j in ps):
+            raise ValueError(f"layer {i} reads layers {sorted(ps)}: not in topological order")
+        finish.append(int(c) + max((finish[j] for j in ps), default=0))
+    return max(finish, default=0)
+
+
 @dataclasses.dataclass
 class DesignEstimate:
+    """A whole design: its layers' estimates (in the plan's order), the graph's edges (``preds[i]``: the
+    layers whose outputs layer ``i`` reads; None: a chain), MACs per sample, and the part's roofline."""
     layers: list[LayerEstimate]
     clock_ns: float
+    preds: tuple | None = None
+    macs: int = 0
+    roofline: Roofline | None = None
 
     @property
     def dsp(self) -> int:
@@ -357,8 +433,23 @@ class DesignEstimate:
 
     @property
     def latency_cycles(self) -> int:
-        return sum(e.cycles for e in self.layers)
+        """Cycles along the longest path through the graph (:func:`longest_path`; without ``preds`` the layers
+        form a chain: the sum), each layer counted whole (module doc, "Throughput")."""
+        cycles = [e.cycles for e in self.layers]
+        if self.preds is None:
+            return sum(cycles)
+        return longest_path(cycles, self.preds)
 
     @property
     def samples_per_s(self) -> float:
         return 1e9 / (self.clock_ns * self.interval_cycles)
+
+    @property
+    def macs_per_s(self) -> float:
+        """The achieved rate: MACs per sample x samples/s."""
+        return self.macs * self.samples_per_s
+
+    @property
+    def roofline_share(self) -> float | None:
+        """Achieved rate / the part's peak (:class:`Roofline`); None without a roofline."""
+        return None if self.roofline is None else self.roofline.share(self.macs, self.interval_cycles)

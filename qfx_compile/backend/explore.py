@@ -16,7 +16,8 @@ each layer's alternatives:
   LUT totals; they do not depend on the layer options (token order, not cycles), so not varied.
 
 Objective, in this order: the largest throughput (the smallest interval: the slowest layer's
-cycles under DATAFLOW), then the smallest latency (sum of the layers' cycles), then the
+cycles under DATAFLOW), then the smallest latency (the cycles along the graph's longest path,
+estimate.DesignEstimate.latency_cycles), then the
 fewest resources (DSP, LUT, BRAM shares of the budgets, summed). Budgets: a share of
 the part's DSP, LUT, FF and BRAM18 (default :data:`DEFAULT_BUDGET`).
 
@@ -114,11 +115,14 @@ class Design:
     interval: int
     latency: int
     samples_per_s: float
+    macs_per_s: float = 0.0       # MACs per sample x samples/s
+    roofline_share: float = 0.0   # of the part's peak (estimate.Roofline)
 
     def as_dict(self) -> dict:
         return {"dsp": self.dsp, "lut": self.lut, "ff": self.ff, "bram18": self.bram18,
                 "interval_cycles": self.interval, "latency_cycles": self.latency,
-                "samples_per_s": round(self.samples_per_s, 1)}
+                "samples_per_s": round(self.samples_per_s, 1), "macs_per_s": round(self.macs_per_s),
+                "roofline_share": round(self.roofline_share, 6)}
 
 
 @dataclasses.dataclass
@@ -136,6 +140,7 @@ class ExploreResult:
     samples: list[Design]
     fifo: tuple[int, int]
     seconds: float
+    roofline: E.Roofline | None = None
 
     def options_config(self) -> dict:
         """The chosen per-layer options as a ``--config`` file body."""
@@ -171,6 +176,7 @@ class ExploreResult:
             "chosen": self.chosen.as_dict(),
             "default": self.default.as_dict() if self.default else None,
             "default_error": self.default_error,
+            "roofline": self.roofline.as_dict() if self.roofline else None,
             "fifo": {"bram18": self.fifo[0], "lut": self.fifo[1],
                      "rule": "chain streams depth 2 (II=1); fork copies as deep as the deadlock analysis "
                              "needs (backend/fifo.py)"},
@@ -287,7 +293,7 @@ def _prune(cands: list[Cand]) -> list[int]:
 def explore(graph, target: Target, *, part: str | None = None, clock_ns: float | None = None,
             config: str | None = None, budget: dict | None = None) -> ExploreResult:
     """Search the design space of a typed IR graph for ``target``; see the module doc."""
-    from .plan import PlanOptions, _choose_parallelism, _streams, layer_plans
+    from .plan import PlanOptions, _choose_parallelism, _streams, layer_plans, layer_preds, model_roofline
 
     t0 = time.perf_counter()
     clock = float(clock_ns if clock_ns is not None else target.clock_ns)
@@ -305,12 +311,16 @@ def explore(graph, target: Target, *, part: str | None = None, clock_ns: float |
     width_of = {T.typedef: T.type.width for T in tensors.values()}
     fb, fl = E.fifos_cost((width_of.get(st.typedef, 32), st.depth) for st in streams)
 
+    preds = layer_preds(layers)
+    macs = sum(L.macs for L in layers)
+    roof = model_roofline(layers, target, clock)
+
     def design(picks: list[int]) -> Design:
         cs = [cands[i][p] for i, p in enumerate(picks)]
-        de = E.DesignEstimate([c.est for c in cs], clock)
+        de = E.DesignEstimate([c.est for c in cs], clock, preds, macs, roof)
         lut = de.lut + sum(c.rom_lut for c in cs) + fl
         return Design(list(picks), de.dsp, lut, E.ff_estimate(lut), sum(c.bram18 for c in cs) + fb,
-                      de.interval_cycles, de.latency_cycles, de.samples_per_s)
+                      de.interval_cycles, de.latency_cycles, de.samples_per_s, de.macs_per_s, de.roofline_share)
 
     def fits(d: Design) -> bool:
         return d.dsp <= limits["dsp"] and d.lut <= limits["lut"] and d.ff <= limits["ff"] and \
@@ -416,7 +426,7 @@ def explore(graph, target: Target, *, part: str | None = None, clock_ns: float |
         else:
             lo = mid + 1
     best = at(levels[hi])
-    best = _spend_on_latency(best, cands, kept, limits, design, samples)
+    best = _spend_on_latency(best, cands, kept, limits, design, samples, lambda cyc: E.longest_path(cyc, preds))
 
     # the compiler's default design (reuse for 80% of the DSPs), for comparison
     default = default_error = None
@@ -434,16 +444,18 @@ def explore(graph, target: Target, *, part: str | None = None, clock_ns: float |
     except BackendError as e:
         default_error = str(e)
     return ExploreResult(target, clock, share, limits, layers, [n.name for n in g.nodes], cands, best, default,
-                         default_error, samples, (fb, fl), time.perf_counter() - t0)
+                         default_error, samples, (fb, fl), time.perf_counter() - t0, roof)
 
 
-def _spend_on_latency(best: Design, cands, kept, limits, design, samples) -> Design:
+def _spend_on_latency(best: Design, cands, kept, limits, design, samples, latency_of) -> Design:
     """Greedy: while some layer can get faster within the budgets, take the change that saves the most latency
     per added budget share, as long as it costs at most :data:`LATENCY_RATE` budget shares (DSP + LUT + BRAM18)
-    per share of latency saved. A layer only gets faster, so the interval never grows."""
+    per share of latency saved (``latency_of(cycles per layer)``: a layer off the longest path saves nothing).
+    A layer only gets faster, so the interval never grows."""
     cur = best
     while True:
         step = None
+        cycles = [cs[p].cycles for cs, p in zip(cands, cur.picks)]
         for i, cs in enumerate(cands):
             c0 = cs[cur.picks[i]]
             for j in kept[i]:
@@ -455,9 +467,12 @@ def _spend_on_latency(best: Design, cands, kept, limits, design, samples) -> Des
                 if cur.dsp + dd > limits["dsp"] or lut > limits["lut"] or E.ff_estimate(lut) > limits["ff"] or \
                         cur.bram18 + db > limits["bram18"]:
                     continue
-                gain = (c0.cycles - c.cycles) / max(1, cur.latency)
+                gain = (c0.cycles - c.cycles) / max(1, cur.latency)  # at most this: the layer's own saving
                 cost = dd / max(1, limits["dsp"]) + dl / max(1, limits["lut"]) + db / max(1, limits["bram18"])
                 if cost > LATENCY_RATE * gain:
+                    continue
+                gain = (cur.latency - latency_of(cycles[:i] + [c.cycles] + cycles[i + 1:])) / max(1, cur.latency)
+                if gain <= 0 or cost > LATENCY_RATE * gain:
                     continue
                 score = gain / cost if cost > 0 else float("inf")
                 if step is None or score > step[0]:

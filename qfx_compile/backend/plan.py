@@ -23,8 +23,8 @@ from ..ir.ops import get as get_op
 from ..targets import Target, estimate_memory
 from . import fifo, names
 from .config import load_layer_config
-from .estimate import (DSP_PORTS, DSP_SHARE, DesignEstimate, FitError, LayerShape, choose_reuse, estimate_layer,
-                       packed_shape, table_shape)
+from .estimate import (DSP_PORTS, DSP_SHARE, DesignEstimate, FitError, LayerShape, Roofline, choose_reuse,
+                       estimate_layer, packed_shape, roofline, table_shape)
 from .layerplan import BackendError, LayerContext, LayerOptions, LayerPlan, TensorPlan
 from .lower import OUTPUT_HWC, LowerError, chw_to_stream, lower
 
@@ -251,7 +251,20 @@ def _choose_parallelism(layers: list[LayerPlan], opts: PlanOptions) -> tuple[lis
         sizes = L.sizes + ((("reuse", int(e.reuse)),) if L.has_reuse else ())
         ints = L.ints + ((("mul_impl", m),) if L.has_mul_impl else ())
         out.append(dataclasses.replace(L, cost=s, est=e, sizes=sizes, ints=ints, dsp_pack=pn))
-    return out, DesignEstimate(ests, opts.clock_ns)
+    return out, DesignEstimate(ests, opts.clock_ns, layer_preds(layers), sum(L.macs for L in layers),
+                               model_roofline(layers, opts.target, opts.clock_ns))
+
+
+def layer_preds(layers: list[LayerPlan]) -> tuple[tuple[int, ...], ...]:
+    """The dataflow graph's edges: for each layer, the indices of the layers whose outputs it reads."""
+    producer = {L.output.id: i for i, L in enumerate(layers)}
+    return tuple(tuple(sorted({producer[t.id] for t in L.inputs if t.id in producer})) for L in layers)
+
+
+def model_roofline(layers: list[LayerPlan], target: Target, clock_ns: float) -> Roofline:
+    """The part's roofline for these layers (estimate.roofline; a table kernel by its table unit)."""
+    return roofline(target, clock_ns, [(_folded_table(L, L.fold.natural) if L.fold is not None else L.cost, L.macs)
+                                       for L in layers])
 
 
 def _dsp_pack(L: LayerPlan, dsp_kind: str) -> tuple[LayerShape, str]:

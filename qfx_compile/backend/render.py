@@ -67,6 +67,8 @@ def report_dict(plan, *, model_path: str, n_vectors: int, vectors_source: str, c
                    "dsp_estimate": design.dsp, "lut_estimate": design.lut, "adder_estimate": design.adders,
                    "interval_cycles": design.interval_cycles, "latency_cycles": design.latency_cycles,
                    "samples_per_s": round(design.samples_per_s, 1),
+                   "macs_per_s": round(design.macs_per_s), "roofline_share": round(design.roofline_share, 6),
+                   "roofline": design.roofline.as_dict(),
                    "latency_us": round(design.latency_cycles * plan.clock_ns / 1000, 2),
                    "weight_bram18": mem.bram18, "weight_lutram_luts": mem.lut, "weight_bits": mem.bits,
                    "fifo_bram18": fifo[0], "fifo_luts": fifo[1],
@@ -75,7 +77,8 @@ def report_dict(plan, *, model_path: str, n_vectors: int, vectors_source: str, c
         "estimate_rules": "qfx_compile/backend/estimate.py: DSPs per product by operand widths "
                           f"({tgt.dsp_kind}), products with an operand of <= {LUT_MUL_BITS} bits in LUTs "
                           "(mul_impl 0), reuse = cycles per output vector/pixel, cycles per sample per layer; "
-                          "samples/s from the slowest layer (DATAFLOW)",
+                          "samples/s from the slowest layer (DATAFLOW), latency along the longest path; "
+                          "roofline: DSPs x products per DSP + LUTs / LUTs per product, per cycle",
         "vectors": {"count": n_vectors, "source": vectors_source},
         "csim": csim,
         # what the frontend decided that changes what the design outputs (exact float output, softmax -> argmax)

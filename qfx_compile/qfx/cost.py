@@ -58,7 +58,7 @@ class HardwareCost:
     lut: int            # datapath (multipliers, adders) plus LUTRAM of small constant arrays
     bram18: int
     cycles: int         # interval: cycles per sample of the slowest layer (DATAFLOW)
-    latency: int        # cycles, sum over the layers
+    latency: int        # cycles along the longest path of the dataflow graph (report.json latency_cycles)
     samples_per_s: float
     dsp_t: torch.Tensor
     lut_t: torch.Tensor

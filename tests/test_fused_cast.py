@@ -86,6 +86,20 @@ def test_quantize_uses_the_kernel_on_cpu(monkeypatch):
     assert torch.equal(qfx.quantize(x[::3], t), ref[::3])  # non-contiguous input
 
 
+def test_quantize_out_dtype(monkeypatch):
+    t = FixedType(16, 6)
+    x = _values(t, torch.float32)
+    wide = qfx.quantize(x, t, out_dtype=torch.float64)
+    assert wide.dtype == torch.float64 and torch.equal(wide, qfx.quantize(x, t).double())
+    with monkeypatch.context() as m:
+        m.setattr(fused, "kernel", lambda: None)
+        assert torch.equal(qfx.quantize(x, t, out_dtype=torch.float64), wide)
+    with pytest.raises(ValueError, match="out_dtype"):
+        qfx.quantize(x.double(), t, out_dtype=torch.float32)
+    with pytest.raises(ValueError, match="out_dtype"):
+        qfx.quantize(x, FixedType(30, 6), out_dtype=torch.float32)
+
+
 def _train_step(t: FixedType, x: torch.Tensor, g: torch.Tensor, int_bits: int):
     qz = qfx.Quantizer(t)
     qz.set_int_bits(int_bits)

@@ -149,7 +149,7 @@ def _summary(console, report: dict) -> None:
     console.print(f"estimate: {tot['dsp_estimate']:,} DSP of {tot['part_dsp']:,} (budget {tot['dsp_budget']:,}), "
                   f"~{tot['lut_estimate']:,} LUT of {tot['part_lut']:,}, {tot['adder_estimate']:,} shift-add adders; "
                   f"{tot['interval_cycles']:,} cycles/sample at {report['clock_ns']:g} ns = "
-                  f"{tot['samples_per_s']:,.0f} samples/s, latency <= {tot['latency_us']:,} us; "
+                  f"{tot['samples_per_s']:,.0f} samples/s, latency about {tot['latency_us']:,} us; "
                   f"{_roofline_text(tot)}.",
                   markup=False, highlight=False)
     if small:

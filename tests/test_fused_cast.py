@@ -191,6 +191,22 @@ def test_model_eval_and_training_step_equal_with_and_without_kernel(monkeypatch)
     assert len(grads_f) == len(grads_t) and all(torch.equal(a, b) for a, b in zip(grads_f, grads_t))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_max_pool_equals_torch(dtype):
+    gen = torch.Generator().manual_seed(11)
+    x = (torch.randint(-4, 4, (3, 5, 13, 12), generator=gen) / 2).to(dtype)  # many ties, +-0
+    x[0, 0, 0, :3] = torch.tensor([-0.0, 0.0, -math.inf])
+    x[1, 2, 4, 4] = math.nan
+    for k, s, p in [((2, 2), (2, 2), (0, 0)), ((3, 3), (1, 1), (1, 1)), ((3, 2), (2, 3), (1, 0)), ((5, 5), (2, 2), (2, 2))]:
+        for xs in (x, x[0], x[:, :, 1:, ::2]):  # 4-D, 3-D, non-contiguous
+            got = fused.max_pool2d(xs, k, s, p)
+            want = torch.nn.functional.max_pool2d(xs.double(), k, s, p)
+            assert got.dtype == torch.float64 and got.shape == want.shape
+            assert torch.equal(got.nan_to_num(7.0), want.nan_to_num(7.0)), (k, s, p)
+            assert torch.equal(torch.signbit(got), torch.signbit(want)), (k, s, p)
+            assert torch.equal(got.isnan(), want.isnan())
+
+
 _PROBE = """
 import json, sys
 from qfx_compile.qfx import fused

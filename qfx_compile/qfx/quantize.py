@@ -333,24 +333,11 @@ def _fused_kind(x: torch.Tensor, frac, width: int, out_dtype: torch.dtype) -> in
     return None
 
 
-def _unfilled(shape, dtype: torch.dtype) -> torch.Tensor:
-    """``torch.empty`` without the NaN fill of deterministic mode (the kernel writes every element)."""
-    det = getattr(torch.utils, "deterministic", None)
-    if det is None or not getattr(det, "fill_uninitialized_memory", False) \
-            or not torch.are_deterministic_algorithms_enabled():
-        return torch.empty(shape, dtype=dtype)
-    det.fill_uninitialized_memory = False
-    try:
-        return torch.empty(shape, dtype=dtype)
-    finally:
-        det.fill_uninitialized_memory = True
-
-
 def _cast_kernel(x: torch.Tensor, kind: int, frac: int, width: int, signed: bool, rounding: str, overflow: str,
                  out_dtype: torch.dtype) -> torch.Tensor:
     """The exact cast in one pass of the fused kernel (same value as the torch kernels, see cast.cpp)."""
     x = x.contiguous()
-    out = _unfilled(x.shape, out_dtype)
+    out = _fused.empty(x.shape, out_dtype)
     rc = _fused.kernel().qfx_cast(x.data_ptr(), out.data_ptr(), x.numel(), kind, _ROUNDING_CODE[rounding],
                                   _OVERFLOW_CODE[overflow], width, int(signed), frac, float(_sym_min(width, signed)),
                                   torch.get_num_threads())
@@ -418,7 +405,7 @@ class _FusedTrainCast(torch.autograd.Function):
         x, q = ctx.saved_tensors
         int_bits, lo, hi = ctx.meta
         g = g.contiguous()
-        gx = _unfilled(x.shape, x.dtype)
+        gx = _fused.empty(x.shape, x.dtype)
         s, k, status = ctypes.c_double(), ctypes.c_int(), ctypes.c_int()
         need_ib = bool(ctx.needs_input_grad[1])
         _fused.kernel().qfx_cast_backward(g.data_ptr(), x.data_ptr(), q.data_ptr(), gx.data_ptr(), x.numel(), lo, hi,

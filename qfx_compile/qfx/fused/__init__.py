@@ -1,4 +1,4 @@
-"""The fused CPU cast kernel (``cast.cpp``): built at first use, cached, optional.
+"""The fused CPU cast kernel (``cast.cpp``, also eval max pooling): built at first use, cached, optional.
 
 ``kernel()`` returns the loaded library, or None when it cannot be used: no C++
 compiler (``$CXX``, else ``c++`` / ``g++`` / ``clang++`` on PATH), a failed build,
@@ -24,6 +24,8 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+
+import torch
 
 SOURCE = Path(__file__).with_name("cast.cpp")
 _FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
@@ -88,6 +90,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.qfx_cast_backward.argtypes = [p, p, p, p, i64, ctypes.c_float, ctypes.c_float, i32, i32, i32,
                                       ctypes.POINTER(ctypes.c_double), ctypes.POINTER(i32), ctypes.POINTER(i32)]
     lib.qfx_cast_backward.restype = None
+    lib.qfx_maxpool2d.argtypes = [p, p, i32, i64] + [i32] * 11
+    lib.qfx_maxpool2d.restype = None
     return lib
 
 
@@ -117,3 +121,34 @@ def kernel() -> ctypes.CDLL | None:
 def info() -> dict:
     """``{"path", "built" (compiled by this process), "error"}`` of the last :func:`kernel` call."""
     return {k: _state.get(k) for k in ("path", "built", "error")}
+
+
+def empty(shape, dtype: torch.dtype) -> torch.Tensor:
+    """``torch.empty`` without the NaN fill of deterministic mode (for outputs a kernel writes in full)."""
+    det = getattr(torch.utils, "deterministic", None)
+    if det is None or not getattr(det, "fill_uninitialized_memory", False) \
+            or not torch.are_deterministic_algorithms_enabled():
+        return torch.empty(shape, dtype=dtype)
+    det.fill_uninitialized_memory = False
+    try:
+        return torch.empty(shape, dtype=dtype)
+    finally:
+        det.fill_uninitialized_memory = True
+
+
+def max_pool2d(x: torch.Tensor, kernel_size, stride, padding) -> torch.Tensor | None:
+    """Eval max pooling of a CPU float32 / float64 (N, C, H, W) or (C, H, W) tensor into float64 on the kernel:
+    ``F.max_pool2d``'s values (padding never wins); None where the kernel does not apply."""
+    lib = kernel()
+    if lib is None or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.dim() not in (3, 4):
+        return None
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    h, w = x.shape[-2:]
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    if oh < 1 or ow < 1 or not (0 <= ph <= kh // 2 and 0 <= pw <= kw // 2):
+        return None  # torch's own message for bad geometry
+    x = x.contiguous()
+    out = empty(tuple(x.shape[:-2]) + (oh, ow), torch.float64)
+    lib.qfx_maxpool2d(x.data_ptr(), out.data_ptr(), int(x.dtype == torch.float32), x.numel() // (h * w), h, w, kh, kw,
+                      sh, sw, ph, pw, oh, ow, torch.get_num_threads())
+    return out

@@ -204,4 +204,34 @@ void qfx_cast_backward(const float* g, const float* x, const float* q, float* gx
     grad_x(g, x, gx, n, lo, hi, threads);
 }
 
+// Max pooling of an (N*C, H, W) float32 (in_f32) or float64 tensor into float64, every window clipped to the
+// input (padding never wins), NaN propagating, ties keeping the first element in row-major window order: the
+// values torch's max_pool2d gives.
+void qfx_maxpool2d(const void* x, double* out, int in_f32, int64_t planes, int h, int w, int kh, int kw, int sh,
+                   int sw, int ph, int pw, int oh, int ow, int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (planes * oh * ow >= 65536)
+    for (int64_t c = 0; c < planes; ++c) {
+        const float* xf = (const float*)x + c * h * w;
+        const double* xd = (const double*)x + c * h * w;
+        double* o = out + c * oh * ow;
+        for (int i = 0; i < oh; ++i) {
+            int h0 = i * sh - ph, h1 = h0 + kh;
+            h0 = h0 < 0 ? 0 : h0;
+            h1 = h1 > h ? h : h1;
+            for (int j = 0; j < ow; ++j) {
+                int w0 = j * sw - pw, w1 = w0 + kw;
+                w0 = w0 < 0 ? 0 : w0;
+                w1 = w1 > w ? w : w1;
+                double m = -INFINITY;
+                for (int a = h0; a < h1; ++a)
+                    for (int b = w0; b < w1; ++b) {
+                        double v = in_f32 ? (double)xf[a * w + b] : xd[a * w + b];
+                        if (v > m || std::isnan(v)) m = v;
+                    }
+                o[i * ow + j] = m;
+            }
+        }
+    }
+}
+
 }  // extern "C"

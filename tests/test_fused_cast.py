@@ -98,6 +98,10 @@ def test_quantize_out_dtype(monkeypatch):
         qfx.quantize(x.double(), t, out_dtype=torch.float32)
     with pytest.raises(ValueError, match="out_dtype"):
         qfx.quantize(x, FixedType(30, 6), out_dtype=torch.float32)
+    qz = qfx.Quantizer(t, learnable=False)
+    with pytest.raises(ValueError, match="eval mode"):
+        qz(x, out_dtype=torch.float64)
+    assert torch.equal(qz.eval()(x, out_dtype=torch.float64), wide)
 
 
 def _train_step(t: FixedType, x: torch.Tensor, g: torch.Tensor, int_bits: int):

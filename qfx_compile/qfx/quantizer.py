@@ -417,12 +417,15 @@ class Quantizer(nn.Module):
             return quantize(x, t, int_bits=ib, axis=self.axis, out_dtype=out_dtype)
         return quantize(x, t, out_dtype=out_dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The cast (``out_dtype``: eval mode only, see :meth:`apply_eval`)."""
+        if out_dtype is not None and (self.calibrating or self.training):
+            raise ValueError(f"{self.name}: out_dtype is for eval mode (training and calibration keep x's dtype)")
         if self.calibrating:
             self.observe(x)
             return x
         if not self.training:
-            return self.apply_eval(x)
+            return self.apply_eval(x, out_dtype)
         if self.width_param is not None and self.width_param.requires_grad and torch.is_grad_enabled():
             q = self._train_cast(x)
             return q + self._width_term(x, q)

@@ -41,7 +41,7 @@ class Quant(QFXModule):
         q = self.output_quantizer
         if x.dtype == torch.float32 and q.width <= 24 and not q.per_channel and abs(q.fixed_type().frac_bits) <= 100:
             # the float32 cast is exact (the same real value either way), then widen the W-bit result
-            return self.output_quantizer.apply_eval(x, torch.float64)
+            return self.output_quantizer(x, out_dtype=torch.float64)
         return self.output_quantizer(x.to(torch.float64))
 
 

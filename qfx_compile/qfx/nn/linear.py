@@ -115,7 +115,7 @@ class _Weighted(QFXModule):
     def _cast_f32_out(self, y32):
         """The output cast of an exact float32 sum (the float32 cast is exact up to 24 bits), as float64."""
         if self.output_quantizer.width <= 24 and abs(self.output_quantizer.fixed_type().frac_bits) <= 100:
-            return self.output_quantizer.apply_eval(y32, torch.float64)  # cast and widening in one pass
+            return self.output_quantizer(y32, out_dtype=torch.float64)  # cast and widening in one pass
         return self.output_quantizer(y32.double())
 
     def _params(self):

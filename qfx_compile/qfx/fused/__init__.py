@@ -57,17 +57,21 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 
 def _build(cxx: str) -> Path:
+    """The cached library for this source and compiler, built (with the most OpenMP the compiler has) if absent."""
     version = _run([cxx, "--version"]).stdout
     src = SOURCE.read_bytes()
     out_dir = cache_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    for extra in (["-fopenmp"], ["-fopenmp-simd"], []):  # what the compiler has of OpenMP
+    candidates = []
+    for extra in (["-fopenmp"], ["-fopenmp-simd"], []):
         flags = _FLAGS + extra
         key = hashlib.sha256(src + version.encode() + " ".join(flags).encode() + platform.machine().encode())
-        lib = out_dir / f"qfx_cast_{key.hexdigest()[:16]}.so"
+        candidates.append((flags, out_dir / f"qfx_cast_{key.hexdigest()[:16]}.so"))
+    for _, lib in candidates:
         if lib.exists():
             _state["built"] = False
             return lib
+    for flags, lib in candidates:
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
         os.close(fd)
         try:

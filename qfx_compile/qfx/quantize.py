@@ -369,6 +369,10 @@ def _ib_grad(s: float, k: int, status: int) -> torch.Tensor:
     return torch.tensor(v, dtype=torch.float32)
 
 
+#: Elements per chunk of :func:`ib_grad` on CPU (its float64 temporaries stay in cache).
+_IB_CHUNK = 1 << 16
+
+
 def ib_grad(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, inside: torch.Tensor, int_bits: int) -> torch.Tensor:
     """The per-tensor binary-point gradient ``dL/dI = ln2 * sum g * (q - x inside | q outside)`` (TQT).
 
@@ -376,13 +380,22 @@ def ib_grad(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, inside: torch.Ten
     does not depend on the summation order: the fused kernel (cast.cpp) returns the same value.
     ``q - x`` is taken in x's dtype.
     """
-    gmax = float(g.abs().max()) if g.numel() else 0.0
+    if g.numel() == 0:
+        return _ib_grad(0.0, 0, 1)
+    lo, hi = torch.aminmax(g)
+    gmax = max(-float(lo), float(hi))
     if not math.isfinite(gmax) or gmax == 0.0:
         return _ib_grad(0.0, 0, 2 if not math.isfinite(gmax) else 1)
     k = ib_grad_scale(g.numel(), gmax, int_bits)
-    d = torch.where(inside, q - x, q)
-    t = g.double().mul_(2.0 ** -k).mul_(d).round_()  # (g * 2**-k) * d: both exact in float64, as g * d * 2**-k
-    return _ib_grad(float(t.sum()), k, 0)
+    g, x, q, inside = (v.reshape(-1) for v in (g, x, q, inside))
+    step = _IB_CHUNK if g.device.type == "cpu" else g.numel()  # CPU: float64 temporaries that stay in cache
+    total = torch.zeros((), dtype=torch.float64, device=g.device)
+    for i in range(0, g.numel(), step):
+        c = slice(i, i + step)
+        d = torch.where(inside[c], q[c] - x[c], q[c])
+        # (g * 2**-k) * d: both steps exact in float64, as g * d * 2**-k; every (partial) sum an integer <= 2**52
+        total += g[c].double().mul_(2.0 ** -k).mul_(d).round_().sum()
+    return _ib_grad(float(total), k, 0)
 
 
 class _FusedTrainCast(torch.autograd.Function):

@@ -486,11 +486,12 @@ def quantize(x: torch.Tensor, t: FixedType, *, int_bits: Sequence[int] | torch.T
     """
     if not isinstance(t, FixedType):
         raise ValueError(f"quantize expects a FixedType, got {type(t).__name__}")
+    if out_dtype is not None and out_dtype != x.dtype:  # (x's own dtype: _check says what is wrong)
+        if x.dtype != torch.float32 or out_dtype != torch.float64:
+            raise ValueError(f"quantize: out_dtype {out_dtype} for a {x.dtype} input; float64 or the input's dtype")
+        if t.width > max_exact_width(out_dtype):
+            raise ValueError(f"quantize: {t} does not fit out_dtype {out_dtype} exactly")
     out_dtype = out_dtype or x.dtype
-    if x.dtype == torch.float64 and out_dtype != torch.float64 or out_dtype not in _EXACT_BITS:
-        raise ValueError(f"quantize: out_dtype {out_dtype} for a {x.dtype} input; float64 or the input's dtype")
-    if t.width > max_exact_width(out_dtype):
-        raise ValueError(f"quantize: {t} does not fit out_dtype {out_dtype} exactly")
     if int_bits is None:
         _check(x, t.width, t.frac_bits, t.frac_bits)
         if not (x.requires_grad and torch.is_grad_enabled()):

@@ -3,9 +3,11 @@ through ``make csim``; prints the table and writes it into README.md (section "F
 
     python bench/fuzz.py --cases 10000 --csim-every 40 --workers 2 [--readme]
 
-Mutations: qfx_compile/testing/fuzz.py. Outcomes that count as findings: any exit other than 0 or 2, a
-traceback or control character printed, exit 2 leaving OUTDIR written or temporaries behind, exit 0 without a
-complete project, and a sampled exit-0 project whose ``make csim`` fails to build, crashes or mismatches.
+Mutations and run options (per-layer --config, --explore): qfx_compile/testing/fuzz.py. Outcomes that count
+as findings: any exit other than 0 or 2, a traceback or control character printed, exit 2 leaving OUTDIR
+written or temporaries behind, exit 0 without a complete project, a sampled exit-0 project whose ``make csim``
+fails to build, crashes or mismatches, and an exit-0 model whose ``qfx_compile.load(path).predict_raw`` /
+``predict`` differ from the IR interpreter on random inputs (checked on every exit-0 case).
 Failing cases are kept under --keep (default build/fuzz_findings) for reproduction.
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parent.parent
-BASES = ("mlp", "cnn", "resnet", "per_channel", "khot_csd", "khot_binary", "all_modes")
+BASES = ("mlp", "cnn", "resnet", "per_channel", "khot_csd", "khot_binary", "khot_sp2", "all_modes")
 
 _bases: dict[str, bytes] = {}
 
@@ -41,9 +43,15 @@ def _work(args):
     names = sorted(_bases)
     base = names[i % len(names)]
     data, kinds = fuzz.make_case(_bases[base], rng)
+    options = fuzz.make_options(data, kinds, rng)
     with tempfile.TemporaryDirectory(prefix="qfxfuzz") as d:
-        o = fuzz.run_case(data, kinds, Path(d) / "c")
-        csim = None
+        o = fuzz.run_case(data, kinds, Path(d) / "c", options=options)
+        csim = predict = None
+        if o.rc == 0 and not o.problems:
+            err = fuzz.check_predict(Path(d) / "c" / "case.onnx", rng)
+            predict = "pass" if err is None else "fail"
+            if err is not None:
+                o.problems.append("predict: " + err)
         if o.rc == 0 and not o.problems and csim_every and i % csim_every == 0:
             err = fuzz.csim(o.project)
             csim = "pass" if err is None else "fail"
@@ -53,7 +61,9 @@ def _work(args):
             Path(keep).mkdir(parents=True, exist_ok=True)
             (Path(keep) / f"case{i}.onnx").write_bytes(data)
             (Path(keep) / f"case{i}.txt").write_text(f"{base} {kinds}\n" + "\n".join(o.problems) + "\n")
-    return i, base, kinds, o.rc, csim, o.problems
+            if options["config"] is not None:
+                (Path(keep) / f"case{i}.json").write_text(options["config"])
+    return i, base, kinds, o.rc, csim, predict, o.problems
 
 
 def main(argv=None) -> int:
@@ -78,18 +88,22 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as d:
         bases = {n: open(export_zoo_model(n, d, vectors=8), "rb").read() for n in BASES}
     jobs = [(i, a.seed, a.csim_every, a.keep) for i in range(a.cases)]
-    rcs, csims, findings, per_kind = Counter(), Counter(), [], Counter()
+    rcs, csims, predicts, findings, per_kind = Counter(), Counter(), Counter(), [], Counter()
     with mp.get_context("fork").Pool(a.workers, initializer=_init, initargs=(bases,)) as pool:
-        for n, (i, base, kinds, rc, csim, problems) in enumerate(pool.imap_unordered(_work, jobs, chunksize=8)):
+        for n, (i, base, kinds, rc, csim, predict, problems) in enumerate(pool.imap_unordered(_work, jobs,
+                                                                                            chunksize=8)):
             rcs[rc] += 1
             if csim:
                 csims[csim] += 1
+            if predict:
+                predicts[predict] += 1
             for k in set(kinds):
                 per_kind[(k, rc)] += 1
             if problems:
                 findings.append((i, base, kinds, problems))
             if (n + 1) % 250 == 0:
-                print(f"{n + 1} cases, {dict(rcs)}, csim {dict(csims)}, findings {len(findings)}, "
+                print(f"{n + 1} cases, {dict(rcs)}, csim {dict(csims)}, predict {dict(predicts)}, "
+                      f"findings {len(findings)}, "
                       f"{time.time() - t0:.0f} s", flush=True)
             if a.max_minutes is not None and time.time() - t0 > 60 * a.max_minutes:
                 print(f"stopping after {a.max_minutes:g} minutes", flush=True)
@@ -99,13 +113,16 @@ def main(argv=None) -> int:
     done = sum(rcs.values())
     exit1 = sum(v for k, v in rcs.items() if k not in (0, 2))
     failing_builds = sum(1 for f in findings if any(p.startswith("csim") for p in f[3]))
+    failing_predicts = sum(1 for f in findings if any(p.startswith("predict") for p in f[3]))
     kinds = sorted({k for k, _ in per_kind})
     rows = [
         "| cases | exit 0 | exit 2 | other exits (exit 1: bug) | exit 0 projects run through `make csim` "
-        "| of those failing | other findings | wall time |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| of those failing | `load(path).predict` checked against the interpreter | of those differing "
+        "| other findings | wall time |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {done:,} | {rcs[0]:,} | {rcs[2]:,} | {exit1} | {sum(csims.values())} | {failing_builds} | "
-        f"{len(findings) - failing_builds} | {wall / 60:.0f} min ({a.workers} workers) |",
+        f"{sum(predicts.values()):,} | {failing_predicts} | {len(findings) - failing_builds - failing_predicts} "
+        f"| {wall / 60:.0f} min ({a.workers} workers) |",
         "",
         "| mutation | cases | exit 0 | exit 2 |",
         "|---|---:|---:|---:|",
@@ -123,9 +140,13 @@ def main(argv=None) -> int:
                  f"{a.csim_every} --workers {a.workers}"
                  + (f" --max-minutes {a.max_minutes:g}" if a.max_minutes else "")
                  + f"` on {describe()}:\n\n{table}\n<!-- /fuzz-table -->")
-        if "<!-- fuzz-table -->" in text:
-            text = re.sub(r"<!-- fuzz-table -->.*?<!-- /fuzz-table -->", lambda _: block, text, flags=re.S)
+        # the latest campaign's block; the earlier campaigns' text stays as written
+        block = block.replace("fuzz-table -->", "fuzz-latest -->")
+        if "<!-- fuzz-latest -->" in text:
+            text = re.sub(r"<!-- fuzz-latest -->.*?<!-- /fuzz-latest -->", lambda _: block, text, flags=re.S)
             readme.write_text(text)
+        elif "<!-- /fuzz-table -->" in text and "\n## Layout" in text:
+            readme.write_text(text.replace("\n## Layout", f"\n{block}\n\n## Layout", 1))
         else:
             print("README.md has no <!-- fuzz-table --> marker; table not written")
     return 1 if findings else 0

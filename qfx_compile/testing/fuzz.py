@@ -240,18 +240,84 @@ def m_proto(m, rng):
             t.dims[:] = [rng.choice([0, 1, 3, 10 ** 6]) for _ in range(rng.randrange(1, 4))]
 
 
+def _weight_nodes(m):
+    """FixedPoint nodes on the weight of an ungrouped Conv or a Gemm/MatMul (the layers mixed rows apply to)."""
+    layers = [n for n in m.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")
+              and (_attr(n, "group") is None or _attr(n, "group").i == 1)]
+    weights = {n.input[1] for n in layers if len(n.input) > 1}
+    return [n for n in _fixed_nodes(m) if n.output and n.output[0] in weights]
+
+
+def m_mixed_rows(m, rng):
+    """Mix-and-Match rows on a weight: K-hot rows projected onto a K-hot code (csd, binary or sp2), k_hot 0
+    (fixed-point rows) in odd positions, or at random positions."""
+    from ..fixed.digits import khot_table, project_raw
+    from ..fixed.types import FixedType
+
+    ns = _weight_nodes(m)
+    inits = _inits(m)
+    if not ns:
+        return
+    n = rng.choice(ns)
+    t, ib = inits.get(n.input[0]), inits.get(n.input[1])
+    if t is None or ib is None or _attr(n, "width") is None:
+        return
+    w = numpy_helper.to_array(t).astype(np.float64)
+    width = _attr(n, "width").i
+    ibits = np.broadcast_to(numpy_helper.to_array(ib).astype(np.int64).reshape(-1), (w.shape[0],))
+    digits = rng.choice(["csd", "binary", "sp2"])
+    odd = rng.random() < 0.7
+    ks = []
+    for r in range(w.shape[0]):
+        khot = (r % 2 == 0) if odd else rng.random() < 0.5
+        k = rng.choice([1, 2] if digits == "sp2" else [1, 2, 3]) if khot else 0
+        if k:
+            ft = FixedType(width, int(ibits[r]), True)
+            scaled = w[r] * 2.0 ** ft.frac_bits
+            w[r] = project_raw(scaled, khot_table(ft, k, digits)).astype(np.float64) * 2.0 ** -ft.frac_bits
+        ks.append(k)
+    t.CopyFrom(numpy_helper.from_array(w.astype(numpy_helper.to_array(t).dtype), t.name))
+    for key in ("k_hot", "digits"):
+        a = _attr(n, key)
+        if a is not None:
+            n.attribute.remove(a)
+    n.attribute.extend([helper.make_attribute("k_hot", ks), helper.make_attribute("digits", digits)])
+
+
+def m_wide(m, rng):
+    """Odd widths near the C simulation's native int64 limits (30 to 64 bits) on one to three casts: keeps
+    the fraction bits or the integer bits, so wide accumulators follow."""
+    ns = _fixed_nodes(m)
+    inits = _inits(m)
+    for n in rng.sample(ns, min(len(ns), rng.randrange(1, 4))):
+        a = _attr(n, "width")
+        if a is None:
+            continue
+        old = a.i
+        a.i = rng.choice([29, 30, 31, 33, 37, 45, 53, 54, 58, 59, 60, 61, 62, 63, 64])
+        if rng.random() < 0.5 and len(n.input) > 1 and n.input[1] in inits:  # keep the fraction bits
+            t = inits[n.input[1]]
+            v = numpy_helper.to_array(t)
+            t.CopyFrom(numpy_helper.from_array((v + (a.i - old)).astype(v.dtype), t.name))
+
+
 KINDS = {"width": m_width, "int_bits": m_int_bits, "modes": m_modes, "rename": m_rename, "bad_utf8": m_bad_utf8,
          "recip_bits": m_recip, "weights": m_weights, "input_shape": m_input_shape, "vectors": m_vectors,
-         "attr_ints": m_attr_ints, "proto": m_proto, "bytes": None}
+         "attr_ints": m_attr_ints, "proto": m_proto, "bytes": None, "mixed_rows": m_mixed_rows, "wide": m_wide,
+         "config": None, "explore": None}
 
 
 #: Mutations that change what the model computes.
-SEMANTIC = frozenset({"width", "int_bits", "modes", "weights", "recip_bits", "attr_ints"})
+SEMANTIC = frozenset({"width", "int_bits", "modes", "weights", "recip_bits", "attr_ints", "mixed_rows", "wide"})
+#: Kinds that are options of the run (see :func:`make_options`), not mutations of the model.
+OPTIONS = frozenset({"config", "explore"})
 
 
 def make_case(base: bytes, rng: random.Random) -> tuple[bytes, list[str]]:
     """A mutated model file (bytes) and the mutation kinds applied."""
     kinds = [rng.choice(list(KINDS)) for _ in range(rng.choice([1, 1, 1, 2, 3]))]
+    if "mixed_rows" in kinds and rng.random() < 0.5:  # the cores of mixed rows under per-layer options
+        kinds.append(rng.choice(sorted(OPTIONS)))
     m = onnx.ModelProto()
     m.ParseFromString(base)
     for k in kinds:
@@ -279,6 +345,93 @@ def make_case(base: bytes, rng: random.Random) -> tuple[bytes, list[str]]:
     return data, kinds
 
 
+def make_options(data: bytes, kinds: list[str], rng: random.Random) -> dict:
+    """Run options of a case: ``{"config": JSON text or None, "explore": bool}``. ``config``: per-layer
+    ``reuse`` / ``mul_impl`` / ``shiftadd`` / ``dsp_pack`` for some Conv/Gemm layers (and the two cores of a
+    mixed-rows layer, ``<name>/dsp_rows`` and ``<name>/khot_rows``) and sometimes a default."""
+    import json
+
+    opts = {"config": None, "explore": "explore" in kinds}
+    if "config" not in kinds:
+        return opts
+    m = onnx.ModelProto()
+    try:
+        m.ParseFromString(data)
+    except Exception:
+        return opts
+
+    def pick():
+        o = {}
+        for key, vals in (("reuse", [0, 1, 2, 3, 4, 7, 16, 64, 1000]), ("mul_impl", [0, 1, 2]),
+                          ("shiftadd", [0, 1]), ("dsp_pack", [0, 1, 1])):
+            if rng.random() < 0.5:
+                o[key] = rng.choice(vals)
+        return o
+
+    mixed = set()
+    for n in _fixed_nodes(m):
+        k = _attr(n, "k_hot")
+        if k is not None and 0 in k.ints and any(v > 0 for v in k.ints) and n.output:
+            mixed.add(n.output[0])
+    layers = {}
+    for n in m.graph.node:
+        if n.op_type in ("Conv", "Gemm", "MatMul") and rng.random() < 0.7:
+            names = [n.name] + ([n.name + "/dsp_rows", n.name + "/khot_rows"] if set(n.input) & mixed else [])
+            for name in rng.sample(names, rng.randrange(1, len(names) + 1)):
+                layers[name] = pick()
+    cfg = {"layers": layers}
+    if rng.random() < 0.3:
+        cfg["default"] = pick()
+    opts["config"] = json.dumps(cfg)
+    return opts
+
+
+def check_predict(model: Path, rng: random.Random, n: int = 12) -> str | None:
+    """``qfx_compile.load(model)``: ``predict_raw`` and ``predict`` against the IR interpreter bit for bit on
+    random inputs (the input type's extremes included); None when equal, else what differs."""
+    from .. import load
+    from ..ir import interpret
+
+    try:
+        em = load(model)
+    except Exception as e:  # the CLI compiled it: the loader must too
+        return f"load: {type(e).__name__}: {str(e)[:300]}"
+    t = em.input_type
+    size = int(np.prod(em.input_shape)) if em.input_shape else 1
+    lo, hi = int(t.raw_min), int(t.raw_max)
+    picks = [lo, hi, 0, lo + 1, hi - 1, -1 if lo < 0 else 1]
+    vals = [rng.choice(picks) if rng.random() < 0.3 else rng.randint(lo, hi) for _ in range(n * size)]
+    raw = np.array(vals, dtype=object if t.width > 62 else np.int64).reshape((n,) + tuple(em.input_shape))
+    try:
+        want = interpret.run(em.graph, raw)
+    except Exception as e:
+        return f"interpreter: {type(e).__name__}: {str(e)[:300]}"
+    try:
+        got = em.predict_raw(raw)
+    except Exception as e:
+        return f"predict_raw: {type(e).__name__}: {str(e)[:300]}"
+    if got.shape != want.shape or not all(int(a) == int(b) for a, b in zip(got.flat, want.flat)):
+        bad = [i for i, (a, b) in enumerate(zip(got.flat, want.flat)) if int(a) != int(b)]
+        return f"predict_raw != interpreter at {len(bad)} of {want.size} outputs (first flat index {bad[:1]})"
+    # float inputs: on the grid and off it (the input cast's rounding), vs the interpreter's float path
+    x = interpret.to_float64(raw, t) if t.width <= 53 else None
+    if x is None:
+        return None
+    x = x * rng.choice([1.0, 1.0, 0.999, 1.37, 0.5])
+    results = []
+    for f in (lambda: em.predict(x), lambda: interpret.to_float64(interpret.run(em.graph, x_float=x), em.output_type)):
+        try:
+            results.append(np.asarray(f(), dtype=np.float64))
+        except ValueError as e:
+            results.append(f"ValueError {str(e)[:100]}")
+    a, b = results
+    if isinstance(a, str) or isinstance(b, str):
+        return None if isinstance(a, str) and isinstance(b, str) else f"predict(x) vs interpreter: {a!r:.200} / {b!r:.200}"
+    if a.shape != b.shape or not np.array_equal(a, b):
+        return f"predict(x) != interpreter at {int((a != b).sum())} of {b.size} outputs"
+    return None
+
+
 # ------------------------------------------------------------------ running a case
 @dataclass
 class Outcome:
@@ -292,17 +445,24 @@ class Outcome:
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
-def run_case(data: bytes, kinds: list[str], work: Path, vectors: int = 4) -> Outcome:
-    """Compile the case with the real CLI in this process; check the outcome's form (not yet csim)."""
+def run_case(data: bytes, kinds: list[str], work: Path, vectors: int = 4, options: dict | None = None) -> Outcome:
+    """Compile the case with the real CLI in this process (``options``: :func:`make_options`); check the
+    outcome's form (not yet csim)."""
     from ..cli import main
 
     work.mkdir(parents=True, exist_ok=True)
     model = work / "case.onnx"
     model.write_bytes(data)
     out = work / "prj"
+    args = [str(model), "-o", str(out), "-q", "--vectors", str(vectors)]
+    if options and options.get("config") is not None:
+        (work / "config.json").write_text(options["config"])
+        args += ["--config", str(work / "config.json")]
+    if options and options.get("explore"):
+        args.append("--explore")
     err, outs = io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(outs):
-        rc = main([str(model), "-o", str(out), "-q", "--vectors", str(vectors)])
+        rc = main(args)
     text = err.getvalue() + outs.getvalue()
     o = Outcome(rc, kinds, err.getvalue().strip()[:2000])
     if rc not in (0, 2):

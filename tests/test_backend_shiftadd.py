@@ -18,7 +18,7 @@ from qfx_compile.fixed.types import FixedType as F
 MANT = re.compile(r"^const ap_u?int<\d+> (\w+) = qfx::raw_of\(x\[(\d+)\]\);$")
 DECL = re.compile(r"^const ap_(u?)int<(\d+)> (\w+) = (.*?);  // (ap_u?fixed)<(\d+), (-?\d+)>.*$")
 OPERAND = re.compile(r"^\(?ap_u?int<(\d+)>\((\w+|b\[\d+\])\)(?: << (\d+)\))?$")
-ASSIGN = re.compile(r"^y\[(\d+)\] = qfx::from_raw<(.*)>\((\w+|b\[\d+\])\);  //.*$")
+ASSIGN = re.compile(r"^y\[(\d+)\] = qfx::convert<C::out_t>\(qfx::from_raw<(.*)>\((\w+|b\[\d+\])\)\);  //.*$")
 
 
 def _operand(text, env, braw):

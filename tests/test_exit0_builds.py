@@ -6,6 +6,7 @@ now the CLI must exit 0 with every vector matching, or exit 2 with a message.
 Expected outputs come from the IR interpreter (vectors dropped from the file,
 so the testbench checks the interpreter) or from PyTorch eval (stored vectors).
 """
+import re
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +190,23 @@ def test_max_pool_after_a_type_whose_lsb_is_above_32_bits(tmp_path, capsys):
     p = Path(export_zoo_model("cnn", tmp_path, vectors=40))
     rc, text = _csim(_mutate(p, lambda m: _set_fixedpoint(m, "conv1.out", 8, 70)), tmp_path / "hls", capsys)
     _assert_passes(rc, text)
+
+
+def test_shift_add_output_cast_from_an_accumulator_far_below_out_type(tmp_path, capsys):
+    """A K-hot (shift-add) conv whose input grid lies 600 bits below its output's and whose bias is small:
+    its accumulator's MSB is below the bit the cast to out_t rounds on (ap_ufixed<607,-8> -> ap_fixed<8,2>).
+    The cast goes through qfx::convert (a fuzzing find: exit 0, then the testbench aborted in ap_private.h
+    reading a bit beyond the MSB)."""
+    from qfx_compile.testing.models import export_zoo_model
+    p = Path(export_zoo_model("khot_csd", tmp_path, vectors=40))
+
+    def fn(m):
+        _set_fixedpoint(m, "conv1.out", 8, -600)
+        _set_fixedpoint(m, "conv2.bias", 22, -1)
+
+    rc, text = _csim(_mutate(p, fn), tmp_path / "hls", capsys)
+    _assert_passes(rc, text)
+    # the case is the one described: an accumulator of conv2 ends below the bit the cast rounds on
+    code = (tmp_path / "hls" / "firmware" / "shiftadd" / "conv2_Conv.h").read_text()
+    accs = [(int(w), int(i)) for w, i in re.findall(r"from_raw<ap_u?fixed<(\d+), (-?\d+)> >", code)]
+    assert any(i < -7 for w, i in accs), accs  # out_t ap_fixed<8,2>: rounding bit 2^-7

@@ -155,7 +155,7 @@ def layer_code(terms: list[list[Term]], x_t: FixedType, bias_raw: list[int], b_t
     exact type ``ap_[u]fixed<W, W-F>`` (named in a comment with what it sums): the value is
     ``v * 2^-F``. An adder ``A + (B << s)`` aligns B with a constant left shift (wiring); its
     arithmetic is modulo ``2^W``, exact because the result's interval fits ``W`` bits. Output
-    j adds its bias (or negates) in one more line, then ``y[j] = ap_fixed(acc)``: the cast to out_t.
+    j adds its bias (or negates) in one more line, then ``y[j] = qfx::convert<out_t>(acc)``: the cast to out_t.
     """
     g, base = layer_graph(terms, x_t, n_in, max_depth=max_depth, tries=tries)
     g0_adders = sum(max(0, len(r) - 1) for r in terms)
@@ -189,7 +189,8 @@ def layer_code(terms: list[list[Term]], x_t: FixedType, bias_raw: list[int], b_t
         y = f"y[{j}]"
         braw = int(bias_raw[j])
         if o.signal is None:
-            body.append(f"{y} = qfx::from_raw<C::b_t>(b[{j}]);  // output {j}: no nonzero weight, the bias alone")
+            body.append(f"{y} = qfx::convert<C::out_t>(qfx::from_raw<C::b_t>(b[{j}]));  "
+                        f"// output {j}: no nonzero weight, the bias alone")
             continue
         v = names[o.signal]
         f_r = x_t.frac_bits - base[j] - o.shift          # the signal's mantissa is y's at frac f_r
@@ -216,7 +217,10 @@ def layer_code(terms: list[list[Term]], x_t: FixedType, bias_raw: list[int], b_t
             adders += 1
             bits += acc_t.width
             depth = max(depth, g.depth[o.signal] + 1)
-        body.append(f"{y} = qfx::from_raw<{_fixed_t(acc_t)} >({acc});  // output {j}: the one cast to out_t")
+        # qfx::convert, not an assignment: the headers' cast reads the rounding bit beyond the MSB of an
+        # accumulator whose LSB lies far below out_t's (ap_ufixed<607,-8> -> ap_fixed<8,2>)
+        body.append(f"{y} = qfx::convert<C::out_t>(qfx::from_raw<{_fixed_t(acc_t)} >({acc}));  "
+                    f"// output {j}: the one cast to out_t")
         if widest is None or acc_t.width > widest.width:
             widest = acc_t
     return LayerCode(body, sum(len(r) for r in terms), adders, bits, widest, depth, declared, g, base, names,

@@ -88,7 +88,7 @@ void avgpool2d(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>
     QFX_PRAGMA(HLS INLINE off)
     mean_of_window<C> mean;
     mean.r = from_raw<typename C::recip_t>(C::recip_raw);  // cast(1/N, recip_t), computed by the compiler
-    pool_windows<C>(in, out, mean, typename C::in_t(0));  // zero padding, divided by the whole window
+    pool_windows<C>(in, out, mean, zero<typename C::in_t>());  // zero padding, divided by the whole window
 }
 
 template <class C>

@@ -210,3 +210,14 @@ def test_shift_add_output_cast_from_an_accumulator_far_below_out_type(tmp_path, 
     code = (tmp_path / "hls" / "firmware" / "shiftadd" / "conv2_Conv.h").read_text()
     accs = [(int(w), int(i)) for w, i in re.findall(r"from_raw<ap_u?fixed<(\d+), (-?\d+)> >", code)]
     assert any(i < -7 for w, i in accs), accs  # out_t ap_fixed<8,2>: rounding bit 2^-7
+
+
+def test_avg_pool_after_a_type_whose_lsb_is_above_32_bits(tmp_path, capsys):
+    """The zoo CNN with conv2's output ap_fixed<8,70,AP_RND> (then relu, average pooling): the average pool's
+    padding value is built from the mantissa, not from an int (a fuzzing find: exit 0, then the testbench
+    aborted in ap_private.h)."""
+    from qfx_compile.testing.models import export_zoo_model
+    p = Path(export_zoo_model("cnn", tmp_path, vectors=40))
+    rc, text = _csim(_mutate(p, lambda m: _set_fixedpoint(m, "conv2.out", 8, 70)), tmp_path / "hls", capsys)
+    assert "ap_fixed<8, 70, AP_RND," in (tmp_path / "hls" / "firmware" / "parameters.h").read_text()
+    _assert_passes(rc, text)

@@ -36,13 +36,13 @@ def _init(bases):
 
 
 def _work(args):
-    i, seed, csim_every, keep = args
+    i, seed, csim_every, keep, only = args
     from qfx_compile.testing import fuzz
 
     rng = random.Random(seed * 1_000_003 + i)
     names = sorted(_bases)
-    base = names[i % len(names)]
-    data, kinds = fuzz.make_case(_bases[base], rng)
+    base = names[(i + i // csim_every if csim_every else i) % len(names)]  # every base among the csim sample
+    data, kinds = fuzz.make_case(_bases[base], rng, only)
     options = fuzz.make_options(data, kinds, rng)
     with tempfile.TemporaryDirectory(prefix="qfxfuzz") as d:
         o = fuzz.run_case(data, kinds, Path(d) / "c", options=options)
@@ -76,6 +76,7 @@ def main(argv=None) -> int:
     ap.add_argument("--readme", action="store_true", help="write the table into README.md")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop after this long; the table then reports the cases that ran")
+    ap.add_argument("--kinds", default=None, help="draw mutations only from these (comma-separated KINDS)")
     a = ap.parse_args(argv)
 
     import machine  # bench/machine.py
@@ -87,7 +88,11 @@ def main(argv=None) -> int:
     t0 = time.time()
     with tempfile.TemporaryDirectory() as d:
         bases = {n: open(export_zoo_model(n, d, vectors=8), "rb").read() for n in BASES}
-    jobs = [(i, a.seed, a.csim_every, a.keep) for i in range(a.cases)]
+    only = a.kinds.split(",") if a.kinds else None
+    from qfx_compile.testing.fuzz import KINDS
+    if only and set(only) - set(KINDS):
+        ap.error(f"--kinds: unknown {sorted(set(only) - set(KINDS))}; choose from {', '.join(KINDS)}")
+    jobs = [(i, a.seed, a.csim_every, a.keep, only) for i in range(a.cases)]
     rcs, csims, predicts, findings, per_kind = Counter(), Counter(), Counter(), [], Counter()
     with mp.get_context("fork").Pool(a.workers, initializer=_init, initargs=(bases,)) as pool:
         for n, (i, base, kinds, rc, csim, predict, problems) in enumerate(pool.imap_unordered(_work, jobs,
@@ -139,6 +144,7 @@ def main(argv=None) -> int:
         block = (f"<!-- fuzz-table -->\n`python bench/fuzz.py --cases {a.cases} --seed {a.seed} --csim-every "
                  f"{a.csim_every} --workers {a.workers}"
                  + (f" --max-minutes {a.max_minutes:g}" if a.max_minutes else "")
+                 + (f" --kinds {a.kinds}" if a.kinds else "")
                  + f"` on {describe()}:\n\n{table}\n<!-- /fuzz-table -->")
         # the latest campaign's block; the earlier campaigns' text stays as written
         block = block.replace("fuzz-table -->", "fuzz-latest -->")

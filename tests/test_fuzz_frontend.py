@@ -3,7 +3,8 @@
 Every mutated model must end in exit 2 with a printable one-paragraph message and nothing written, or in
 exit 0 with a complete project; a sample of the exit-0 projects must pass ``make csim`` bit for bit
 (expected outputs from the model file, checked against the IR interpreter at compile time, or from the
-interpreter itself). The longer campaign is ``bench/fuzz.py`` (README, "Fuzzing").
+interpreter itself), and every exit-0 model's ``qfx_compile.load(path).predict`` must equal the IR
+interpreter on random inputs. The longer campaign is ``bench/fuzz.py`` (README, "Fuzzing").
 """
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ def test_fuzz_cli_outcomes_and_csim_sample(bases, tmp_path):
     for i in range(260):
         base = names[i % len(names)]
         data, kinds = fuzz.make_case(bases[base], rng)
-        o = fuzz.run_case(data, kinds, tmp_path / f"c{i}")
+        o = fuzz.run_case(data, kinds, tmp_path / f"c{i}", options=fuzz.make_options(data, kinds, rng))
+        if o.rc == 0 and not o.problems and (err := fuzz.check_predict(tmp_path / f"c{i}" / "case.onnx", rng)):
+            o.problems.append("predict: " + err)
         outcomes[o.rc] += 1
         for k in kinds:
             kinds_by_rc[(k, o.rc)] += 1
@@ -50,7 +53,7 @@ def test_fuzz_cli_outcomes_and_csim_sample(bases, tmp_path):
     # the fuzzer reaches both outcomes, and type mutations that still compile reach the C simulation
     assert outcomes[2] >= 50 and outcomes[0] >= 20, outcomes
     # a sample of the exit-0 projects, one per base model where possible, preferring mutated types/names
-    rank = {"width": 0, "int_bits": 0, "modes": 0, "weights": 0, "rename": 1, "recip_bits": 1, "vectors": 1}
+    rank = {"width": 0, "int_bits": 0, "modes": 0, "weights": 0, "mixed_rows": 0, "wide": 0, "rename": 1, "recip_bits": 1, "vectors": 1}
     chosen, seen = [], set()
     for i, base, kinds, prj in sorted(passing, key=lambda p: min(rank.get(k, 2) for k in p[2])):
         if base not in seen:

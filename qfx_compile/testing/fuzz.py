@@ -313,9 +313,9 @@ SEMANTIC = frozenset({"width", "int_bits", "modes", "weights", "recip_bits", "at
 OPTIONS = frozenset({"config", "explore"})
 
 
-def make_case(base: bytes, rng: random.Random) -> tuple[bytes, list[str]]:
-    """A mutated model file (bytes) and the mutation kinds applied."""
-    kinds = [rng.choice(list(KINDS)) for _ in range(rng.choice([1, 1, 1, 2, 3]))]
+def make_case(base: bytes, rng: random.Random, only: list[str] | None = None) -> tuple[bytes, list[str]]:
+    """A mutated model file (bytes) and the mutation kinds applied (drawn from ``only`` when given)."""
+    kinds = [rng.choice(only or list(KINDS)) for _ in range(rng.choice([1, 1, 1, 2, 3]))]
     if "mixed_rows" in kinds and rng.random() < 0.5:  # the cores of mixed rows under per-layer options
         kinds.append(rng.choice(sorted(OPTIONS)))
     m = onnx.ModelProto()

@@ -243,3 +243,79 @@ def test_no_compiler_falls_back_to_torch(tmp_path):
     r = _probe({"QFX_CACHE_DIR": str(tmp_path), "CXX": str(tmp_path / "no-such-compiler")})
     assert not r["loaded"] and "compiler" in r["error"]
     assert r["y"] == [0.25, -1.75, 1.75, -0.75] and not list(tmp_path.glob("*.so"))
+
+
+@pytest.mark.parametrize("shape", [(16, 8, 9, 9), (2, 3, 70, 70), (5, 4), (1, 1, 1, 1)])
+def test_batchnorm_dx_equals_torch(shape, monkeypatch):
+    """BatchNorm's training dx ``(x * B_c + C_c) + g * a_c``: kernel and torch passes, the same float32 bits."""
+    gen = torch.Generator().manual_seed(13)
+    c = shape[1]
+    x = torch.randn(shape, generator=gen) * torch.exp2(torch.randint(-20, 20, shape, generator=gen).float())
+    g = torch.randn(shape, generator=gen)
+    special = torch.tensor([0.0, -0.0, 3.0e38, -1e-40])  # signed zeros, huge, subnormal
+    x.view(-1)[:4] = special[: min(4, x.numel())]
+    a, b, cc = (torch.randn(c, generator=gen) for _ in range(3))
+    b[0] = 0.0
+    kernel_dx = fused.bn_dx(g, x, a, b, cc)
+    assert kernel_dx.is_contiguous()
+    monkeypatch.setattr(fused, "kernel", lambda: None)
+    torch_dx = fused.bn_dx(g, x, a, b, cc)
+    assert torch.equal(kernel_dx.view(torch.int32), torch_dx.view(torch.int32))
+    sh = [1, -1] + [1] * (len(shape) - 2)
+    assert torch.equal(kernel_dx, (x * b.reshape(sh) + cc.reshape(sh)) + g * a.reshape(sh))  # the declared order
+    xt = x.transpose(0, 1).contiguous().transpose(0, 1)  # a non-contiguous input: same values
+    monkeypatch.undo()
+    assert torch.equal(fused.bn_dx(g, xt, a, b, cc).view(torch.int32), kernel_dx.view(torch.int32))
+
+
+@pytest.mark.parametrize("rounding,overflow", MODES)
+def test_batchnorm_affine_cast_equals_torch(rounding, overflow, monkeypatch):
+    """BatchNorm's fused ``cast(x * a_c + b_c)`` and its backward: kernel and torch, the same bits; the value is
+    quantize's cast of the float32 ``z``. a = 1, b = 0 on channel 0 (z = x: every tie and overflow of _values),
+    a power of two with an lsb/2-multiple shift on channel 1 (ties again), random on channel 2 (z finite: non-finite
+    values are outside the cast's contract)."""
+    gen = torch.Generator().manual_seed(17)
+    for w, i, signed in [(8, 3, True), (6, 1, False), (16, 6, True), (22, 2, True), (5, 9, True)]:
+        t = FixedType(w, i, signed, rounding, overflow)
+        v = _values(t, torch.float32, n=600)
+        v = v[: (v.numel() // 3) * 3].reshape(-1, 3, 1)[:, :, :1].expand(-1, 3, 4).contiguous()  # (N, 3, 4)
+        a = torch.tensor([1.0, 0.5, -0.5 - 0.5 * float(torch.rand(1, generator=gen))])  # |a| <= 1: z stays finite
+        b = torch.tensor([0.0, 3 * 2.0 ** -t.frac_bits / 2, float(torch.randn(1, generator=gen))])
+        g = torch.randn(v.shape, generator=gen)
+        lo, hi = qfx.Quantizer.fused_lo_raw(t) * 2.0 ** -t.frac_bits, t.raw_max * 2.0 ** -t.frac_bits
+        outs = []
+        for use_kernel in (True, False):
+            with monkeypatch.context() as m:
+                if not use_kernel:
+                    m.setattr(fused, "kernel", lambda: None)
+                q = Q.affine_train_cast(v, a, b, t)
+                gz, gib = Q.affine_train_cast_backward(g, v, a, b, q, t, lo, hi, True)
+                outs.append((q, gz, gib))
+        for x1, x2 in zip(*outs):
+            assert torch.equal(x1.view(torch.int32), x2.view(torch.int32)), t
+        z = v * a.reshape(1, -1, 1) + b.reshape(1, -1, 1)
+        assert torch.equal(outs[0][0], qfx.quantize(z, t)), t
+        assert torch.equal(outs[0][1], torch.where((z >= lo) & (z <= hi), g, torch.zeros_like(g))), t
+
+
+def test_batchnorm_training_equal_with_and_without_kernel(monkeypatch):
+    """A QFX BatchNorm2d training step (fused output cast, deferred dx): output and every gradient, bit for bit."""
+    from qfx_compile.qfx.nn.norm import BatchNorm2d
+
+    def run():
+        torch.manual_seed(1)
+        bn = BatchNorm2d(5, output_type="ap_fixed<6,2,AP_RND,AP_SAT_SYM>").train()
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 2.0)
+            bn.bias.uniform_(-1.0, 1.0)
+        x = (torch.randn(8, 5, 7, 7) * 2).requires_grad_(True)
+        y = bn(x)
+        y.backward(torch.randn(y.shape))
+        return [y.detach(), x.grad] + [p.grad for p in bn.parameters() if p.grad is not None]
+
+    with_kernel = run()
+    monkeypatch.setattr(fused, "kernel", lambda: None)
+    without = run()
+    assert len(with_kernel) == len(without) == 7  # y, x, weight, bias, three binary points
+    for u, v in zip(with_kernel, without):
+        assert torch.equal(u.view(torch.int32), v.view(torch.int32))

@@ -441,6 +441,57 @@ def fused_train_cast(x: torch.Tensor, ib: torch.Tensor, t: FixedType, lo_raw: in
     return _FusedTrainCast.apply(x.contiguous(), ib, t, lo_raw * lsb, t.raw_max * lsb)
 
 
+def _channel_affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``z = x * a_c + b_c`` along axis 1, the product and the sum each rounded in x's dtype."""
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    return (x * a.detach().reshape(shape)).add_(b.detach().reshape(shape))
+
+
+def _affine_kernel_applies(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dim() >= 2 and _fused.kernel() is not None
+
+
+def affine_train_cast(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, t: FixedType) -> torch.Tensor:
+    """``cast(x * a_c + b_c, t)`` of float32 ``x`` (N, C, ...) and [C] ``a``, ``b`` (see :func:`_channel_affine`),
+    ``t`` with ``W <= 22`` and F within float32's range (as :func:`fused_train_cast`): one pass on the kernel
+    (CPU), else the affine map and :func:`quantize`'s cast; the same float32 bits (zero is +0.0)."""
+    if not _affine_kernel_applies(x):  # + 0.0: zero is +0.0, as the kernel writes it
+        z = _channel_affine(x, a, b)
+        return _cast(z, t.frac_bits, t.int_bits, t.width, t.signed, t.rounding, t.overflow).add_(0.0)
+    x = x.contiguous()
+    a, b = (v.detach().to(torch.float32).contiguous() for v in (a, b))
+    q = _fused.empty(x.shape, torch.float32)
+    n, c = x.shape[0], x.shape[1]
+    rc = _fused.kernel().qfx_affine_cast(x.data_ptr(), a.data_ptr(), b.data_ptr(), q.data_ptr(), n, c,
+                                         x.numel() // max(1, n * c), _ROUNDING_CODE[t.rounding],
+                                         _OVERFLOW_CODE[t.overflow], t.width, int(t.signed), t.frac_bits,
+                                         float(_sym_min(t.width, t.signed)), torch.get_num_threads())
+    if rc != 0:  # pragma: no cover - FixedType validates the modes
+        raise ValueError(f"fused cast: unknown mode {t.rounding} / {t.overflow}")
+    return q
+
+
+def affine_train_cast_backward(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, q: torch.Tensor,
+                               t: FixedType, lo: float, hi: float, need_ib: bool):
+    """``(dL/dz, dL/dI)`` of :func:`affine_train_cast` (q its output, z recomputed): ``dL/dz = g`` where
+    ``lo <= z <= hi``, else 0; ``dL/dI`` as :func:`ib_grad` (None without ``need_ib``). One pass on the kernel."""
+    if not _affine_kernel_applies(x):
+        z = _channel_affine(x, a, b)
+        inside = (z >= lo) & (z <= hi)
+        gz = torch.where(inside, g, 0.0)
+        return gz, (ib_grad(g, z, q, inside, t.int_bits) if need_ib else None)
+    g, x, q = g.contiguous(), x.contiguous(), q.contiguous()
+    a, b = (v.detach().to(torch.float32).contiguous() for v in (a, b))
+    gz = _fused.empty(x.shape, torch.float32)
+    n, c = x.shape[0], x.shape[1]
+    s, k, status = ctypes.c_double(), ctypes.c_int(), ctypes.c_int()
+    _fused.kernel().qfx_affine_cast_backward(g.data_ptr(), x.data_ptr(), a.data_ptr(), b.data_ptr(), q.data_ptr(),
+                                             gz.data_ptr(), n, c, x.numel() // max(1, n * c), lo, hi, t.int_bits,
+                                             int(need_ib), torch.get_num_threads(), ctypes.byref(s), ctypes.byref(k),
+                                             ctypes.byref(status))
+    return gz, (_ib_grad(s.value, k.value, status.value) if need_ib else None)
+
+
 def _cast(x, frac, int_bits, width, signed, rounding, overflow, out_dtype=None):
     out_dtype = out_dtype or x.dtype
     kind = _fused_kind(x, frac, width, out_dtype)

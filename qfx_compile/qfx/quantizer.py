@@ -431,15 +431,24 @@ class Quantizer(nn.Module):
             return q + self._width_term(x, q)
         return self._train_cast(x)
 
+    def ste_int_bits(self) -> torch.Tensor:
+        """The integer bits as the training cast uses them: ``round(theta)`` with the straight-through gradient."""
+        p = self.int_bits_param
+        return p + (torch.floor(p + 0.5) - p).detach()
+
+    @staticmethod
+    def fused_lo_raw(t: FixedType) -> int:
+        """The lowest mantissa whose input passes ``dL/dx`` on the fused per-tensor kernels (``_FakeQuantTQT``'s range)."""
+        sym = t.overflow == "AP_SAT_SYM" and t.rounding == "AP_RND_CONV"
+        return sat_sym_raw_min(t.width, t.signed) if sym else t.raw_min
+
     def _train_cast(self, x: torch.Tensor) -> torch.Tensor:
         """The training-mode cast (values of the eval cast, straight-through / TQT gradients)."""
-        p = self.int_bits_param
-        ib = p + (torch.floor(p + 0.5) - p).detach()  # straight-through round
+        ib = self.ste_int_bits()
         t = self.base_type
         plain = not _khot.has_khot_rows(self.k_hot)
         if plain and not self.per_channel:  # the fused CPU kernel (quantize.fused_train_cast), same values
-            sym = t.overflow == "AP_SAT_SYM" and t.rounding == "AP_RND_CONV"  # _FakeQuantTQT's range
-            y = fused_train_cast(x, ib, t, sat_sym_raw_min(t.width, t.signed) if sym else t.raw_min)
+            y = fused_train_cast(x, ib, t, self.fused_lo_raw(t))
             if y is not None:
                 return y
         if (plain and t.rounding == "AP_RND_CONV" and t.overflow in _FAST_OVERFLOW

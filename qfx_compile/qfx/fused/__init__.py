@@ -1,4 +1,4 @@
-"""The fused CPU cast kernel (``cast.cpp``, also eval max pooling): built at first use, cached, optional.
+"""The fused CPU cast kernel (``cast.cpp``, also eval max pooling and BatchNorm's training dx): built at first use, cached, optional.
 
 ``kernel()`` returns the loaded library, or None when it cannot be used: no C++
 compiler (``$CXX``, else ``c++`` / ``g++`` / ``clang++`` on PATH), a failed build,
@@ -96,6 +96,14 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.qfx_cast_backward.restype = None
     lib.qfx_maxpool2d.argtypes = [p, p, i32, i64] + [i32] * 11
     lib.qfx_maxpool2d.restype = None
+    lib.qfx_bn_dx.argtypes = [p] * 6 + [i64, i64, i64, i32]
+    lib.qfx_bn_dx.restype = None
+    lib.qfx_affine_cast.argtypes = [p] * 4 + [i64, i64, i64, i32, i32, i32, i32, i32, ctypes.c_double, i32]
+    lib.qfx_affine_cast.restype = i32
+    lib.qfx_affine_cast_backward.argtypes = [p] * 6 + [i64, i64, i64, ctypes.c_float, ctypes.c_float, i32, i32, i32,
+                                                       ctypes.POINTER(ctypes.c_double), ctypes.POINTER(i32),
+                                                       ctypes.POINTER(i32)]
+    lib.qfx_affine_cast_backward.restype = None
     return lib
 
 
@@ -155,4 +163,20 @@ def max_pool2d(x: torch.Tensor, kernel_size, stride, padding) -> torch.Tensor | 
     out = empty(tuple(x.shape[:-2]) + (oh, ow), torch.float64)
     lib.qfx_maxpool2d(x.data_ptr(), out.data_ptr(), int(x.dtype == torch.float32), x.numel() // (h * w), h, w, kh, kw,
                       sh, sw, ph, pw, oh, ow, torch.get_num_threads())
+    return out
+
+
+def bn_dx(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``(x * b_c + c_c) + g * a_c`` for float32 (N, C, ...) ``g``, ``x`` and [C] ``a``, ``b``, ``c``, every
+    operation rounded in float32 in that order: one pass on the kernel (CPU), else four torch passes."""
+    lib = kernel()
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    if lib is None or x.device.type != "cpu" or x.dtype != torch.float32 or g.dtype != torch.float32:
+        return (x * b.reshape(shape)).add_(c.reshape(shape)).add_(g * a.reshape(shape))
+    g, x = g.contiguous(), x.contiguous()
+    a, b, c = (v.detach().to(torch.float32).contiguous() for v in (a, b, c))
+    out = empty(x.shape, torch.float32)
+    n, ch = x.shape[0], x.shape[1]
+    lib.qfx_bn_dx(g.data_ptr(), x.data_ptr(), a.data_ptr(), b.data_ptr(), c.data_ptr(), out.data_ptr(), n, ch,
+                  x.numel() // max(1, n * ch), torch.get_num_threads())
     return out

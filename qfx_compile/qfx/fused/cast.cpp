@@ -22,6 +22,10 @@
 // double and rounded to an integer (half to even), k chosen so that every term is at most 2^(52-ceil(log2 n))
 // and every partial sum at most 2^52: the sum is exact in double whatever the order or the number of threads
 // (quantize.ib_grad_scale, quantize.ib_grad computes the same in torch).
+//
+// BatchNorm training (qfx/nn/norm.py): the output cast with the per-channel affine map fused in
+// (z = x * a_c + b_c rounded in float32, then the cast above; backward recomputes z), and the input gradient
+// dx = (x * B_c + C_c) + g * a_c in one pass.
 #include <cmath>
 #include <cstdint>
 #include <cfloat>
@@ -41,6 +45,12 @@ enum Overflow { SAT = 0, SAT_ZERO = 1, SAT_SYM = 2, WRAP = 3 };
 template <typename T>
 struct Params {
     T scale, inv, lo_x, hi_x, raw_min, raw_max, step, inv_step;
+};
+
+template <typename T>
+struct Boxed {  // Params<T> with its compute type, for generic lambdas
+    using value_type = T;
+    Params<T> p;
 };
 
 template <typename T>
@@ -131,6 +141,67 @@ QFX_CLONES float abs_max(const float* g, int64_t n, int* bad, int threads) {
     return m;
 }
 
+QFX_CLONES void bn_dx_plane(const float* g, const float* x, float* dx, int64_t m, float a, float b, float c) {
+#pragma omp simd
+    for (int64_t i = 0; i < m; ++i) {
+        float t = x[i] * b;
+        t = t + c;
+        float u = g[i] * a;
+        dx[i] = t + u;
+    }
+}
+
+// One (N, C) plane of BatchNorm's training output: q = cast(z), z = x * a + b rounded in float32 (no contraction).
+template <typename T, int R, int O>
+QFX_CLONES void affine_cast_plane(const float* x, float* q, int64_t m, float a, float b, Params<T> p) {
+#pragma omp simd
+    for (int64_t i = 0; i < m; ++i) {
+        float z = x[i] * a;
+        z = z + b;
+        q[i] = (float)(cast_raw<R, O, T>((T)z, p) * p.inv) + 0.0f;  // +0: no -0.0
+    }
+}
+
+// Its backward on one plane: gz = g where lo <= z <= hi, else 0; returns the plane's part of the exact sum S
+// (the file comment, with z for x) when kscale != 0.
+QFX_CLONES double affine_cast_grad_plane(const float* g, const float* x, const float* q, float* gz, int64_t m, float a,
+                                         float b, float lo, float hi, double kscale) {
+    double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t i = 0; i < m; ++i) {
+        float z = x[i] * a;
+        z = z + b;
+        float gi = g[i];
+        bool inside = (z >= lo) & (z <= hi);
+        gz[i] = inside ? gi : 0.0f;
+        float d = inside ? q[i] - z : q[i];
+        acc += std::nearbyint((double)gi * (double)d * kscale);
+    }
+    return acc;
+}
+
+// 2^-k of the exact binary-point gradient sum of n gradients g (the file comment), with *k_out = k and
+// *status = 0; 0.0 without need_ib, or with *status = 1 when every g is 0 (S = 0), 2 when a g is not finite.
+// Sets *sum_out = 0.
+double sum_scale(const float* g, int64_t n, int int_bits, int need_ib, int threads, double* sum_out, int* k_out,
+                 int* status) {
+    *status = 0;
+    *sum_out = 0.0;
+    *k_out = 0;
+    if (!need_ib) return 0.0;
+    int bad = 0;
+    float m = abs_max(g, n, &bad, threads);
+    if (bad || m == 0.0f) {
+        *status = bad ? 2 : 1;
+        return 0.0;
+    }
+    int eg, en = 0;
+    std::frexp((double)m, &eg);  // m < 2^eg
+    while ((int64_t(1) << en) < n) ++en;
+    *k_out = en + eg + int_bits - 52;
+    return std::ldexp(1.0, -*k_out);
+}
+
 #define QFX_CASE_O(R)                                                                                  \
     switch (overflow) {                                                                                \
         case SAT: f(std::integral_constant<int, R>{}, std::integral_constant<int, SAT>{}); return 0;           \
@@ -184,24 +255,53 @@ int qfx_cast(const void* x, void* out, int64_t n, int kind, int rounding, int ov
 // gradient sum is S * 2^k); *status = 1 when every g is 0 (S = 0), 2 when a g is not finite.
 void qfx_cast_backward(const float* g, const float* x, const float* q, float* gx, int64_t n, float lo, float hi,
                        int int_bits, int need_ib, int threads, double* sum_out, int* k_out, int* status) {
-    *status = 0;
-    *sum_out = 0.0;
-    *k_out = 0;
-    if (need_ib) {
-        int bad = 0;
-        float m = abs_max(g, n, &bad, threads);
-        if (bad || m == 0.0f) {
-            *status = bad ? 2 : 1;
-        } else {
-            int eg, en = 0;
-            std::frexp((double)m, &eg);  // m < 2^eg
-            while ((int64_t(1) << en) < n) ++en;
-            *k_out = en + eg + int_bits - 52;
-            *sum_out = grad_x_ib(g, x, q, gx, n, lo, hi, std::ldexp(1.0, -*k_out), threads);
-            return;
-        }
+    double kscale = sum_scale(g, n, int_bits, need_ib, threads, sum_out, k_out, status);
+    if (kscale != 0.0) *sum_out = grad_x_ib(g, x, q, gx, n, lo, hi, kscale, threads);
+    else grad_x(g, x, gx, n, lo, hi, threads);
+}
+
+// The input gradient of a training BatchNorm (qfx/nn/norm.py) in one pass over (N, C, HW) float32 tensors:
+// dx = (x * B_c + C_c) + g * a_c, each operation rounded in float32 in that order (no contraction).
+void qfx_bn_dx(const float* g, const float* x, const float* a, const float* B, const float* C, float* dx, int64_t n,
+               int64_t c, int64_t hw, int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (n * c * hw >= 65536)
+    for (int64_t p = 0; p < n * c; ++p) {
+        int64_t ch = p % c;
+        bn_dx_plane(g + p * hw, x + p * hw, dx + p * hw, hw, a[ch], B[ch], C[ch]);
     }
-    grad_x(g, x, gx, n, lo, hi, threads);
+}
+
+// BatchNorm's training output in one pass over (N, C, HW) float32 x: q = cast(x * a_c + b_c) (qfx_cast's
+// arithmetic on the float32 z, float32 out). Returns 0, or -1 for a bad mode.
+int qfx_affine_cast(const float* x, const float* a, const float* b, float* q, int64_t n, int64_t c, int64_t hw,
+                    int rounding, int overflow, int width, int is_signed, int frac, double sat_lo, int threads) {
+    auto run = [&](auto params) {
+        return dispatch(rounding, overflow, [&](auto r, auto o) {
+            constexpr int R = decltype(r)::value, O = decltype(o)::value;
+#pragma omp parallel for schedule(static) num_threads(threads) if (n * c * hw >= 65536)
+            for (int64_t p = 0; p < n * c; ++p)
+                affine_cast_plane<typename decltype(params)::value_type, R, O>(x + p * hw, q + p * hw, hw, a[p % c],
+                                                                               b[p % c], params.p);
+        });
+    };
+    if (0 <= frac && frac <= 100 && width <= 22)
+        return run(Boxed<float>{make_params<float>(width, is_signed, frac, overflow, sat_lo)});
+    return run(Boxed<double>{make_params<double>(width, is_signed, frac, overflow, sat_lo)});
+}
+
+// Its backward: gz = g where lo <= z <= hi (z = x * a_c + b_c recomputed), else 0; with need_ib the exact sum
+// S over all planes, as qfx_cast_backward (status, k and S alike).
+void qfx_affine_cast_backward(const float* g, const float* x, const float* a, const float* b, const float* q, float* gz,
+                              int64_t n, int64_t c, int64_t hw, float lo, float hi, int int_bits, int need_ib,
+                              int threads, double* sum_out, int* k_out, int* status) {
+    int64_t total = n * c * hw;
+    double kscale = sum_scale(g, total, int_bits, need_ib, threads, sum_out, k_out, status);
+    double acc = 0.0;
+#pragma omp parallel for schedule(static) num_threads(threads) if (total >= 65536) reduction(+ : acc)
+    for (int64_t p = 0; p < n * c; ++p)
+        acc += affine_cast_grad_plane(g + p * hw, x + p * hw, q + p * hw, gz + p * hw, hw, a[p % c], b[p % c], lo, hi,
+                                      kscale);
+    if (kscale != 0.0) *sum_out = acc;
 }
 
 // Max pooling of an (N*C, H, W) float32 (in_f32) or float64 tensor into float64, every window clipped to the

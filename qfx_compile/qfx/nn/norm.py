@@ -7,14 +7,18 @@ From the float parameters (float64 in eval):
 binary point. Eval uses the running statistics; the product and sum are exact.
 Training uses the batch statistics with the same quantizers (straight-through)
 and updates the running statistics as torch does (unbiased variance); it runs in
-float32 with fused passes: statistics in one ``native_batch_norm`` pass, ``x * a + b`` in one
-``addcmul``, and each backward in one pass over the activation.
+float32 with fused passes: statistics in one pass; ``z = x * a + b`` (product and sum each rounded in
+float32) and the output cast in one pass (:class:`_AffineCast`, the fused kernel on CPU, else torch with the
+same bits); backward: the cast's gradient in one pass, ``da``/``db`` in one, and the whole ``dx``
+(affine map and batch statistics) in one.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from .. import fused
+from ..quantize import affine_train_cast, affine_train_cast_backward
 from ..quantizer import Quantizer
 from ._base import QFXModule, TensorsKey, amax, frac_bits_of, guard, quantizer_state
 
@@ -26,11 +30,12 @@ class _BatchStats(torch.autograd.Function):
     ``native_batch_norm`` training pass), which also updates the running statistics in place
     (momentum, unbiased variance) as torch does.
     Backward in one pass: ``dx = g_mean / n + g_var * 2 (x - mean) / n = x * B_c + C_c``
-    with ``g_var = -g_invstd * invstd**3 / 2``.
+    with ``g_var = -g_invstd * invstd**3 / 2``; with the affine map's deferred ``g * a_c`` (``link``,
+    see :class:`_ChannelAffine`) the whole ``dx = (x * B_c + C_c) + g * a_c`` in one pass (:func:`fused.bn_dx`).
     """
 
     @staticmethod
-    def forward(ctx, x, running_mean, running_var, momentum, eps):
+    def forward(ctx, x, running_mean, running_var, momentum, eps, link=None):
         if x.device.type == "cpu" and hasattr(torch, "batch_norm_update_stats"):
             # statistics only (no normalized output written): one pass over x
             mean, var = torch.batch_norm_update_stats(x, running_mean, running_var, momentum)
@@ -39,6 +44,7 @@ class _BatchStats(torch.autograd.Function):
             _, mean, invstd = torch.ops.aten.native_batch_norm(x, None, None, running_mean, running_var, True,
                                                                momentum, eps)
         ctx.save_for_backward(x, mean, invstd)
+        ctx.link = link
         return mean, invstd
 
     @staticmethod
@@ -49,30 +55,89 @@ class _BatchStats(torch.autograd.Function):
         g_var = torch.zeros_like(mean) if g_invstd is None else g_invstd * invstd.pow(3) * -0.5
         b = g_var * (2.0 / n)
         c = g_mean / n - b * mean
+        deferred = ctx.link.pop("dx", None) if ctx.link is not None else None
+        if deferred is not None:
+            return fused.bn_dx(deferred[0], x, deferred[1], b, c), None, None, None, None, None
         one = torch.ones_like(mean)
         gx = torch.ops.aten.native_batch_norm(x.contiguous(), b, c, torch.zeros_like(mean), one, False, 0.0, 0.0)[0]
-        return gx, None, None, None, None
+        return gx, None, None, None, None, None
 
 
 class _ChannelAffine(torch.autograd.Function):
     """``y = x * a_c + b_c`` in float32 (``addcmul``).
 
     Backward in one fused pass (``native_batch_norm_backward`` in eval form, mean 0, var 1, eps 0):
-    ``dx = g * a_c``, ``da_c = sum g * x``, ``db_c = sum g``.
+    ``dx = g * a_c``, ``da_c = sum g * x``, ``db_c = sum g``. With ``stats = (mean, invstd, link)`` of
+    the :class:`_BatchStats` that x also feeds, ``dx`` is deferred: ``(g, a)`` go into ``link`` and that
+    backward (which runs after this one: it needs the gradients of mean and invstd) writes the whole
+    ``dx`` in one pass, so no ``g * a_c`` tensor is written and no two ``dx`` tensors are added.
     """
 
     @staticmethod
-    def forward(ctx, x, a, b):
+    def forward(ctx, x, a, b, mean=None, invstd=None, link=None):
         ctx.save_for_backward(x, a)
+        ctx.link = link
         return torch.addcmul(b.reshape(1, -1, 1, 1), x, a.reshape(1, -1, 1, 1))
 
     @staticmethod
     def backward(ctx, g):
         x, a = ctx.saved_tensors
         zero, one = torch.zeros_like(a), torch.ones_like(a)
+        mask = list(ctx.needs_input_grad[:3])
+        link = ctx.link if mask[0] else None
+        if link is not None:
+            mask[0] = False
+            link["dx"] = (g, a.detach())
         gx, ga, gb = torch.ops.aten.native_batch_norm_backward(
-            g.contiguous(), x, a, zero, one, None, None, False, 0.0, list(ctx.needs_input_grad))
-        return gx, ga, gb
+            g.contiguous(), x, a, zero, one, None, None, False, 0.0, mask)
+        if link is not None:  # the statistics' backward must run: zero gradients keep it in the graph
+            return None, ga, gb, torch.zeros_like(a), torch.zeros_like(a), None
+        return gx, ga, gb, None, None, None
+
+
+class _AffineCast(torch.autograd.Function):
+    """``q = cast(x * a_c + b_c, t)`` (:func:`..quantize.affine_train_cast`: one pass), the output cast of
+    :class:`_ChannelAffine` fused in, with the output quantizer's gradients (``dL/dz = g`` where
+    ``lo <= z <= hi``, ``dL/dI`` the TQT sum of :func:`..quantize.ib_grad`) and ``_ChannelAffine``'s
+    (``dx`` deferred to the statistics' backward through ``link``)."""
+
+    @staticmethod
+    def forward(ctx, x, a, b, ib, t, lo, hi, mean, invstd, link):
+        q = affine_train_cast(x, a, b, t)
+        ctx.save_for_backward(x, a, b, q)
+        ctx.meta = (t, lo, hi, link)
+        return q
+
+    @staticmethod
+    def backward(ctx, g):
+        x, a, b, q = ctx.saved_tensors
+        t, lo, hi, link = ctx.meta
+        gz, gib = affine_train_cast_backward(g, x, a, b, q, t, lo, hi, bool(ctx.needs_input_grad[3]))
+        mask = list(ctx.needs_input_grad[:3])
+        if link is not None and mask[0]:
+            mask[0] = False
+            link["dx"] = (gz, a.detach())
+        else:
+            link = None
+        one = torch.ones_like(a)
+        gx, ga, gb = torch.ops.aten.native_batch_norm_backward(gz, x, a, torch.zeros_like(a), one, None, None, False,
+                                                                0.0, mask)
+        zeros = (torch.zeros_like(a), torch.zeros_like(a)) if link is not None else (None, None)
+        return gx, ga, gb, gib, None, None, None, *zeros, None
+
+
+def _fused_output_args(q: Quantizer, x: torch.Tensor):
+    """``(ib, t, lo, hi)`` for :class:`_AffineCast` with output quantizer ``q``, None where it does not apply
+    (K-hot, per channel, learned width, hooks on ``q``, not float32, W > 22, F outside float32's range)."""
+    if (q.per_channel or q.k_hot is not None or q.width_param is not None or q.calibrating or q._forward_hooks
+            or q._forward_pre_hooks or x.dtype != torch.float32 or q.width > 22):
+        return None
+    ib = q.ste_int_bits()
+    t = q.base_type.replace(int_bits=int(ib))
+    if not (-126 <= t.frac_bits <= 126 and t.int_bits + 1 <= 126):
+        return None
+    lsb = 2.0 ** -t.frac_bits
+    return ib, t, q.fused_lo_raw(t) * lsb, t.raw_max * lsb
 
 
 class BatchNorm2d(QFXModule):
@@ -117,10 +182,14 @@ class BatchNorm2d(QFXModule):
                 with torch.no_grad():
                     self.num_batches_tracked += 1
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                mean, invstd = _BatchStats.apply(x, self.running_mean, self.running_var, m, self.eps)
+                link = {} if x.requires_grad and torch.is_grad_enabled() else None
+                mean, invstd = _BatchStats.apply(x, self.running_mean, self.running_var, m, self.eps, link)
                 a = self.weight.to(x.dtype) * invstd
                 a, b = self.scale_quantizer(a), self.shift_quantizer(self.bias.to(x.dtype) - mean * a)
-                return self.output_quantizer(_ChannelAffine.apply(x, a, b))
+                fo = _fused_output_args(self.output_quantizer, x) if self.output_quantizer.training else None
+                if fo is not None:
+                    return _AffineCast.apply(x, a, b, *fo, mean, invstd, link)
+                return self.output_quantizer(_ChannelAffine.apply(x, a, b, mean, invstd, link))
             mean, var = self.running_mean, self.running_var
             a, b = self._float_scale_shift(mean, var, x.dtype)
             a, b = self.scale_quantizer(a), self.shift_quantizer(b)

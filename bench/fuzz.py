@@ -112,6 +112,8 @@ def main(argv=None) -> int:
                       f"{time.time() - t0:.0f} s", flush=True)
             if a.max_minutes is not None and time.time() - t0 > 60 * a.max_minutes:
                 print(f"stopping after {a.max_minutes:g} minutes", flush=True)
+                for w in pool._pool:  # SIGKILL: the CLI in a worker turns terminate()'s SIGTERM into exit 143
+                    w.kill()
                 pool.terminate()
                 break
     wall = time.time() - t0

@@ -21,7 +21,7 @@ QFX_LABEL(elems)
             continue;
         }
 #endif
-        if (x < 0) x = 0;
+        if (x < 0) x = zero<typename C::in_t>();  // (a zero from an int may read beyond the MSB)
         out.write(x);
     }
 }

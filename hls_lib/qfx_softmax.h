@@ -31,7 +31,7 @@ void softmax(hls::stream<typename C::in_t>& in, hls::stream<typename C::out_t>& 
 
     in_t buf[C::n];
     ap_uint<EW> e[C::n];
-    in_t mx = 0;
+    in_t mx = zero<in_t>();  // set by the first read
 QFX_LABEL(read)
     for (unsigned i = 0; i < C::n; i++) {
         QFX_PRAGMA(HLS PIPELINE II=1)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fixed.cast import float_to_raw, requantize_raw
+from .fixed.cast import float_to_raw, requantize_int64, requantize_raw
 from .fixed.types import FixedType, sat_sym_raw_min
 from .fixed.window import out_size
 from .ir import interpret
@@ -186,54 +186,18 @@ class _FCast:
 
 
 class _Cast:
-    """``requantize_raw(m, src_frac, t)`` for int64 ``m`` with ``|m| <= bound``, in a few array passes.
-
-    Rounding as an added constant then a floor shift (``s`` dropped bits, ``h = 2**(s-1)``):
-    TRN +0, RND +h, RND_MIN_INF +h-1, TRN_ZERO +(2**s-1 if m<0), RND_ZERO +h-1+(m<0),
-    RND_INF +h-(m<0), RND_CONV +h-1+(bit s of m). ``ok`` is False where int64 is not proven safe.
-    """
+    """``requantize_raw(m, src_frac, t)`` for int64 ``m`` with ``|m| <= bound``: ``fixed.cast.requantize_int64``
+    where int64 is proven safe once (``ok``), no per-call range pass; else ``requantize_raw``."""
 
     def __init__(self, src_frac: int, t: FixedType, bound: int):
         self.t, self.s, self.src_frac = t, src_frac - t.frac_bits, src_frac
         s = self.s
         self.ok = (t.width <= _I64 and bound.bit_length() + max(0, -s) <= _I64 and s <= _I64)
-        self.lo, self.hi = t.raw_min, t.raw_max
-        if t.overflow == "AP_SAT_SYM":
-            self.lo = sat_sym_raw_min(t.width, t.signed)
 
     def __call__(self, m: np.ndarray) -> np.ndarray:
         if not self.ok or m.dtype == object:
             return requantize_raw(m, self.src_frac, self.t)
-        s, t = self.s, self.t
-        m = m.astype(np.int64, copy=False)
-        if s <= 0:
-            q = m << -s if s else m
-        else:
-            h = 1 << (s - 1)
-            r = t.rounding
-            if r == "AP_TRN":
-                q = m >> s
-            elif r == "AP_RND":
-                q = (m + h) >> s
-            elif r == "AP_RND_MIN_INF":
-                q = (m + (h - 1)) >> s
-            elif r == "AP_TRN_ZERO":
-                q = (m + np.where(m < 0, (1 << s) - 1, 0)) >> s
-            elif r == "AP_RND_ZERO":
-                q = (m + (h - 1) + (m < 0)) >> s
-            elif r == "AP_RND_INF":
-                q = (m + h - (m < 0)) >> s
-            else:  # AP_RND_CONV: ties go up exactly when the kept LSB is odd
-                q = (m + (h - 1) + ((m >> s) & 1)) >> s
-        o = t.overflow
-        if o == "AP_WRAP":
-            return ((q - self.lo) & ((1 << t.width) - 1)) + self.lo
-        if o == "AP_SAT_ZERO":
-            return np.where((q < self.lo) | (q > self.hi), 0, q)
-        if q is m:
-            q = q.copy()
-        np.maximum(q, self.lo, out=q)
-        return np.minimum(q, self.hi, out=q)
+        return requantize_int64(m.astype(np.int64, copy=False), self.s, self.t)
 
 
 def _wsum(w2: np.ndarray) -> int:

@@ -93,13 +93,18 @@ def test_recip_bits_out_of_range(zoo, tmp_path, capsys, bits):
     assert "pool2/AveragePool" in err and "recip_bits" in err
 
 
+def _drop_vectors(m):
+    """Remove the stored test vectors (metadata ``qfx.vectors``) from model proto ``m``."""
+    keep = [(p.key, p.value) for p in m.metadata_props if p.key != "qfx.vectors"]
+    del m.metadata_props[:]
+    for k, v in keep:
+        m.metadata_props.add(key=k, value=v)
+
+
 def test_wide_input_without_vectors(zoo, tmp_path, capsys):
     def f(m):
         _set_attr(m, "inp/FixedPoint", "width", 100)
-        keep = [(p.key, p.value) for p in m.metadata_props if p.key != "qfx.vectors"]
-        del m.metadata_props[:]
-        for k, v in keep:
-            m.metadata_props.add(key=k, value=v)
+        _drop_vectors(m)
 
     p = _edit(zoo["mlp"], tmp_path / "w.onnx", f)
     rc, err, _ = _run([p, "-o", tmp_path / "o", "-q"], capsys)
@@ -492,10 +497,7 @@ def test_vectors_option_is_bounded_by_memory(zoo, tmp_path, capsys, monkeypatch)
     from qfx_compile.backend import project
 
     def strip(m):
-        keep = [(p.key, p.value) for p in m.metadata_props if p.key != "qfx.vectors"]
-        del m.metadata_props[:]
-        for k, v in keep:
-            m.metadata_props.add(key=k, value=v)
+        _drop_vectors(m)
 
     p = _edit(zoo["mlp"], tmp_path / "nv.onnx", strip)
     monkeypatch.setattr(project, "MAX_VECTOR_BYTES", 1 << 20)  # 74 values x 8 bytes each: 1,771 vectors fit
@@ -509,10 +511,7 @@ def test_64_bit_input_without_vectors(zoo, tmp_path, capsys):
     as int64; the fuzz campaign found exit 1 here), extremes in the first two vectors."""
     def f(m):
         _set_attr(m, "inp/FixedPoint", "width", 64)
-        keep = [(p.key, p.value) for p in m.metadata_props if p.key != "qfx.vectors"]
-        del m.metadata_props[:]
-        for k, v in keep:
-            m.metadata_props.add(key=k, value=v)
+        _drop_vectors(m)
 
     p = _edit(zoo["mlp"], tmp_path / "w64.onnx", f)
     rc, err, _ = _run([p, "-o", tmp_path / "o", "-q", "--vectors", "8"], capsys)

@@ -23,6 +23,43 @@ def _floor_shift(m: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return q, cmp, r != 0
 
 
+def requantize_int64(m: np.ndarray, s: int, t: FixedType) -> np.ndarray:
+    """:func:`requantize_raw` on int64 mantissas dropping ``s`` bits, for ``t.width <= 62``, ``s <= 62``
+    and ``|m| << max(0, -s)`` below ``2**62`` (the caller proves it); ``m`` is not modified.
+
+    Rounding is an added constant and a floor shift (``h = 2**(s-1)``): TRN +0, RND +h, RND_MIN_INF
+    +h-1, TRN_ZERO +(2**s-1 if m<0), RND_ZERO +h-1+(m<0), RND_INF +h-(m<0), RND_CONV +h-1+(bit s
+    of m): every sum stays below 2**63.
+    """
+    if s <= 0:
+        q = m << -s
+    else:
+        h = 1 << (s - 1)
+        r = t.rounding
+        if r == "AP_TRN":
+            q = m >> s
+        elif r == "AP_RND":
+            q = (m + h) >> s
+        elif r == "AP_RND_MIN_INF":
+            q = (m + (h - 1)) >> s
+        elif r == "AP_TRN_ZERO":
+            q = (m + np.where(m < 0, (1 << s) - 1, 0)) >> s
+        elif r == "AP_RND_ZERO":
+            q = (m + (h - 1) + (m < 0)) >> s
+        elif r == "AP_RND_INF":
+            q = (m + h - (m < 0)) >> s
+        else:  # AP_RND_CONV: ties go up exactly when the kept LSB is odd
+            q = (m + (h - 1) + ((m >> s) & 1)) >> s
+    lo, hi, o = t.raw_min, t.raw_max, t.overflow
+    if o == "AP_WRAP":
+        return ((q - lo) & ((1 << t.width) - 1)) + lo
+    if o == "AP_SAT_ZERO":
+        return np.where((q < lo) | (q > hi), 0, q)
+    if o == "AP_SAT_SYM":
+        lo = sat_sym_raw_min(t.width, t.signed)
+    return np.minimum(np.maximum(q, lo), hi)
+
+
 def requantize_raw(m, src_frac: int, t: FixedType) -> np.ndarray:
     """Integer twin of :func:`quantize`: cast mantissas ``m`` (value ``m * 2**-src_frac``) to ``t``.
 
@@ -62,8 +99,8 @@ def requantize_raw(m, src_frac: int, t: FixedType) -> np.ndarray:
         if big:
             m = m.astype(object)
             m = np.vectorize(int, otypes=[object])(m) if m.size else m
-        else:
-            m = m.astype(np.int64)
+        else:  # (t.width <= 62 here)
+            return requantize_int64(m.astype(np.int64), s, t)
     if s <= 0:
         q = m << (-s)
     else:

@@ -486,6 +486,7 @@ def quantize_model(model: nn.Module, config=None, example_input: torch.Tensor | 
     _learn_widths(gm, widths)
     if cfg.unsigned_relu:
         _unsigned_activations(gm)
+    _fuse_relus(gm)
     for name, m in gm.named_modules():
         if isinstance(m, qnn.QFXModule):
             m.qfx_name = name
@@ -525,6 +526,25 @@ def _learn_widths(gm: fx.GraphModule, layer_opts: dict) -> None:
                     problems.append(f"layer {name!r}: {e}")
     if problems:
         raise ValueError("; ".join(problems))
+
+
+def _fuse_relus(gm: fx.GraphModule) -> None:
+    """Set ``fuse_relu`` on each BatchNorm and Add module whose every call has one user, a ReLU: training then
+    applies the ReLU in the module's output cast (``QFXModule.fuse_relu``); eval and export are unchanged."""
+    calls: dict[str, list[fx.Node]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls.setdefault(node.target, []).append(node)
+
+    def feeds_one_relu(node: fx.Node) -> bool:
+        users = list(node.users)
+        return (len(users) == 1 and users[0].op == "call_module"
+                and isinstance(gm.get_submodule(users[0].target), qnn.ReLU))
+
+    for target, nodes in calls.items():
+        m = gm.get_submodule(target)
+        if isinstance(m, (qnn.BatchNorm2d, qnn.Add)):
+            m.fuse_relu = all(feeds_one_relu(n) for n in nodes)
 
 
 def _unsigned_activations(gm: fx.GraphModule) -> None:

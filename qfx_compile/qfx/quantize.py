@@ -334,13 +334,14 @@ def _fused_kind(x: torch.Tensor, frac, width: int, out_dtype: torch.dtype) -> in
 
 
 def _cast_kernel(x: torch.Tensor, kind: int, frac: int, width: int, signed: bool, rounding: str, overflow: str,
-                 out_dtype: torch.dtype) -> torch.Tensor:
-    """The exact cast in one pass of the fused kernel (same value as the torch kernels, see cast.cpp)."""
+                 out_dtype: torch.dtype, relu: bool = False) -> torch.Tensor:
+    """The exact cast in one pass of the fused kernel (same value as the torch kernels, see cast.cpp); ``relu``
+    (kind 0): ``torch.relu`` of it in the same pass."""
     x = x.contiguous()
     out = _fused.empty(x.shape, out_dtype)
     rc = _fused.kernel().qfx_cast(x.data_ptr(), out.data_ptr(), x.numel(), kind, _ROUNDING_CODE[rounding],
                                   _OVERFLOW_CODE[overflow], width, int(signed), frac, float(_sym_min(width, signed)),
-                                  torch.get_num_threads())
+                                  int(relu), torch.get_num_threads())
     if rc != 0:  # pragma: no cover - FixedType validates the modes
         raise ValueError(f"fused cast: unknown mode {rounding} / {overflow}")
     return out
@@ -398,47 +399,68 @@ def ib_grad(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, inside: torch.Ten
     return _ib_grad(float(total), k, 0)
 
 
+def _relu_grad(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """ReLU's backward from its output ``r`` (torch's ``threshold_backward``): 0 where ``r <= 0``, else g."""
+    return torch.where(r <= 0, 0.0, g)
+
+
+def _cast_backward(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, lo: float, hi: float, int_bits: int,
+                   need_ib: bool, relu: bool, a: torch.Tensor | None = None,
+                   b: torch.Tensor | None = None):
+    """``(dL/dz, dL/dI or None)`` on the fused kernel for a per-tensor cast of ``z = x`` or, with per-channel
+    ``a``, ``b``, of ``z = x * a_c + b_c`` (see :func:`affine_train_cast_backward`), ``q`` the forward's output."""
+    g, x, q = g.contiguous(), x.contiguous(), q.contiguous()
+    gx = _fused.empty(x.shape, torch.float32)
+    if a is None:
+        n, c, hw, pa, pb = 1, 1, x.numel(), None, None
+    else:
+        a, b = (v.detach().to(torch.float32).contiguous() for v in (a, b))
+        n, c = x.shape[0], x.shape[1]
+        hw, pa, pb = x.numel() // max(1, n * c), a.data_ptr(), b.data_ptr()
+    s, k, status = ctypes.c_double(), ctypes.c_int(), ctypes.c_int()
+    _fused.kernel().qfx_cast_backward(g.data_ptr(), x.data_ptr(), pa, pb, q.data_ptr(), gx.data_ptr(), n, c, hw, lo,
+                                      hi, int_bits, int(need_ib), int(relu), torch.get_num_threads(),
+                                      ctypes.byref(s), ctypes.byref(k), ctypes.byref(status))
+    return gx, (_ib_grad(s.value, k.value, status.value) if need_ib else None)
+
+
 class _FusedTrainCast(torch.autograd.Function):
     """The per-tensor float32 training cast on the fused kernel, one pass each way.
 
-    Forward: the exact cast (:func:`quantize`'s value). Backward: ``dL/dx = g`` where
-    ``lo <= x <= hi`` (the caller's "inside" bounds), else 0, and ``dL/dI`` as :func:`ib_grad`
-    (the same float32 value), from the saved x and q.
+    Forward: the exact cast (:func:`quantize`'s value), with ``relu`` ``torch.relu`` of it. Backward:
+    ``dL/dx = g'`` where ``lo <= x <= hi`` (the caller's "inside" bounds), else 0, and ``dL/dI`` as
+    :func:`ib_grad` (the same float32 value), from the saved x and q; ``g' = g``, with ``relu`` ReLU's backward
+    of g (:func:`_relu_grad`).
     """
 
     @staticmethod
-    def forward(ctx, x, ib, t, lo, hi):
-        q = _cast_kernel(x, 0, t.frac_bits, t.width, t.signed, t.rounding, t.overflow, torch.float32)
+    def forward(ctx, x, ib, t, lo, hi, relu):
+        q = _cast_kernel(x, 0, t.frac_bits, t.width, t.signed, t.rounding, t.overflow, torch.float32, relu)
         ctx.save_for_backward(x, q)
-        ctx.meta = (t.int_bits, lo, hi)
+        ctx.meta = (t.int_bits, lo, hi, relu)
         return q
 
     @staticmethod
     def backward(ctx, g):
         x, q = ctx.saved_tensors
-        int_bits, lo, hi = ctx.meta
-        g = g.contiguous()
-        gx = _fused.empty(x.shape, x.dtype)
-        s, k, status = ctypes.c_double(), ctypes.c_int(), ctypes.c_int()
-        need_ib = bool(ctx.needs_input_grad[1])
-        _fused.kernel().qfx_cast_backward(g.data_ptr(), x.data_ptr(), q.data_ptr(), gx.data_ptr(), x.numel(), lo, hi,
-                                          int_bits, int(need_ib), torch.get_num_threads(), ctypes.byref(s),
-                                          ctypes.byref(k), ctypes.byref(status))
-        gib = _ib_grad(s.value, k.value, status.value) if need_ib else None
-        return gx, gib, None, None, None
+        int_bits, lo, hi, relu = ctx.meta
+        gx, gib = _cast_backward(g, x, q, lo, hi, int_bits, bool(ctx.needs_input_grad[1]), relu)
+        return gx, gib, None, None, None, None
 
 
-def fused_train_cast(x: torch.Tensor, ib: torch.Tensor, t: FixedType, lo_raw: int) -> torch.Tensor | None:
+def fused_train_cast(x: torch.Tensor, ib: torch.Tensor, t: FixedType, lo_raw: int,
+                     relu: bool = False) -> torch.Tensor | None:
     """The training cast of float32 ``x`` to ``t`` with integer bits ``ib`` (a 0-d tensor holding an integer,
-    its gradient the TQT sum) on the fused kernel; ``dL/dx`` passes where ``lo_raw * lsb <= x <= max``.
-    None where the kernel does not apply (not CPU float32, W > 22, F out of float32's range, no kernel)."""
+    its gradient the TQT sum) on the fused kernel; ``dL/dx`` passes where ``lo_raw * lsb <= x <= max``; with
+    ``relu``, ``torch.relu`` of the cast (values and gradients). None where the kernel does not apply (not CPU
+    float32, W > 22, F out of float32's range, no kernel)."""
     if x.dtype != torch.float32 or x.device.type != "cpu" or t.width > 22 or ib.dim() != 0:
         return None
     t = t.replace(int_bits=int(ib))
     if not (-126 <= t.frac_bits <= 126 and t.int_bits + 1 <= 126) or _fused.kernel() is None:
         return None
     lsb = 2.0 ** -t.frac_bits
-    return _FusedTrainCast.apply(x.contiguous(), ib, t, lo_raw * lsb, t.raw_max * lsb)
+    return _FusedTrainCast.apply(x.contiguous(), ib, t, lo_raw * lsb, t.raw_max * lsb, relu)
 
 
 def _channel_affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -451,13 +473,16 @@ def _affine_kernel_applies(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dim() >= 2 and _fused.kernel() is not None
 
 
-def affine_train_cast(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, t: FixedType) -> torch.Tensor:
+def affine_train_cast(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, t: FixedType,
+                      relu: bool = False) -> torch.Tensor:
     """``cast(x * a_c + b_c, t)`` of float32 ``x`` (N, C, ...) and [C] ``a``, ``b`` (see :func:`_channel_affine`),
-    ``t`` with ``W <= 22`` and F within float32's range (as :func:`fused_train_cast`): one pass on the kernel
-    (CPU), else the affine map and :func:`quantize`'s cast; the same float32 bits (zero is +0.0)."""
+    ``t`` with ``W <= 22`` and F within float32's range (as :func:`fused_train_cast`), with ``relu``
+    ``torch.relu`` of it: one pass on the kernel (CPU), else the affine map and :func:`quantize`'s cast; the same
+    float32 bits (zero is +0.0)."""
     if not _affine_kernel_applies(x):  # + 0.0: zero is +0.0, as the kernel writes it
         z = _channel_affine(x, a, b)
-        return _cast(z, t.frac_bits, t.int_bits, t.width, t.signed, t.rounding, t.overflow).add_(0.0)
+        q = _cast(z, t.frac_bits, t.int_bits, t.width, t.signed, t.rounding, t.overflow).add_(0.0)
+        return torch.relu(q) if relu else q
     x = x.contiguous()
     a, b = (v.detach().to(torch.float32).contiguous() for v in (a, b))
     q = _fused.empty(x.shape, torch.float32)
@@ -465,31 +490,25 @@ def affine_train_cast(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, t: Fixe
     rc = _fused.kernel().qfx_affine_cast(x.data_ptr(), a.data_ptr(), b.data_ptr(), q.data_ptr(), n, c,
                                          x.numel() // max(1, n * c), _ROUNDING_CODE[t.rounding],
                                          _OVERFLOW_CODE[t.overflow], t.width, int(t.signed), t.frac_bits,
-                                         float(_sym_min(t.width, t.signed)), torch.get_num_threads())
+                                         float(_sym_min(t.width, t.signed)), int(relu), torch.get_num_threads())
     if rc != 0:  # pragma: no cover - FixedType validates the modes
         raise ValueError(f"fused cast: unknown mode {t.rounding} / {t.overflow}")
     return q
 
 
 def affine_train_cast_backward(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, q: torch.Tensor,
-                               t: FixedType, lo: float, hi: float, need_ib: bool):
-    """``(dL/dz, dL/dI)`` of :func:`affine_train_cast` (q its output, z recomputed): ``dL/dz = g`` where
-    ``lo <= z <= hi``, else 0; ``dL/dI`` as :func:`ib_grad` (None without ``need_ib``). One pass on the kernel."""
+                               t: FixedType, lo: float, hi: float, need_ib: bool, relu: bool = False):
+    """``(dL/dz, dL/dI)`` of :func:`affine_train_cast` (q its output, z recomputed): ``dL/dz = g'`` where
+    ``lo <= z <= hi``, else 0; ``dL/dI`` as :func:`ib_grad` (None without ``need_ib``); ``g' = g``, with ``relu``
+    ReLU's backward of g. One pass on the kernel (two with ``need_ib``: ``max |g'|`` first)."""
     if not _affine_kernel_applies(x):
+        if relu:
+            g = _relu_grad(g, q)
         z = _channel_affine(x, a, b)
         inside = (z >= lo) & (z <= hi)
         gz = torch.where(inside, g, 0.0)
         return gz, (ib_grad(g, z, q, inside, t.int_bits) if need_ib else None)
-    g, x, q = g.contiguous(), x.contiguous(), q.contiguous()
-    a, b = (v.detach().to(torch.float32).contiguous() for v in (a, b))
-    gz = _fused.empty(x.shape, torch.float32)
-    n, c = x.shape[0], x.shape[1]
-    s, k, status = ctypes.c_double(), ctypes.c_int(), ctypes.c_int()
-    _fused.kernel().qfx_affine_cast_backward(g.data_ptr(), x.data_ptr(), a.data_ptr(), b.data_ptr(), q.data_ptr(),
-                                             gz.data_ptr(), n, c, x.numel() // max(1, n * c), lo, hi, t.int_bits,
-                                             int(need_ib), torch.get_num_threads(), ctypes.byref(s), ctypes.byref(k),
-                                             ctypes.byref(status))
-    return gz, (_ib_grad(s.value, k.value, status.value) if need_ib else None)
+    return _cast_backward(g, x, q, lo, hi, t.int_bits, need_ib, relu, a, b)
 
 
 def _cast(x, frac, int_bits, width, signed, rounding, overflow, out_dtype=None):

@@ -431,6 +431,22 @@ class Quantizer(nn.Module):
             return q + self._width_term(x, q)
         return self._train_cast(x)
 
+    def train_cast_relu(self, x: torch.Tensor) -> torch.Tensor:
+        """``torch.relu(self(x))`` in training mode (values and gradients), in one pass each way where the
+        per-tensor fused kernel applies (:func:`..quantize.fused_train_cast`)."""
+        if self.training and not self.calibrating and self.width_param is None:
+            y = self._fused_cast(x, relu=True)
+            if y is not None:
+                return y
+        return torch.relu(self(x))
+
+    def _fused_cast(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor | None:
+        """The per-tensor training cast on the fused kernel; None where it does not apply."""
+        if self.per_channel or _khot.has_khot_rows(self.k_hot):
+            return None
+        t = self.base_type
+        return fused_train_cast(x, self.ste_int_bits(), t, self.fused_lo_raw(t), relu)
+
     def ste_int_bits(self) -> torch.Tensor:
         """The integer bits as the training cast uses them: ``round(theta)`` with the straight-through gradient."""
         p = self.int_bits_param
@@ -444,13 +460,12 @@ class Quantizer(nn.Module):
 
     def _train_cast(self, x: torch.Tensor) -> torch.Tensor:
         """The training-mode cast (values of the eval cast, straight-through / TQT gradients)."""
+        y = self._fused_cast(x)  # the fused CPU kernel (quantize.fused_train_cast), same values
+        if y is not None:
+            return y
         ib = self.ste_int_bits()
         t = self.base_type
         plain = not _khot.has_khot_rows(self.k_hot)
-        if plain and not self.per_channel:  # the fused CPU kernel (quantize.fused_train_cast), same values
-            y = fused_train_cast(x, ib, t, self.fused_lo_raw(t))
-            if y is not None:
-                return y
         if (plain and t.rounding == "AP_RND_CONV" and t.overflow in _FAST_OVERFLOW
                 and t.width <= _F32_WIDTH and x.dtype == torch.float32):
             # torch's fused fake-quant kernel: round half to even, clamp; its LSQ gradient for the

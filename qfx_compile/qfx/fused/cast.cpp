@@ -22,6 +22,7 @@
 // double and rounded to an integer (half to even), k chosen so that every term is at most 2^(52-ceil(log2 n))
 // and every partial sum at most 2^52: the sum is exact in double whatever the order or the number of threads
 // (quantize.ib_grad_scale, quantize.ib_grad computes the same in torch).
+// A cast followed by ReLU (relu: q is then relu's output) masks g as ReLU's backward does before all of this.
 //
 // BatchNorm training (qfx/nn/norm.py): the output cast with the per-channel affine map fused in
 // (z = x * a_c + b_c rounded in float32, then the cast above; backward recomputes z), and the input gradient
@@ -102,38 +103,57 @@ inline T cast_raw(T x, const Params<T>& p) {
     return q;
 }
 
-template <typename TI, typename TO, typename T, int R, int O>
+// relu(v) as torch computes it: v < 0 -> +0, NaN stays NaN (v is never -0.0 here).
+template <typename T>
+inline T relu_of(T v) {
+    return v < (T)0 ? (T)0 : v;
+}
+
+template <typename TI, typename TO, typename T, int R, int O, bool RELU>
 QFX_CLONES void cast_loop(const TI* x, TO* out, int64_t n, Params<T> p, int threads) {
 #pragma omp parallel for simd schedule(static) num_threads(threads) if (n >= 65536)
-    for (int64_t i = 0; i < n; ++i) out[i] = (TO)(cast_raw<R, O, T>((T)x[i], p) * p.inv) + (TO)0;  // +0: no -0.0
-}
-
-QFX_CLONES void grad_x(const float* g, const float* x, float* gx, int64_t n, float lo, float hi, int threads) {
-#pragma omp parallel for simd schedule(static) num_threads(threads) if (n >= 65536)
-    for (int64_t i = 0; i < n; ++i) gx[i] = (x[i] >= lo) & (x[i] <= hi) ? g[i] : 0.0f;
-}
-
-QFX_CLONES double grad_x_ib(const float* g, const float* x, const float* q, float* gx, int64_t n, float lo, float hi,
-                            double kscale, int threads) {
-    double acc = 0.0;
-#pragma omp parallel for simd schedule(static) num_threads(threads) if (n >= 65536) reduction(+ : acc)
     for (int64_t i = 0; i < n; ++i) {
-        float xi = x[i], gi = g[i], qi = q[i];
-        bool inside = (xi >= lo) & (xi <= hi);
+        TO v = (TO)(cast_raw<R, O, T>((T)x[i], p) * p.inv) + (TO)0;  // +0: no -0.0
+        out[i] = RELU ? relu_of(v) : v;
+    }
+}
+
+// One pass of a float32 cast's backward over m elements (a plane of BatchNorm's output with AFFINE: z = x * a + b
+// rounded in float32, else z = x): gx = g' where lo <= z <= hi, else 0, with g' = g, or with RELU (the cast
+// followed by ReLU, q its output) g' = 0 where q <= 0 (torch's threshold_backward). With IB it returns the part
+// of the sum S of round(g' * d * kscale), d = q - z inside, q outside (the file comment).
+template <bool AFFINE, bool RELU, bool IB>
+QFX_CLONES double grad_pass(const float* g, const float* x, const float* q, float* gx, int64_t m, float a, float b,
+                            float lo, float hi, double kscale) {
+    double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t i = 0; i < m; ++i) {
+        float z = x[i];
+        if (AFFINE) {
+            z = z * a;
+            z = z + b;
+        }
+        float gi = g[i];
+        if (RELU) gi = q[i] <= 0.0f ? 0.0f : gi;
+        bool inside = (z >= lo) & (z <= hi);
         gx[i] = inside ? gi : 0.0f;
-        float d = inside ? qi - xi : qi;
-        acc += std::nearbyint((double)gi * (double)d * kscale);
+        if (IB) {
+            float d = inside ? q[i] - z : q[i];
+            acc += std::nearbyint((double)gi * (double)d * kscale);
+        }
     }
     return acc;
 }
 
-// max |g| (float32, exact) and whether any g is not finite.
-QFX_CLONES float abs_max(const float* g, int64_t n, int* bad, int threads) {
+// max |g'| (float32, exact), g' = g or with RELU 0 where q <= 0, and whether any g' is not finite.
+template <bool RELU>
+QFX_CLONES float abs_max(const float* g, const float* q, int64_t n, int* bad, int threads) {
     float m = 0.0f;
     int nonfinite = 0;
 #pragma omp parallel for simd schedule(static) num_threads(threads) if (n >= 65536) reduction(max : m) reduction(| : nonfinite)
     for (int64_t i = 0; i < n; ++i) {
         float a = std::fabs(g[i]);
+        if (RELU) a = q[i] <= 0.0f ? 0.0f : a;
         nonfinite |= !(a <= FLT_MAX);
         m = a > m ? a : m;
     }
@@ -152,54 +172,23 @@ QFX_CLONES void bn_dx_plane(const float* g, const float* x, float* dx, int64_t m
 }
 
 // One (N, C) plane of BatchNorm's training output: q = cast(z), z = x * a + b rounded in float32 (no contraction).
-template <typename T, int R, int O>
+template <typename T, int R, int O, bool RELU>
 QFX_CLONES void affine_cast_plane(const float* x, float* q, int64_t m, float a, float b, Params<T> p) {
 #pragma omp simd
     for (int64_t i = 0; i < m; ++i) {
         float z = x[i] * a;
         z = z + b;
-        q[i] = (float)(cast_raw<R, O, T>((T)z, p) * p.inv) + 0.0f;  // +0: no -0.0
+        float v = (float)(cast_raw<R, O, T>((T)z, p) * p.inv) + 0.0f;  // +0: no -0.0
+        q[i] = RELU ? relu_of(v) : v;
     }
 }
 
-// Its backward on one plane: gz = g where lo <= z <= hi, else 0; returns the plane's part of the exact sum S
-// (the file comment, with z for x) when kscale != 0.
-QFX_CLONES double affine_cast_grad_plane(const float* g, const float* x, const float* q, float* gz, int64_t m, float a,
-                                         float b, float lo, float hi, double kscale) {
-    double acc = 0.0;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t i = 0; i < m; ++i) {
-        float z = x[i] * a;
-        z = z + b;
-        float gi = g[i];
-        bool inside = (z >= lo) & (z <= hi);
-        gz[i] = inside ? gi : 0.0f;
-        float d = inside ? q[i] - z : q[i];
-        acc += std::nearbyint((double)gi * (double)d * kscale);
-    }
-    return acc;
-}
-
-// 2^-k of the exact binary-point gradient sum of n gradients g (the file comment), with *k_out = k and
-// *status = 0; 0.0 without need_ib, or with *status = 1 when every g is 0 (S = 0), 2 when a g is not finite.
-// Sets *sum_out = 0.
-double sum_scale(const float* g, int64_t n, int int_bits, int need_ib, int threads, double* sum_out, int* k_out,
-                 int* status) {
-    *status = 0;
-    *sum_out = 0.0;
-    *k_out = 0;
-    if (!need_ib) return 0.0;
-    int bad = 0;
-    float m = abs_max(g, n, &bad, threads);
-    if (bad || m == 0.0f) {
-        *status = bad ? 2 : 1;
-        return 0.0;
-    }
+// k of the exact binary-point gradient sum over n gradients whose largest magnitude is m > 0 (the file comment).
+int sum_k(float m, int64_t n, int int_bits) {
     int eg, en = 0;
     std::frexp((double)m, &eg);  // m < 2^eg
     while ((int64_t(1) << en) < n) ++en;
-    *k_out = en + eg + int_bits - 52;
-    return std::ldexp(1.0, -*k_out);
+    return en + eg + int_bits - 52;
 }
 
 #define QFX_CASE_O(R)                                                                                  \
@@ -230,34 +219,23 @@ int dispatch(int rounding, int overflow, F&& f) {
 extern "C" {
 
 // sat_lo: the lowest AP_SAT_SYM mantissa (types.sat_sym_raw_min).
-// kind: 0 float32 -> float32, 1 float32 -> float64, 2 float64 -> float64. Returns 0, or -1 for a bad mode.
+// kind: 0 float32 -> float32, 1 float32 -> float64, 2 float64 -> float64; relu (kind 0 only): write relu(q), the
+// cast followed by ReLU. Returns 0, or -1 for a bad mode.
 int qfx_cast(const void* x, void* out, int64_t n, int kind, int rounding, int overflow, int width, int is_signed,
-             int frac, double sat_lo, int threads) {
-    if (kind != 2 && 0 <= frac && frac <= 100 && width <= 22) {  // float32 compute
-        Params<float> p = make_params<float>(width, is_signed, frac, overflow, sat_lo);
+             int frac, double sat_lo, int relu, int threads) {
+    auto run = [&](auto params) {
+        using T = typename decltype(params)::value_type;
         return dispatch(rounding, overflow, [&](auto r, auto o) {
             constexpr int R = decltype(r)::value, O = decltype(o)::value;
-            if (kind == 0) cast_loop<float, float, float, R, O>((const float*)x, (float*)out, n, p, threads);
-            else cast_loop<float, double, float, R, O>((const float*)x, (double*)out, n, p, threads);
+            if (kind == 0 && relu) cast_loop<float, float, T, R, O, true>((const float*)x, (float*)out, n, params.p, threads);
+            else if (kind == 0) cast_loop<float, float, T, R, O, false>((const float*)x, (float*)out, n, params.p, threads);
+            else if (kind == 1) cast_loop<float, double, T, R, O, false>((const float*)x, (double*)out, n, params.p, threads);
+            else cast_loop<double, double, T, R, O, false>((const double*)x, (double*)out, n, params.p, threads);
         });
-    }
-    Params<double> p = make_params<double>(width, is_signed, frac, overflow, sat_lo);
-    return dispatch(rounding, overflow, [&](auto r, auto o) {
-        constexpr int R = decltype(r)::value, O = decltype(o)::value;
-        if (kind == 0) cast_loop<float, float, double, R, O>((const float*)x, (float*)out, n, p, threads);
-        else if (kind == 1) cast_loop<float, double, double, R, O>((const float*)x, (double*)out, n, p, threads);
-        else cast_loop<double, double, double, R, O>((const double*)x, (double*)out, n, p, threads);
-    });
-}
-
-// The training backward of a float32 cast (see the file comment): gx[i] = g[i] where lo <= x[i] <= hi, else 0;
-// q: the forward's output. With need_ib: *status = 0, the exact sum S returned in *sum_out and *k_out = k (the
-// gradient sum is S * 2^k); *status = 1 when every g is 0 (S = 0), 2 when a g is not finite.
-void qfx_cast_backward(const float* g, const float* x, const float* q, float* gx, int64_t n, float lo, float hi,
-                       int int_bits, int need_ib, int threads, double* sum_out, int* k_out, int* status) {
-    double kscale = sum_scale(g, n, int_bits, need_ib, threads, sum_out, k_out, status);
-    if (kscale != 0.0) *sum_out = grad_x_ib(g, x, q, gx, n, lo, hi, kscale, threads);
-    else grad_x(g, x, gx, n, lo, hi, threads);
+    };
+    if (kind != 2 && 0 <= frac && frac <= 100 && width <= 22)  // float32 compute
+        return run(Boxed<float>{make_params<float>(width, is_signed, frac, overflow, sat_lo)});
+    return run(Boxed<double>{make_params<double>(width, is_signed, frac, overflow, sat_lo)});
 }
 
 // The input gradient of a training BatchNorm (qfx/nn/norm.py) in one pass over (N, C, HW) float32 tensors:
@@ -272,16 +250,17 @@ void qfx_bn_dx(const float* g, const float* x, const float* a, const float* B, c
 }
 
 // BatchNorm's training output in one pass over (N, C, HW) float32 x: q = cast(x * a_c + b_c) (qfx_cast's
-// arithmetic on the float32 z, float32 out). Returns 0, or -1 for a bad mode.
+// arithmetic on the float32 z, float32 out; relu: relu(q)). Returns 0, or -1 for a bad mode.
 int qfx_affine_cast(const float* x, const float* a, const float* b, float* q, int64_t n, int64_t c, int64_t hw,
-                    int rounding, int overflow, int width, int is_signed, int frac, double sat_lo, int threads) {
+                    int rounding, int overflow, int width, int is_signed, int frac, double sat_lo, int relu,
+                    int threads) {
     auto run = [&](auto params) {
+        using T = typename decltype(params)::value_type;
         return dispatch(rounding, overflow, [&](auto r, auto o) {
             constexpr int R = decltype(r)::value, O = decltype(o)::value;
+            auto plane = relu ? affine_cast_plane<T, R, O, true> : affine_cast_plane<T, R, O, false>;
 #pragma omp parallel for schedule(static) num_threads(threads) if (n * c * hw >= 65536)
-            for (int64_t p = 0; p < n * c; ++p)
-                affine_cast_plane<typename decltype(params)::value_type, R, O>(x + p * hw, q + p * hw, hw, a[p % c],
-                                                                               b[p % c], params.p);
+            for (int64_t p = 0; p < n * c; ++p) plane(x + p * hw, q + p * hw, hw, a[p % c], b[p % c], params.p);
         });
     };
     if (0 <= frac && frac <= 100 && width <= 22)
@@ -289,19 +268,51 @@ int qfx_affine_cast(const float* x, const float* a, const float* b, float* q, in
     return run(Boxed<double>{make_params<double>(width, is_signed, frac, overflow, sat_lo)});
 }
 
-// Its backward: gz = g where lo <= z <= hi (z = x * a_c + b_c recomputed), else 0; with need_ib the exact sum
-// S over all planes, as qfx_cast_backward (status, k and S alike).
-void qfx_affine_cast_backward(const float* g, const float* x, const float* a, const float* b, const float* q, float* gz,
-                              int64_t n, int64_t c, int64_t hw, float lo, float hi, int int_bits, int need_ib,
-                              int threads, double* sum_out, int* k_out, int* status) {
-    int64_t total = n * c * hw;
-    double kscale = sum_scale(g, total, int_bits, need_ib, threads, sum_out, k_out, status);
-    double acc = 0.0;
+// The training backward of a float32 cast (see the file comment and grad_pass): a per-tensor cast
+// (a == nullptr: x, g, q, gx of n * c * hw elements) or BatchNorm's output cast (a, b: [c], tensors (n, c, hw),
+// z = x * a_c + b_c recomputed); relu: the cast was followed by ReLU (q its output). With need_ib: *status = 0,
+// the exact sum S in *sum_out and *k_out = k (the gradient sum is S * 2^k); *status = 1 when every g' is 0
+// (S = 0), 2 when a g' is not finite. One pass for gx, one more before it for max |g'| with need_ib.
+void qfx_cast_backward(const float* g, const float* x, const float* a, const float* b, const float* q, float* gx,
+                       int64_t n, int64_t c, int64_t hw, float lo, float hi, int int_bits, int need_ib, int relu,
+                       int threads, double* sum_out, int* k_out, int* status) {
+    const int64_t total = n * c * hw;
+    const bool affine = a != nullptr;
+    const int64_t block = affine ? hw : 16384, blocks = affine ? n * c : (total + block - 1) / block;
+    *status = 0;
+    *sum_out = 0.0;
+    *k_out = 0;
+    double kscale = 0.0;
+    if (need_ib) {
+        int bad = 0;
+        float m = relu ? abs_max<true>(g, q, total, &bad, threads) : abs_max<false>(g, q, total, &bad, threads);
+        if (bad || m == 0.0f) {
+            *status = bad ? 2 : 1;
+            need_ib = 0;
+        } else {
+            *k_out = sum_k(m, total, int_bits);
+            kscale = std::ldexp(1.0, -*k_out);
+        }
+    }
+    auto pass = [&](auto affine_c, auto relu_c, auto ib_c) {
+        constexpr bool A = decltype(affine_c)::value, RL = decltype(relu_c)::value, IB = decltype(ib_c)::value;
+        double acc = 0.0;
 #pragma omp parallel for schedule(static) num_threads(threads) if (total >= 65536) reduction(+ : acc)
-    for (int64_t p = 0; p < n * c; ++p)
-        acc += affine_cast_grad_plane(g + p * hw, x + p * hw, q + p * hw, gz + p * hw, hw, a[p % c], b[p % c], lo, hi,
-                                      kscale);
-    if (kscale != 0.0) *sum_out = acc;
+        for (int64_t p = 0; p < blocks; ++p) {
+            int64_t i0 = p * block, len = A ? block : (total - i0 < block ? total - i0 : block);
+            acc += grad_pass<A, RL, IB>(g + i0, x + i0, q + i0, gx + i0, len, A ? a[p % c] : 1.0f,
+                                        A ? b[p % c] : 0.0f, lo, hi, kscale);
+        }
+        return acc;
+    };
+    auto run = [&](auto ib_c) {
+        using T = std::true_type;
+        using F = std::false_type;
+        if (affine) return relu ? pass(T{}, T{}, ib_c) : pass(T{}, F{}, ib_c);
+        return relu ? pass(F{}, T{}, ib_c) : pass(F{}, F{}, ib_c);
+    };
+    if (need_ib) *sum_out = run(std::true_type{});
+    else run(std::false_type{});
 }
 
 // Max pooling of an (N*C, H, W) float32 (in_f32) or float64 tensor into float64, every window clipped to the

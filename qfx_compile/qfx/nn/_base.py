@@ -37,6 +37,11 @@ class QFXModule(nn.Module):
         """True in training and calibration: float32 with straight-through casts."""
         return self.training or self._calibrating()
 
+    #: Set by ``quantize_model`` on a BatchNorm or Add whose every call feeds one ReLU and nothing else:
+    #: in training it applies that ReLU in its output cast's pass (:func:`relu_applied` marks the tensor, and
+    #: the ReLU passes it through). Values and gradients are those of the separate ReLU.
+    fuse_relu: bool = False
+
     def output_type(self, input_types: list[FixedType]) -> FixedType:
         oq = getattr(self, "output_quantizer", None)
         if oq is None:
@@ -44,6 +49,20 @@ class QFXModule(nn.Module):
                 raise ValueError(f"{self.layer_name}: output_type needs the input type")
             return input_types[0]
         return oq.fixed_type()
+
+
+_RELU_MARK = "_qfx_relu_applied"
+
+
+def relu_applied(t: torch.Tensor) -> torch.Tensor:
+    """Mark ``t`` as a ReLU's output already (the next QFX ReLU returns it as it is)."""
+    setattr(t, _RELU_MARK, True)
+    return t
+
+
+def is_relu_applied(t: torch.Tensor) -> bool:
+    """Whether ``t`` carries :func:`relu_applied`'s mark."""
+    return getattr(t, _RELU_MARK, False)
 
 
 def frac_bits_of(x: torch.Tensor) -> int:

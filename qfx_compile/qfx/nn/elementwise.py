@@ -16,7 +16,7 @@ import torch
 from ..quantize import quantize
 from ..quantizer import Quantizer
 from ...fixed.types import FixedType
-from ._base import QFXModule, guard
+from ._base import QFXModule, guard, is_relu_applied, relu_applied
 
 
 class Quant(QFXModule):
@@ -54,6 +54,8 @@ class QuantInput(Quant):
 
 class ReLU(QFXModule):
     def forward(self, x):
+        if self.training and is_relu_applied(x):  # applied by its producer's cast (QFXModule.fuse_relu)
+            return x
         if not self._float_path():
             x = x.to(torch.float64)
         return torch.relu(x)
@@ -114,6 +116,8 @@ class Add(QFXModule):
 
     def forward(self, a, b):
         if self._float_path():
+            if self.fuse_relu and self.training and not self._calibrating():
+                return relu_applied(self.output_quantizer.train_cast_relu(a + b))
             return self.output_quantizer(a + b)
         a, b = a.to(torch.float64), b.to(torch.float64)
         guard(self, [a, b], lambda g: (g[0][1] + g[1][1], max(g[0][0], g[1][0])), "sum")

@@ -20,7 +20,7 @@ from torch import nn
 from .. import fused
 from ..quantize import affine_train_cast, affine_train_cast_backward
 from ..quantizer import Quantizer
-from ._base import QFXModule, TensorsKey, amax, frac_bits_of, guard, quantizer_state
+from ._base import QFXModule, TensorsKey, amax, frac_bits_of, guard, quantizer_state, relu_applied
 
 
 class _BatchStats(torch.autograd.Function):
@@ -102,17 +102,17 @@ class _AffineCast(torch.autograd.Function):
     (``dx`` deferred to the statistics' backward through ``link``)."""
 
     @staticmethod
-    def forward(ctx, x, a, b, ib, t, lo, hi, mean, invstd, link):
-        q = affine_train_cast(x, a, b, t)
+    def forward(ctx, x, a, b, ib, t, lo, hi, mean, invstd, link, relu):
+        q = affine_train_cast(x, a, b, t, relu)
         ctx.save_for_backward(x, a, b, q)
-        ctx.meta = (t, lo, hi, link)
+        ctx.meta = (t, lo, hi, link, relu)
         return q
 
     @staticmethod
     def backward(ctx, g):
         x, a, b, q = ctx.saved_tensors
-        t, lo, hi, link = ctx.meta
-        gz, gib = affine_train_cast_backward(g, x, a, b, q, t, lo, hi, bool(ctx.needs_input_grad[3]))
+        t, lo, hi, link, relu = ctx.meta
+        gz, gib = affine_train_cast_backward(g, x, a, b, q, t, lo, hi, bool(ctx.needs_input_grad[3]), relu)
         mask = list(ctx.needs_input_grad[:3])
         if link is not None and mask[0]:
             mask[0] = False
@@ -123,7 +123,7 @@ class _AffineCast(torch.autograd.Function):
         gx, ga, gb = torch.ops.aten.native_batch_norm_backward(gz, x, a, torch.zeros_like(a), one, None, None, False,
                                                                 0.0, mask)
         zeros = (torch.zeros_like(a), torch.zeros_like(a)) if link is not None else (None, None)
-        return gx, ga, gb, gib, None, None, None, *zeros, None
+        return gx, ga, gb, gib, None, None, None, *zeros, None, None
 
 
 def _fused_output_args(q: Quantizer, x: torch.Tensor):
@@ -188,8 +188,9 @@ class BatchNorm2d(QFXModule):
                 a, b = self.scale_quantizer(a), self.shift_quantizer(self.bias.to(x.dtype) - mean * a)
                 fo = _fused_output_args(self.output_quantizer, x) if self.output_quantizer.training else None
                 if fo is not None:
-                    return _AffineCast.apply(x, a, b, *fo, mean, invstd, link)
-                return self.output_quantizer(_ChannelAffine.apply(x, a, b, mean, invstd, link))
+                    return self._relu_mark(_AffineCast.apply(x, a, b, *fo, mean, invstd, link, self.fuse_relu))
+                y = self.output_quantizer(_ChannelAffine.apply(x, a, b, mean, invstd, link))
+                return self._relu_mark(torch.relu(y)) if self.fuse_relu else y
             mean, var = self.running_mean, self.running_var
             a, b = self._float_scale_shift(mean, var, x.dtype)
             a, b = self.scale_quantizer(a), self.shift_quantizer(b)
@@ -198,6 +199,10 @@ class BatchNorm2d(QFXModule):
         a, b, fa, fb, aa, ab = self._eval_params()
         guard(self, [x], lambda g: (g[0][1] * aa + ab, max(g[0][0] + fa, fb)))
         return self.output_quantizer(torch.addcmul(b.reshape(1, -1, 1, 1), x, a.reshape(1, -1, 1, 1)))
+
+    def _relu_mark(self, y: torch.Tensor) -> torch.Tensor:
+        """``y``, marked as ReLU's output where this training forward applied the fused ReLU."""
+        return relu_applied(y) if self.fuse_relu and self.training and not self._calibrating() else y
 
     def _eval_params(self):
         """``(a, b, F_a, F_b, max |a|, max |b|)``, cached until a parameter, statistic or quantizer changes."""

@@ -129,9 +129,9 @@ class BatchNorm1d(BatchNorm2d):
 
     def forward(self, x):
         if x.dim() == 3:
-            return super().forward(x.unsqueeze(2)).squeeze(2)
+            return self._relu_mark(super().forward(x.unsqueeze(2)).squeeze(2))
         if x.dim() == 2:
-            return super().forward(x[:, :, None, None]).flatten(1)
+            return self._relu_mark(super().forward(x[:, :, None, None]).flatten(1))
         raise ValueError(f"{self.layer_name}: expects an (N, C, L) or (N, C) input, got shape {tuple(x.shape)}")
 
     def onnx_export(self, ctx):

@@ -319,3 +319,17 @@ def test_batchnorm_training_equal_with_and_without_kernel(monkeypatch):
     assert len(with_kernel) == len(without) == 7  # y, x, weight, bias, three binary points
     for u, v in zip(with_kernel, without):
         assert torch.equal(u.view(torch.int32), v.view(torch.int32))
+
+
+def test_fused_type_has_the_straight_through_integer_bits():
+    """The fused kernels' type takes ``round(theta)`` from the Python number; it must be the integer that
+    ``ste_int_bits`` computes with float32 tensors, halves and their float32 neighbours included."""
+    q = qfx.Quantizer("ap_fixed<8,4,AP_RND_CONV,AP_SAT>")
+    halves = torch.arange(-81, 81, dtype=torch.float32) / 2
+    values = torch.cat([halves, torch.nextafter(halves, torch.full_like(halves, 1e9)),
+                        torch.nextafter(halves, torch.full_like(halves, -1e9)),
+                        torch.randn(500, generator=torch.Generator().manual_seed(3)) * 30])
+    for v in values:
+        with torch.no_grad():
+            q.int_bits_param.fill_(v)
+        assert q.fused_type() == q.base_type.replace(int_bits=int(q.ste_int_bits())), float(v)

@@ -152,7 +152,7 @@ def test_per_tensor_kernel_equals_relu_of_the_cast(spec):
     for relu in (True, False):
         ib = torch.tensor(float(t.int_bits), requires_grad=True)
         xr = x.clone().requires_grad_(True)
-        y = Q.fused_train_cast(xr, ib, t, lo_raw, relu=relu)
+        y = Q.fused_train_cast(xr, ib, t, lo_raw, relu=relu)  # t holds the integer bits, ib takes the gradient
         y = y if relu else torch.relu(y)
         y.backward(g)
         results.append((y.detach(), xr.grad, ib.grad))

@@ -450,13 +450,12 @@ class _FusedTrainCast(torch.autograd.Function):
 
 def fused_train_cast(x: torch.Tensor, ib: torch.Tensor, t: FixedType, lo_raw: int,
                      relu: bool = False) -> torch.Tensor | None:
-    """The training cast of float32 ``x`` to ``t`` with integer bits ``ib`` (a 0-d tensor holding an integer,
-    its gradient the TQT sum) on the fused kernel; ``dL/dx`` passes where ``lo_raw * lsb <= x <= max``; with
-    ``relu``, ``torch.relu`` of the cast (values and gradients). None where the kernel does not apply (not CPU
-    float32, W > 22, F out of float32's range, no kernel)."""
+    """The training cast of float32 ``x`` to ``t`` on the fused kernel, the binary-point gradient (the TQT sum)
+    going to the 0-d tensor ``ib`` (straight through: the integer-bits parameter itself); ``dL/dx`` passes
+    where ``lo_raw * lsb <= x <= max``; with ``relu``, ``torch.relu`` of the cast (values and gradients). None
+    where the kernel does not apply (not CPU float32, W > 22, F out of float32's range, no kernel)."""
     if x.dtype != torch.float32 or x.device.type != "cpu" or t.width > 22 or ib.dim() != 0:
         return None
-    t = t.replace(int_bits=int(ib))
     if not (-126 <= t.frac_bits <= 126 and t.int_bits + 1 <= 126) or _fused.kernel() is None:
         return None
     lsb = 2.0 ** -t.frac_bits

@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -444,13 +445,28 @@ class Quantizer(nn.Module):
         """The per-tensor training cast on the fused kernel; None where it does not apply."""
         if self.per_channel or _khot.has_khot_rows(self.k_hot):
             return None
-        t = self.base_type
-        return fused_train_cast(x, self.ste_int_bits(), t, self.fused_lo_raw(t), relu)
+        t = self.fused_type()
+        return fused_train_cast(x, self.int_bits_param, t, self.fused_lo_raw(t), relu)
 
     def ste_int_bits(self) -> torch.Tensor:
         """The integer bits as the training cast uses them: ``round(theta)`` with the straight-through gradient."""
         p = self.int_bits_param
         return p + (torch.floor(p + 0.5) - p).detach()
+
+    def fused_type(self) -> FixedType:
+        """The per-tensor type with :meth:`ste_int_bits`'s value as its integer bits (the same float32 steps on
+        the Python number: no tensor operations), for the fused kernels, which take the parameter itself as
+        the straight-through input (``d ste_int_bits / d theta = 1``)."""
+        p = np.float32(self.int_bits_param.item())
+        ib = int(p + (np.floor(p + np.float32(0.5)) - p))
+        base = self.base_type
+        cache = self.__dict__.get("_fused_types")
+        if cache is None or cache[0] is not base:  # a new base type (set, or a learned width): start afresh
+            cache = self.__dict__["_fused_types"] = (base, {})
+        t = cache[1].get(ib)
+        if t is None:
+            t = cache[1][ib] = base.replace(int_bits=ib)
+        return t
 
     @staticmethod
     def fused_lo_raw(t: FixedType) -> int:

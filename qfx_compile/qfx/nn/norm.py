@@ -132,12 +132,11 @@ def _fused_output_args(q: Quantizer, x: torch.Tensor):
     if (q.per_channel or q.k_hot is not None or q.width_param is not None or q.calibrating or q._forward_hooks
             or q._forward_pre_hooks or x.dtype != torch.float32 or q.width > 22):
         return None
-    ib = q.ste_int_bits()
-    t = q.base_type.replace(int_bits=int(ib))
+    t = q.fused_type()
     if not (-126 <= t.frac_bits <= 126 and t.int_bits + 1 <= 126):
         return None
     lsb = 2.0 ** -t.frac_bits
-    return ib, t, q.fused_lo_raw(t) * lsb, t.raw_max * lsb
+    return q.int_bits_param, t, q.fused_lo_raw(t) * lsb, t.raw_max * lsb
 
 
 class BatchNorm2d(QFXModule):

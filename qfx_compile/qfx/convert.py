@@ -615,6 +615,7 @@ def infer_types(gm: fx.GraphModule) -> dict[str, FixedType | None]:
 
 def _eval_types_hook(gm, args):
     if not gm.training:
+        gm.__dict__["_static_types_set"] = True  # (before any is set: _clear_static_types then walks)
         types = infer_types(gm)
         # For this forward only: each QFX layer knows its inputs' types (the exactness guard then
         # needs no pass over the data; cleared by _clear_static_types, even on an exception).
@@ -633,6 +634,8 @@ def _eval_types_hook(gm, args):
 
 
 def _clear_static_types(gm, args, output):
+    if not gm.__dict__.pop("_static_types_set", False):  # a training forward set none: nothing to walk
+        return
     for m in gm.modules():
         if isinstance(m, qnn.QFXModule) and "static_input_types" in m.__dict__:
             del m.static_input_types

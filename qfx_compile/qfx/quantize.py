@@ -341,7 +341,7 @@ def _cast_kernel(x: torch.Tensor, kind: int, frac: int, width: int, signed: bool
     out = _fused.empty(x.shape, out_dtype)
     rc = _fused.kernel().qfx_cast(x.data_ptr(), out.data_ptr(), x.numel(), kind, _ROUNDING_CODE[rounding],
                                   _OVERFLOW_CODE[overflow], width, int(signed), frac, float(_sym_min(width, signed)),
-                                  int(relu), torch.get_num_threads())
+                                  int(relu), _fused.threads())
     if rc != 0:  # pragma: no cover - FixedType validates the modes
         raise ValueError(f"fused cast: unknown mode {rounding} / {overflow}")
     return out
@@ -419,7 +419,7 @@ def _cast_backward(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, lo: float,
         hw, pa, pb = x.numel() // max(1, n * c), a.data_ptr(), b.data_ptr()
     s, k, status = ctypes.c_double(), ctypes.c_int(), ctypes.c_int()
     _fused.kernel().qfx_cast_backward(g.data_ptr(), x.data_ptr(), pa, pb, q.data_ptr(), gx.data_ptr(), n, c, hw, lo,
-                                      hi, int_bits, int(need_ib), int(relu), torch.get_num_threads(),
+                                      hi, int_bits, int(need_ib), int(relu), _fused.threads(),
                                       ctypes.byref(s), ctypes.byref(k), ctypes.byref(status))
     return gx, (_ib_grad(s.value, k.value, status.value) if need_ib else None)
 
@@ -489,7 +489,7 @@ def affine_train_cast(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, t: Fixe
     rc = _fused.kernel().qfx_affine_cast(x.data_ptr(), a.data_ptr(), b.data_ptr(), q.data_ptr(), n, c,
                                          x.numel() // max(1, n * c), _ROUNDING_CODE[t.rounding],
                                          _OVERFLOW_CODE[t.overflow], t.width, int(t.signed), t.frac_bits,
-                                         float(_sym_min(t.width, t.signed)), int(relu), torch.get_num_threads())
+                                         float(_sym_min(t.width, t.signed)), int(relu), _fused.threads())
     if rc != 0:  # pragma: no cover - FixedType validates the modes
         raise ValueError(f"fused cast: unknown mode {t.rounding} / {t.overflow}")
     return q

@@ -11,7 +11,8 @@ compiler has it, AVX2 clones on x86-64 GCC) into the user cache directory
 (``$QFX_CACHE_DIR``, else ``$XDG_CACHE_HOME/qfx-compile``, else
 ``~/.cache/qfx-compile``) under a name hashing the source, the compiler's
 version and the flags, so a changed source or compiler builds afresh and every
-later process loads the cached file.
+later process loads the cached file. Each call runs on torch's intra-op thread count, or on
+``$QFX_FUSED_THREADS`` threads when set (the results do not depend on it).
 """
 from __future__ import annotations
 
@@ -126,6 +127,12 @@ def kernel() -> ctypes.CDLL | None:
     return _state["lib"]
 
 
+def threads() -> int:
+    """Threads for a kernel call: ``$QFX_FUSED_THREADS`` if set, else torch's intra-op count."""
+    v = os.environ.get("QFX_FUSED_THREADS")
+    return int(v) if v else torch.get_num_threads()
+
+
 def info() -> dict:
     """``{"path", "built" (compiled by this process), "error"}`` of the last :func:`kernel` call."""
     return {k: _state.get(k) for k in ("path", "built", "error")}
@@ -158,7 +165,7 @@ def max_pool2d(x: torch.Tensor, kernel_size, stride, padding) -> torch.Tensor | 
     x = x.contiguous()
     out = empty(tuple(x.shape[:-2]) + (oh, ow), torch.float64)
     lib.qfx_maxpool2d(x.data_ptr(), out.data_ptr(), int(x.dtype == torch.float32), x.numel() // (h * w), h, w, kh, kw,
-                      sh, sw, ph, pw, oh, ow, torch.get_num_threads())
+                      sh, sw, ph, pw, oh, ow, threads())
     return out
 
 
@@ -174,5 +181,5 @@ def bn_dx(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c:
     out = empty(x.shape, torch.float32)
     n, ch = x.shape[0], x.shape[1]
     lib.qfx_bn_dx(g.data_ptr(), x.data_ptr(), a.data_ptr(), b.data_ptr(), c.data_ptr(), out.data_ptr(), n, ch,
-                  x.numel() // max(1, n * ch), torch.get_num_threads())
+                  x.numel() // max(1, n * ch), threads())
     return out

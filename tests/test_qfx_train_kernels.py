@@ -85,3 +85,47 @@ def test_batchnorm_training_gradients_match_autograd():
     ref(x.detach())
     torch.testing.assert_close(rm, ref.running_mean)
     torch.testing.assert_close(rv, ref.running_var)
+
+
+@pytest.mark.parametrize("spelling", ["ap_fixed<8,1,AP_RND_CONV,AP_SAT>", "ap_fixed<4,2,AP_RND_CONV,AP_SAT_SYM>",
+                                      "ap_ufixed<6,0,AP_RND_CONV,AP_SAT>", "ap_fixed<16,3,AP_RND_CONV,AP_SAT>"])
+@pytest.mark.parametrize("shape,axis", [((16,), 0), ((8, 3, 3, 3), 0), ((5, 7), 0), ((4, 6, 2), 1)])
+def test_per_channel_training_cast_kernel_equals_torch(spelling, shape, axis, monkeypatch):
+    """The per-channel training cast on the fused kernel (one autograd node) against the torch path it replaces
+    (torch's learnable fake-quant kernels, differentiated by autograd): the value and both gradients, bit for bit,
+    on ties, the range ends, the clamp bounds one lsb beyond, huge values, zero and negative gradients."""
+    from qfx_compile.qfx import fused
+    if fused.kernel() is None:
+        pytest.skip(f"no fused kernel: {fused.info()['error']}")
+    t = FixedType.parse(spelling)
+    c = shape[axis]
+    for seed in range(10):
+        g = torch.Generator().manual_seed(seed)
+        theta = torch.randn(c, generator=g) * 2 + t.int_bits
+        theta[: min(c, 3)] = torch.tensor([0.5, -0.5, 2.5])[: min(c, 3)]  # rounding ties of theta itself
+        ib = theta + (torch.floor(theta + 0.5) - theta)
+        s = torch.exp2(ib - t.width)
+        view = [1] * len(shape)
+        view[axis] = -1
+        s = s.reshape(view)
+        k = torch.randint(t.raw_min - 4, t.raw_max + 5, shape, generator=g).float()
+        x = torch.where(torch.rand(shape, generator=g) < 0.5, k * s, (k + 0.5) * s)  # grid points and ties
+        x = torch.where(torch.rand(shape, generator=g) < 0.2, torch.randn(shape, generator=g) * 4 * s, x)
+        x.view(-1)[:4] = torch.tensor([1e30, -1e30, 0.0, -0.0])
+        gy = torch.randn(shape, generator=g)
+        gy.view(-1)[::5] = 0.0
+        results = []
+        for use_kernel in (True, False):
+            with monkeypatch.context() as m:
+                if not use_kernel:
+                    m.setattr(fused, "kernel", lambda: None)
+                xr = x.clone().requires_grad_(True)
+                q = qfx.Quantizer(t, channels=c, axis=axis)
+                with torch.no_grad():
+                    q.int_bits_param.copy_(theta)
+                y = q(xr)
+                y.backward(gy)
+                results.append((y.detach(), xr.grad, q.int_bits_param.grad))
+        for a, b in zip(*results):
+            assert torch.equal(a.view(torch.int32), b.view(torch.int32)), (spelling, shape, seed)
+        assert torch.equal(results[0][0], qfx.quantize(x, t, int_bits=ib, axis=axis))

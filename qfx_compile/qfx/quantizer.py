@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import fused as _fused
 from . import khot as _khot
 from .quantize import fused_train_cast, ib_grad, quantize
 from ..fixed.types import FixedType, raw_range, sat_sym_raw_min
@@ -199,6 +200,50 @@ class _FakeQuantTQT(torch.autograd.Function):
             lo, hi, ib = ctx.range
             gib = ib_grad(g, x, q, (x >= lo) & (x <= hi), ib)
         return (gx if ctx.needs_input_grad[0] else None), gib, None, None, None
+
+
+class _PerChannelFakeQuant(torch.autograd.Function):
+    """The per-channel AP_RND_CONV + AP_SAT[_SYM] training cast of float32 ``x`` (W <= 22) on the fused kernel
+    (``qfx_pc_fq_forward`` / ``_backward`` in cast.cpp), one autograd node: the values and gradients of the torch
+    path below it in :meth:`Quantizer._train_cast` (``round(theta)`` straight through, ``exp2``, the clamp one lsb
+    beyond the range, ``_fake_quantize_learnable_per_channel_affine``), bit for bit
+    (tests/test_qfx_train_kernels.py). The per-element scale gradients are summed per channel by torch's ``sum``
+    as that kernel's backward does; ``dL/dtheta = dscale * s * ln2`` as ``exp2``'s backward."""
+
+    @staticmethod
+    def forward(ctx, x, theta, width, qmin, qmax, axis):
+        x = x.contiguous()
+        flat = x.dim() == 1  # torch's path views [C] as [C, 1]
+        ax = 0 if flat else axis % x.dim()
+        c = x.shape[ax]
+        outer = math.prod(x.shape[:ax])
+        inner = math.prod(x.shape[ax + 1:])
+        theta = theta.detach().to(torch.float32).contiguous()
+        y = _fused.empty(x.shape, torch.float32)
+        scale = _fused.empty((c,), torch.float32)
+        _fused.kernel().qfx_pc_fq_forward(x.data_ptr(), theta.data_ptr(), y.data_ptr(), scale.data_ptr(), outer, c,
+                                          inner, width, qmin, qmax)
+        ctx.save_for_backward(x, scale)
+        ctx.meta = (outer, c, inner, qmin, qmax, (1,) if flat else tuple(d for d in range(x.dim()) if d != ax))
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, scale = ctx.saved_tensors
+        outer, c, inner, qmin, qmax, dims = ctx.meta
+        g = g.contiguous()
+        dx = _fused.empty(x.shape, torch.float32)
+        dscale = _fused.empty(x.shape, torch.float32)
+        _fused.kernel().qfx_pc_fq_backward(g.data_ptr(), x.data_ptr(), scale.data_ptr(), dx.data_ptr(),
+                                           dscale.data_ptr(), outer, c, inner, qmin, qmax)
+        dtheta = None
+        if ctx.needs_input_grad[1]:
+            dtheta = dscale.reshape(-1, 1).sum(dims) if x.dim() == 1 else dscale.sum(dims)
+            dtheta = dtheta * scale * _LN2
+        return (dx if ctx.needs_input_grad[0] else None), dtheta, None, None, None, None
+
+
+_LN2 = math.log(2.0)
 
 
 class Quantizer(nn.Module):
@@ -479,7 +524,6 @@ class Quantizer(nn.Module):
         y = self._fused_cast(x)  # the fused CPU kernel (quantize.fused_train_cast), same values
         if y is not None:
             return y
-        ib = self.ste_int_bits()
         t = self.base_type
         plain = not _khot.has_khot_rows(self.k_hot)
         if (plain and t.rounding == "AP_RND_CONV" and t.overflow in _FAST_OVERFLOW
@@ -488,6 +532,9 @@ class Quantizer(nn.Module):
             # scale s = 2**(I-W) is exactly the TQT gradient above after ds/dI = s ln2.
             qmax = t.raw_max
             qmin = sat_sym_raw_min(t.width, t.signed) if t.overflow == "AP_SAT_SYM" else t.raw_min
+            if self.per_channel and x.device.type == "cpu" and _fused.kernel() is not None:
+                return _PerChannelFakeQuant.apply(x, self.int_bits_param, t.width, qmin, qmax, self.axis)
+            ib = self.ste_int_bits()
             if self.per_channel:
                 scale = torch.exp2(ib - t.width)
                 flat = x.dim() == 1  # the kernel needs a 2-D tensor at least: [C] -> [C, 1]
@@ -503,8 +550,8 @@ class Quantizer(nn.Module):
                                                                       qmin, qmax, 1.0)
                 return y.reshape(-1) if flat else y
             return _FakeQuantTQT.apply(x, ib, t.width, qmin, qmax)
-        return _FixedPointTrain.apply(x, ib, self.width, self.base_type.signed, self.base_type.rounding,
-                                      self.base_type.overflow, self.axis,
+        return _FixedPointTrain.apply(x, self.ste_int_bits(), self.width, self.base_type.signed,
+                                      self.base_type.rounding, self.base_type.overflow, self.axis,
                                       self.k_hot if _khot.has_khot_rows(self.k_hot) else None, self.digits)
 
 

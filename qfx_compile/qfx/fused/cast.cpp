@@ -315,6 +315,63 @@ void qfx_cast_backward(const float* g, const float* x, const float* a, const flo
     else run(std::false_type{});
 }
 
+// Per-channel fake quantization, the per-channel training cast of quantizer.py (AP_RND_CONV, AP_SAT or AP_SAT_SYM,
+// W <= 22; torch's learnable fake-quant kernels with zero point 0 there, whose values and gradients these are,
+// element by element). x: float32 (outer, c, inner), the channel axis in the middle; theta: the [c] integer-bit
+// parameters. Per channel, in float32: I = theta + (floor(theta + 0.5) - theta) (the straight-through round's
+// value), s = 2^(I - W) (scale_out), lo = (qmin - 1) s, hi = (qmax + 1) s; xc = clamp(x, lo, hi) (keeps the
+// integer conversion in range; still outside, so nothing else changes).
+// Forward: y = min(max(nearbyint(xc / s), qmin), qmax) * s (exact: s is a power of two).
+void qfx_pc_fq_forward(const float* x, const float* theta, float* y, float* scale_out, int64_t outer, int64_t c,
+                       int64_t inner, int width, int64_t qmin, int64_t qmax) {
+    for (int64_t ch = 0; ch < c; ++ch) {
+        float p = theta[ch];
+        float ib = p + (std::floor(p + 0.5f) - p);
+        scale_out[ch] = std::ldexp(1.0f, (int)ib - width);
+    }
+    for (int64_t o = 0; o < outer; ++o)
+        for (int64_t ch = 0; ch < c; ++ch) {
+            const float s = scale_out[ch], inv = 1.0f / s, lo = (float)(qmin - 1) * s, hi = (float)(qmax + 1) * s;
+            const float* xp = x + (o * c + ch) * inner;
+            float* yp = y + (o * c + ch) * inner;
+            for (int64_t i = 0; i < inner; ++i) {
+                float xc = xp[i] < lo ? lo : (xp[i] > hi ? hi : xp[i]);
+                int64_t q = (int64_t)std::nearbyint(xc * inv);
+                q = q < qmin ? qmin : (q > qmax ? qmax : q);
+                yp[i] = (float)q * s;
+            }
+        }
+}
+
+// Its backward, element by element as torch computes it (the fake-quant backward on xc, then the clamp's):
+// dx = g * (qmin <= q <= qmax) where lo <= x <= hi (q = nearbyint(xc / s)), else +0; dscale (per element, summed
+// per channel by the caller as torch does) = (q * s - xc) / s * g inside [qmin, qmax], else g * qmin or g * qmax.
+void qfx_pc_fq_backward(const float* g, const float* x, const float* scale, float* dx, float* dscale, int64_t outer,
+                        int64_t c, int64_t inner, int64_t qmin, int64_t qmax) {
+    for (int64_t o = 0; o < outer; ++o)
+        for (int64_t ch = 0; ch < c; ++ch) {
+            const float s = scale[ch], inv = 1.0f / s, lo = (float)(qmin - 1) * s, hi = (float)(qmax + 1) * s;
+            const float small = (float)qmin - 0.0f, big = (float)qmax - 0.0f;
+            const int64_t base = (o * c + ch) * inner;
+            for (int64_t i = 0; i < inner; ++i) {
+                const float xi = x[base + i], gi = g[base + i];
+                const float xc = xi < lo ? lo : (xi > hi ? hi : xi);
+                const int64_t q = (int64_t)std::nearbyint(xc * inv);
+                const bool in_q = (q >= qmin) & (q <= qmax);
+                const float dxc = gi * (float)in_q;
+                dx[base + i] = (xi >= lo) & (xi <= hi) ? dxc : 0.0f;
+                float ds;
+                if (!in_q) {
+                    ds = (q < qmin ? gi * small : gi * big) * 1.0f;
+                } else {
+                    const float xf = (float)((q - 0.0f) * s);
+                    ds = (xf - xc) * inv * gi * 1.0f;
+                }
+                dscale[base + i] = ds;
+            }
+        }
+}
+
 // Max pooling of an (N*C, H, W) float32 (in_f32) or float64 tensor into float64, every window clipped to the
 // input (padding never wins), NaN propagating, ties keeping the first element in row-major window order: the
 // values torch's max_pool2d gives.

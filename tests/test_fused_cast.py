@@ -223,8 +223,8 @@ print(json.dumps({"loaded": lib is not None, "y": y.tolist(), **{k: str(v) for k
 
 
 def _probe(env_extra):
-    env = {**os.environ, **env_extra}
-    env.pop("QFX_FUSED", None)
+    env = {k: v for k, v in os.environ.items() if k not in ("QFX_FUSED", "QFX_FUSED_THREADS")}
+    env.update(env_extra)
     out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -237,6 +237,12 @@ def test_build_is_cached(tmp_path):
     second = _probe({"QFX_CACHE_DIR": str(tmp_path)})
     assert second["loaded"] and second["built"] == "False" and second["path"] == str(built[0])
     assert built[0].stat().st_mtime_ns == mtime and first["y"] == second["y"] == [0.25, -1.75, 1.75, -0.75]
+
+
+def test_switched_off_by_the_environment(tmp_path):
+    r = _probe({"QFX_CACHE_DIR": str(tmp_path), "QFX_FUSED": "0"})
+    assert not r["loaded"] and "QFX_FUSED=0" in r["error"] and not list(tmp_path.glob("*.so"))
+    assert r["y"] == [0.25, -1.75, 1.75, -0.75]
 
 
 def test_no_compiler_falls_back_to_torch(tmp_path):
@@ -333,3 +339,37 @@ def test_fused_type_has_the_straight_through_integer_bits():
         with torch.no_grad():
             q.int_bits_param.fill_(v)
         assert q.fused_type() == q.base_type.replace(int_bits=int(q.ste_int_bits())), float(v)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("x_grad", [True, False])
+@pytest.mark.parametrize("out", ["ap_fixed<6,2,AP_RND,AP_SAT_SYM>", "ap_fixed<8,3,AP_RND_CONV,AP_SAT>",
+                                 "ap_ufixed<5,1,AP_TRN,AP_WRAP>"])
+def test_batchnorm_one_node_equals_the_composed_path(relu, x_grad, out):
+    """BatchNorm2d's one-node training step (norm._OneNode) against the composed path it replaces (statistics,
+    scale and shift quantizers and output cast as separate autograd nodes; a hook on the scale quantizer makes the
+    module take it): output, input and every parameter gradient and the running statistics, bit for bit."""
+    from qfx_compile.qfx.nn.norm import BatchNorm2d
+
+    def run(composed: bool):
+        torch.manual_seed(2)
+        bn = BatchNorm2d(5, output_type=out, scale_type="ap_fixed<6,2,AP_RND_CONV,AP_SAT_SYM>").train()
+        bn.fuse_relu = relu
+        with torch.no_grad():
+            bn.weight.uniform_(-2.0, 2.0)
+            bn.bias.uniform_(-1.0, 1.0)
+            bn.shift_quantizer.int_bits_param.copy_(torch.tensor([0.5, -0.5, 1.2, 0.0, 2.5]))
+        if composed:
+            bn.scale_quantizer.register_forward_pre_hook(lambda m, a: None)
+        x = (torch.randn(6, 5, 4, 3) * 3).requires_grad_(x_grad)
+        y = bn(x)
+        assert ("_OneNode" in type(y.grad_fn).__name__) != composed
+        gy = torch.randn(y.shape) * torch.exp2(torch.randint(-6, 6, y.shape).float())
+        gy[:, 2] = 0.0  # a channel without gradient: signed zeros in the statistics' backward
+        y.backward(gy)
+        grads = [p.grad for p in bn.parameters()]
+        assert sum(g is not None for g in grads) == 5  # weight, bias, three binary points
+        return [y.detach()] + ([x.grad] if x_grad else []) + grads + [bn.running_mean, bn.running_var]
+
+    for u, v in zip(run(False), run(True)):
+        assert torch.equal(u.view(torch.int32), v.view(torch.int32))

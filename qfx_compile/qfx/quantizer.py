@@ -202,6 +202,210 @@ class _FakeQuantTQT(torch.autograd.Function):
         return (gx if ctx.needs_input_grad[0] else None), gib, None, None, None
 
 
+def pc_fq_forward(x: torch.Tensor, theta: torch.Tensor, width: int, qmin: int, qmax: int, axis: int):
+    """``(y, saved)``: the per-channel fake-quant cast of float32 ``x`` on the fused kernel (see
+    :class:`_PerChannelFakeQuant`); ``saved`` is what :func:`pc_fq_backward` needs."""
+    x = x.contiguous()
+    flat = x.dim() == 1  # torch's path views [C] as [C, 1]
+    ax = 0 if flat else axis % x.dim()
+    c = x.shape[ax]
+    outer, inner = math.prod(x.shape[:ax]), math.prod(x.shape[ax + 1:])
+    theta = theta.detach().to(torch.float32).contiguous()
+    y = _fused.empty(x.shape, torch.float32)
+    scale = _fused.empty((c,), torch.float32)
+    _fused.kernel().qfx_pc_fq_forward(x.data_ptr(), theta.data_ptr(), y.data_ptr(), scale.data_ptr(), outer, c,
+                                      inner, width, qmin, qmax)
+    dims = (1,) if flat else tuple(d for d in range(x.dim()) if d != ax)
+    return y, (x, scale, (outer, c, inner, qmin, qmax, dims))
+
+
+def pc_fq_backward(g: torch.Tensor, saved, need_x: bool, need_theta: bool):
+    """``(dL/dx, dL/dtheta)`` (None where not needed) of :func:`pc_fq_forward` for the output gradient ``g``."""
+    x, scale, (outer, c, inner, qmin, qmax, dims) = saved
+    g = g.contiguous()
+    dx = _fused.empty(x.shape, torch.float32)
+    dscale = _fused.empty(x.shape, torch.float32)
+    _fused.kernel().qfx_pc_fq_backward(g.data_ptr(), x.data_ptr(), scale.data_ptr(), dx.data_ptr(),
+                                       dscale.data_ptr(), outer, c, inner, qmin, qmax)
+    dtheta = None
+    if need_theta:
+        dtheta = dscale.reshape(-1, 1).sum(dims) if x.dim() == 1 else dscale.sum(dims)
+        dtheta = dtheta * scale * _LN2
+    return (dx if need_x else None), dtheta
+
+
+class _PerChannelFakeQuant(torch.autograd.Function):
+    """The per-channel AP_RND_CONV + AP_SAT[_SYM] training cast of float32 ``x`` (W <= 22) on the fused kernel
+    (``qfx_pc_fq_forward`` / ``_backward`` in cast.cpp), one autograd node: the values and gradients of the torch
+    path below it in :meth:`Quantizer._train_cast` (``round(theta)`` straight through, ``exp2``, the clamp one lsb
+    beyond the range, ``_fake_quantize_learnable_per_channel_affine``), bit for bit
+    (tests/test_qfx_train_kernels.py). The per-element scale gradients are summed per channel by torch's ``sum``
+    as that kernel's backward does; ``dL/dtheta = dscale * s * ln2`` as ``exp2``'s backward."""
+
+    @staticmethod
+    def forward(ctx, x, theta, width, qmin, qmax, axis):
+        y, ctx.saved = pc_fq_forward(x, theta, width, qmin, qmax, axis)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        dx, dtheta = pc_fq_backward(g, ctx.saved, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        return dx, dtheta, None, None, None, None
+
+
+_LN2 = math.log(2.0)
+#: Widths the float32 training path emulates exactly; wider casts train in float64.
+_F32_WIDTH = 22
+#: Rounding / overflow modes with a fused float32 training kernel.
+_FAST_ROUNDING = ("AP_TRN", "AP_RND", "AP_RND_CONV", "AP_TRN_ZERO")
+_FAST_OVERFLOW = ("AP_SAT", "AP_SAT_SYM")
+
+
+def as_fixed_type(t, what: str = "type") -> FixedType:
+    """A FixedType from a FixedType or its C++ spelling (``"ap_fixed<8,3,AP_RND_CONV,AP_SAT>"``)."""
+    if isinstance(t, FixedType):
+        return t
+    if isinstance(t, str):
+        try:
+            return FixedType.parse(t)
+        except ValueError as e:
+            raise ValueError(f"{what}: {e}") from None
+    raise ValueError(f"{what}: expected a FixedType or a spelling such as 'ap_fixed<8,3>', got {t!r}")
+
+
+def int_bits_to_cover(lo: float, hi: float, signed: bool) -> int:
+    """Fewest integer bits whose range covers ``[lo, hi]`` up to the top lsb (TQT's ceil rule)."""
+    amax = max(abs(lo), abs(hi)) if signed else max(hi, 0.0)
+    if not amax > 0 or not math.isfinite(amax):
+        return 1 if signed else 0
+    e = math.ceil(math.log2(amax))
+    return e + 1 if signed else e
+
+
+class _FixedPointTrain(torch.autograd.Function):
+    """Training-mode cast with the STE gradient for x and the TQT gradient for the integer bits."""
+
+    @staticmethod
+    def forward(ctx, x, ib, width, signed, rounding, overflow, axis, k, digits):
+        shape = [1] * x.dim()
+        if ib.dim() == 1:
+            shape[axis] = -1
+        ibr = ib.detach().to(x.dtype).reshape(shape)
+        frac = width - ibr
+        raw_min, raw_max = raw_range(width, signed)
+        inv = torch.exp2(-frac)
+        t = FixedType(width, 0, signed, rounding, overflow)
+        if k is not None:
+            q = _khot._khot_forward(x, frac, t, k, digits, axis)
+        elif rounding in _FAST_ROUNDING and overflow in _FAST_OVERFLOW and width <= _F32_WIDTH:
+            y = x * torch.exp2(frac)
+            lo = sat_sym_raw_min(width, signed) if overflow == "AP_SAT_SYM" else raw_min
+            y = y.clamp(lo - 1, raw_max + 1)
+            if rounding == "AP_TRN":
+                y = y.floor_()
+            elif rounding == "AP_RND":
+                # floor(y + 0.5) is inexact in float32 for y = 0.5 - 2**-25; floor plus (fraction >= 1/2) is
+                # exact (the fraction y - floor(y) is exact or rounds within (0, 1) without crossing 1/2).
+                f = torch.floor(y)
+                y = f.add_(y.sub_(f).ge_(0.5))
+            elif rounding == "AP_RND_CONV":
+                y = y.round_()
+            else:
+                y = y.trunc_()
+            q = y.clamp_(lo, raw_max).mul_(inv)
+        else:
+            xd = x.double() if width > _F32_WIDTH else x
+            ib_int = ib.detach().round().long()
+            if ib.dim() == 1:
+                q = quantize(xd, t.replace(int_bits=int(ib_int.max())), int_bits=ib_int, axis=axis)
+            else:
+                q = quantize(xd, t.replace(int_bits=int(ib_int)))
+            q = q.to(x.dtype)
+        ctx.save_for_backward(x, q, inv)
+        ctx.meta = (raw_min, raw_max, ib.dim(), axis, ib.requires_grad, int(ib.detach().max()))
+        return q
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, q, inv = ctx.saved_tensors
+        raw_min, raw_max, ibdim, axis, need_ib, ib_int = ctx.meta
+        inside = (x >= raw_min * inv) & (x <= raw_max * inv)
+        gx = torch.where(inside, grad, 0.0)
+        gib = None
+        if need_ib and ibdim == 0:
+            gib = ib_grad(grad, x, q, inside, ib_int)
+        elif need_ib:
+            d = torch.where(inside, q - x, q)
+            g = grad * d
+            dims = [i for i in range(g.dim()) if i != axis % g.dim()]
+            gib = (g.sum(dims) if dims else g) * _LN2
+        return gx, gib, None, None, None, None, None, None, None
+
+
+def _widen(v: float, up: bool) -> float:
+    """The next float32 after ``v`` (towards +inf if up): strict ``<`` against it is ``<=`` against v."""
+    t = torch.tensor(v, dtype=torch.float32)
+    return float(torch.nextafter(t, torch.tensor(math.inf if up else -math.inf)))
+
+
+_QINT = {(-128, 127): getattr(torch, "qint8", None), (0, 255): getattr(torch, "quint8", None)}
+_HAS_QUANTIZED = hasattr(torch, "quantize_per_tensor") and getattr(torch, "qint32", None) is not None
+warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor.*deprecated")
+
+
+def _round_sat(x: torch.Tensor, s: float, lo: float, hi: float, qmin: int, qmax: int) -> torch.Tensor:
+    """``nearbyint(clamp(x, lo, hi) / s) * s`` for float32 x and a power-of-two lsb s (exact).
+
+    ``torch.quantize_per_tensor`` + ``dequantize`` (vectorised, round half to even on
+    ``x * (1/s)``, both exact for a power-of-two s) when available: 2 passes for an
+    8-bit range it saturates to by itself (qint8 / quint8), else clamp first and qint32
+    (3 passes); otherwise 4 elementwise passes.
+    """
+    if _HAS_QUANTIZED:
+        dt = _QINT.get((qmin, qmax))
+        if dt is not None:
+            return torch.dequantize(torch.quantize_per_tensor(x, s, 0, dt))
+        if qmin >= -(1 << 31) and qmax < (1 << 31):
+            return torch.dequantize(torch.quantize_per_tensor(x.clamp(lo, hi), s, 0, torch.qint32))
+    return x.clamp(lo, hi).mul_(1.0 / s).round_().mul_(s)
+
+
+class _FakeQuantTQT(torch.autograd.Function):
+    """Per-tensor AP_RND_CONV + AP_SAT[_SYM] cast in float32 (exact for W <= 24), TQT gradients.
+
+    Forward (2 to 4 vectorised passes, ``_round_sat``): ``q = nearbyint(clamp(x, lo*s, hi*s) * 2**F) * 2**-F``
+    (s = 2**-F the lsb; clamping first equals saturating after rounding, the bounds being on
+    the grid; scaling by a power of two is exact, and a product that underflows rounds to 0
+    as the exact one does). Saves x and q (q is saved by the next layer anyway).
+    Backward: ``dL/dx = g`` where ``lo*s <= x <= hi*s``, else 0 (one fused pass:
+    ``hardtanh_backward`` with bounds one float32 ulp wider); ``dL/dI = ln2 * sum g * (q - x
+    inside | q outside)`` (TQT, module doc), as :func:`.quantize.ib_grad` (an exact sum of
+    rounded terms, independent of the summation order: the fused kernel's value).
+    """
+
+    @staticmethod
+    def forward(ctx, x, ib, width, qmin, qmax):
+        frac = width - int(ib)
+        s = 2.0 ** -frac
+        lo, hi = qmin * s, qmax * s
+        q = _round_sat(x, s, lo, hi, qmin, qmax)
+        ctx.save_for_backward(x, q)
+        ctx.bounds = (_widen(lo, False), _widen(hi, True))
+        ctx.range = (lo, hi, int(ib))
+        return q
+
+    @staticmethod
+    def backward(ctx, g):
+        x, q = ctx.saved_tensors
+        g = g.contiguous()
+        gx = torch.ops.aten.hardtanh_backward(g, x, *ctx.bounds)
+        gib = None
+        if ctx.needs_input_grad[1]:
+            lo, hi, ib = ctx.range
+            gib = ib_grad(g, x, q, (x >= lo) & (x <= hi), ib)
+        return (gx if ctx.needs_input_grad[0] else None), gib, None, None, None
+
+
 class _PerChannelFakeQuant(torch.autograd.Function):
     """The per-channel AP_RND_CONV + AP_SAT[_SYM] training cast of float32 ``x`` (W <= 22) on the fused kernel
     (``qfx_pc_fq_forward`` / ``_backward`` in cast.cpp), one autograd node: the values and gradients of the torch
@@ -519,11 +723,26 @@ class Quantizer(nn.Module):
         sym = t.overflow == "AP_SAT_SYM" and t.rounding == "AP_RND_CONV"
         return sat_sym_raw_min(t.width, t.signed) if sym else t.raw_min
 
+    def pc_fq_args(self, x: torch.Tensor) -> tuple[int, int, int] | None:
+        """``(W, qmin, qmax)`` where this quantizer's training cast of ``x`` runs on the per-channel fused kernel
+        (:func:`pc_fq_forward`: per channel, plain, AP_RND_CONV with AP_SAT[_SYM], W <= 22, CPU float32, a
+        kernel), else None."""
+        t = self.base_type
+        if (not self.per_channel or _khot.has_khot_rows(self.k_hot) or t.rounding != "AP_RND_CONV"
+                or t.overflow not in _FAST_OVERFLOW or t.width > _F32_WIDTH or x.dtype != torch.float32
+                or x.device.type != "cpu" or _fused.kernel() is None):
+            return None
+        qmin = sat_sym_raw_min(t.width, t.signed) if t.overflow == "AP_SAT_SYM" else t.raw_min
+        return t.width, qmin, t.raw_max
+
     def _train_cast(self, x: torch.Tensor) -> torch.Tensor:
         """The training-mode cast (values of the eval cast, straight-through / TQT gradients)."""
         y = self._fused_cast(x)  # the fused CPU kernel (quantize.fused_train_cast), same values
         if y is not None:
             return y
+        pc = self.pc_fq_args(x)
+        if pc is not None:
+            return _PerChannelFakeQuant.apply(x, self.int_bits_param, *pc, self.axis)
         t = self.base_type
         plain = not _khot.has_khot_rows(self.k_hot)
         if (plain and t.rounding == "AP_RND_CONV" and t.overflow in _FAST_OVERFLOW
@@ -532,8 +751,6 @@ class Quantizer(nn.Module):
             # scale s = 2**(I-W) is exactly the TQT gradient above after ds/dI = s ln2.
             qmax = t.raw_max
             qmin = sat_sym_raw_min(t.width, t.signed) if t.overflow == "AP_SAT_SYM" else t.raw_min
-            if self.per_channel and x.device.type == "cpu" and _fused.kernel() is not None:
-                return _PerChannelFakeQuant.apply(x, self.int_bits_param, t.width, qmin, qmax, self.axis)
             ib = self.ste_int_bits()
             if self.per_channel:
                 scale = torch.exp2(ib - t.width)

@@ -12,7 +12,8 @@ compiler has it, AVX2 clones on x86-64 GCC) into the user cache directory
 ``~/.cache/qfx-compile``) under a name hashing the source, the compiler's
 version and the flags, so a changed source or compiler builds afresh and every
 later process loads the cached file. Each call runs on torch's intra-op thread count, or on
-``$QFX_FUSED_THREADS`` threads when set (the results do not depend on it).
+``$QFX_FUSED_THREADS`` threads when set (the results do not depend on it). ``QFX_FUSED`` and
+``QFX_FUSED_THREADS`` are read once, when the first caller asks for the kernel.
 """
 from __future__ import annotations
 
@@ -109,16 +110,20 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
 
 
 def kernel() -> ctypes.CDLL | None:
-    """The loaded kernel library, built on first use; None when unavailable (see module doc)."""
-    if os.environ.get("QFX_FUSED", "1") == "0":
-        return None
-    if "lib" in _state:
-        return _state["lib"]
+    """The loaded kernel library, built on first use; None when unavailable (see module doc; the environment is
+    read on the first call)."""
+    lib = _state.get("lib", _state)
+    if lib is not _state:
+        return lib
     with _lock:
         if "lib" not in _state:
             lib = None
             cxx = compiler()
-            if cxx is not None:
+            threads = os.environ.get("QFX_FUSED_THREADS")
+            _state["threads"] = int(threads) if threads else None
+            if os.environ.get("QFX_FUSED", "1") == "0":
+                _state["error"] = "QFX_FUSED=0 in the environment"
+            elif cxx is not None:
                 try:
                     path = _build(cxx)
                     lib = _bind(ctypes.CDLL(str(path)))
@@ -132,9 +137,9 @@ def kernel() -> ctypes.CDLL | None:
 
 
 def threads() -> int:
-    """Threads for a kernel call: ``$QFX_FUSED_THREADS`` if set, else torch's intra-op count."""
-    v = os.environ.get("QFX_FUSED_THREADS")
-    return int(v) if v else torch.get_num_threads()
+    """Threads for a kernel call: ``$QFX_FUSED_THREADS`` if it was set at the first :func:`kernel` call, else
+    torch's intra-op count."""
+    return _state.get("threads") or torch.get_num_threads()
 
 
 def info() -> dict:

@@ -19,8 +19,27 @@ from torch import nn
 
 from .. import fused
 from ..quantize import affine_train_cast, affine_train_cast_backward
-from ..quantizer import Quantizer
+from ..quantizer import Quantizer, pc_fq_backward, pc_fq_forward
 from ._base import QFXModule, TensorsKey, amax, frac_bits_of, guard, quantizer_state, relu_applied
+
+
+def _batch_stats(x, running_mean, running_var, momentum, eps):
+    """``(mean, 1/sqrt(var + eps))`` per channel (biased variance), the running statistics updated in place."""
+    if x.device.type == "cpu" and hasattr(torch, "batch_norm_update_stats"):
+        # statistics only (no normalized output written): one pass over x
+        mean, var = torch.batch_norm_update_stats(x, running_mean, running_var, momentum)
+        return mean, (var + eps).sqrt_().reciprocal_()
+    _, mean, invstd = torch.ops.aten.native_batch_norm(x, None, None, running_mean, running_var, True, momentum, eps)
+    return mean, invstd
+
+
+def _stats_dx_coefficients(x, mean, invstd, g_mean, g_invstd):
+    """``(B, C)`` of the statistics' input gradient ``x * B_c + C_c`` (see :class:`_BatchStats`)."""
+    n = x.numel() // x.shape[1]
+    g_mean = torch.zeros_like(mean) if g_mean is None else g_mean
+    g_var = torch.zeros_like(mean) if g_invstd is None else g_invstd * invstd.pow(3) * -0.5
+    b = g_var * (2.0 / n)
+    return b, g_mean / n - b * mean
 
 
 class _BatchStats(torch.autograd.Function):
@@ -36,13 +55,7 @@ class _BatchStats(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, running_mean, running_var, momentum, eps, link=None):
-        if x.device.type == "cpu" and hasattr(torch, "batch_norm_update_stats"):
-            # statistics only (no normalized output written): one pass over x
-            mean, var = torch.batch_norm_update_stats(x, running_mean, running_var, momentum)
-            invstd = (var + eps).sqrt_().reciprocal_()
-        else:
-            _, mean, invstd = torch.ops.aten.native_batch_norm(x, None, None, running_mean, running_var, True,
-                                                               momentum, eps)
+        mean, invstd = _batch_stats(x, running_mean, running_var, momentum, eps)
         ctx.save_for_backward(x, mean, invstd)
         ctx.link = link
         return mean, invstd
@@ -50,11 +63,7 @@ class _BatchStats(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_mean, g_invstd):
         x, mean, invstd = ctx.saved_tensors
-        n = x.numel() // x.shape[1]
-        g_mean = torch.zeros_like(mean) if g_mean is None else g_mean
-        g_var = torch.zeros_like(mean) if g_invstd is None else g_invstd * invstd.pow(3) * -0.5
-        b = g_var * (2.0 / n)
-        c = g_mean / n - b * mean
+        b, c = _stats_dx_coefficients(x, mean, invstd, g_mean, g_invstd)
         deferred = ctx.link.pop("dx", None) if ctx.link is not None else None
         if deferred is not None:
             return fused.bn_dx(deferred[0], x, deferred[1], b, c), None, None, None, None, None
@@ -139,6 +148,58 @@ def _fused_output_args(q: Quantizer, x: torch.Tensor):
     return q.int_bits_param, t, q.fused_lo_raw(t) * lsb, t.raw_max * lsb
 
 
+def _one_node_args(q: Quantizer, x: torch.Tensor):
+    """``(W, qmin, qmax)`` of the per-channel scale or shift quantizer ``q`` for :class:`_OneNode`, None where
+    it does not apply (not the per-channel fused kernel's cast, a learned width, hooks, calibration)."""
+    if (not q.training or q.calibrating or q.width_param is not None or q._forward_hooks or q._forward_pre_hooks
+            or q.axis != 0):
+        return None
+    return q.pc_fq_args(x)
+
+
+class _OneNode(torch.autograd.Function):
+    """BatchNorm2d's whole training step as one autograd node on the fused kernels: the statistics,
+    ``a = cast(gamma * invstd)``, ``b = cast(beta - mean * gamma * invstd)`` (per-channel casts,
+    :func:`..quantizer.pc_fq_forward`) and ``q = cast(x * a_c + b_c)`` (:func:`..quantize.affine_train_cast`);
+    backward by hand through the same operations in the same order, so every value and gradient has the bits of
+    the composed path (:class:`_BatchStats`, the scale and shift quantizers, :class:`_AffineCast`), which runs
+    where this one does not apply (tests/test_fused_cast.py). Fewer autograd nodes and small tensor operations:
+    the per-step cost of a BatchNorm that does not grow with the batch."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, th_a, th_b, th_out, rm, rv, momentum, eps, pa, pb, t, lo, hi, relu):
+        mean, invstd = _batch_stats(x, rm, rv, momentum, eps)
+        a0 = weight * invstd
+        a, sa = pc_fq_forward(a0, th_a, *pa, 0)
+        b, sb = pc_fq_forward(bias - mean * a0, th_b, *pb, 0)
+        q = affine_train_cast(x, a, b, t, relu)
+        ctx.save_for_backward(x, weight, mean, invstd, a0, a, b, q)
+        ctx.meta = (sa, sb, t, lo, hi, relu)
+        return q
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, mean, invstd, a0, a, b, q = ctx.saved_tensors
+        sa, sb, t, lo, hi, relu = ctx.meta
+        need = ctx.needs_input_grad
+        gz, g_out = affine_train_cast_backward(g, x, a, b, q, t, lo, hi, need[5], relu)
+        _, ga, gb = torch.ops.aten.native_batch_norm_backward(gz, x, a, torch.zeros_like(a), torch.ones_like(a), None,
+                                                              None, False, 0.0, [False, True, True])
+        db0, g_th_b = pc_fq_backward(gb, sb, True, need[4])
+        da0, g_th_a = pc_fq_backward(ga, sa, True, need[3])
+        neg = -db0  # b0 = beta - mean * a0
+        g_mean = neg * a0
+        g_a0 = neg * mean + da0  # a0 feeds the scale cast and b0
+        gx = None
+        if need[0]:
+            # the composed path adds the zero gradients _AffineCast returns for mean and invstd (-0.0 -> +0.0)
+            g_mean = g_mean + torch.zeros_like(mean)
+            g_invstd = g_a0 * weight + torch.zeros_like(invstd)
+            gx = fused.bn_dx(gz, x, a, *_stats_dx_coefficients(x, mean, invstd, g_mean, g_invstd))
+        return (gx, g_a0 * invstd if need[1] else None, db0 if need[2] else None, g_th_a, g_th_b, g_out,
+                *([None] * 10))
+
+
 class BatchNorm2d(QFXModule):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, *,
                  scale_type="ap_fixed<8,3,AP_RND_CONV,AP_SAT>", shift_type="ap_fixed<8,3,AP_RND_CONV,AP_SAT>",
@@ -181,11 +242,17 @@ class BatchNorm2d(QFXModule):
                 with torch.no_grad():
                     self.num_batches_tracked += 1
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                fo = _fused_output_args(self.output_quantizer, x) if self.output_quantizer.training else None
+                pa, pb = _one_node_args(self.scale_quantizer, x), _one_node_args(self.shift_quantizer, x)
+                if fo is not None and pa is not None and pb is not None:
+                    y = _OneNode.apply(x, self.weight, self.bias, self.scale_quantizer.int_bits_param,
+                                       self.shift_quantizer.int_bits_param, fo[0], self.running_mean, self.running_var,
+                                       m, self.eps, pa, pb, *fo[1:], self.fuse_relu)
+                    return self._relu_mark(y)
                 link = {} if x.requires_grad and torch.is_grad_enabled() else None
                 mean, invstd = _BatchStats.apply(x, self.running_mean, self.running_var, m, self.eps, link)
                 a = self.weight.to(x.dtype) * invstd
                 a, b = self.scale_quantizer(a), self.shift_quantizer(self.bias.to(x.dtype) - mean * a)
-                fo = _fused_output_args(self.output_quantizer, x) if self.output_quantizer.training else None
                 if fo is not None:
                     return self._relu_mark(_AffineCast.apply(x, a, b, *fo, mean, invstd, link, self.fuse_relu))
                 y = self.output_quantizer(_ChannelAffine.apply(x, a, b, mean, invstd, link))

@@ -373,3 +373,36 @@ def test_batchnorm_one_node_equals_the_composed_path(relu, x_grad, out):
 
     for u, v in zip(run(False), run(True)):
         assert torch.equal(u.view(torch.int32), v.view(torch.int32))
+
+
+@pytest.mark.parametrize("conv_out", ["ap_fixed<8,3,AP_RND_CONV,AP_SAT>", "ap_fixed<6,1,AP_TRN,AP_WRAP>",
+                                      "ap_fixed<7,2,AP_RND_INF,AP_SAT_ZERO>"])
+@pytest.mark.parametrize("relu", [False, True])
+def test_convolution_cast_run_by_the_batchnorm_equals_its_own(conv_out, relu):
+    """A convolution whose output cast's backward the BatchNorm's one node runs (Conv2d.fuse_cast_into_bn:
+    BatchNorm's dx and the cast's backward in one kernel) against the cast's own backward: output, input
+    gradient, every parameter gradient and the running statistics, bit for bit."""
+    from qfx_compile.qfx import nn as qnn
+
+    def run(defer: bool):
+        torch.manual_seed(4)
+        conv = qnn.Conv2d(3, 5, 3, padding=1, output_type=conv_out).train()
+        bn = qnn.BatchNorm2d(5).train()
+        bn.fuse_relu = relu
+        conv.fuse_cast_into_bn = defer
+        with torch.no_grad():
+            bn.weight.uniform_(-2.0, 2.0)
+        x = (torch.randn(6, 3, 7, 7) * 2).requires_grad_(True)
+        y = conv(x)
+        assert (getattr(y, "_qfx_cast_of", None) is not None) == defer
+        out = bn(y)
+        assert "_OneNode" in type(out.grad_fn).__name__
+        gy = torch.randn(out.shape) * torch.exp2(torch.randint(-6, 6, out.shape).float())
+        gy[:, 1] = 0.0
+        out.backward(gy)
+        grads = [p.grad for m in (conv, bn) for p in m.parameters()]
+        assert all(g is not None for g in grads)
+        return [out.detach(), x.grad] + grads + [bn.running_mean, bn.running_var]
+
+    for u, v in zip(run(True), run(False)):
+        assert torch.equal(u.view(torch.int32), v.view(torch.int32))

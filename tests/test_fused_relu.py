@@ -1,10 +1,12 @@
-"""ReLU fused into the output cast of a BatchNorm or residual Add in training (``QFXModule.fuse_relu``).
+"""Training fusions across modules: ReLU fused into the output cast of a BatchNorm or residual Add
+(``QFXModule.fuse_relu``), and a convolution's output cast's backward run inside the node of the BatchNorm
+it feeds (``Conv2d.fuse_cast_into_bn``).
 
-The reference is the same model with every ``fuse_relu`` off: the cast, then torch's own ReLU and its
-backward. A training step must give the same output, loss and every gradient, bit for bit, with the fused
-kernel and with the torch fallback, in several rounding and overflow modes; the kernels themselves must
-equal ``torch.relu`` of the cast and ``threshold_backward``'s gradient, NaN included. ``quantize_model``
-sets the flag only where a ReLU is the single user of every call of the module.
+The reference is the same model with every flag off: the cast, then torch's own ReLU and its backward; the
+convolution's cast with its own backward. A training step must give the same output, loss and every gradient, bit
+for bit, with the fused kernel and with the torch fallback, in several rounding and overflow modes; the
+kernels themselves must equal ``torch.relu`` of the cast and ``threshold_backward``'s gradient, NaN
+included. ``quantize_model`` sets a flag only where the one consumer is the single user of every call.
 """
 import importlib
 
@@ -62,6 +64,29 @@ def test_flag_set_only_where_one_relu_is_the_only_user():
     # bn1 -> relu: fused; bn2 -> relu and the add: not; bn3 -> add: not; add(c) feeds conv3: not;
     # the last add -> relu: fused
     assert _fused_names(model) == {"bn1", adds[1]}
+    assert _cast_fused_names(model) == {"conv1", "conv2", "conv3"}  # each feeds one BatchNorm
+
+
+def _cast_fused_names(model) -> set[str]:
+    return {n for n, m in model.named_modules() if getattr(m, "fuse_cast_into_bn", False)}
+
+
+def test_convolution_cast_fused_only_into_a_sole_batchnorm():
+    class Fork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(2, 2, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(2)
+            self.conv2 = nn.Conv2d(2, 2, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(2)
+
+        def forward(self, x):
+            y = self.conv1(x)
+            z = F.relu(self.bn1(y)) + y  # conv1 also feeds the add
+            return F.relu(self.conv2(z))  # conv2 feeds a ReLU, no BatchNorm
+
+    model = qfx.quantize_model(Fork(), qfx.QFXConfig(), torch.randn(4, 2, 5, 5))
+    assert _cast_fused_names(model) == set()
 
 
 def test_module_called_twice_is_fused_only_when_every_call_feeds_a_relu():
@@ -81,15 +106,20 @@ def test_module_called_twice_is_fused_only_when_every_call_feeds_a_relu():
     for relu_both, expected in ((True, {"bn"}), (False, set())):
         model = qfx.quantize_model(Twice(relu_both), qfx.QFXConfig(), x)
         assert _fused_names(model) == expected
+        assert _cast_fused_names(model) == {"conv"}  # both calls feed the BatchNorm alone
 
 
 def _step(model, x, fuse: bool):
-    """One training forward and backward; fuse False: every fuse_relu off (the separate ReLU)."""
-    flags = {m: m.fuse_relu for m in model.modules() if isinstance(m, qnn.QFXModule)}
+    """One training forward and backward; fuse False: every fuse_relu and fuse_cast_into_bn off (the separate
+    ReLU, the convolution's cast with its own backward)."""
+    flags = {m: (m.fuse_relu, getattr(m, "fuse_cast_into_bn", False)) for m in model.modules()
+             if isinstance(m, qnn.QFXModule)}
     try:
         if not fuse:
             for m in flags:
                 m.fuse_relu = False
+                if isinstance(m, qnn.Conv2d):
+                    m.fuse_cast_into_bn = False
         model.train()
         model.zero_grad(set_to_none=True)
         out = model(x)
@@ -98,8 +128,10 @@ def _step(model, x, fuse: bool):
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         return out.detach(), grads
     finally:
-        for m, f in flags.items():
+        for m, (f, d) in flags.items():
             m.fuse_relu = f
+            if isinstance(m, qnn.Conv2d):
+                m.fuse_cast_into_bn = d
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -115,7 +147,7 @@ def test_training_step_equals_the_separate_relu(activation, kernel, monkeypatch)
     if not kernel:
         monkeypatch.setattr(fused, "kernel", lambda: None)
     model, x = _model(activation)
-    assert _fused_names(model)
+    assert _fused_names(model) and _cast_fused_names(model)
     import copy
     other = copy.deepcopy(model)  # the same state: each step updates the BatchNorm statistics
     out_f, grads_f = _step(model, x, fuse=True)

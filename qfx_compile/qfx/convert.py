@@ -530,21 +530,27 @@ def _learn_widths(gm: fx.GraphModule, layer_opts: dict) -> None:
 
 def _fuse_relus(gm: fx.GraphModule) -> None:
     """Set ``fuse_relu`` on each BatchNorm and Add module whose every call has one user, a ReLU: training then
-    applies the ReLU in the module's output cast (``QFXModule.fuse_relu``); eval and export are unchanged."""
+    applies the ReLU in the module's output cast (``QFXModule.fuse_relu``); and ``fuse_cast_into_bn`` on each
+    Conv2d whose every call has one user, a BatchNorm2d, which then runs the convolution's output cast's
+    backward in its own node (``Conv2d.fuse_cast_into_bn``). Eval and export are unchanged."""
     calls: dict[str, list[fx.Node]] = {}
     for node in gm.graph.nodes:
         if node.op == "call_module":
             calls.setdefault(node.target, []).append(node)
 
-    def feeds_one_relu(node: fx.Node) -> bool:
+    def feeds_only(node: fx.Node, cls) -> bool:
         users = list(node.users)
-        return (len(users) == 1 and users[0].op == "call_module"
-                and isinstance(gm.get_submodule(users[0].target), qnn.ReLU))
+        return len(users) == 1 and users[0].op == "call_module" and type(gm.get_submodule(users[0].target)) is cls
+
+    def feeds_one_relu(node: fx.Node) -> bool:
+        return feeds_only(node, qnn.ReLU)
 
     for target, nodes in calls.items():
         m = gm.get_submodule(target)
         if isinstance(m, (qnn.BatchNorm2d, qnn.Add)):
             m.fuse_relu = all(feeds_one_relu(n) for n in nodes)
+        if type(m) is qnn.Conv2d:
+            m.fuse_cast_into_bn = all(feeds_only(n, qnn.BatchNorm2d) for n in nodes)
 
 
 def _unsigned_activations(gm: fx.GraphModule) -> None:

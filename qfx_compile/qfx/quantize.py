@@ -424,6 +424,23 @@ def _cast_backward(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, lo: float,
     return gx, (_ib_grad(s.value, k.value, status.value) if need_ib else None)
 
 
+def bn_dx_cast_backward(g: torch.Tensor, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                        c: torch.Tensor, lo: float, hi: float, int_bits: int, need_ib: bool):
+    """``(dL/dy, dL/dI or None)`` of ``x = cast(y)`` (:func:`fused_train_cast`'s gradients) where the gradient
+    reaching x is BatchNorm's ``dx = (x * b_c + c_c) + g * a_c`` (:func:`.fused.bn_dx`), on the kernel without
+    writing dx: the values of ``bn_dx`` followed by the cast's backward, float32 (N, C, ...) tensors."""
+    g, x, y = g.contiguous(), x.contiguous(), y.contiguous()
+    a, b, c = (v.detach().to(torch.float32).contiguous() for v in (a, b, c))
+    gy = _fused.empty(x.shape, torch.float32)
+    n, ch = x.shape[0], x.shape[1]
+    s, k, status = ctypes.c_double(), ctypes.c_int(), ctypes.c_int()
+    _fused.kernel().qfx_bn_dx_cast_backward(g.data_ptr(), x.data_ptr(), y.data_ptr(), a.data_ptr(), b.data_ptr(),
+                                            c.data_ptr(), gy.data_ptr(), n, ch, x.numel() // max(1, n * ch), lo, hi,
+                                            int_bits, int(need_ib), _fused.threads(), ctypes.byref(s),
+                                            ctypes.byref(k), ctypes.byref(status))
+    return gy, (_ib_grad(s.value, k.value, status.value) if need_ib else None)
+
+
 class _FusedTrainCast(torch.autograd.Function):
     """The per-tensor float32 training cast on the fused kernel, one pass each way.
 

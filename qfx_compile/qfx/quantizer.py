@@ -526,6 +526,22 @@ class Quantizer(nn.Module):
         sym = t.overflow == "AP_SAT_SYM" and t.rounding == "AP_RND_CONV"
         return sat_sym_raw_min(t.width, t.signed) if sym else t.raw_min
 
+    def fused_cast_args(self, x: torch.Tensor, kernel: bool = True):
+        """``(theta, t, lo, hi)`` where this quantizer's training cast of float32 ``x`` is the per-tensor fused
+        cast and another module's autograd node may run it (training, plain per-tensor, no learned width, no
+        hooks, not calibrating, W <= 22, F within float32's range; with ``kernel`` also CPU and a kernel): the
+        parameter taking the binary-point gradient, the type with its integer bits, and the bounds where
+        ``dL/dx`` passes. None otherwise."""
+        if (not self.training or self.per_channel or self.k_hot is not None or self.width_param is not None
+                or self.calibrating or self._forward_hooks or self._forward_pre_hooks or x.dtype != torch.float32
+                or self.width > 22 or (kernel and (x.device.type != "cpu" or _fused.kernel() is None))):
+            return None
+        t = self.fused_type()
+        if not (-126 <= t.frac_bits <= 126 and t.int_bits + 1 <= 126):
+            return None
+        lsb = 2.0 ** -t.frac_bits
+        return self.int_bits_param, t, self.fused_lo_raw(t) * lsb, t.raw_max * lsb
+
     def pc_fq_args(self, x: torch.Tensor) -> tuple[int, int, int] | None:
         """``(W, qmin, qmax)`` where this quantizer's training cast of ``x`` runs on the per-channel fused kernel
         (:func:`pc_fq_forward`: per channel, plain, AP_RND_CONV with AP_SAT[_SYM], W <= 22, CPU float32, a

@@ -102,6 +102,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.qfx_bn_dx.restype = None
     lib.qfx_affine_cast.argtypes = [p] * 4 + [i64, i64, i64, i32, i32, i32, i32, i32, ctypes.c_double, i32, i32]
     lib.qfx_affine_cast.restype = i32
+    lib.qfx_bn_dx_cast_backward.argtypes = [p] * 7 + [i64, i64, i64, ctypes.c_float, ctypes.c_float, i32, i32, i32,
+                                                    ctypes.POINTER(ctypes.c_double), ctypes.POINTER(i32),
+                                                    ctypes.POINTER(i32)]
+    lib.qfx_bn_dx_cast_backward.restype = None
     lib.qfx_pc_fq_forward.argtypes = [p] * 4 + [i64, i64, i64, i32, i64, i64]
     lib.qfx_pc_fq_forward.restype = None
     lib.qfx_pc_fq_backward.argtypes = [p] * 5 + [i64, i64, i64, i64, i64]

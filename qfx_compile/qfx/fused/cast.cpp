@@ -171,6 +171,40 @@ QFX_CLONES void bn_dx_plane(const float* g, const float* x, float* dx, int64_t m
     }
 }
 
+// BatchNorm's dx (bn_dx_plane's arithmetic) as the gradient of the cast x = cast(y) before it (the convolution's
+// output cast): max |dx| and whether a dx is not finite (MAX), or gy = dx where lo <= y <= hi, else 0, and the
+// plane's part of the exact sum of round(dx * d * kscale), d = x - y inside, x outside (the file comment).
+template <bool MAX>
+QFX_CLONES double bn_dx_cast_plane(const float* g, const float* x, const float* y, float* gy, int64_t m, float a,
+                                   float b, float c, float lo, float hi, double kscale, float* mx, int* bad) {
+    double acc = 0.0;
+    float mm = 0.0f;
+    int nonfinite = 0;
+#pragma omp simd reduction(+ : acc) reduction(max : mm) reduction(| : nonfinite)
+    for (int64_t i = 0; i < m; ++i) {
+        float t = x[i] * b;
+        t = t + c;
+        float u = g[i] * a;
+        float dx = t + u;
+        if (MAX) {
+            float ad = std::fabs(dx);
+            nonfinite |= !(ad <= FLT_MAX);
+            mm = ad > mm ? ad : mm;
+        } else {
+            float yi = y[i];
+            bool inside = (yi >= lo) & (yi <= hi);
+            gy[i] = inside ? dx : 0.0f;
+            float d = inside ? x[i] - yi : x[i];
+            acc += std::nearbyint((double)dx * (double)d * kscale);
+        }
+    }
+    if (MAX) {
+        *mx = mm;
+        *bad = nonfinite;
+    }
+    return acc;
+}
+
 // One (N, C) plane of BatchNorm's training output: q = cast(z), z = x * a + b rounded in float32 (no contraction).
 template <typename T, int R, int O, bool RELU>
 QFX_CLONES void affine_cast_plane(const float* x, float* q, int64_t m, float a, float b, Params<T> p) {
@@ -247,6 +281,44 @@ void qfx_bn_dx(const float* g, const float* x, const float* a, const float* B, c
         int64_t ch = p % c;
         bn_dx_plane(g + p * hw, x + p * hw, dx + p * hw, hw, a[ch], B[ch], C[ch]);
     }
+}
+
+// qfx_bn_dx followed by the training backward of the cast x = cast(y) that feeds the BatchNorm (qfx_cast_backward
+// on dx, x, y: the same values, without writing dx): gy, and with need_ib the exact sum (status, k and S as
+// there). Two passes over g, x (and y): max |dx|, then gy and the sum.
+void qfx_bn_dx_cast_backward(const float* g, const float* x, const float* y, const float* a, const float* B,
+                             const float* C, float* gy, int64_t n, int64_t c, int64_t hw, float lo, float hi,
+                             int int_bits, int need_ib, int threads, double* sum_out, int* k_out, int* status) {
+    const int64_t total = n * c * hw;
+    *status = 0;
+    *sum_out = 0.0;
+    *k_out = 0;
+    double kscale = 0.0;
+    if (need_ib) {
+        float m = 0.0f;
+        int bad = 0;
+#pragma omp parallel for schedule(static) num_threads(threads) if (total >= 65536) reduction(max : m) reduction(| : bad)
+        for (int64_t p = 0; p < n * c; ++p) {
+            float pm;
+            int pb;
+            bn_dx_cast_plane<true>(g + p * hw, x + p * hw, y + p * hw, nullptr, hw, a[p % c], B[p % c], C[p % c], lo,
+                                   hi, 0.0, &pm, &pb);
+            m = pm > m ? pm : m;
+            bad |= pb;
+        }
+        if (bad || m == 0.0f) {
+            *status = bad ? 2 : 1;
+        } else {
+            *k_out = sum_k(m, total, int_bits);
+            kscale = std::ldexp(1.0, -*k_out);
+        }
+    }
+    double acc = 0.0;
+#pragma omp parallel for schedule(static) num_threads(threads) if (total >= 65536) reduction(+ : acc)
+    for (int64_t p = 0; p < n * c; ++p)
+        acc += bn_dx_cast_plane<false>(g + p * hw, x + p * hw, y + p * hw, gy + p * hw, hw, a[p % c], B[p % c],
+                                       C[p % c], lo, hi, kscale, nullptr, nullptr);
+    if (kscale != 0.0) *sum_out = acc;
 }
 
 // BatchNorm's training output in one pass over (N, C, HW) float32 x: q = cast(x * a_c + b_c) (qfx_cast's

@@ -65,6 +65,20 @@ def is_relu_applied(t: torch.Tensor) -> bool:
     return getattr(t, _RELU_MARK, False)
 
 
+_CAST_OF = "_qfx_cast_of"
+
+
+def mark_cast_of(x: torch.Tensor, y: torch.Tensor, quantizer) -> torch.Tensor:
+    """Mark ``x`` as ``quantizer``'s training cast of ``y`` (see ``Conv2d.fuse_cast_into_bn``)."""
+    setattr(x, _CAST_OF, (y, quantizer))
+    return x
+
+
+def cast_of(x: torch.Tensor):
+    """``(y, quantizer)`` where ``x`` carries :func:`mark_cast_of`'s mark, else None."""
+    return getattr(x, _CAST_OF, None)
+
+
 def frac_bits_of(x: torch.Tensor) -> int:
     """Smallest F such that every element of float64 ``x`` is a multiple of ``2**-F`` (-1075 if all zero)."""
     x = x.detach()

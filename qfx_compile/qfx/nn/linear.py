@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..quantizer import Quantizer
-from ._base import QFXModule, TensorsKey, amax, frac_bits_of, guard, input_grids, quantizer_state
+from ._base import (QFXModule, TensorsKey, amax, frac_bits_of, guard, input_grids, mark_cast_of,
+                    quantizer_state)
 
 
 def _pair(v, name):
@@ -191,10 +192,21 @@ class Conv2d(_Weighted):
         self._make_quantizers(out_channels, weight_type, bias_type, output_type, bias, per_channel, k_hot,
                               digits, learnable)
 
+    #: Set by ``quantize_model`` when every call of this convolution feeds one BatchNorm2d and nothing else: a
+    #: training forward then marks its output (the cast, as always) with the sum before the cast
+    #: (``mark_cast_of``), and the BatchNorm's one-node path runs the cast's backward together with its own input
+    #: gradient, in one kernel (values and gradients unchanged; the cast's own node is then never run).
+    fuse_cast_into_bn: bool = False
+
     def forward(self, x):
         w, b = self._params()
         if self._float_path():
-            return self.output_quantizer(F.conv2d(x, w, b, self.stride, self.padding, groups=self.groups))
+            y = F.conv2d(x, w, b, self.stride, self.padding, groups=self.groups)
+            out = self.output_quantizer(y)
+            if (self.fuse_cast_into_bn and self.training and not self._calibrating()
+                    and self.output_quantizer.fused_cast_args(y) is not None):
+                mark_cast_of(out, y, self.output_quantizer)
+            return out
         ops = self._f32_operands(x)
         if ops is not None:
             return self._cast_f32_out(F.conv2d(*ops, self.stride, self.padding, groups=self.groups))

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from .. import fused
-from ..quantize import affine_train_cast, affine_train_cast_backward
+from ..quantize import affine_train_cast, affine_train_cast_backward, bn_dx_cast_backward
 from ..quantizer import Quantizer, pc_fq_backward, pc_fq_forward
-from ._base import QFXModule, TensorsKey, amax, frac_bits_of, guard, quantizer_state, relu_applied
+from ._base import QFXModule, TensorsKey, amax, cast_of, frac_bits_of, guard, quantizer_state, relu_applied
 
 
 def _batch_stats(x, running_mean, running_var, momentum, eps):
@@ -137,15 +137,8 @@ class _AffineCast(torch.autograd.Function):
 
 def _fused_output_args(q: Quantizer, x: torch.Tensor):
     """``(ib, t, lo, hi)`` for :class:`_AffineCast` with output quantizer ``q``, None where it does not apply
-    (K-hot, per channel, learned width, hooks on ``q``, not float32, W > 22, F outside float32's range)."""
-    if (q.per_channel or q.k_hot is not None or q.width_param is not None or q.calibrating or q._forward_hooks
-            or q._forward_pre_hooks or x.dtype != torch.float32 or q.width > 22):
-        return None
-    t = q.fused_type()
-    if not (-126 <= t.frac_bits <= 126 and t.int_bits + 1 <= 126):
-        return None
-    lsb = 2.0 ** -t.frac_bits
-    return q.int_bits_param, t, q.fused_lo_raw(t) * lsb, t.raw_max * lsb
+    (:meth:`..quantizer.Quantizer.fused_cast_args`; the torch path stands in for the kernel)."""
+    return q.fused_cast_args(x, kernel=False)
 
 
 def _one_node_args(q: Quantizer, x: torch.Tensor):
@@ -167,20 +160,24 @@ class _OneNode(torch.autograd.Function):
     the per-step cost of a BatchNorm that does not grow with the batch."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, th_a, th_b, th_out, rm, rv, momentum, eps, pa, pb, t, lo, hi, relu):
+    def forward(ctx, x, weight, bias, th_a, th_b, th_out, th_in, rm, rv, momentum, eps, pa, pb, out, pre, relu):
+        y = x
+        if pre is not None:  # x is a convolution's sum, pre = (its cast, the cast's type, lo, hi): see forward
+            x = pre[0]
         mean, invstd = _batch_stats(x, rm, rv, momentum, eps)
         a0 = weight * invstd
         a, sa = pc_fq_forward(a0, th_a, *pa, 0)
         b, sb = pc_fq_forward(bias - mean * a0, th_b, *pb, 0)
+        t, lo, hi = out
         q = affine_train_cast(x, a, b, t, relu)
-        ctx.save_for_backward(x, weight, mean, invstd, a0, a, b, q)
-        ctx.meta = (sa, sb, t, lo, hi, relu)
+        ctx.save_for_backward(x, y, weight, mean, invstd, a0, a, b, q)
+        ctx.meta = (sa, sb, t, lo, hi, relu, None if pre is None else pre[1:])
         return q
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, mean, invstd, a0, a, b, q = ctx.saved_tensors
-        sa, sb, t, lo, hi, relu = ctx.meta
+        x, y, weight, mean, invstd, a0, a, b, q = ctx.saved_tensors
+        sa, sb, t, lo, hi, relu, pre = ctx.meta
         need = ctx.needs_input_grad
         gz, g_out = affine_train_cast_backward(g, x, a, b, q, t, lo, hi, need[5], relu)
         _, ga, gb = torch.ops.aten.native_batch_norm_backward(gz, x, a, torch.zeros_like(a), torch.ones_like(a), None,
@@ -190,14 +187,18 @@ class _OneNode(torch.autograd.Function):
         neg = -db0  # b0 = beta - mean * a0
         g_mean = neg * a0
         g_a0 = neg * mean + da0  # a0 feeds the scale cast and b0
-        gx = None
+        gx = g_in = None
         if need[0]:
             # the composed path adds the zero gradients _AffineCast returns for mean and invstd (-0.0 -> +0.0)
             g_mean = g_mean + torch.zeros_like(mean)
             g_invstd = g_a0 * weight + torch.zeros_like(invstd)
-            gx = fused.bn_dx(gz, x, a, *_stats_dx_coefficients(x, mean, invstd, g_mean, g_invstd))
-        return (gx, g_a0 * invstd if need[1] else None, db0 if need[2] else None, g_th_a, g_th_b, g_out,
-                *([None] * 10))
+            coef = _stats_dx_coefficients(x, mean, invstd, g_mean, g_invstd)
+            if pre is None:
+                gx = fused.bn_dx(gz, x, a, *coef)
+            else:  # dx, then the convolution's output cast's backward, in one kernel
+                gx, g_in = bn_dx_cast_backward(gz, x, y, a, *coef, pre[1], pre[2], pre[0].int_bits, need[6])
+        return (gx, g_a0 * invstd if need[1] else None, db0 if need[2] else None, g_th_a, g_th_b, g_out, g_in,
+                *([None] * 9))
 
 
 class BatchNorm2d(QFXModule):
@@ -245,9 +246,13 @@ class BatchNorm2d(QFXModule):
                 fo = _fused_output_args(self.output_quantizer, x) if self.output_quantizer.training else None
                 pa, pb = _one_node_args(self.scale_quantizer, x), _one_node_args(self.shift_quantizer, x)
                 if fo is not None and pa is not None and pb is not None:
-                    y = _OneNode.apply(x, self.weight, self.bias, self.scale_quantizer.int_bits_param,
-                                       self.shift_quantizer.int_bits_param, fo[0], self.running_mean, self.running_var,
-                                       m, self.eps, pa, pb, *fo[1:], self.fuse_relu)
+                    src = cast_of(x)  # x = a convolution's output cast of src[0] (Conv2d.fuse_cast_into_bn)
+                    pre = src[1].fused_cast_args(src[0]) if src is not None else None
+                    inp, xc = (x, None) if pre is None else (src[0], x.detach())
+                    y = _OneNode.apply(inp, self.weight, self.bias, self.scale_quantizer.int_bits_param,
+                                       self.shift_quantizer.int_bits_param, fo[0], None if pre is None else pre[0],
+                                       self.running_mean, self.running_var, m, self.eps, pa, pb, fo[1:],
+                                       None if pre is None else (xc,) + pre[1:], self.fuse_relu)
                     return self._relu_mark(y)
                 link = {} if x.requires_grad and torch.is_grad_enabled() else None
                 mean, invstd = _BatchStats.apply(x, self.running_mean, self.running_var, m, self.eps, link)

@@ -9,6 +9,7 @@ library at git commit REF, in alternating processes (bench/baseline.py); ``--rea
 table into README.md (between the train-step markers).
 
     python bench/bench_train_step.py [--steps 20] [--threads 2] [--seed 0] [--baseline REF --rounds 3 [--readme]]
+    python bench/bench_train_step.py --fusions [--steps 12]   # what the cross-module fusions buy
 """
 from __future__ import annotations
 
@@ -92,6 +93,29 @@ def alternate(steps_a, steps_b, n, warmup=3):
     return 1000 * statistics.median(ta), 1000 * statistics.median(tb)
 
 
+def time_fusions(qmodel, x, y, steps, load0, warmup=3):
+    """Median ms of the QFX step with the cross-module fusions on, the convolution-cast fusion off, and both
+    off (fuse_relu too), the settings alternating step by step (the values are the same in all three)."""
+    convs = [m for m in qmodel.modules() if getattr(m, "fuse_cast_into_bn", False)]
+    relus = [m for m in qmodel.modules() if getattr(m, "fuse_relu", False)]
+    step = make_step(qmodel, x, y)
+    times = {"both on": [], "conv-cast fusion off": [], "both off": []}
+    for i in range(warmup + steps):
+        for k in times:
+            for m in convs:
+                m.fuse_cast_into_bn = k == "both on"
+            for m in relus:
+                m.fuse_relu = k != "both off"
+            t = step()
+            if i >= warmup:
+                times[k].append(t)
+    print(f"machine: {machine.cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"load average {load0} -> {machine.load()}; ResNet-20 QFX, batch {x.shape[0]}, {steps} steps each, "
+          f"alternating (median); {len(convs)} convolution casts and {len(relus)} ReLUs fusable")
+    for k, v in times.items():
+        print(f"{k:22s}: {1000 * statistics.median(v):7.1f} ms/step")
+
+
 def seed_all(seed: int):
     if hasattr(qfx, "seed_everything"):
         qfx.seed_everything(seed)
@@ -114,6 +138,10 @@ def main():
     ap.add_argument("--baseline", metavar="REF", help="also time qfx_compile at git commit REF, alternately")
     ap.add_argument("--rounds", type=int, default=3, help="processes per tree with --baseline")
     ap.add_argument("--readme", action="store_true", help=f"with --baseline: write the table into README.md")
+    ap.add_argument("--fusions", action="store_true",
+                    help="time the QFX step with the cross-module fusions (Conv2d.fuse_cast_into_bn, fuse_relu) "
+                         "on, the convolution-cast fusion off, and both off, alternating step by step in this "
+                         "process")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--pkg", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -142,6 +170,8 @@ def main():
                         bn_shift="ap_fixed<8,3,AP_RND_CONV,AP_SAT>")
     qmodel = qfx.quantize_model(ResNet20(), cfg, x)
     nq = len(qfx.quantizers(qmodel))
+    if a.fusions:
+        return time_fusions(qmodel, x, y, a.steps, load0)
     f, q = alternate(make_step(fmodel, x, y), make_step(qmodel, x, y), a.steps)
     if a.json:
         print(json.dumps({"float": f, "qfx": q, "ratio": q / f, "fused": machine.fused_kernel()}))

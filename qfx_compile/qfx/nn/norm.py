@@ -10,7 +10,10 @@ and updates the running statistics as torch does (unbiased variance); it runs in
 float32 with fused passes: statistics in one pass; ``z = x * a + b`` (product and sum each rounded in
 float32) and the output cast in one pass (:class:`_AffineCast`, the fused kernel on CPU, else torch with the
 same bits); backward: the cast's gradient in one pass, ``da``/``db`` in one, and the whole ``dx``
-(affine map and batch statistics) in one.
+(affine map and batch statistics) in one. Where the scale and shift quantizers take the per-channel kernel,
+all of it is one autograd node (:class:`_OneNode`); with ``fuse_relu`` (set by ``quantize_model``) the ReLU
+that follows is applied in the output cast, and a convolution marked ``fuse_cast_into_bn`` has its output
+cast's backward run with ``dx`` in one pass. Every path gives the bits of the composed one.
 """
 from __future__ import annotations
 

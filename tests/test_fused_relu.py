@@ -8,6 +8,7 @@ for bit, with the fused kernel and with the torch fallback, in several rounding 
 kernels themselves must equal ``torch.relu`` of the cast and ``threshold_backward``'s gradient, NaN
 included. ``quantize_model`` sets a flag only where the one consumer is the single user of every call.
 """
+import copy
 import importlib
 
 import pytest
@@ -148,7 +149,6 @@ def test_training_step_equals_the_separate_relu(activation, kernel, monkeypatch)
         monkeypatch.setattr(fused, "kernel", lambda: None)
     model, x = _model(activation)
     assert _fused_names(model) and _cast_fused_names(model)
-    import copy
     other = copy.deepcopy(model)  # the same state: each step updates the BatchNorm statistics
     out_f, grads_f = _step(model, x, fuse=True)
     out_s, grads_s = _step(other, x, fuse=False)

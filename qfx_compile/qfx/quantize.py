@@ -471,12 +471,21 @@ def fused_train_cast(x: torch.Tensor, ib: torch.Tensor, t: FixedType, lo_raw: in
     going to the 0-d tensor ``ib`` (straight through: the integer-bits parameter itself); ``dL/dx`` passes
     where ``lo_raw * lsb <= x <= max``; with ``relu``, ``torch.relu`` of the cast (values and gradients). None
     where the kernel does not apply (not CPU float32, W > 22, F out of float32's range, no kernel)."""
-    if x.dtype != torch.float32 or x.device.type != "cpu" or t.width > 22 or ib.dim() != 0:
+    if x.dtype != torch.float32 or x.device.type != "cpu" or ib.dim() != 0:
         return None
-    if not (-126 <= t.frac_bits <= 126 and t.int_bits + 1 <= 126) or _fused.kernel() is None:
+    bounds = train_cast_bounds(t, lo_raw)
+    if bounds is None or _fused.kernel() is None:
+        return None
+    return _FusedTrainCast.apply(x.contiguous(), ib, t, *bounds, relu)
+
+
+def train_cast_bounds(t: FixedType, lo_raw: int) -> tuple[float, float] | None:
+    """``(lo_raw * lsb, max)``: where ``dL/dx`` passes in the fused float32 training casts to ``t``; None where
+    they do not take ``t`` (W > 22, or F or I outside float32's exponent range)."""
+    if t.width > 22 or not (-126 <= t.frac_bits <= 126 and t.int_bits + 1 <= 126):
         return None
     lsb = 2.0 ** -t.frac_bits
-    return _FusedTrainCast.apply(x.contiguous(), ib, t, lo_raw * lsb, t.raw_max * lsb, relu)
+    return lo_raw * lsb, t.raw_max * lsb
 
 
 def _channel_affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,7 @@ from torch import nn
 
 from . import fused as _fused
 from . import khot as _khot
-from .quantize import fused_train_cast, ib_grad, quantize
+from .quantize import fused_train_cast, ib_grad, quantize, train_cast_bounds
 from ..fixed.types import FixedType, raw_range, sat_sym_raw_min
 
 _LN2 = math.log(2.0)
@@ -532,15 +532,18 @@ class Quantizer(nn.Module):
         hooks, not calibrating, W <= 22, F within float32's range; with ``kernel`` also CPU and a kernel): the
         parameter taking the binary-point gradient, the type with its integer bits, and the bounds where
         ``dL/dx`` passes. None otherwise."""
-        if (not self.training or self.per_channel or self.k_hot is not None or self.width_param is not None
-                or self.calibrating or self._forward_hooks or self._forward_pre_hooks or x.dtype != torch.float32
-                or self.width > 22 or (kernel and (x.device.type != "cpu" or _fused.kernel() is None))):
+        if (not self.movable_cast() or self.per_channel or self.k_hot is not None or x.dtype != torch.float32
+                or (kernel and (x.device.type != "cpu" or _fused.kernel() is None))):
             return None
         t = self.fused_type()
-        if not (-126 <= t.frac_bits <= 126 and t.int_bits + 1 <= 126):
-            return None
-        lsb = 2.0 ** -t.frac_bits
-        return self.int_bits_param, t, self.fused_lo_raw(t) * lsb, t.raw_max * lsb
+        bounds = train_cast_bounds(t, self.fused_lo_raw(t))
+        return None if bounds is None else (self.int_bits_param, t, *bounds)
+
+    def movable_cast(self) -> bool:
+        """Whether another module's autograd node may run this quantizer's training cast: training, not
+        calibrating, no learned width, no hooks (which that node would not call)."""
+        return (self.training and not self.calibrating and self.width_param is None and not self._forward_hooks
+                and not self._forward_pre_hooks)
 
     def pc_fq_args(self, x: torch.Tensor) -> tuple[int, int, int] | None:
         """``(W, qmin, qmax)`` where this quantizer's training cast of ``x`` runs on the per-channel fused kernel

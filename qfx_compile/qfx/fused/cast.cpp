@@ -118,6 +118,35 @@ QFX_CLONES void cast_loop(const TI* x, TO* out, int64_t n, Params<T> p, int thre
     }
 }
 
+// One element of a float32 cast's backward: gx = g' where lo <= z <= hi, else 0, and its term of the exact sum S,
+// round(g' * d * kscale), d = q - z inside, q outside (the file comment); z the cast's input, q its output.
+struct CastGrad {
+    float gx;
+    double term;
+};
+
+inline CastGrad cast_grad(float gi, float z, float q, float lo, float hi, double kscale) {
+    bool inside = (z >= lo) & (z <= hi);
+    float d = inside ? q - z : q;
+    return {inside ? gi : 0.0f, std::nearbyint((double)gi * (double)d * kscale)};
+}
+
+// One element's step of max |g'| (exact in float32) and of whether a g' is not finite.
+inline void abs_max_step(float gi, float& m, int& nonfinite) {
+    float a = std::fabs(gi);
+    nonfinite |= !(a <= FLT_MAX);
+    m = a > m ? a : m;
+}
+
+// BatchNorm's input gradient of one element, dx = (x * b + c) + g * a, each operation rounded in float32 in that
+// order (no contraction).
+inline float bn_dx_of(float g, float x, float a, float b, float c) {
+    float t = x * b;
+    t = t + c;
+    float u = g * a;
+    return t + u;
+}
+
 // One pass of a float32 cast's backward over m elements (a plane of BatchNorm's output with AFFINE: z = x * a + b
 // rounded in float32, else z = x): gx = g' where lo <= z <= hi, else 0, with g' = g, or with RELU (the cast
 // followed by ReLU, q its output) g' = 0 where q <= 0 (torch's threshold_backward). With IB it returns the part
@@ -135,12 +164,9 @@ QFX_CLONES double grad_pass(const float* g, const float* x, const float* q, floa
         }
         float gi = g[i];
         if (RELU) gi = q[i] <= 0.0f ? 0.0f : gi;
-        bool inside = (z >= lo) & (z <= hi);
-        gx[i] = inside ? gi : 0.0f;
-        if (IB) {
-            float d = inside ? q[i] - z : q[i];
-            acc += std::nearbyint((double)gi * (double)d * kscale);
-        }
+        CastGrad r = cast_grad(gi, z, q[i], lo, hi, kscale);
+        gx[i] = r.gx;
+        if (IB) acc += r.term;
     }
     return acc;
 }
@@ -151,24 +177,14 @@ QFX_CLONES float abs_max(const float* g, const float* q, int64_t n, int* bad, in
     float m = 0.0f;
     int nonfinite = 0;
 #pragma omp parallel for simd schedule(static) num_threads(threads) if (n >= 65536) reduction(max : m) reduction(| : nonfinite)
-    for (int64_t i = 0; i < n; ++i) {
-        float a = std::fabs(g[i]);
-        if (RELU) a = q[i] <= 0.0f ? 0.0f : a;
-        nonfinite |= !(a <= FLT_MAX);
-        m = a > m ? a : m;
-    }
+    for (int64_t i = 0; i < n; ++i) abs_max_step(RELU && q[i] <= 0.0f ? 0.0f : g[i], m, nonfinite);
     *bad = nonfinite;
     return m;
 }
 
 QFX_CLONES void bn_dx_plane(const float* g, const float* x, float* dx, int64_t m, float a, float b, float c) {
 #pragma omp simd
-    for (int64_t i = 0; i < m; ++i) {
-        float t = x[i] * b;
-        t = t + c;
-        float u = g[i] * a;
-        dx[i] = t + u;
-    }
+    for (int64_t i = 0; i < m; ++i) dx[i] = bn_dx_of(g[i], x[i], a, b, c);
 }
 
 // BatchNorm's dx (bn_dx_plane's arithmetic) as the gradient of the cast x = cast(y) before it (the convolution's
@@ -182,20 +198,13 @@ QFX_CLONES double bn_dx_cast_plane(const float* g, const float* x, const float* 
     int nonfinite = 0;
 #pragma omp simd reduction(+ : acc) reduction(max : mm) reduction(| : nonfinite)
     for (int64_t i = 0; i < m; ++i) {
-        float t = x[i] * b;
-        t = t + c;
-        float u = g[i] * a;
-        float dx = t + u;
+        float dx = bn_dx_of(g[i], x[i], a, b, c);
         if (MAX) {
-            float ad = std::fabs(dx);
-            nonfinite |= !(ad <= FLT_MAX);
-            mm = ad > mm ? ad : mm;
+            abs_max_step(dx, mm, nonfinite);
         } else {
-            float yi = y[i];
-            bool inside = (yi >= lo) & (yi <= hi);
-            gy[i] = inside ? dx : 0.0f;
-            float d = inside ? x[i] - yi : x[i];
-            acc += std::nearbyint((double)dx * (double)d * kscale);
+            CastGrad r = cast_grad(dx, y[i], x[i], lo, hi, kscale);  // the cast x = cast(y): z = y, q = x
+            gy[i] = r.gx;
+            acc += r.term;
         }
     }
     if (MAX) {

@@ -138,19 +138,10 @@ class _AffineCast(torch.autograd.Function):
         return gx, ga, gb, gib, None, None, None, *zeros, None, None
 
 
-def _fused_output_args(q: Quantizer, x: torch.Tensor):
-    """``(ib, t, lo, hi)`` for :class:`_AffineCast` with output quantizer ``q``, None where it does not apply
-    (:meth:`..quantizer.Quantizer.fused_cast_args`; the torch path stands in for the kernel)."""
-    return q.fused_cast_args(x, kernel=False)
-
-
 def _one_node_args(q: Quantizer, x: torch.Tensor):
     """``(W, qmin, qmax)`` of the per-channel scale or shift quantizer ``q`` for :class:`_OneNode`, None where
-    it does not apply (not the per-channel fused kernel's cast, a learned width, hooks, calibration)."""
-    if (not q.training or q.calibrating or q.width_param is not None or q._forward_hooks or q._forward_pre_hooks
-            or q.axis != 0):
-        return None
-    return q.pc_fq_args(x)
+    it does not apply (not the per-channel fused kernel's cast, or not movable: ``Quantizer.movable_cast``)."""
+    return q.pc_fq_args(x) if q.movable_cast() and q.axis == 0 else None
 
 
 class _OneNode(torch.autograd.Function):
@@ -246,7 +237,7 @@ class BatchNorm2d(QFXModule):
                 with torch.no_grad():
                     self.num_batches_tracked += 1
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                fo = _fused_output_args(self.output_quantizer, x) if self.output_quantizer.training else None
+                fo = self.output_quantizer.fused_cast_args(x, kernel=False)  # the torch path stands in for it
                 pa, pb = _one_node_args(self.scale_quantizer, x), _one_node_args(self.shift_quantizer, x)
                 if fo is not None and pa is not None and pb is not None:
                     src = cast_of(x)  # x = a convolution's output cast of src[0] (Conv2d.fuse_cast_into_bn)

@@ -352,10 +352,11 @@ _LN2 = math.log(2.0)
 
 
 def ib_grad_scale(n: int, gmax: float, int_bits: int) -> int:
-    """``k`` of the binary-point gradient sum: ``S = sum_i round(g_i * d_i * 2**-k)`` (half to even).
+    """``k`` of one block of the binary-point gradient sum: ``S = sum_i round(g_i * d_i * 2**-k)`` (half to
+    even) over the block's ``n`` terms.
 
     ``|d_i| <= 2**I`` (inside the range ``|q - x| <= lsb``, outside ``|q| <= 2**I``) and
-    ``|g_i| < 2**e`` (``e`` = frexp exponent of ``max |g|``), so each term is at most
+    ``|g_i| < 2**e`` (``e`` = frexp exponent of the block's ``max |g|``), so each term is at most
     ``2**(52 - ceil(log2 n))`` and every partial sum at most ``2**52``: integers that float64
     adds exactly, in any order, on any number of threads. Each product ``g_i * d_i`` of two
     float32 numbers is exact in float64 (of float64 ones, rounded once: still one value); the
@@ -364,39 +365,49 @@ def ib_grad_scale(n: int, gmax: float, int_bits: int) -> int:
     return (n - 1).bit_length() + math.frexp(gmax)[1] + int_bits - 52
 
 
-def _ib_grad(s: float, k: int, status: int) -> torch.Tensor:
-    """``ln2 * S * 2**k`` as a float32 scalar (status 1: every g is 0; 2: a g is not finite -> NaN)."""
-    v = math.nan if status == 2 else 0.0 if status == 1 else s * 2.0 ** k * _LN2
+#: Elements per block of the binary-point gradient sum (cast.cpp's kBlock): each block is summed exactly on
+#: its own grid, so the fused kernel reads it twice while it is in cache (max |g|, then the terms).
+IB_BLOCK = 1 << 14
+
+
+def _ib_grad(total: float, status: int) -> torch.Tensor:
+    """``ln2 * total`` as a float32 scalar (status 1: every g is 0; 2: a g is not finite -> NaN)."""
+    v = math.nan if status == 2 else 0.0 if status == 1 else total * _LN2
     return torch.tensor(v, dtype=torch.float32)
-
-
-#: Elements per chunk of :func:`ib_grad` on CPU (its float64 temporaries stay in cache).
-_IB_CHUNK = 1 << 16
 
 
 def ib_grad(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, inside: torch.Tensor, int_bits: int) -> torch.Tensor:
     """The per-tensor binary-point gradient ``dL/dI = ln2 * sum g * (q - x inside | q outside)`` (TQT).
 
-    Computed as ``ln2 * S * 2**k`` with :func:`ib_grad_scale`'s exact integer sum, so that it
-    does not depend on the summation order: the fused kernel (cast.cpp) returns the same value.
-    ``q - x`` is taken in x's dtype.
+    Computed over blocks of :data:`IB_BLOCK` consecutive elements of the flattened tensors (the last one
+    shorter): block ``b`` gives the exact integer sum ``S_b`` of :func:`ib_grad_scale` on its own grid
+    ``2**k_b``, and the total is ``sum_b S_b * 2**k_b`` added in block order, so the value does not depend on
+    the number of threads: the fused kernel (cast.cpp) returns the same. ``q - x`` is taken in x's dtype.
     """
-    if g.numel() == 0:
-        return _ib_grad(0.0, 0, 1)
-    lo, hi = torch.aminmax(g)
-    gmax = max(-float(lo), float(hi))
-    if not math.isfinite(gmax) or gmax == 0.0:
-        return _ib_grad(0.0, 0, 2 if not math.isfinite(gmax) else 1)
-    k = ib_grad_scale(g.numel(), gmax, int_bits)
+    n = g.numel()
+    if n == 0:
+        return _ib_grad(0.0, 1)
     g, x, q, inside = (v.reshape(-1) for v in (g, x, q, inside))
-    step = _IB_CHUNK if g.device.type == "cpu" else g.numel()  # CPU: float64 temporaries that stay in cache
-    total = torch.zeros((), dtype=torch.float64, device=g.device)
-    for i in range(0, g.numel(), step):
-        c = slice(i, i + step)
-        d = torch.where(inside[c], q[c] - x[c], q[c])
-        # (g * 2**-k) * d: both steps exact in float64, as g * d * 2**-k; every (partial) sum an integer <= 2**52
-        total += g[c].double().mul_(2.0 ** -k).mul_(d).round_().sum()
-    return _ib_grad(float(total), k, 0)
+    nb = -(-n // IB_BLOCK)
+    pad = nb * IB_BLOCK - n
+    rows = [g.double(), torch.where(inside, q - x, q).double()]
+    if pad:
+        rows = [torch.nn.functional.pad(r, (0, pad)) for r in rows]
+    gb, db = (r.reshape(nb, IB_BLOCK) for r in rows)
+    gmax = gb.abs().amax(dim=1).tolist()
+    if not all(math.isfinite(m) for m in gmax):
+        return _ib_grad(0.0, 2)
+    if not any(gmax):
+        return _ib_grad(0.0, 1)
+    lengths = [IB_BLOCK] * (nb - 1) + [n - (nb - 1) * IB_BLOCK]
+    k = [ib_grad_scale(ln, m, int_bits) if m else 0 for ln, m in zip(lengths, gmax)]
+    scale = torch.tensor([2.0 ** -kb for kb in k], dtype=torch.float64, device=g.device).unsqueeze(1)
+    # (g * 2**-k) * d: both steps exact in float64, as g * d * 2**-k; every (partial) sum an integer <= 2**52
+    sums = gb.mul(scale).mul_(db).round_().sum(dim=1).tolist()
+    total = 0.0
+    for s_b, kb in zip(sums, k):
+        total += math.ldexp(s_b, kb)
+    return _ib_grad(total, 0)
 
 
 def _relu_grad(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -417,11 +428,11 @@ def _cast_backward(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, lo: float,
         a, b = (v.detach().to(torch.float32).contiguous() for v in (a, b))
         n, c = x.shape[0], x.shape[1]
         hw, pa, pb = x.numel() // max(1, n * c), a.data_ptr(), b.data_ptr()
-    s, k, status = ctypes.c_double(), ctypes.c_int(), ctypes.c_int()
+    s, status = ctypes.c_double(), ctypes.c_int()
     _fused.kernel().qfx_cast_backward(g.data_ptr(), x.data_ptr(), pa, pb, q.data_ptr(), gx.data_ptr(), n, c, hw, lo,
                                       hi, int_bits, int(need_ib), int(relu), _fused.threads(),
-                                      ctypes.byref(s), ctypes.byref(k), ctypes.byref(status))
-    return gx, (_ib_grad(s.value, k.value, status.value) if need_ib else None)
+                                      ctypes.byref(s), ctypes.byref(status))
+    return gx, (_ib_grad(s.value, status.value) if need_ib else None)
 
 
 def bn_dx_cast_backward(g: torch.Tensor, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
@@ -433,12 +444,12 @@ def bn_dx_cast_backward(g: torch.Tensor, x: torch.Tensor, y: torch.Tensor, a: to
     a, b, c = (v.detach().to(torch.float32).contiguous() for v in (a, b, c))
     gy = _fused.empty(x.shape, torch.float32)
     n, ch = x.shape[0], x.shape[1]
-    s, k, status = ctypes.c_double(), ctypes.c_int(), ctypes.c_int()
+    s, status = ctypes.c_double(), ctypes.c_int()
     _fused.kernel().qfx_bn_dx_cast_backward(g.data_ptr(), x.data_ptr(), y.data_ptr(), a.data_ptr(), b.data_ptr(),
                                             c.data_ptr(), gy.data_ptr(), n, ch, x.numel() // max(1, n * ch), lo, hi,
                                             int_bits, int(need_ib), _fused.threads(), ctypes.byref(s),
-                                            ctypes.byref(k), ctypes.byref(status))
-    return gy, (_ib_grad(s.value, k.value, status.value) if need_ib else None)
+                                            ctypes.byref(status))
+    return gy, (_ib_grad(s.value, status.value) if need_ib else None)
 
 
 class _FusedTrainCast(torch.autograd.Function):
@@ -451,8 +462,12 @@ class _FusedTrainCast(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, ib, t, lo, hi, relu):
-        q = _cast_kernel(x, 0, t.frac_bits, t.width, t.signed, t.rounding, t.overflow, torch.float32, relu)
+    def forward(ctx, x, ib, t, lo, hi, relu, sums=None):
+        if sums is None:
+            q = _cast_kernel(x, 0, t.frac_bits, t.width, t.signed, t.rounding, t.overflow, torch.float32, relu)
+        else:  # (N, C, ...) x: the per-channel mantissa sums too (cast_channel_sums), appended to the list sums
+            q, s = _cast_channel_sums(x, t)
+            sums.append(s)
         ctx.save_for_backward(x, q)
         ctx.meta = (t.int_bits, lo, hi, relu)
         return q
@@ -462,21 +477,52 @@ class _FusedTrainCast(torch.autograd.Function):
         x, q = ctx.saved_tensors
         int_bits, lo, hi, relu = ctx.meta
         gx, gib = _cast_backward(g, x, q, lo, hi, int_bits, bool(ctx.needs_input_grad[1]), relu)
-        return gx, gib, None, None, None, None
+        return gx, gib, None, None, None, None, None
 
 
 def fused_train_cast(x: torch.Tensor, ib: torch.Tensor, t: FixedType, lo_raw: int,
-                     relu: bool = False) -> torch.Tensor | None:
+                     relu: bool = False, sums: list | None = None) -> torch.Tensor | None:
     """The training cast of float32 ``x`` to ``t`` on the fused kernel, the binary-point gradient (the TQT sum)
     going to the 0-d tensor ``ib`` (straight through: the integer-bits parameter itself); ``dL/dx`` passes
-    where ``lo_raw * lsb <= x <= max``; with ``relu``, ``torch.relu`` of the cast (values and gradients). None
-    where the kernel does not apply (not CPU float32, W > 22, F out of float32's range, no kernel)."""
+    where ``lo_raw * lsb <= x <= max``; with ``relu``, ``torch.relu`` of the cast (values and gradients); with
+    a list ``sums`` (no relu, :func:`channel_sums_fit`), :func:`channel_sums` of the cast appended to it, from
+    the same pass. None where the kernel does not apply (not CPU float32, W > 22, F out of float32's range, no
+    kernel)."""
     if x.dtype != torch.float32 or x.device.type != "cpu" or ib.dim() != 0:
         return None
     bounds = train_cast_bounds(t, lo_raw)
     if bounds is None or _fused.kernel() is None:
         return None
-    return _FusedTrainCast.apply(x.contiguous(), ib, t, *bounds, relu)
+    return _FusedTrainCast.apply(x.contiguous(), ib, t, *bounds, relu, sums)
+
+
+def channel_sums_fit(x: torch.Tensor, t: FixedType) -> bool:
+    """Whether the per-channel sums of the mantissas ``m`` of ``t`` over (N, C, ...) ``x`` and of ``m * m`` are
+    integers below ``2**53`` for any values (``|m| <= 2**W``): exact in float64 in any order."""
+    return x.dim() >= 2 and x.shape[1] > 0 and (x.numel() // x.shape[1]) * 4 ** t.width <= 2 ** 53
+
+
+def _cast_channel_sums(x: torch.Tensor, t: FixedType) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cast(x, t), sums)`` of float32 (N, C, ...) ``x`` on the kernel in one pass: the cast's float32 value and
+    float64 (2, C) sums of its mantissas ``m`` and of ``m * m`` per channel (:func:`channel_sums_fit`)."""
+    x = x.contiguous()
+    q = _fused.empty(x.shape, torch.float32)
+    n, c = x.shape[0], x.shape[1]
+    sums = torch.empty((2, c), dtype=torch.float64)
+    rc = _fused.kernel().qfx_cast_channel_sums(x.data_ptr(), q.data_ptr(), n, c, x.numel() // max(1, n * c),
+                                               _ROUNDING_CODE[t.rounding], _OVERFLOW_CODE[t.overflow], t.width,
+                                               int(t.signed), t.frac_bits, float(_sym_min(t.width, t.signed)),
+                                               _fused.threads(), sums.data_ptr())
+    if rc != 0:  # pragma: no cover - FixedType validates the modes
+        raise ValueError(f"fused cast: unknown mode {t.rounding} / {t.overflow}")
+    return q, sums
+
+
+def channel_sums(q: torch.Tensor, frac: int) -> torch.Tensor:
+    """Float64 (2, C): per channel of (N, C, ...) ``q`` (values on the grid ``2**-frac``, :func:`channel_sums_fit`)
+    the sums of the mantissas ``m = q * 2**frac`` and of ``m * m``, exact (what the kernel's cast returns)."""
+    m = q.detach().double().mul_(2.0 ** frac).transpose(0, 1).reshape(q.shape[1], -1)
+    return torch.stack([m.sum(1), m.square().sum(1)])
 
 
 def train_cast_bounds(t: FixedType, lo_raw: int) -> tuple[float, float] | None:

@@ -46,7 +46,7 @@ from torch import nn
 
 from . import fused as _fused
 from . import khot as _khot
-from .quantize import fused_train_cast, ib_grad, quantize, train_cast_bounds
+from .quantize import channel_sums_fit, fused_train_cast, ib_grad, quantize, train_cast_bounds
 from ..fixed.types import FixedType, raw_range, sat_sym_raw_min
 
 _LN2 = math.log(2.0)
@@ -538,6 +538,23 @@ class Quantizer(nn.Module):
         t = self.fused_type()
         bounds = train_cast_bounds(t, self.fused_lo_raw(t))
         return None if bounds is None else (self.int_bits_param, t, *bounds)
+
+    def train_grid(self, x: torch.Tensor) -> FixedType | None:
+        """The type (integer bits as :meth:`fused_type`) on whose grid this quantizer's training cast of float32
+        (N, C, ...) ``x`` certainly lies, where the cast is plain per tensor and movable (:meth:`movable_cast`)
+        and the per-channel mantissa sums fit (:func:`..quantize.channel_sums_fit`); else None."""
+        if not self.movable_cast() or self.per_channel or self.k_hot is not None or x.dtype != torch.float32:
+            return None
+        t = self.fused_type()
+        return t if channel_sums_fit(x, t) else None
+
+    def train_cast_channel_sums(self, x: torch.Tensor, t: FixedType):
+        """``(self(x), sums)`` with ``t = train_grid(x)``: the training cast on the fused kernel (values and
+        gradients) and :func:`..quantize.channel_sums` of it from the same pass; None where the kernel does not
+        apply."""
+        sums = []
+        y = fused_train_cast(x, self.int_bits_param, t, self.fused_lo_raw(t), sums=sums)
+        return None if y is None else (y, sums[0])
 
     def movable_cast(self) -> bool:
         """Whether another module's autograd node may run this quantizer's training cast: training, not

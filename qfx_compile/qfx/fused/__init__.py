@@ -94,7 +94,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.qfx_cast.argtypes = [p, p, i64, i32, i32, i32, i32, i32, i32, ctypes.c_double, i32, i32]
     lib.qfx_cast.restype = i32
     lib.qfx_cast_backward.argtypes = [p] * 6 + [i64, i64, i64, ctypes.c_float, ctypes.c_float] + [i32] * 4 + [
-        ctypes.POINTER(ctypes.c_double), ctypes.POINTER(i32), ctypes.POINTER(i32)]
+        ctypes.POINTER(ctypes.c_double), ctypes.POINTER(i32)]
     lib.qfx_cast_backward.restype = None
     lib.qfx_maxpool2d.argtypes = [p, p, i32, i64] + [i32] * 11
     lib.qfx_maxpool2d.restype = None
@@ -103,9 +103,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.qfx_affine_cast.argtypes = [p] * 4 + [i64, i64, i64, i32, i32, i32, i32, i32, ctypes.c_double, i32, i32]
     lib.qfx_affine_cast.restype = i32
     lib.qfx_bn_dx_cast_backward.argtypes = [p] * 7 + [i64, i64, i64, ctypes.c_float, ctypes.c_float, i32, i32, i32,
-                                                    ctypes.POINTER(ctypes.c_double), ctypes.POINTER(i32),
-                                                    ctypes.POINTER(i32)]
+                                                    ctypes.POINTER(ctypes.c_double), ctypes.POINTER(i32)]
     lib.qfx_bn_dx_cast_backward.restype = None
+    lib.qfx_cast_channel_sums.argtypes = [p, p, i64, i64, i64, i32, i32, i32, i32, i32, ctypes.c_double, i32, p]
+    lib.qfx_cast_channel_sums.restype = i32
     lib.qfx_pc_fq_forward.argtypes = [p] * 4 + [i64, i64, i64, i32, i64, i64]
     lib.qfx_pc_fq_forward.restype = None
     lib.qfx_pc_fq_backward.argtypes = [p] * 5 + [i64, i64, i64, i64, i64]

@@ -17,11 +17,14 @@
 //         (exact while f + 1/2 is representable; a larger y is an integer, which never rounds up: "y != f");
 //   result q * 2^-F, exact in the output type (a W-bit value, W <= 24 for float32 output), +0.0 for zero.
 //
-// Backward (float32, any mode): gx = g where lo <= x <= hi, else 0; the binary-point gradient sum
-// S = sum_i round(g_i * d_i * 2^-k), d_i = (q_i - x_i in float32) inside, q_i outside, each product exact in
-// double and rounded to an integer (half to even), k chosen so that every term is at most 2^(52-ceil(log2 n))
-// and every partial sum at most 2^52: the sum is exact in double whatever the order or the number of threads
-// (quantize.ib_grad_scale, quantize.ib_grad computes the same in torch).
+// Backward (float32, any mode): gx = g where lo <= x <= hi, else 0; the binary-point gradient sum over blocks
+// of L = 16384 consecutive elements of the flattened tensor (the last one shorter): per block b,
+// S_b = sum_i round(g_i * d_i * 2^-k_b), d_i = (q_i - x_i in float32) inside, q_i outside, each product exact in
+// double and rounded to an integer (half to even), k_b chosen from the block's own max |g| and length so that
+// every term is at most 2^(52-ceil(log2 L_b)) and every partial sum at most 2^52: S_b is exact in double
+// whatever the order or the number of threads; the total is sum_b S_b * 2^k_b added in block order
+// (quantize.ib_grad_scale, quantize.ib_grad computes the same in torch). Each block is read twice, the second
+// time from cache: one pass over memory.
 // A cast followed by ReLU (relu: q is then relu's output) masks g as ReLU's backward does before all of this.
 //
 // BatchNorm training (qfx/nn/norm.py): the output cast with the per-channel affine map fused in
@@ -31,6 +34,7 @@
 #include <cstdint>
 #include <cfloat>
 #include <type_traits>
+#include <vector>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define QFX_CLONES __attribute__((target_clones("avx2", "default")))
@@ -171,15 +175,16 @@ QFX_CLONES double grad_pass(const float* g, const float* x, const float* q, floa
     return acc;
 }
 
-// max |g'| (float32, exact), g' = g or with RELU 0 where q <= 0, and whether any g' is not finite.
+// max |g'| (float32, exact) over m elements, g' = g or with RELU 0 where q <= 0, and whether a g' is not finite,
+// folded into m_io and bad_io.
 template <bool RELU>
-QFX_CLONES float abs_max(const float* g, const float* q, int64_t n, int* bad, int threads) {
-    float m = 0.0f;
+QFX_CLONES void abs_max_seg(const float* g, const float* q, int64_t n, float& m_io, int& bad_io) {
+    float m = m_io;
     int nonfinite = 0;
-#pragma omp parallel for simd schedule(static) num_threads(threads) if (n >= 65536) reduction(max : m) reduction(| : nonfinite)
+#pragma omp simd reduction(max : m) reduction(| : nonfinite)
     for (int64_t i = 0; i < n; ++i) abs_max_step(RELU && q[i] <= 0.0f ? 0.0f : g[i], m, nonfinite);
-    *bad = nonfinite;
-    return m;
+    m_io = m;
+    bad_io |= nonfinite;
 }
 
 QFX_CLONES void bn_dx_plane(const float* g, const float* x, float* dx, int64_t m, float a, float b, float c) {
@@ -226,12 +231,83 @@ QFX_CLONES void affine_cast_plane(const float* x, float* q, int64_t m, float a, 
     }
 }
 
-// k of the exact binary-point gradient sum over n gradients whose largest magnitude is m > 0 (the file comment).
+// One (N, C) plane of qfx_cast_channel_sums: out = the cast of x (float32), s[0] = sum of its mantissas q,
+// s[1] = sum of q * q (exact in double: see there).
+template <typename T, int R, int O>
+QFX_CLONES void cast_sums_plane(const float* x, float* out, int64_t m, Params<T> p, double* s) {
+    double s1 = 0.0, s2 = 0.0;
+#pragma omp simd reduction(+ : s1, s2)
+    for (int64_t i = 0; i < m; ++i) {
+        T q = cast_raw<R, O, T>((T)x[i], p);
+        out[i] = (float)(q * p.inv) + 0.0f;  // +0: no -0.0
+        double qd = (double)q;
+        s1 += qd;
+        s2 += qd * qd;
+    }
+    s[0] = s1;
+    s[1] = s2;
+}
+
+// k of the exact binary-point gradient sum over a block of n gradients whose largest magnitude is m > 0 (the
+// file comment).
 int sum_k(float m, int64_t n, int int_bits) {
     int eg, en = 0;
     std::frexp((double)m, &eg);  // m < 2^eg
     while ((int64_t(1) << en) < n) ++en;
     return en + eg + int_bits - 52;
+}
+
+// Elements per block of the binary-point gradient sum (quantize.IB_BLOCK).
+constexpr int64_t kBlock = 16384;
+
+// The blocked binary-point gradient sum (file comment) of a backward over total elements, (n, c) planes of hw
+// elements (per-tensor: hw = total, c = 1). Per block of kBlock elements, split at plane boundaries into
+// segments (i0, len, channel): with need_ib, seg_max(i0, len, ch, m, bad) folds max |g'| and non-finiteness
+// into (m, bad), giving k_b; then seg_pass(i0, len, ch, kscale) writes the gradient and returns the segment's
+// sum of rounded terms at kscale = 2^-k_b (0 without need_ib or where the block's g' are all 0). Returns the
+// status (0; 1 every g' is 0; 2 a g' is not finite) and, with status 0, the total in *out.
+template <typename MaxSeg, typename PassSeg>
+int blocked_sum(int64_t total, int64_t hw, int64_t c, int int_bits, bool need_ib, int threads, double* out,
+                MaxSeg&& seg_max, PassSeg&& seg_pass) {
+    const int64_t nb = (total + kBlock - 1) / kBlock;
+    std::vector<double> vals(need_ib ? nb : 0);
+    std::vector<int> st(need_ib ? nb : 0);
+#pragma omp parallel for schedule(static) num_threads(threads) if (total >= 65536)
+    for (int64_t blk = 0; blk < nb; ++blk) {
+        const int64_t b0 = blk * kBlock, b1 = total - b0 < kBlock ? total : b0 + kBlock;
+        auto segments = [&](auto&& f) {
+            for (int64_t i = b0; i < b1;) {
+                const int64_t plane = i / hw, end = (plane + 1) * hw < b1 ? (plane + 1) * hw : b1;
+                f(i, end - i, plane % c);
+                i = end;
+            }
+        };
+        double kscale = 0.0;
+        int k = 0;
+        if (need_ib) {
+            float m = 0.0f;
+            int bad = 0;
+            segments([&](int64_t i, int64_t len, int64_t ch) { seg_max(i, len, ch, m, bad); });
+            st[blk] = bad ? 2 : m == 0.0f ? 1 : 0;
+            if (st[blk] == 0) {
+                k = sum_k(m, b1 - b0, int_bits);
+                kscale = std::ldexp(1.0, -k);
+            }
+        }
+        double acc = 0.0;
+        segments([&](int64_t i, int64_t len, int64_t ch) { acc += seg_pass(i, len, ch, kscale); });
+        if (need_ib) vals[blk] = st[blk] == 0 ? std::ldexp(acc, k) : 0.0;
+    }
+    if (!need_ib) return 0;
+    int status = 1;
+    double t = 0.0;
+    for (int64_t blk = 0; blk < nb; ++blk) {
+        if (st[blk] == 2) return 2;
+        if (st[blk] == 0) status = 0;
+        t += vals[blk];
+    }
+    *out = status == 0 ? t : 0.0;
+    return status;
 }
 
 #define QFX_CASE_O(R)                                                                                  \
@@ -281,6 +357,37 @@ int qfx_cast(const void* x, void* out, int64_t n, int kind, int rounding, int ov
     return run(Boxed<double>{make_params<double>(width, is_signed, frac, overflow, sat_lo)});
 }
 
+// qfx_cast of float32 x (N, C, HW) to float32 out (kind 0) with, per channel, the sums of the cast's mantissas
+// q and of q * q over all (n, hw): sums[ch] and sums[c + ch], exact in double (the caller keeps
+// N * HW * 2^(2W - 2) <= 2^53; per-plane parts summed in plane order). The statistics of a BatchNorm fed by this
+// cast (qfx/nn/norm.py). Returns 0, or -1 for a bad mode.
+int qfx_cast_channel_sums(const float* x, float* out, int64_t n, int64_t c, int64_t hw, int rounding, int overflow,
+                          int width, int is_signed, int frac, double sat_lo, int threads, double* sums) {
+    std::vector<double> part(2 * n * c);
+    auto run = [&](auto params) {
+        using T = typename decltype(params)::value_type;
+        return dispatch(rounding, overflow, [&](auto r, auto o) {
+            constexpr int R = decltype(r)::value, O = decltype(o)::value;
+#pragma omp parallel for schedule(static) num_threads(threads) if (n * c * hw >= 65536)
+            for (int64_t pl = 0; pl < n * c; ++pl)
+                cast_sums_plane<T, R, O>(x + pl * hw, out + pl * hw, hw, params.p, &part[2 * pl]);
+        });
+    };
+    int rc = 0 <= frac && frac <= 100 && width <= 22
+                 ? run(Boxed<float>{make_params<float>(width, is_signed, frac, overflow, sat_lo)})
+                 : run(Boxed<double>{make_params<double>(width, is_signed, frac, overflow, sat_lo)});
+    for (int64_t ch = 0; ch < c; ++ch) {
+        double s1 = 0.0, s2 = 0.0;
+        for (int64_t i = 0; i < n; ++i) {
+            s1 += part[2 * (i * c + ch)];
+            s2 += part[2 * (i * c + ch) + 1];
+        }
+        sums[ch] = s1;
+        sums[c + ch] = s2;
+    }
+    return rc;
+}
+
 // The input gradient of a training BatchNorm (qfx/nn/norm.py) in one pass over (N, C, HW) float32 tensors:
 // dx = (x * B_c + C_c) + g * a_c, each operation rounded in float32 in that order (no contraction).
 void qfx_bn_dx(const float* g, const float* x, const float* a, const float* B, const float* C, float* dx, int64_t n,
@@ -293,41 +400,25 @@ void qfx_bn_dx(const float* g, const float* x, const float* a, const float* B, c
 }
 
 // qfx_bn_dx followed by the training backward of the cast x = cast(y) that feeds the BatchNorm (qfx_cast_backward
-// on dx, x, y: the same values, without writing dx): gy, and with need_ib the exact sum (status, k and S as
-// there). Two passes over g, x (and y): max |dx|, then gy and the sum.
+// on dx, x, y: the same values, without writing dx): gy, and with need_ib the blocked sum (status and total as
+// there). One pass over g, x and y (each block read twice with need_ib, the second time from cache).
 void qfx_bn_dx_cast_backward(const float* g, const float* x, const float* y, const float* a, const float* B,
                              const float* C, float* gy, int64_t n, int64_t c, int64_t hw, float lo, float hi,
-                             int int_bits, int need_ib, int threads, double* sum_out, int* k_out, int* status) {
-    const int64_t total = n * c * hw;
-    *status = 0;
+                             int int_bits, int need_ib, int threads, double* sum_out, int* status) {
     *sum_out = 0.0;
-    *k_out = 0;
-    double kscale = 0.0;
-    if (need_ib) {
-        float m = 0.0f;
-        int bad = 0;
-#pragma omp parallel for schedule(static) num_threads(threads) if (total >= 65536) reduction(max : m) reduction(| : bad)
-        for (int64_t p = 0; p < n * c; ++p) {
+    *status = blocked_sum(
+        n * c * hw, hw, c, int_bits, need_ib, threads, sum_out,
+        [&](int64_t i, int64_t len, int64_t ch, float& m, int& bad) {
             float pm;
             int pb;
-            bn_dx_cast_plane<true>(g + p * hw, x + p * hw, y + p * hw, nullptr, hw, a[p % c], B[p % c], C[p % c], lo,
-                                   hi, 0.0, &pm, &pb);
+            bn_dx_cast_plane<true>(g + i, x + i, y + i, nullptr, len, a[ch], B[ch], C[ch], lo, hi, 0.0, &pm, &pb);
             m = pm > m ? pm : m;
             bad |= pb;
-        }
-        if (bad || m == 0.0f) {
-            *status = bad ? 2 : 1;
-        } else {
-            *k_out = sum_k(m, total, int_bits);
-            kscale = std::ldexp(1.0, -*k_out);
-        }
-    }
-    double acc = 0.0;
-#pragma omp parallel for schedule(static) num_threads(threads) if (total >= 65536) reduction(+ : acc)
-    for (int64_t p = 0; p < n * c; ++p)
-        acc += bn_dx_cast_plane<false>(g + p * hw, x + p * hw, y + p * hw, gy + p * hw, hw, a[p % c], B[p % c],
-                                       C[p % c], lo, hi, kscale, nullptr, nullptr);
-    if (kscale != 0.0) *sum_out = acc;
+        },
+        [&](int64_t i, int64_t len, int64_t ch, double kscale) {
+            return bn_dx_cast_plane<false>(g + i, x + i, y + i, gy + i, len, a[ch], B[ch], C[ch], lo, hi, kscale,
+                                           nullptr, nullptr);
+        });
 }
 
 // BatchNorm's training output in one pass over (N, C, HW) float32 x: q = cast(x * a_c + b_c) (qfx_cast's
@@ -351,49 +442,33 @@ int qfx_affine_cast(const float* x, const float* a, const float* b, float* q, in
 
 // The training backward of a float32 cast (see the file comment and grad_pass): a per-tensor cast
 // (a == nullptr: x, g, q, gx of n * c * hw elements) or BatchNorm's output cast (a, b: [c], tensors (n, c, hw),
-// z = x * a_c + b_c recomputed); relu: the cast was followed by ReLU (q its output). With need_ib: *status = 0,
-// the exact sum S in *sum_out and *k_out = k (the gradient sum is S * 2^k); *status = 1 when every g' is 0
-// (S = 0), 2 when a g' is not finite. One pass for gx, one more before it for max |g'| with need_ib.
+// z = x * a_c + b_c recomputed); relu: the cast was followed by ReLU (q its output). With need_ib: *status = 0
+// and the blocked sum's total (the file comment; the gradient is ln2 times it) in *sum_out, *status = 1 when
+// every g' is 0 (total 0), 2 when a g' is not finite. One pass over memory (each block read twice with need_ib,
+// the second time from cache).
 void qfx_cast_backward(const float* g, const float* x, const float* a, const float* b, const float* q, float* gx,
                        int64_t n, int64_t c, int64_t hw, float lo, float hi, int int_bits, int need_ib, int relu,
-                       int threads, double* sum_out, int* k_out, int* status) {
+                       int threads, double* sum_out, int* status) {
     const int64_t total = n * c * hw;
     const bool affine = a != nullptr;
-    const int64_t block = affine ? hw : 16384, blocks = affine ? n * c : (total + block - 1) / block;
-    *status = 0;
     *sum_out = 0.0;
-    *k_out = 0;
-    double kscale = 0.0;
-    if (need_ib) {
-        int bad = 0;
-        float m = relu ? abs_max<true>(g, q, total, &bad, threads) : abs_max<false>(g, q, total, &bad, threads);
-        if (bad || m == 0.0f) {
-            *status = bad ? 2 : 1;
-            need_ib = 0;
-        } else {
-            *k_out = sum_k(m, total, int_bits);
-            kscale = std::ldexp(1.0, -*k_out);
-        }
-    }
-    auto pass = [&](auto affine_c, auto relu_c, auto ib_c) {
+    auto run = [&](auto affine_c, auto relu_c, auto ib_c) {
         constexpr bool A = decltype(affine_c)::value, RL = decltype(relu_c)::value, IB = decltype(ib_c)::value;
-        double acc = 0.0;
-#pragma omp parallel for schedule(static) num_threads(threads) if (total >= 65536) reduction(+ : acc)
-        for (int64_t p = 0; p < blocks; ++p) {
-            int64_t i0 = p * block, len = A ? block : (total - i0 < block ? total - i0 : block);
-            acc += grad_pass<A, RL, IB>(g + i0, x + i0, q + i0, gx + i0, len, A ? a[p % c] : 1.0f,
-                                        A ? b[p % c] : 0.0f, lo, hi, kscale);
-        }
-        return acc;
+        return blocked_sum(
+            total, A ? hw : total, A ? c : 1, int_bits, IB, threads, sum_out,
+            [&](int64_t i, int64_t len, int64_t, float& m, int& bad) { abs_max_seg<RL>(g + i, q + i, len, m, bad); },
+            [&](int64_t i, int64_t len, int64_t ch, double kscale) {
+                return grad_pass<A, RL, IB>(g + i, x + i, q + i, gx + i, len, A ? a[ch] : 1.0f, A ? b[ch] : 0.0f, lo,
+                                            hi, kscale);
+            });
     };
-    auto run = [&](auto ib_c) {
+    auto with_ib = [&](auto ib_c) {
         using T = std::true_type;
         using F = std::false_type;
-        if (affine) return relu ? pass(T{}, T{}, ib_c) : pass(T{}, F{}, ib_c);
-        return relu ? pass(F{}, T{}, ib_c) : pass(F{}, F{}, ib_c);
+        if (affine) return relu ? run(T{}, T{}, ib_c) : run(T{}, F{}, ib_c);
+        return relu ? run(F{}, T{}, ib_c) : run(F{}, F{}, ib_c);
     };
-    if (need_ib) *sum_out = run(std::true_type{});
-    else run(std::false_type{});
+    *status = need_ib ? with_ib(std::true_type{}) : with_ib(std::false_type{});
 }
 
 // Per-channel fake quantization, the per-channel training cast of quantizer.py (AP_RND_CONV, AP_SAT or AP_SAT_SYM,

@@ -74,6 +74,23 @@ def mark_cast_of(x: torch.Tensor, y: torch.Tensor, quantizer) -> torch.Tensor:
     return x
 
 
+_GRID_SUMS = "_qfx_grid_sums"
+
+
+def mark_grid_sums(x: torch.Tensor, sums: torch.Tensor | None, frac: int) -> torch.Tensor:
+    """Mark ``x`` (N, C, ...) as a training cast's values on the grid ``2**-frac`` (``Quantizer.train_grid``),
+    with ``sums`` = float64 (2, C) the per-channel sums of its mantissas ``m`` and of ``m * m``
+    (``quantize.channel_sums``) where the cast's pass computed them, else None: a BatchNorm fed by ``x`` takes
+    its batch statistics from these exact sums."""
+    setattr(x, _GRID_SUMS, (sums, frac))
+    return x
+
+
+def grid_sums_of(x: torch.Tensor):
+    """``(sums, frac)`` where ``x`` carries :func:`mark_grid_sums`'s mark, else None."""
+    return getattr(x, _GRID_SUMS, None)
+
+
 def cast_of(x: torch.Tensor):
     """``(y, quantizer)`` where ``x`` carries :func:`mark_cast_of`'s mark, else None."""
     return getattr(x, _CAST_OF, None)

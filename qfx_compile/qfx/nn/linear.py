@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..quantizer import Quantizer
-from ._base import (QFXModule, TensorsKey, amax, frac_bits_of, guard, input_grids, mark_cast_of,
+from ._base import (QFXModule, TensorsKey, amax, frac_bits_of, guard, input_grids, mark_cast_of, mark_grid_sums,
                     quantizer_state)
 
 
@@ -202,11 +202,14 @@ class Conv2d(_Weighted):
         w, b = self._params()
         if self._float_path():
             y = F.conv2d(x, w, b, self.stride, self.padding, groups=self.groups)
-            out = self.output_quantizer(y)
-            if (self.fuse_cast_into_bn and self.training and not self._calibrating()
-                    and self.output_quantizer.fused_cast_args(y) is not None):
-                mark_cast_of(out, y, self.output_quantizer)
-            return out
+            q = self.output_quantizer
+            t = q.train_grid(y) if self.training and not self._calibrating() else None
+            if t is None:
+                return q(y)
+            cast = q.train_cast_channel_sums(y, t) if self.fuse_cast_into_bn else None
+            if cast is None:  # the BatchNorm computes the sums (same values)
+                return mark_grid_sums(q(y), None, t.frac_bits)
+            return mark_cast_of(mark_grid_sums(cast[0], cast[1], t.frac_bits), y, q)
         ops = self._f32_operands(x)
         if ops is not None:
             return self._cast_f32_out(F.conv2d(*ops, self.stride, self.padding, groups=self.groups))

@@ -17,17 +17,58 @@ cast's backward run with ``dx`` in one pass. Every path gives the bits of the co
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from .. import fused
-from ..quantize import affine_train_cast, affine_train_cast_backward, bn_dx_cast_backward
+from ..quantize import affine_train_cast, affine_train_cast_backward, bn_dx_cast_backward, channel_sums
 from ..quantizer import Quantizer, pc_fq_backward, pc_fq_forward
-from ._base import QFXModule, TensorsKey, amax, cast_of, frac_bits_of, guard, quantizer_state, relu_applied
+from ._base import (QFXModule, TensorsKey, amax, cast_of, frac_bits_of, grid_sums_of, guard, quantizer_state,
+                    relu_applied)
 
 
-def _batch_stats(x, running_mean, running_var, momentum, eps):
-    """``(mean, 1/sqrt(var + eps))`` per channel (biased variance), the running statistics updated in place."""
+def _grid_batch_stats(x, grid, running_mean, running_var, momentum, eps):
+    """:func:`_batch_stats` of ``x`` marked ``grid = (sums, F)`` (:func:`._base.grid_sums_of`; ``sums`` None:
+    :func:`..quantize.channel_sums` of x), ``n`` values per channel on the grid ``2**-F``. From the exact
+    mantissa sums ``S1 = sum m``, ``S2 = sum m*m`` (Python integers): the mean ``S1 / n * 2**-F`` and the biased
+    variance ``(n S2 - S1**2) / n**2 * 2**-2F``, each rounded once to float64, then to float32; the running
+    statistics ``r = r * (1 - momentum) + v * momentum`` in float32, with the unbiased variance
+    ``(n S2 - S1**2) / (n (n - 1)) * 2**-2F`` (rounded as the variance)."""
+    sums, frac = grid
+    n = x.numel() // x.shape[1]
+    if sums is None:
+        sums = channel_sums(x, frac)
+    s1, s2 = sums[0], sums[1]
+    if n > 1 and float(s2.max()) * n < 2.0 ** 53:
+        # float64 holds n * S2, S1**2 <= n * S2 and their difference exactly: each quotient is rounded once,
+        # as Python's int / int below
+        num = s2 * n - s1 * s1
+        mean = (s1 / n) * 2.0 ** -frac
+        var, unbiased = ((num / d) * 2.0 ** (-2 * frac) for d in (float(n * n), float(n * (n - 1))))
+    else:
+        mean, var, unbiased = [], [], []
+        for a, b in zip(s1.tolist(), s2.tolist()):
+            a, b = int(a), int(b)
+            num = n * b - a * a
+            mean.append(math.ldexp(a / n, -frac))
+            var.append(math.ldexp(num / (n * n), -2 * frac))
+            unbiased.append(math.ldexp(num / (n * (n - 1)), -2 * frac) if n > 1 else math.inf)
+        mean, var, unbiased = (torch.tensor(v, dtype=torch.float64) for v in (mean, var, unbiased))
+    dev = running_mean.device
+    mean, var, unbiased = (v.to(dev, torch.float32) for v in (mean, var, unbiased))
+    with torch.no_grad():
+        running_mean.mul_(1.0 - momentum).add_(mean * momentum)
+        running_var.mul_(1.0 - momentum).add_(unbiased * momentum)
+    return mean, (var + eps).sqrt_().reciprocal_()
+
+
+def _batch_stats(x, running_mean, running_var, momentum, eps, grid=None):
+    """``(mean, 1/sqrt(var + eps))`` per channel (biased variance), the running statistics updated in place:
+    from the exact mantissa sums where ``grid`` is given (:func:`_grid_batch_stats`), else torch's own."""
+    if grid is not None:
+        return _grid_batch_stats(x, grid, running_mean, running_var, momentum, eps)
     if x.device.type == "cpu" and hasattr(torch, "batch_norm_update_stats"):
         # statistics only (no normalized output written): one pass over x
         mean, var = torch.batch_norm_update_stats(x, running_mean, running_var, momentum)
@@ -57,8 +98,8 @@ class _BatchStats(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, running_mean, running_var, momentum, eps, link=None):
-        mean, invstd = _batch_stats(x, running_mean, running_var, momentum, eps)
+    def forward(ctx, x, running_mean, running_var, momentum, eps, link=None, grid=None):
+        mean, invstd = _batch_stats(x, running_mean, running_var, momentum, eps, grid)
         ctx.save_for_backward(x, mean, invstd)
         ctx.link = link
         return mean, invstd
@@ -69,10 +110,10 @@ class _BatchStats(torch.autograd.Function):
         b, c = _stats_dx_coefficients(x, mean, invstd, g_mean, g_invstd)
         deferred = ctx.link.pop("dx", None) if ctx.link is not None else None
         if deferred is not None:
-            return fused.bn_dx(deferred[0], x, deferred[1], b, c), None, None, None, None, None
+            return fused.bn_dx(deferred[0], x, deferred[1], b, c), None, None, None, None, None, None
         one = torch.ones_like(mean)
         gx = torch.ops.aten.native_batch_norm(x.contiguous(), b, c, torch.zeros_like(mean), one, False, 0.0, 0.0)[0]
-        return gx, None, None, None, None, None
+        return gx, None, None, None, None, None, None
 
 
 class _ChannelAffine(torch.autograd.Function):
@@ -154,11 +195,12 @@ class _OneNode(torch.autograd.Function):
     the per-step cost of a BatchNorm that does not grow with the batch."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, th_a, th_b, th_out, th_in, rm, rv, momentum, eps, pa, pb, out, pre, relu):
+    def forward(ctx, x, weight, bias, th_a, th_b, th_out, th_in, rm, rv, momentum, eps, pa, pb, out, pre, relu,
+                grid):
         y = x
         if pre is not None:  # x is a convolution's sum, pre = (its cast, the cast's type, lo, hi): see forward
             x = pre[0]
-        mean, invstd = _batch_stats(x, rm, rv, momentum, eps)
+        mean, invstd = _batch_stats(x, rm, rv, momentum, eps, grid)
         a0 = weight * invstd
         a, sa = pc_fq_forward(a0, th_a, *pa, 0)
         b, sb = pc_fq_forward(bias - mean * a0, th_b, *pb, 0)
@@ -192,7 +234,7 @@ class _OneNode(torch.autograd.Function):
             else:  # dx, then the convolution's output cast's backward, in one kernel
                 gx, g_in = bn_dx_cast_backward(gz, x, y, a, *coef, pre[1], pre[2], pre[0].int_bits, need[6])
         return (gx, g_a0 * invstd if need[1] else None, db0 if need[2] else None, g_th_a, g_th_b, g_out, g_in,
-                *([None] * 9))
+                *([None] * 10))
 
 
 class BatchNorm2d(QFXModule):
@@ -246,10 +288,11 @@ class BatchNorm2d(QFXModule):
                     y = _OneNode.apply(inp, self.weight, self.bias, self.scale_quantizer.int_bits_param,
                                        self.shift_quantizer.int_bits_param, fo[0], None if pre is None else pre[0],
                                        self.running_mean, self.running_var, m, self.eps, pa, pb, fo[1:],
-                                       None if pre is None else (xc,) + pre[1:], self.fuse_relu)
+                                       None if pre is None else (xc,) + pre[1:], self.fuse_relu, grid_sums_of(x))
                     return self._relu_mark(y)
                 link = {} if x.requires_grad and torch.is_grad_enabled() else None
-                mean, invstd = _BatchStats.apply(x, self.running_mean, self.running_var, m, self.eps, link)
+                mean, invstd = _BatchStats.apply(x, self.running_mean, self.running_var, m, self.eps, link,
+                                                 grid_sums_of(x))
                 a = self.weight.to(x.dtype) * invstd
                 a, b = self.scale_quantizer(a), self.shift_quantizer(self.bias.to(x.dtype) - mean * a)
                 if fo is not None:

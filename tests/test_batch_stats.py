@@ -1,0 +1,97 @@
+"""BatchNorm's training statistics from the exact mantissa sums of the convolution cast that feeds it.
+
+A QFX Conv2d's per-tensor output cast puts every value on the grid 2**-F; a BatchNorm2d fed by it takes the batch
+mean and variance from the exact integer sums of the mantissas (norm._grid_batch_stats), computed in the cast's own
+pass on the fused kernel (Conv2d.fuse_cast_into_bn) or by the BatchNorm from the values: the same numbers either
+way, checked here against exact rationals through the running statistics after one step.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from qfx_compile.qfx import fused
+from qfx_compile.qfx import nn as qnn
+
+
+def _step(fuse: bool, conv_out: str, momentum: float = 0.25):
+    torch.manual_seed(3)
+    conv = qnn.Conv2d(3, 4, 3, padding=1, output_type=conv_out).train()
+    bn = qnn.BatchNorm2d(4, momentum=momentum).train()
+    conv.fuse_cast_into_bn = fuse
+    x = torch.randn(5, 3, 6, 7) * 2
+    y = conv(x)
+    out = bn(y)
+    out.sum().backward()
+    return y.detach(), bn
+
+
+def _f32(v: Fraction) -> np.float32:
+    return np.float32(float(v))  # float(Fraction) rounds once to float64, then to float32
+
+
+@pytest.mark.parametrize("conv_out", ["ap_fixed<8,3,AP_RND_CONV,AP_SAT>", "ap_fixed<6,1,AP_TRN,AP_WRAP>",
+                                      "ap_ufixed<7,2,AP_RND,AP_SAT>"])
+@pytest.mark.parametrize("fuse", [True, False])
+@pytest.mark.parametrize("kernel", [True, False])
+def test_running_statistics_from_exact_sums(conv_out, fuse, kernel, monkeypatch):
+    if kernel and fused.kernel() is None:
+        pytest.skip(f"no fused kernel: {fused.info()['error']}")
+    if not kernel:
+        monkeypatch.setattr(fused, "kernel", lambda: None)
+    m = 0.25
+    y, bn = _step(fuse, conv_out, m)
+    for c in range(4):
+        vals = [Fraction(v) for v in y[:, c].reshape(-1).tolist()]
+        n = len(vals)
+        mean = sum(vals) / n
+        unbiased = sum((v - mean) ** 2 for v in vals) / (n - 1)
+        want_mean = np.float32(np.float32(0.0) * np.float32(1 - m)) + np.float32(_f32(mean) * np.float32(m))
+        want_var = np.float32(np.float32(1.0) * np.float32(1 - m)) + np.float32(_f32(unbiased) * np.float32(m))
+        assert bn.running_mean[c].item() == float(np.float32(want_mean)), c
+        assert bn.running_var[c].item() == float(np.float32(want_var)), c
+
+
+def test_fused_and_unfused_statistics_are_the_same_bits():
+    """Where the sums come from (the cast's pass or the BatchNorm) changes no bit of the step."""
+    results = []
+    for fuse in (True, False):
+        y, bn = _step(fuse, "ap_fixed<8,3,AP_RND_CONV,AP_SAT>")
+        results.append([y, bn.running_mean, bn.running_var] + [p.grad for p in bn.parameters()])
+    for a, b in zip(*results):
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+def test_input_not_on_a_known_grid_uses_torch_statistics():
+    """A BatchNorm fed by something other than a plain per-tensor cast keeps torch's own statistics."""
+    torch.manual_seed(0)
+    bn = qnn.BatchNorm2d(3, momentum=1.0).train()
+    x = torch.randn(4, 3, 5, 5)
+    bn(x)
+    ref = torch.nn.BatchNorm2d(3, momentum=1.0).train()
+    ref(x)
+    assert torch.equal(bn.running_mean, ref.running_mean) and torch.equal(bn.running_var, ref.running_var)
+
+
+@pytest.mark.parametrize("scale", [2 ** 10, 2 ** 40])  # n * S2 below and above 2**53 (float64 and int paths)
+def test_statistics_formula_from_exact_rationals(scale):
+    from qfx_compile.qfx.nn import norm
+
+    rng = np.random.default_rng(1)
+    n, frac, m = 1000, 7, 0.5
+    vals = [[int(v) for v in rng.integers(-scale, scale, n)] for _ in range(3)]
+    sums = torch.tensor([[float(sum(v)) for v in vals], [float(sum(a * a for a in v)) for v in vals]],
+                        dtype=torch.float64)
+    rm, rv = torch.zeros(3), torch.ones(3)
+    mean, invstd = norm._grid_batch_stats(torch.zeros(n, 3), (sums, frac), rm, rv, m, 1e-5)
+    for c, v in enumerate(vals):
+        exact_mean = Fraction(sum(v), n) / 2 ** frac
+        num = n * sum(a * a for a in v) - sum(v) ** 2
+        var = Fraction(num, n * n) / 4 ** frac
+        assert mean[c].item() == float(_f32(exact_mean))
+        assert invstd[c].item() == float(np.float32(1.0) / np.sqrt(_f32(var) + np.float32(1e-5)))
+        assert rv[c].item() == float(np.float32(np.float32(1 - m) + _f32(Fraction(num, n * (n - 1)) / 4 ** frac)
+                                                * np.float32(m)))

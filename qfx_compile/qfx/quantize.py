@@ -352,15 +352,14 @@ _LN2 = math.log(2.0)
 
 
 def ib_grad_scale(n: int, gmax: float, int_bits: int) -> int:
-    """``k`` of one block of the binary-point gradient sum: ``S = sum_i round(g_i * d_i * 2**-k)`` (half to
-    even) over the block's ``n`` terms.
+    """``k`` of one block of the binary-point gradient sum: ``S = sum_i round(p_i * 2**-k)`` (half to even),
+    ``p_i = g_i * d_i`` rounded to the tensors' dtype, over the block's ``n`` terms.
 
     ``|d_i| <= 2**I`` (inside the range ``|q - x| <= lsb``, outside ``|q| <= 2**I``) and
     ``|g_i| < 2**e`` (``e`` = frexp exponent of the block's ``max |g|``), so each term is at most
-    ``2**(52 - ceil(log2 n))`` and every partial sum at most ``2**52``: integers that float64
-    adds exactly, in any order, on any number of threads. Each product ``g_i * d_i`` of two
-    float32 numbers is exact in float64 (of float64 ones, rounded once: still one value); the
-    rounding to the grid is at most ``2**(k-1)`` per term.
+    ``2**(52 - ceil(log2 n))`` (``|p_i| <= 2**(e + I)`` after the rounding too) and every partial sum at
+    most ``2**52``: integers that float64 adds exactly, in any order, on any number of threads. The
+    rounding to the grid is at most ``2**(k-1)`` per term, that of ``p_i`` half an ulp of its dtype.
     """
     return (n - 1).bit_length() + math.frexp(gmax)[1] + int_bits - 52
 
@@ -381,8 +380,9 @@ def ib_grad(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, inside: torch.Ten
 
     Computed over blocks of :data:`IB_BLOCK` consecutive elements of the flattened tensors (the last one
     shorter): block ``b`` gives the exact integer sum ``S_b`` of :func:`ib_grad_scale` on its own grid
-    ``2**k_b``, and the total is ``sum_b S_b * 2**k_b`` added in block order, so the value does not depend on
-    the number of threads: the fused kernel (cast.cpp) returns the same. ``q - x`` is taken in x's dtype.
+    ``2**k_b`` (each term ``round(p * 2**-k_b)``, ``p = g * d`` rounded to x's dtype), and the total is
+    ``sum_b S_b * 2**k_b`` added in block order, so the value does not depend on the number of threads: the
+    fused kernel (cast.cpp) returns the same. ``d = q - x`` is taken in x's dtype.
     """
     n = g.numel()
     if n == 0:
@@ -390,10 +390,10 @@ def ib_grad(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, inside: torch.Ten
     g, x, q, inside = (v.reshape(-1) for v in (g, x, q, inside))
     nb = -(-n // IB_BLOCK)
     pad = nb * IB_BLOCK - n
-    rows = [g.double(), torch.where(inside, q - x, q).double()]
+    rows = [g.double(), (g * torch.where(inside, q - x, q)).double()]
     if pad:
         rows = [torch.nn.functional.pad(r, (0, pad)) for r in rows]
-    gb, db = (r.reshape(nb, IB_BLOCK) for r in rows)
+    gb, pb = (r.reshape(nb, IB_BLOCK) for r in rows)
     gmax = gb.abs().amax(dim=1).tolist()
     if not all(math.isfinite(m) for m in gmax):
         return _ib_grad(0.0, 2)
@@ -402,8 +402,8 @@ def ib_grad(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, inside: torch.Ten
     lengths = [IB_BLOCK] * (nb - 1) + [n - (nb - 1) * IB_BLOCK]
     k = [ib_grad_scale(ln, m, int_bits) if m else 0 for ln, m in zip(lengths, gmax)]
     scale = torch.tensor([2.0 ** -kb for kb in k], dtype=torch.float64, device=g.device).unsqueeze(1)
-    # (g * 2**-k) * d: both steps exact in float64, as g * d * 2**-k; every (partial) sum an integer <= 2**52
-    sums = gb.mul(scale).mul_(db).round_().sum(dim=1).tolist()
+    # p * 2**-k exact in float64; every (partial) sum an integer <= 2**52
+    sums = pb.mul(scale).round_().sum(dim=1).tolist()
     total = 0.0
     for s_b, kb in zip(sums, k):
         total += math.ldexp(s_b, kb)

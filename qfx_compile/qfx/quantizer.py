@@ -22,8 +22,8 @@ Gradient (TQT / Brevitas log2-scale style, arXiv 1903.08066): the lsb is
 pushes towards more fractional bits) and ``dq/dI = ln2 * q`` where it saturates
 (``q`` = the bound: pushes towards more range). ``dq/dx`` is 1 inside the
 range, 0 outside (straight-through). Per tensor, the ``I`` gradient is
-:func:`.quantize.ib_grad`: every term rounded to a common power-of-two grid, then summed
-exactly (the same float32 value whatever the order, the thread count or the kernel);
+:func:`.quantize.ib_grad`: each term rounded to its block's power-of-two grid, each block
+summed exactly, the blocks in order (the same float32 value whatever the thread count or the kernel);
 per channel, float32 sums. On CPU, per-tensor float32 casts (W <= 22) run on the fused
 kernel of :mod:`.fused` (one pass forward, one backward) when a C++ compiler is there.
 On the fused kernels (AP_RND_CONV with
@@ -175,8 +175,8 @@ class _FakeQuantTQT(torch.autograd.Function):
     as the exact one does). Saves x and q (q is saved by the next layer anyway).
     Backward: ``dL/dx = g`` where ``lo*s <= x <= hi*s``, else 0 (one fused pass:
     ``hardtanh_backward`` with bounds one float32 ulp wider); ``dL/dI = ln2 * sum g * (q - x
-    inside | q outside)`` (TQT, module doc), as :func:`.quantize.ib_grad` (an exact sum of
-    rounded terms, independent of the summation order: the fused kernel's value).
+    inside | q outside)`` (TQT, module doc), as :func:`.quantize.ib_grad` (exact block sums of
+    rounded terms, independent of the thread count: the fused kernel's value).
     """
 
     @staticmethod

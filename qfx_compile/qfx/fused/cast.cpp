@@ -19,8 +19,9 @@
 //
 // Backward (float32, any mode): gx = g where lo <= x <= hi, else 0; the binary-point gradient sum over blocks
 // of L = 16384 consecutive elements of the flattened tensor (the last one shorter): per block b,
-// S_b = sum_i round(g_i * d_i * 2^-k_b), d_i = (q_i - x_i in float32) inside, q_i outside, each product exact in
-// double and rounded to an integer (half to even), k_b chosen from the block's own max |g| and length so that
+// S_b = sum_i round(p_i * 2^-k_b), p_i = g_i * d_i rounded to float32, d_i = (q_i - x_i in float32) inside, q_i
+// outside, p_i * 2^-k_b exact in double and rounded to an integer (half to even), k_b chosen from the block's own
+// max |g| and length so that
 // every term is at most 2^(52-ceil(log2 L_b)) and every partial sum at most 2^52: S_b is exact in double
 // whatever the order or the number of threads; the total is sum_b S_b * 2^k_b added in block order
 // (quantize.ib_grad_scale, quantize.ib_grad computes the same in torch). Each block is read twice, the second
@@ -123,7 +124,7 @@ QFX_CLONES void cast_loop(const TI* x, TO* out, int64_t n, Params<T> p, int thre
 }
 
 // One element of a float32 cast's backward: gx = g' where lo <= z <= hi, else 0, and its term of the exact sum S,
-// round(g' * d * kscale), d = q - z inside, q outside (the file comment); z the cast's input, q its output.
+// round(float32(g' * d) * kscale), d = q - z inside, q outside (the file comment); z the cast's input, q its output.
 struct CastGrad {
     float gx;
     double term;
@@ -132,7 +133,7 @@ struct CastGrad {
 inline CastGrad cast_grad(float gi, float z, float q, float lo, float hi, double kscale) {
     bool inside = (z >= lo) & (z <= hi);
     float d = inside ? q - z : q;
-    return {inside ? gi : 0.0f, std::nearbyint((double)gi * (double)d * kscale)};
+    return {inside ? gi : 0.0f, std::nearbyint((double)(gi * d) * kscale)};
 }
 
 // One element's step of max |g'| (exact in float32) and of whether a g' is not finite.

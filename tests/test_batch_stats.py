@@ -7,6 +7,7 @@ way, checked here against exact rationals through the running statistics after o
 """
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -95,3 +96,62 @@ def test_statistics_formula_from_exact_rationals(scale):
         assert invstd[c].item() == float(np.float32(1.0) / np.sqrt(_f32(var) + np.float32(1e-5)))
         assert rv[c].item() == float(np.float32(np.float32(1 - m) + _f32(Fraction(num, n * (n - 1)) / 4 ** frac)
                                                 * np.float32(m)))
+
+
+def _blocked_param_grads(gz: np.ndarray, x: np.ndarray, gref: np.ndarray, block: int):
+    """The documented blocked sums of quantize.bn_param_grads, element by element in Python (exact rationals for
+    each rounding): da_c = sum gz * x, db_c = sum gz."""
+    n_, c = x.shape[0], x.shape[1]
+    hw = x.size // (n_ * c)
+    gzf, xf, gf = gz.reshape(-1), x.reshape(-1), gref.reshape(-1)
+    da, db = [0.0] * c, [0.0] * c
+    for b0 in range(0, gzf.size, block):
+        idx = range(b0, min(gzf.size, b0 + block))
+        m = max(abs(float(gf[i])) for i in idx)
+        mx = max(abs(float(xf[i])) for i in idx)
+        en = (len(idx) - 1).bit_length()
+        kb = en + math.frexp(m)[1] - 52 if m > 0 else None
+        ka = en + math.frexp(m)[1] + math.frexp(mx)[1] - 52 if m > 0 and mx > 0 else None
+        sa, sb = [0] * c, [0] * c
+        for i in idx:
+            ch = (i // hw) % c
+            if kb is not None:
+                sb[ch] += round(Fraction(float(gzf[i])) / Fraction(2) ** kb)
+            if ka is not None:
+                sa[ch] += round(Fraction(float(np.float32(gzf[i]) * np.float32(xf[i]))) / Fraction(2) ** ka)
+        for ch in range(c):
+            da[ch] += math.ldexp(sa[ch], ka or 0)
+            db[ch] += math.ldexp(sb[ch], kb or 0)
+    return [float(np.float32(v)) for v in da], [float(np.float32(v)) for v in db]
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_affine_parameter_gradients_are_the_documented_blocked_sums(kernel, monkeypatch):
+    """BatchNorm's da = sum gz * x and db = sum gz per channel (quantize.bn_cast_backward, the kernel's pass or
+    bn_param_grads in torch) against the blocked exact sums written out in Python, over three blocks of very
+    different gradient magnitudes, with ReLU's mask and the cast's range mask."""
+    import importlib
+
+    Q = importlib.import_module("qfx_compile.qfx.quantize")
+    from qfx_compile.fixed.types import FixedType
+
+    if kernel and fused.kernel() is None:
+        pytest.skip(f"no fused kernel: {fused.info()['error']}")
+    if not kernel:
+        monkeypatch.setattr(fused, "kernel", lambda: None)
+    gen = torch.Generator().manual_seed(9)
+    shape = (9, 3, 40, 41)  # 44,280 elements: two full blocks and a short one, planes straddling blocks
+    x = torch.randint(-60, 60, shape, generator=gen).float() / 8
+    g = torch.randn(shape, generator=gen)
+    g.view(-1)[: Q.IB_BLOCK] *= 2.0 ** -30
+    g.view(-1)[Q.IB_BLOCK: 2 * Q.IB_BLOCK] *= 2.0 ** 12
+    a, b = torch.tensor([0.75, -1.5, 2.0]), torch.tensor([0.25, 0.0, -1.0])
+    t = FixedType.parse("ap_fixed<8,3,AP_RND_CONV,AP_SAT>")
+    q = Q.affine_train_cast(x, a, b, t, True)
+    lo, hi = Q.train_cast_bounds(t, t.raw_min)
+    gz, _, da, db = Q.bn_cast_backward(g, x, a, b, q, t, lo, hi, True, True)
+    gref = torch.where(q <= 0, 0.0, g)
+    assert torch.equal(gz, torch.where((x * a.reshape(1, -1, 1, 1) + b.reshape(1, -1, 1, 1) >= lo)
+                                       & (x * a.reshape(1, -1, 1, 1) + b.reshape(1, -1, 1, 1) <= hi), gref, 0.0))
+    want_a, want_b = _blocked_param_grads(gz.numpy(), x.numpy(), gref.numpy(), Q.IB_BLOCK)
+    assert da.tolist() == want_a and db.tolist() == want_b

@@ -582,6 +582,66 @@ def affine_train_cast_backward(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor
     return _cast_backward(g, x, q, lo, hi, t.int_bits, need_ib, relu, a, b)
 
 
+def bn_param_grads(gz: torch.Tensor, x: torch.Tensor, gref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(da, db)``, float32 [C], of float32 (N, C, ...) ``gz`` and ``x``: ``da_c = sum gz * x`` and
+    ``db_c = sum gz`` over channel c, as exact blocked sums (BatchNorm's affine map, cast.cpp's
+    ``qfx_bn_cast_backward``, which gives the same bits). Per block of :data:`IB_BLOCK` elements of the flattened
+    tensors, with ``m = max |gref|`` (``gref`` bounds ``|gz|``: BatchNorm's incoming gradient after ReLU) and
+    ``mx = max |x|``: the terms ``round(float32(gz * x) * 2**-ka)`` and ``round(gz * 2**-kb)``,
+    ``ka = ib_grad_scale(L, m, e(mx))``, ``kb = ib_grad_scale(L, m, 0)`` (exact integer sums per block and
+    channel), the grid 0 where the block's ``gref`` is all 0 or not finite (and for ``ka`` where an x is not
+    finite or all are 0); each channel adds its blocks' sums times ``2**k`` in block order, in float64."""
+    n, c = gz.numel(), x.shape[1]
+    hw = n // max(1, x.shape[0] * c)
+    nb = -(-n // IB_BLOCK)
+    pad = nb * IB_BLOCK - n
+    ch = (torch.arange(n, device=x.device) // hw) % c
+    rows = [gz.reshape(-1).double(), (gz * x).reshape(-1).double(), gref.reshape(-1).abs(), x.reshape(-1).abs()]
+    rows.append(ch)
+    if pad:
+        rows = [torch.nn.functional.pad(r, (0, pad)) for r in rows]
+    gzb, pb, gab, xab, chb = (r.reshape(nb, IB_BLOCK) for r in rows)
+    m, mx = gab.amax(dim=1), xab.amax(dim=1)
+    lengths = torch.full((nb,), IB_BLOCK, dtype=torch.int64, device=x.device)
+    lengths[-1] = n - (nb - 1) * IB_BLOCK
+    en = torch.tensor([(int(v) - 1).bit_length() for v in lengths.tolist()], device=x.device)
+    ok = torch.isfinite(m) & (m > 0)
+    eg, ex = torch.frexp(torch.where(ok, m, 1.0)).exponent, torch.frexp(torch.where(torch.isfinite(mx), mx, 1.0)).exponent
+    kb = torch.where(ok, en + eg - 52, 0)
+    ok_a = ok & torch.isfinite(mx) & (mx > 0)
+    ka = torch.where(ok_a, en + eg + ex - 52, 0)
+    sb = torch.where(ok, torch.exp2(-kb.double()), 0.0).unsqueeze(1)
+    sa = torch.where(ok_a, torch.exp2(-ka.double()), 0.0).unsqueeze(1)
+    zeros = torch.zeros((nb, c), dtype=torch.float64, device=x.device)
+    tot_a = zeros.scatter_add(1, chb, pb.mul(sa).round_()).mul_(torch.exp2(ka.double()).unsqueeze(1))
+    tot_b = zeros.scatter_add(1, chb, gzb.mul(sb).round_()).mul_(torch.exp2(kb.double()).unsqueeze(1))
+    da, db = tot_a[0].clone(), tot_b[0].clone()
+    for i in range(1, nb):  # block order, as the kernel adds them
+        da += tot_a[i]
+        db += tot_b[i]
+    return da.float(), db.float()
+
+
+def bn_cast_backward(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, q: torch.Tensor,
+                     t: FixedType, lo: float, hi: float, need_ib: bool, relu: bool = False):
+    """``(dL/dz, dL/dI or None, da, db)``: :func:`affine_train_cast_backward` with the affine map's parameter
+    gradients :func:`bn_param_grads` (``gref`` = g after ReLU's backward): one pass on the kernel (CPU)."""
+    if not _affine_kernel_applies(x):
+        gz, gib = affine_train_cast_backward(g, x, a, b, q, t, lo, hi, need_ib, relu)
+        return (gz, gib) + bn_param_grads(gz, x, _relu_grad(g, q) if relu else g)
+    g, x, q = g.contiguous(), x.contiguous(), q.contiguous()
+    a, b = (v.detach().to(torch.float32).contiguous() for v in (a, b))
+    gz = _fused.empty(x.shape, torch.float32)
+    n, c = x.shape[0], x.shape[1]
+    da, db = (torch.empty(c, dtype=torch.float64) for _ in range(2))
+    s, status = ctypes.c_double(), ctypes.c_int()
+    _fused.kernel().qfx_bn_cast_backward(g.data_ptr(), x.data_ptr(), a.data_ptr(), b.data_ptr(), q.data_ptr(),
+                                         gz.data_ptr(), n, c, x.numel() // max(1, n * c), lo, hi, t.int_bits,
+                                         int(need_ib), int(relu), _fused.threads(), ctypes.byref(s),
+                                         ctypes.byref(status), da.data_ptr(), db.data_ptr())
+    return gz, (_ib_grad(s.value, status.value) if need_ib else None), da.float(), db.float()
+
+
 def _cast(x, frac, int_bits, width, signed, rounding, overflow, out_dtype=None):
     out_dtype = out_dtype or x.dtype
     kind = _fused_kind(x, frac, width, out_dtype)

@@ -96,6 +96,9 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.qfx_cast_backward.argtypes = [p] * 6 + [i64, i64, i64, ctypes.c_float, ctypes.c_float] + [i32] * 4 + [
         ctypes.POINTER(ctypes.c_double), ctypes.POINTER(i32)]
     lib.qfx_cast_backward.restype = None
+    lib.qfx_bn_cast_backward.argtypes = [p] * 6 + [i64, i64, i64, ctypes.c_float, ctypes.c_float] + [i32] * 4 + [
+        ctypes.POINTER(ctypes.c_double), ctypes.POINTER(i32), p, p]
+    lib.qfx_bn_cast_backward.restype = None
     lib.qfx_maxpool2d.argtypes = [p, p, i32, i64] + [i32] * 11
     lib.qfx_maxpool2d.restype = None
     lib.qfx_bn_dx.argtypes = [p] * 6 + [i64, i64, i64, i32]

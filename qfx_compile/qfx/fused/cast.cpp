@@ -258,8 +258,65 @@ int sum_k(float m, int64_t n, int int_bits) {
     return en + eg + int_bits - 52;
 }
 
+// BatchNorm's output-cast backward over one plane segment (grad_pass with AFFINE and IB) with the segment's
+// parts of the exact per-channel sums for da = sum gz * x and db = sum gz: round(float32(gz * x) * ka) and
+// round(gz * kb) (qfx_bn_cast_backward).
+struct BnSums {
+    double ib, da, db;
+};
+
+template <bool RELU>
+QFX_CLONES BnSums bn_grad_seg(const float* g, const float* x, const float* q, float* gz, int64_t m, float a, float b,
+                              float lo, float hi, double kscale, double ka, double kb) {
+    double acc = 0.0, sa = 0.0, sb = 0.0;
+#pragma omp simd reduction(+ : acc, sa, sb)
+    for (int64_t i = 0; i < m; ++i) {
+        float z = x[i] * a;
+        z = z + b;
+        float gi = g[i];
+        if (RELU) gi = q[i] <= 0.0f ? 0.0f : gi;
+        CastGrad r = cast_grad(gi, z, q[i], lo, hi, kscale);
+        gz[i] = r.gx;
+        acc += r.term;
+        sa += std::nearbyint((double)(r.gx * x[i]) * ka);
+        sb += std::nearbyint((double)r.gx * kb);
+    }
+    return {acc, sa, sb};
+}
+
+// max |g'| and max |x| over a segment (g' as in abs_max_seg), with whether one of each is not finite.
+template <bool RELU>
+QFX_CLONES void bn_max_seg(const float* g, const float* x, const float* q, int64_t n, float& mg_io, int& badg_io,
+                           float& mx_io, int& badx_io) {
+    float mg = mg_io, mx = mx_io;
+    int badg = 0, badx = 0;
+#pragma omp simd reduction(max : mg, mx) reduction(| : badg, badx)
+    for (int64_t i = 0; i < n; ++i) {
+        abs_max_step(RELU && q[i] <= 0.0f ? 0.0f : g[i], mg, badg);
+        abs_max_step(x[i], mx, badx);
+    }
+    mg_io = mg;
+    mx_io = mx;
+    badg_io |= badg;
+    badx_io |= badx;
+}
+
 // Elements per block of the binary-point gradient sum (quantize.IB_BLOCK).
 constexpr int64_t kBlock = 16384;
+
+// The status of the blocked sum from its blocks' statuses (2 if one is not finite, else 1 if every block's g' is
+// 0, else 0) and, with status 0, the blocks' totals added in block order in *out.
+int block_total(const std::vector<int>& st, const std::vector<double>& vals, double* out) {
+    int status = 1;
+    double t = 0.0;
+    for (size_t blk = 0; blk < st.size(); ++blk) {
+        if (st[blk] == 2) return 2;
+        if (st[blk] == 0) status = 0;
+        t += vals[blk];
+    }
+    *out = status == 0 ? t : 0.0;
+    return status;
+}
 
 // The blocked binary-point gradient sum (file comment) of a backward over total elements, (n, c) planes of hw
 // elements (per-tensor: hw = total, c = 1). Per block of kBlock elements, split at plane boundaries into
@@ -299,16 +356,7 @@ int blocked_sum(int64_t total, int64_t hw, int64_t c, int int_bits, bool need_ib
         segments([&](int64_t i, int64_t len, int64_t ch) { acc += seg_pass(i, len, ch, kscale); });
         if (need_ib) vals[blk] = st[blk] == 0 ? std::ldexp(acc, k) : 0.0;
     }
-    if (!need_ib) return 0;
-    int status = 1;
-    double t = 0.0;
-    for (int64_t blk = 0; blk < nb; ++blk) {
-        if (st[blk] == 2) return 2;
-        if (st[blk] == 0) status = 0;
-        t += vals[blk];
-    }
-    *out = status == 0 ? t : 0.0;
-    return status;
+    return need_ib ? block_total(st, vals, out) : 0;
 }
 
 #define QFX_CASE_O(R)                                                                                  \
@@ -470,6 +518,79 @@ void qfx_cast_backward(const float* g, const float* x, const float* a, const flo
         return relu ? run(F{}, T{}, ib_c) : run(F{}, F{}, ib_c);
     };
     *status = need_ib ? with_ib(std::true_type{}) : with_ib(std::false_type{});
+}
+
+// BatchNorm's output cast backward (qfx_cast_backward with a, b: gz, and with need_ib the blocked binary-point sum
+// in *ib_out with *status) together with its affine map's parameter gradients da_c = sum gz * x and
+// db_c = sum gz over channel c, as exact blocked sums (quantize.bn_param_grads): per block of kBlock elements,
+// with m = max |g'| and mx = max |x| over the block, the terms round(float32(gz * x) * 2^-ka) and
+// round(gz * 2^-kb), ka = sum_k(m, L_b, e(mx)), kb = sum_k(m, L_b, 0) (each term at most 2^(52 - ceil(log2 L_b)):
+// exact sums per block and channel), the grid 0 where the block's g' are all 0 or one is not finite (and for
+// ka where an x is not finite); da_c and db_c (float64) add the blocks' sums * 2^k in block order.
+void qfx_bn_cast_backward(const float* g, const float* x, const float* a, const float* b, const float* q, float* gz,
+                          int64_t n, int64_t c, int64_t hw, float lo, float hi, int int_bits, int need_ib, int relu,
+                          int threads, double* ib_out, int* status, double* da, double* db) {
+    const int64_t total = n * c * hw, nb = (total + kBlock - 1) / kBlock;
+    std::vector<double> ibv(nb), sa(nb * c), sb(nb * c);
+    std::vector<int> st(nb);
+#pragma omp parallel for schedule(static) num_threads(threads) if (total >= 65536)
+    for (int64_t blk = 0; blk < nb; ++blk) {
+        const int64_t b0 = blk * kBlock, b1 = total - b0 < kBlock ? total : b0 + kBlock, len = b1 - b0;
+        auto segments = [&](auto&& f) {
+            for (int64_t i = b0; i < b1;) {
+                const int64_t plane = i / hw, end = (plane + 1) * hw < b1 ? (plane + 1) * hw : b1;
+                f(i, end - i, plane % c);
+                i = end;
+            }
+        };
+        float mg = 0.0f, mx = 0.0f;
+        int badg = 0, badx = 0;
+        segments([&](int64_t i, int64_t m, int64_t) {
+            relu ? bn_max_seg<true>(g + i, x + i, q + i, m, mg, badg, mx, badx)
+                 : bn_max_seg<false>(g + i, x + i, q + i, m, mg, badg, mx, badx);
+        });
+        st[blk] = badg ? 2 : mg == 0.0f ? 1 : 0;
+        int k = 0, ka = 0, kb = 0;
+        double ks = 0.0, kas = 0.0, kbs = 0.0;
+        if (st[blk] == 0) {
+            k = sum_k(mg, len, int_bits);
+            kb = sum_k(mg, len, 0);
+            ks = std::ldexp(1.0, -k);
+            kbs = std::ldexp(1.0, -kb);
+            if (!badx && mx > 0.0f) {
+                int ex;
+                std::frexp((double)mx, &ex);
+                ka = sum_k(mg, len, ex);
+                kas = std::ldexp(1.0, -ka);
+            }
+        }
+        double* pa = &sa[blk * c];
+        double* pb = &sb[blk * c];
+        double acc = 0.0;
+        segments([&](int64_t i, int64_t m, int64_t ch) {
+            BnSums r = relu ? bn_grad_seg<true>(g + i, x + i, q + i, gz + i, m, a[ch], b[ch], lo, hi, ks, kas, kbs)
+                            : bn_grad_seg<false>(g + i, x + i, q + i, gz + i, m, a[ch], b[ch], lo, hi, ks, kas, kbs);
+            acc += r.ib;
+            pa[ch] += r.da;
+            pb[ch] += r.db;
+        });
+        ibv[blk] = st[blk] == 0 ? std::ldexp(acc, k) : 0.0;
+        for (int64_t ch = 0; ch < c; ++ch) {
+            pa[ch] = std::ldexp(pa[ch], ka);
+            pb[ch] = std::ldexp(pb[ch], kb);
+        }
+    }
+    for (int64_t ch = 0; ch < c; ++ch) {
+        double ta = 0.0, tb = 0.0;
+        for (int64_t blk = 0; blk < nb; ++blk) {
+            ta += sa[blk * c + ch];
+            tb += sb[blk * c + ch];
+        }
+        da[ch] = ta;
+        db[ch] = tb;
+    }
+    *ib_out = 0.0;
+    *status = need_ib ? block_total(st, ibv, ib_out) : 0;
 }
 
 // Per-channel fake quantization, the per-channel training cast of quantizer.py (AP_RND_CONV, AP_SAT or AP_SAT_SYM,

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .. import fused
-from ..quantize import affine_train_cast, affine_train_cast_backward, bn_dx_cast_backward, channel_sums
+from ..quantize import affine_train_cast, bn_cast_backward, bn_dx_cast_backward, bn_param_grads, channel_sums
 from ..quantizer import Quantizer, pc_fq_backward, pc_fq_forward
 from ._base import (QFXModule, TensorsKey, amax, cast_of, frac_bits_of, grid_sums_of, guard, quantizer_state,
                     relu_applied)
@@ -135,14 +135,17 @@ class _ChannelAffine(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, a = ctx.saved_tensors
-        zero, one = torch.zeros_like(a), torch.ones_like(a)
-        mask = list(ctx.needs_input_grad[:3])
-        link = ctx.link if mask[0] else None
+        need_x = ctx.needs_input_grad[0]
+        link = ctx.link if need_x else None
         if link is not None:
-            mask[0] = False
+            need_x = False
             link["dx"] = (g, a.detach())
-        gx, ga, gb = torch.ops.aten.native_batch_norm_backward(
-            g.contiguous(), x, a, zero, one, None, None, False, 0.0, mask)
+        gx = None
+        if need_x:
+            gx = torch.ops.aten.native_batch_norm_backward(g.contiguous(), x, a, torch.zeros_like(a),
+                                                           torch.ones_like(a), None, None, False, 0.0,
+                                                           [True, False, False])[0]
+        ga, gb = bn_param_grads(g, x, g)
         if link is not None:  # the statistics' backward must run: zero gradients keep it in the graph
             return None, ga, gb, torch.zeros_like(a), torch.zeros_like(a), None
         return gx, ga, gb, None, None, None
@@ -165,16 +168,15 @@ class _AffineCast(torch.autograd.Function):
     def backward(ctx, g):
         x, a, b, q = ctx.saved_tensors
         t, lo, hi, link, relu = ctx.meta
-        gz, gib = affine_train_cast_backward(g, x, a, b, q, t, lo, hi, bool(ctx.needs_input_grad[3]), relu)
-        mask = list(ctx.needs_input_grad[:3])
-        if link is not None and mask[0]:
-            mask[0] = False
+        gz, gib, ga, gb = bn_cast_backward(g, x, a, b, q, t, lo, hi, bool(ctx.needs_input_grad[3]), relu)
+        gx = None
+        if link is not None and ctx.needs_input_grad[0]:
             link["dx"] = (gz, a.detach())
         else:
             link = None
-        one = torch.ones_like(a)
-        gx, ga, gb = torch.ops.aten.native_batch_norm_backward(gz, x, a, torch.zeros_like(a), one, None, None, False,
-                                                                0.0, mask)
+            if ctx.needs_input_grad[0]:
+                gx = torch.ops.aten.native_batch_norm_backward(gz, x, a, torch.zeros_like(a), torch.ones_like(a),
+                                                               None, None, False, 0.0, [True, False, False])[0]
         zeros = (torch.zeros_like(a), torch.zeros_like(a)) if link is not None else (None, None)
         return gx, ga, gb, gib, None, None, None, *zeros, None, None
 
@@ -215,9 +217,7 @@ class _OneNode(torch.autograd.Function):
         x, y, weight, mean, invstd, a0, a, b, q = ctx.saved_tensors
         sa, sb, t, lo, hi, relu, pre = ctx.meta
         need = ctx.needs_input_grad
-        gz, g_out = affine_train_cast_backward(g, x, a, b, q, t, lo, hi, need[5], relu)
-        _, ga, gb = torch.ops.aten.native_batch_norm_backward(gz, x, a, torch.zeros_like(a), torch.ones_like(a), None,
-                                                              None, False, 0.0, [False, True, True])
+        gz, g_out, ga, gb = bn_cast_backward(g, x, a, b, q, t, lo, hi, need[5], relu)
         db0, g_th_b = pc_fq_backward(gb, sb, True, need[4])
         da0, g_th_a = pc_fq_backward(ga, sa, True, need[3])
         neg = -db0  # b0 = beta - mean * a0

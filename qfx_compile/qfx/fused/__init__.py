@@ -99,6 +99,11 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.qfx_bn_cast_backward.argtypes = [p] * 6 + [i64, i64, i64, ctypes.c_float, ctypes.c_float] + [i32] * 4 + [
         ctypes.POINTER(ctypes.c_double), ctypes.POINTER(i32), p, p]
     lib.qfx_bn_cast_backward.restype = None
+    f64 = ctypes.c_double
+    lib.qfx_bn_param_forward.argtypes = [p, i64, i32, f64, f64] + [p] * 8 + [i32, i64, i64, i32, i64, i64, i64] + [p] * 6
+    lib.qfx_bn_param_forward.restype = i32
+    lib.qfx_bn_param_backward.argtypes = [p] * 6 + [i64] * 4 + [p] * 3 + [i64, i64, i32] + [p] * 6
+    lib.qfx_bn_param_backward.restype = None
     lib.qfx_maxpool2d.argtypes = [p, p, i32, i64] + [i32] * 11
     lib.qfx_maxpool2d.restype = None
     lib.qfx_bn_dx.argtypes = [p] * 6 + [i64, i64, i64, i32]

@@ -359,6 +359,23 @@ int blocked_sum(int64_t total, int64_t hw, int64_t c, int int_bits, bool need_ib
     return need_ib ? block_total(st, vals, out) : 0;
 }
 
+// One element of qfx_pc_fq_backward (see there): dx and the per-element scale gradient ds of x at scale s.
+inline void pc_fq_grad(float gi, float xi, float s, int64_t qmin, int64_t qmax, float& dx, float& ds) {
+    const float inv = 1.0f / s, lo = (float)(qmin - 1) * s, hi = (float)(qmax + 1) * s;
+    const float small = (float)qmin - 0.0f, big = (float)qmax - 0.0f;
+    const float xc = xi < lo ? lo : (xi > hi ? hi : xi);
+    const int64_t q = (int64_t)std::nearbyint(xc * inv);
+    const bool in_q = (q >= qmin) & (q <= qmax);
+    const float dxc = gi * (float)in_q;
+    dx = (xi >= lo) & (xi <= hi) ? dxc : 0.0f;
+    if (!in_q) {
+        ds = (q < qmin ? gi * small : gi * big) * 1.0f;
+    } else {
+        const float xf = (float)((q - 0.0f) * s);
+        ds = (xf - xc) * inv * gi * 1.0f;
+    }
+}
+
 #define QFX_CASE_O(R)                                                                                  \
     switch (overflow) {                                                                                \
         case SAT: f(std::integral_constant<int, R>{}, std::integral_constant<int, SAT>{}); return 0;           \
@@ -628,26 +645,86 @@ void qfx_pc_fq_backward(const float* g, const float* x, const float* scale, floa
                         int64_t c, int64_t inner, int64_t qmin, int64_t qmax) {
     for (int64_t o = 0; o < outer; ++o)
         for (int64_t ch = 0; ch < c; ++ch) {
-            const float s = scale[ch], inv = 1.0f / s, lo = (float)(qmin - 1) * s, hi = (float)(qmax + 1) * s;
-            const float small = (float)qmin - 0.0f, big = (float)qmax - 0.0f;
             const int64_t base = (o * c + ch) * inner;
-            for (int64_t i = 0; i < inner; ++i) {
-                const float xi = x[base + i], gi = g[base + i];
-                const float xc = xi < lo ? lo : (xi > hi ? hi : xi);
-                const int64_t q = (int64_t)std::nearbyint(xc * inv);
-                const bool in_q = (q >= qmin) & (q <= qmax);
-                const float dxc = gi * (float)in_q;
-                dx[base + i] = (xi >= lo) & (xi <= hi) ? dxc : 0.0f;
-                float ds;
-                if (!in_q) {
-                    ds = (q < qmin ? gi * small : gi * big) * 1.0f;
-                } else {
-                    const float xf = (float)((q - 0.0f) * s);
-                    ds = (xf - xc) * inv * gi * 1.0f;
-                }
-                dscale[base + i] = ds;
-            }
+            for (int64_t i = 0; i < inner; ++i)
+                pc_fq_grad(g[base + i], x[base + i], scale[ch], qmin, qmax, dx[base + i], dscale[base + i]);
         }
+}
+
+// BatchNorm's per-channel parameters in training (qfx/nn/norm.py _OneNode), float32 [c], every operation rounded
+// in float32 as torch's: with sums (float64 [2c], the grid statistics' mantissa sums over n values per channel on
+// the grid 2^-frac, n * S2 < 2^53 for every channel, else it returns -1 and writes nothing), mean = S1 / n * 2^-frac
+// and var = (n S2 - S1^2) / n^2 * 2^-2frac in double, then float32; invstd = 1 / sqrt(var + eps); the running
+// statistics r = r * (1 - momentum) + v * momentum with the unbiased variance ((n S2 - S1^2) / (n (n - 1))
+// * 2^-2frac); without sums, mean and invstd are inputs. Then a0 = weight * invstd, b0 = bias - mean * a0 and their
+// per-channel casts (qfx_pc_fq_forward: a with scale sa, b with scale sb). Returns 0.
+int qfx_bn_param_forward(const double* sums, int64_t n, int frac, double momentum, double eps, float* running_mean,
+                         float* running_var, float* mean, float* invstd, const float* weight, const float* bias,
+                         const float* th_a, const float* th_b, int wa, int64_t qmin_a, int64_t qmax_a, int wb,
+                         int64_t qmin_b, int64_t qmax_b, int64_t c, float* a0, float* b0, float* a, float* b,
+                         float* sa, float* sb) {
+    if (sums != nullptr) {
+        if (n < 2) return -1;
+        for (int64_t ch = 0; ch < c; ++ch)
+            if (!(sums[c + ch] * (double)n < 9007199254740992.0)) return -1;
+        const double f1 = std::ldexp(1.0, -frac), f2 = std::ldexp(1.0, -2 * frac);
+        const float keep = (float)(1.0 - momentum), mom = (float)momentum;
+        for (int64_t ch = 0; ch < c; ++ch) {
+            const double s1 = sums[ch], s2 = sums[c + ch], num = s2 * (double)n - s1 * s1;
+            mean[ch] = (float)((s1 / (double)n) * f1);
+            const float var = (float)((num / (double)(n * n)) * f2);
+            const float unbiased = (float)((num / (double)(n * (n - 1))) * f2);
+            invstd[ch] = 1.0f / std::sqrt(var + (float)eps);
+            float t = running_mean[ch] * keep;
+            running_mean[ch] = t + mean[ch] * mom;
+            t = running_var[ch] * keep;
+            running_var[ch] = t + unbiased * mom;
+        }
+    }
+    for (int64_t ch = 0; ch < c; ++ch) {
+        a0[ch] = weight[ch] * invstd[ch];
+        const float t = mean[ch] * a0[ch];
+        b0[ch] = bias[ch] - t;
+    }
+    qfx_pc_fq_forward(a0, th_a, a, sa, 1, c, 1, wa, qmin_a, qmax_a);
+    qfx_pc_fq_forward(b0, th_b, b, sb, 1, c, 1, wb, qmin_b, qmax_b);
+    return 0;
+}
+
+// The backward of qfx_bn_param_forward's chain from da = dL/da and db = dL/db (float32 [c]), as torch computes it
+// through the same operations: db0, the shift's dtheta_b, then da0, the scale's dtheta_a (qfx_pc_fq_backward; dtheta
+// = (0 + ds) * s * ln2), g_mean = -db0 * a0, g_a0 = -db0 * mean + da0, dweight = g_a0 * invstd, dbias = db0; with
+// need_x also the statistics' input-gradient coefficients B = g_var * (2 / n), C = g_mean / n - B * mean,
+// g_var = g_invstd * invstd^3 * -0.5, g_invstd = g_a0 * weight (+0 on g_mean and g_invstd, as the composed path).
+void qfx_bn_param_backward(const float* da, const float* db, const float* a0, const float* b0, const float* sa,
+                           const float* sb, int64_t qmin_a, int64_t qmax_a, int64_t qmin_b, int64_t qmax_b,
+                           const float* weight, const float* mean, const float* invstd, int64_t c, int64_t n,
+                           int need_x, float* dweight, float* dbias, float* dth_a, float* dth_b, float* coef_b,
+                           float* coef_c) {
+    const float ln2 = (float)0.6931471805599453, two_n = (float)(2.0 / (double)n), nf = (float)n;
+    for (int64_t ch = 0; ch < c; ++ch) {
+        float db0, dsb, da0, dsa;
+        pc_fq_grad(db[ch], b0[ch], sb[ch], qmin_b, qmax_b, db0, dsb);
+        pc_fq_grad(da[ch], a0[ch], sa[ch], qmin_a, qmax_a, da0, dsa);
+        dth_b[ch] = ((0.0f + dsb) * sb[ch]) * ln2;
+        dth_a[ch] = ((0.0f + dsa) * sa[ch]) * ln2;
+        const float neg = -db0;
+        float g_mean = neg * a0[ch];
+        const float t = neg * mean[ch];
+        const float g_a0 = t + da0;
+        dweight[ch] = g_a0 * invstd[ch];
+        dbias[ch] = db0;
+        if (need_x) {
+            g_mean = g_mean + 0.0f;
+            const float g_invstd = g_a0 * weight[ch] + 0.0f;
+            const float i2 = invstd[ch] * invstd[ch], p3 = i2 * invstd[ch];
+            const float g_var = (g_invstd * p3) * -0.5f;
+            const float bb = g_var * two_n;
+            const float u = g_mean / nf, v = bb * mean[ch];
+            coef_b[ch] = bb;
+            coef_c[ch] = u - v;
+        }
+    }
 }
 
 // Max pooling of an (N*C, H, W) float32 (in_f32) or float64 tensor into float64, every window clipped to the

@@ -187,14 +187,44 @@ def _one_node_args(q: Quantizer, x: torch.Tensor):
     return q.pc_fq_args(x) if q.movable_cast() and q.axis == 0 else None
 
 
+def _param_forward(x, weight, bias, th_a, th_b, rm, rv, momentum, eps, pa, pb, grid):
+    """``(mean, invstd, a0, b0, a, b, sa, sb)`` float32 [C] of :class:`_OneNode`'s forward in one kernel call
+    (cast.cpp ``qfx_bn_param_forward``: the statistics from ``grid``'s exact sums where they fit, else from
+    :func:`_batch_stats`; ``a0 = weight * invstd``, ``b0 = bias - mean * a0`` and their per-channel casts
+    ``a``, ``b`` with scales ``sa``, ``sb``), each value as torch computes it on the composed path."""
+    c = weight.shape[0]
+    out = torch.empty((8, c), dtype=torch.float32)
+    mean, invstd, a0, b0, a, b, sa, sb = out.unbind(0)
+    f32 = [v.detach().to(torch.float32).contiguous() for v in (weight, bias, th_a, th_b)]
+    lib, n = fused.kernel(), x.numel() // c
+    sums, frac = grid if grid is not None else (None, 0)
+    if grid is not None and sums is None:
+        sums = channel_sums(x, frac)
+
+    def call(s):
+        return lib.qfx_bn_param_forward(None if s is None else s.contiguous().data_ptr(), n, frac, float(momentum),
+                                        float(eps), rm.data_ptr(), rv.data_ptr(), mean.data_ptr(), invstd.data_ptr(),
+                                        *(v.data_ptr() for v in f32), *pa, *pb, c, a0.data_ptr(), b0.data_ptr(),
+                                        a.data_ptr(), b.data_ptr(), sa.data_ptr(), sb.data_ptr())
+
+    if sums is None or call(sums) != 0:  # torch's statistics, or the grid's too large for float64 (Python integers)
+        m, i = _batch_stats(x, rm, rv, momentum, eps, grid)
+        mean.copy_(m)
+        invstd.copy_(i)
+        call(None)
+    return mean, invstd, a0, b0, a, b, sa, sb
+
+
 class _OneNode(torch.autograd.Function):
     """BatchNorm2d's whole training step as one autograd node on the fused kernels: the statistics,
     ``a = cast(gamma * invstd)``, ``b = cast(beta - mean * gamma * invstd)`` (per-channel casts,
-    :func:`..quantizer.pc_fq_forward`) and ``q = cast(x * a_c + b_c)`` (:func:`..quantize.affine_train_cast`);
-    backward by hand through the same operations in the same order, so every value and gradient has the bits of
-    the composed path (:class:`_BatchStats`, the scale and shift quantizers, :class:`_AffineCast`), which runs
-    where this one does not apply (tests/test_fused_cast.py). Fewer autograd nodes and small tensor operations:
-    the per-step cost of a BatchNorm that does not grow with the batch."""
+    :func:`..quantizer.pc_fq_forward`'s arithmetic) and ``q = cast(x * a_c + b_c)``
+    (:func:`..quantize.affine_train_cast`), the per-channel part in one kernel call each way
+    (:func:`_param_forward`, cast.cpp ``qfx_bn_param_backward``); backward by hand through the same operations in
+    the same order, so every value and gradient has the bits of the composed path (:class:`_BatchStats`, the
+    scale and shift quantizers, :class:`_AffineCast`), which runs where this one does not apply
+    (tests/test_fused_cast.py). Fewer autograd nodes and small tensor operations: the per-step cost of a
+    BatchNorm that does not grow with the batch."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, th_a, th_b, th_out, th_in, rm, rv, momentum, eps, pa, pb, out, pre, relu,
@@ -202,39 +232,39 @@ class _OneNode(torch.autograd.Function):
         y = x
         if pre is not None:  # x is a convolution's sum, pre = (its cast, the cast's type, lo, hi): see forward
             x = pre[0]
-        mean, invstd = _batch_stats(x, rm, rv, momentum, eps, grid)
-        a0 = weight * invstd
-        a, sa = pc_fq_forward(a0, th_a, *pa, 0)
-        b, sb = pc_fq_forward(bias - mean * a0, th_b, *pb, 0)
+        mean, invstd, a0, b0, a, b, sa, sb = _param_forward(x, weight, bias, th_a, th_b, rm, rv, momentum, eps, pa,
+                                                            pb, grid)
         t, lo, hi = out
         q = affine_train_cast(x, a, b, t, relu)
-        ctx.save_for_backward(x, y, weight, mean, invstd, a0, a, b, q)
-        ctx.meta = (sa, sb, t, lo, hi, relu, None if pre is None else pre[1:])
+        ctx.save_for_backward(x, y, weight, q)
+        ctx.params = (mean, invstd, a0, b0, a, b, sa, sb)
+        ctx.meta = (pa[1:], pb[1:], t, lo, hi, relu, None if pre is None else pre[1:])
         return q
 
     @staticmethod
     def backward(ctx, g):
-        x, y, weight, mean, invstd, a0, a, b, q = ctx.saved_tensors
-        sa, sb, t, lo, hi, relu, pre = ctx.meta
+        x, y, weight, q = ctx.saved_tensors
+        mean, invstd, a0, b0, a, b, sa, sb = ctx.params
+        qa, qb, t, lo, hi, relu, pre = ctx.meta
         need = ctx.needs_input_grad
         gz, g_out, ga, gb = bn_cast_backward(g, x, a, b, q, t, lo, hi, need[5], relu)
-        db0, g_th_b = pc_fq_backward(gb, sb, True, need[4])
-        da0, g_th_a = pc_fq_backward(ga, sa, True, need[3])
-        neg = -db0  # b0 = beta - mean * a0
-        g_mean = neg * a0
-        g_a0 = neg * mean + da0  # a0 feeds the scale cast and b0
+        c = a.shape[0]
+        res = torch.empty((6, c), dtype=torch.float32)
+        dw, dbias, g_th_a, g_th_b, coef_b, coef_c = res.unbind(0)
+        w32 = weight.detach().to(torch.float32).contiguous()
+        fused.kernel().qfx_bn_param_backward(ga.data_ptr(), gb.data_ptr(), a0.data_ptr(), b0.data_ptr(),
+                                             sa.data_ptr(), sb.data_ptr(), *qa, *qb, w32.data_ptr(), mean.data_ptr(),
+                                             invstd.data_ptr(), c, x.numel() // c, int(need[0]), dw.data_ptr(),
+                                             dbias.data_ptr(), g_th_a.data_ptr(), g_th_b.data_ptr(),
+                                             coef_b.data_ptr(), coef_c.data_ptr())
         gx = g_in = None
         if need[0]:
-            # the composed path adds the zero gradients _AffineCast returns for mean and invstd (-0.0 -> +0.0)
-            g_mean = g_mean + torch.zeros_like(mean)
-            g_invstd = g_a0 * weight + torch.zeros_like(invstd)
-            coef = _stats_dx_coefficients(x, mean, invstd, g_mean, g_invstd)
             if pre is None:
-                gx = fused.bn_dx(gz, x, a, *coef)
+                gx = fused.bn_dx(gz, x, a, coef_b, coef_c)
             else:  # dx, then the convolution's output cast's backward, in one kernel
-                gx, g_in = bn_dx_cast_backward(gz, x, y, a, *coef, pre[1], pre[2], pre[0].int_bits, need[6])
-        return (gx, g_a0 * invstd if need[1] else None, db0 if need[2] else None, g_th_a, g_th_b, g_out, g_in,
-                *([None] * 10))
+                gx, g_in = bn_dx_cast_backward(gz, x, y, a, coef_b, coef_c, pre[1], pre[2], pre[0].int_bits, need[6])
+        return (gx, dw if need[1] else None, dbias if need[2] else None, g_th_a if need[3] else None,
+                g_th_b if need[4] else None, g_out, g_in, *([None] * 10))
 
 
 class BatchNorm2d(QFXModule):
@@ -281,7 +311,9 @@ class BatchNorm2d(QFXModule):
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 fo = self.output_quantizer.fused_cast_args(x, kernel=False)  # the torch path stands in for it
                 pa, pb = _one_node_args(self.scale_quantizer, x), _one_node_args(self.shift_quantizer, x)
-                if fo is not None and pa is not None and pb is not None:
+                stats_ok = all(v.dtype == torch.float32 and v.device.type == "cpu" and v.is_contiguous()
+                               for v in (self.running_mean, self.running_var))
+                if fo is not None and pa is not None and pb is not None and stats_ok:
                     src = cast_of(x)  # x = a convolution's output cast of src[0] (Conv2d.fuse_cast_into_bn)
                     pre = src[1].fused_cast_args(src[0]) if src is not None else None
                     inp, xc = (x, None) if pre is None else (src[0], x.detach())

@@ -389,12 +389,8 @@ def ib_grad(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, inside: torch.Ten
         return _ib_grad(0.0, 1)
     g, x, q, inside = (v.reshape(-1) for v in (g, x, q, inside))
     nb = -(-n // IB_BLOCK)
-    pad = nb * IB_BLOCK - n
-    rows = [g.double(), (g * torch.where(inside, q - x, q)).double()]
-    if pad:
-        rows = [torch.nn.functional.pad(r, (0, pad)) for r in rows]
-    gb, pb = (r.reshape(nb, IB_BLOCK) for r in rows)
-    gmax = gb.abs().amax(dim=1).tolist()
+    gb, pb = _as_blocks([g.abs(), (g * torch.where(inside, q - x, q)).double()])
+    gmax = gb.amax(dim=1).tolist()
     if not all(math.isfinite(m) for m in gmax):
         return _ib_grad(0.0, 2)
     if not any(gmax):
@@ -521,8 +517,8 @@ def _cast_channel_sums(x: torch.Tensor, t: FixedType) -> tuple[torch.Tensor, tor
 def channel_sums(q: torch.Tensor, frac: int) -> torch.Tensor:
     """Float64 (2, C): per channel of (N, C, ...) ``q`` (values on the grid ``2**-frac``, :func:`channel_sums_fit`)
     the sums of the mantissas ``m = q * 2**frac`` and of ``m * m``, exact (what the kernel's cast returns)."""
-    m = q.detach().double().mul_(2.0 ** frac).transpose(0, 1).reshape(q.shape[1], -1)
-    return torch.stack([m.sum(1), m.square().sum(1)])
+    m = q.detach().double().mul_(2.0 ** frac).reshape(q.shape[0], q.shape[1], -1)
+    return torch.stack([m.sum((0, 2)), m.square().sum((0, 2))])
 
 
 def train_cast_bounds(t: FixedType, lo_raw: int) -> tuple[float, float] | None:
@@ -582,6 +578,34 @@ def affine_train_cast_backward(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor
     return _cast_backward(g, x, q, lo, hi, t.int_bits, need_ib, relu, a, b)
 
 
+def _as_blocks(flat: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The 1-D tensors as (blocks, IB_BLOCK) rows, the last block padded with zeros."""
+    n = flat[0].numel()
+    pad = -n % IB_BLOCK
+    return [(torch.nn.functional.pad(t, (0, pad)) if pad else t).reshape(-1, IB_BLOCK) for t in flat]
+
+
+def _block_channel_sums(terms: torch.Tensor, hw: int, c: int) -> torch.Tensor:
+    """(blocks, c) float64: per block row of ``terms`` (integers, every partial sum within a block below
+    ``2**53``) the sums over each channel, element ``i`` of the flattened tensor in channel ``(i // hw) % c``;
+    exact (plane sums where the blocks hold whole planes, else running sums within each block and their
+    differences at the plane and block ends)."""
+    nb, size = terms.shape
+    dev = terms.device
+    if size % hw == 0:  # whole planes per block: plane sums, then their channels
+        planes = terms.reshape(nb, size // hw, hw).sum(dim=2)
+        key = torch.arange(nb * (size // hw), device=dev)
+        key = (key // (size // hw)) * c + key % c
+        return torch.zeros(nb * c, dtype=torch.float64, device=dev).index_add_(0, key, planes.reshape(-1)).reshape(nb, c)
+    flat = terms.cumsum(dim=1).reshape(-1)
+    ends = torch.unique(torch.cat([torch.arange(hw - 1, nb * size, hw, device=dev),
+                                   torch.arange(size - 1, nb * size, size, device=dev)]))
+    starts = torch.cat([ends.new_zeros(1), ends[:-1] + 1])
+    before = torch.where(starts % size == 0, 0.0, flat[(starts - 1).clamp(min=0)])
+    key = (ends // size) * c + (ends // hw) % c
+    return torch.zeros(nb * c, dtype=torch.float64, device=dev).index_add_(0, key, flat[ends] - before).reshape(nb, c)
+
+
 def bn_param_grads(gz: torch.Tensor, x: torch.Tensor, gref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(da, db)``, float32 [C], of float32 (N, C, ...) ``gz`` and ``x``: ``da_c = sum gz * x`` and
     ``db_c = sum gz`` over channel c, as exact blocked sums (BatchNorm's affine map, cast.cpp's
@@ -594,17 +618,11 @@ def bn_param_grads(gz: torch.Tensor, x: torch.Tensor, gref: torch.Tensor) -> tup
     n, c = gz.numel(), x.shape[1]
     hw = n // max(1, x.shape[0] * c)
     nb = -(-n // IB_BLOCK)
-    pad = nb * IB_BLOCK - n
-    ch = (torch.arange(n, device=x.device) // hw) % c
-    rows = [gz.reshape(-1).double(), (gz * x).reshape(-1).double(), gref.reshape(-1).abs(), x.reshape(-1).abs()]
-    rows.append(ch)
-    if pad:
-        rows = [torch.nn.functional.pad(r, (0, pad)) for r in rows]
-    gzb, pb, gab, xab, chb = (r.reshape(nb, IB_BLOCK) for r in rows)
+    gzb, pb, gab, xab = _as_blocks([gz.reshape(-1).double(), (gz * x).reshape(-1).double(), gref.reshape(-1).abs(),
+                                    x.reshape(-1).abs()])
     m, mx = gab.amax(dim=1), xab.amax(dim=1)
-    lengths = torch.full((nb,), IB_BLOCK, dtype=torch.int64, device=x.device)
-    lengths[-1] = n - (nb - 1) * IB_BLOCK
-    en = torch.tensor([(int(v) - 1).bit_length() for v in lengths.tolist()], device=x.device)
+    en = torch.full((nb,), (IB_BLOCK - 1).bit_length(), dtype=torch.int64, device=x.device)
+    en[-1] = (n - (nb - 1) * IB_BLOCK - 1).bit_length()
     ok = torch.isfinite(m) & (m > 0)
     eg, ex = torch.frexp(torch.where(ok, m, 1.0)).exponent, torch.frexp(torch.where(torch.isfinite(mx), mx, 1.0)).exponent
     kb = torch.where(ok, en + eg - 52, 0)
@@ -612,14 +630,11 @@ def bn_param_grads(gz: torch.Tensor, x: torch.Tensor, gref: torch.Tensor) -> tup
     ka = torch.where(ok_a, en + eg + ex - 52, 0)
     sb = torch.where(ok, torch.exp2(-kb.double()), 0.0).unsqueeze(1)
     sa = torch.where(ok_a, torch.exp2(-ka.double()), 0.0).unsqueeze(1)
-    zeros = torch.zeros((nb, c), dtype=torch.float64, device=x.device)
-    tot_a = zeros.scatter_add(1, chb, pb.mul(sa).round_()).mul_(torch.exp2(ka.double()).unsqueeze(1))
-    tot_b = zeros.scatter_add(1, chb, gzb.mul(sb).round_()).mul_(torch.exp2(kb.double()).unsqueeze(1))
-    da, db = tot_a[0].clone(), tot_b[0].clone()
-    for i in range(1, nb):  # block order, as the kernel adds them
-        da += tot_a[i]
-        db += tot_b[i]
-    return da.float(), db.float()
+    tot_a = _block_channel_sums(pb.mul(sa).round_(), hw, c).mul_(torch.exp2(ka.double()).unsqueeze(1))
+    tot_b = _block_channel_sums(gzb.mul(sb).round_(), hw, c).mul_(torch.exp2(kb.double()).unsqueeze(1))
+    # the blocks added in block order, as the kernel adds them: CPU cumsum is that sequential scan
+    da, db = (t.cpu().cumsum(dim=0)[-1].to(x.device, torch.float32) for t in (tot_a, tot_b))
+    return da, db
 
 
 def bn_cast_backward(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, q: torch.Tensor,

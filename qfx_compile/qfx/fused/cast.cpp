@@ -21,16 +21,18 @@
 // of L = 16384 consecutive elements of the flattened tensor (the last one shorter): per block b,
 // S_b = sum_i round(p_i * 2^-k_b), p_i = g_i * d_i rounded to float32, d_i = (q_i - x_i in float32) inside, q_i
 // outside, p_i * 2^-k_b exact in double and rounded to an integer (half to even), k_b chosen from the block's own
-// max |g| and length so that
-// every term is at most 2^(52-ceil(log2 L_b)) and every partial sum at most 2^52: S_b is exact in double
-// whatever the order or the number of threads; the total is sum_b S_b * 2^k_b added in block order
-// (quantize.ib_grad_scale, quantize.ib_grad computes the same in torch). Each block is read twice, the second
-// time from cache: one pass over memory.
+// max |g| and length so that every term is at most 2^(52-ceil(log2 L_b)) and every partial sum at most 2^52:
+// S_b is exact in double whatever the order or the number of threads; the total is sum_b S_b * 2^k_b added in
+// block order (quantize.ib_grad_scale, quantize.ib_grad computes the same in torch). Each block is read twice,
+// the second time from cache: one pass over memory.
 // A cast followed by ReLU (relu: q is then relu's output) masks g as ReLU's backward does before all of this.
 //
 // BatchNorm training (qfx/nn/norm.py): the output cast with the per-channel affine map fused in
-// (z = x * a_c + b_c rounded in float32, then the cast above; backward recomputes z), and the input gradient
-// dx = (x * B_c + C_c) + g * a_c in one pass.
+// (z = x * a_c + b_c rounded in float32, then the cast above; backward recomputes z) and, in the same backward
+// pass, the affine map's da/db as exact blocked per-channel sums (qfx_bn_cast_backward); the input gradient
+// dx = (x * B_c + C_c) + g * a_c in one pass (with the convolution cast's backward: qfx_bn_dx_cast_backward);
+// the per-channel chain (statistics from the convolution cast's mantissa sums, qfx_cast_channel_sums; the scale
+// and shift casts) in one call each way (qfx_bn_param_forward / _backward).
 #include <cmath>
 #include <cstdint>
 #include <cfloat>

@@ -6,14 +6,18 @@ From the float parameters (float64 in eval):
 (``b_c`` uses the uncast ``gamma/sqrt``), each with its own (per-channel)
 binary point. Eval uses the running statistics; the product and sum are exact.
 Training uses the batch statistics with the same quantizers (straight-through)
-and updates the running statistics as torch does (unbiased variance); it runs in
-float32 with fused passes: statistics in one pass; ``z = x * a + b`` (product and sum each rounded in
-float32) and the output cast in one pass (:class:`_AffineCast`, the fused kernel on CPU, else torch with the
-same bits); backward: the cast's gradient in one pass, ``da``/``db`` in one, and the whole ``dx``
-(affine map and batch statistics) in one. Where the scale and shift quantizers take the per-channel kernel,
-all of it is one autograd node (:class:`_OneNode`); with ``fuse_relu`` (set by ``quantize_model``) the ReLU
-that follows is applied in the output cast, and a convolution marked ``fuse_cast_into_bn`` has its output
-cast's backward run with ``dx`` in one pass. Every path gives the bits of the composed one.
+and updates the running statistics as torch does (unbiased variance). Fed by a convolution's per-tensor
+training cast (values on a grid ``2**-F``, marked by ``Conv2d``), the batch mean and variance come from the
+exact integer sums of the mantissas (:func:`_grid_batch_stats`), computed in the cast's own pass under
+``Conv2d.fuse_cast_into_bn``; otherwise torch's statistics pass. It runs in float32 with fused passes:
+``z = x * a + b`` (product and sum each rounded in float32) and the output cast in one pass
+(:class:`_AffineCast`, the fused kernel on CPU, else torch with the same bits); backward: the cast's gradient
+and the affine map's ``da``/``db`` (exact blocked sums, :func:`..quantize.bn_param_grads`) in one pass, and
+the whole ``dx`` (affine map and batch statistics) in one. Where the scale and shift quantizers take the
+per-channel kernel, all of it is one autograd node (:class:`_OneNode`, its per-channel part in one kernel call
+each way); with ``fuse_relu`` (set by ``quantize_model``) the ReLU that follows is applied in the output cast,
+and a convolution marked ``fuse_cast_into_bn`` has its output cast's backward run with ``dx`` in one pass.
+Every path gives the bits of the composed one.
 """
 from __future__ import annotations
 

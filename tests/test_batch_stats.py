@@ -161,3 +161,19 @@ def test_affine_parameter_gradients_are_the_documented_blocked_sums(kernel, shap
                                        & (x * a.reshape(1, -1, 1, 1) + b.reshape(1, -1, 1, 1) <= hi), gref, 0.0))
     want_a, want_b = _blocked_param_grads(gz.numpy(), x.numpy(), gref.numpy(), Q.IB_BLOCK)
     assert da.tolist() == want_a and db.tolist() == want_b
+
+
+def test_input_changed_in_place_after_the_convolution_uses_torch_statistics():
+    """A convolution output changed in place before the BatchNorm sees it no longer carries the grid's sums."""
+    torch.manual_seed(3)
+    conv = qnn.Conv2d(3, 4, 3, padding=1).train()
+    conv.fuse_cast_into_bn = True
+    bn = qnn.BatchNorm2d(4, momentum=1.0).train()
+    y = conv(torch.randn(5, 3, 6, 7) * 2)
+    with torch.no_grad():
+        y.mul_(0.3)  # off the grid
+    bn(y)
+    ref = torch.nn.BatchNorm2d(4, momentum=1.0).train()
+    ref(y.detach())
+    assert torch.equal(bn.running_mean, ref.running_mean) and torch.equal(bn.running_var, ref.running_var)
+

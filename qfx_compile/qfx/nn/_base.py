@@ -70,7 +70,7 @@ _CAST_OF = "_qfx_cast_of"
 
 def mark_cast_of(x: torch.Tensor, y: torch.Tensor, quantizer) -> torch.Tensor:
     """Mark ``x`` as ``quantizer``'s training cast of ``y`` (see ``Conv2d.fuse_cast_into_bn``)."""
-    setattr(x, _CAST_OF, (y, quantizer))
+    setattr(x, _CAST_OF, (y, quantizer, x._version))
     return x
 
 
@@ -82,18 +82,22 @@ def mark_grid_sums(x: torch.Tensor, sums: torch.Tensor | None, frac: int) -> tor
     with ``sums`` = float64 (2, C) the per-channel sums of its mantissas ``m`` and of ``m * m``
     (``quantize.channel_sums``) where the cast's pass computed them, else None: a BatchNorm fed by ``x`` takes
     its batch statistics from these exact sums."""
-    setattr(x, _GRID_SUMS, (sums, frac))
+    setattr(x, _GRID_SUMS, (sums, frac, x._version))
     return x
 
 
 def grid_sums_of(x: torch.Tensor):
-    """``(sums, frac)`` where ``x`` carries :func:`mark_grid_sums`'s mark, else None."""
-    return getattr(x, _GRID_SUMS, None)
+    """``(sums, frac)`` where ``x`` carries :func:`mark_grid_sums`'s mark and has not been changed in place since,
+    else None."""
+    mark = getattr(x, _GRID_SUMS, None)
+    return None if mark is None or mark[2] != x._version else mark[:2]
 
 
 def cast_of(x: torch.Tensor):
-    """``(y, quantizer)`` where ``x`` carries :func:`mark_cast_of`'s mark, else None."""
-    return getattr(x, _CAST_OF, None)
+    """``(y, quantizer)`` where ``x`` carries :func:`mark_cast_of`'s mark and has not been changed in place since,
+    else None."""
+    mark = getattr(x, _CAST_OF, None)
+    return None if mark is None or mark[2] != x._version else mark[:2]
 
 
 def frac_bits_of(x: torch.Tensor) -> int:

@@ -176,4 +176,3 @@ def test_input_changed_in_place_after_the_convolution_uses_torch_statistics():
     ref = torch.nn.BatchNorm2d(4, momentum=1.0).train()
     ref(y.detach())
     assert torch.equal(bn.running_mean, ref.running_mean) and torch.equal(bn.running_var, ref.running_var)
-

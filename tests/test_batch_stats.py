@@ -125,7 +125,8 @@ def _blocked_param_grads(gz: np.ndarray, x: np.ndarray, gref: np.ndarray, block:
     return [float(np.float32(v)) for v in da], [float(np.float32(v)) for v in db]
 
 
-@pytest.mark.parametrize("shape", [(9, 3, 40, 41), (27, 2, 32, 32)])  # planes straddling blocks; whole planes
+@pytest.mark.parametrize("shape", [(9, 3, 40, 41), (27, 2, 32, 32), (9, 3, 32, 32)])  # planes straddling
+# blocks; whole planes, every block starting at channel 0 or not
 @pytest.mark.parametrize("kernel", [True, False])
 def test_affine_parameter_gradients_are_the_documented_blocked_sums(kernel, shape, monkeypatch):
     """BatchNorm's da = sum gz * x and db = sum gz per channel (quantize.bn_cast_backward, the kernel's pass or

@@ -351,22 +351,31 @@ def _cast_kernel(x: torch.Tensor, kind: int, frac: int, width: int, signed: bool
 _LN2 = math.log(2.0)
 
 
-def ib_grad_scale(n: int, gmax: float, int_bits: int) -> int:
-    """``k`` of one block of the binary-point gradient sum: ``S = sum_i round(p_i * 2**-k)`` (half to even),
-    ``p_i = g_i * d_i`` rounded to the tensors' dtype, over the block's ``n`` terms.
-
-    ``|d_i| <= 2**I`` (inside the range ``|q - x| <= lsb``, outside ``|q| <= 2**I``) and
-    ``|g_i| < 2**e`` (``e`` = frexp exponent of the block's ``max |g|``), so each term is at most
-    ``2**(52 - ceil(log2 n))`` (``|p_i| <= 2**(e + I)`` after the rounding too) and every partial sum at
-    most ``2**52``: integers that float64 adds exactly, in any order, on any number of threads. The
-    rounding to the grid is at most ``2**(k-1)`` per term, that of ``p_i`` half an ulp of its dtype.
-    """
-    return (n - 1).bit_length() + math.frexp(gmax)[1] + int_bits - 52
-
-
-#: Elements per block of the binary-point gradient sum (cast.cpp's kBlock): each block is summed exactly on
-#: its own grid, so the fused kernel reads it twice while it is in cache (max |g|, then the terms).
+#: Elements per block of the exact blocked sums (the binary-point gradient, BatchNorm's da/db; cast.cpp's kBlock):
+#: each block is summed exactly on its own grid, so the fused kernel reads it twice while it is in cache (its
+#: max |g|, then the terms).
 IB_BLOCK = 1 << 14
+
+
+def block_grid(m: torch.Tensor, n: int, extra) -> torch.Tensor:
+    """``k_b`` (int64, one per block) of the blocked exact sums over ``n`` elements in blocks of
+    :data:`IB_BLOCK` (the last one shorter, ``L_b`` elements): ``ceil(log2 L_b) + e_b + extra - 52`` with
+    ``e_b`` the frexp exponent of the block's largest ``|g|`` ``m_b > 0`` (``|g| < 2**e_b``) and ``extra``
+    (an int or per-block tensor) the exponent that bounds what multiplies g in each term (``I`` for the
+    binary-point sum: ``|d| <= 2**I``). Each term ``round(p * 2**-k_b)`` is then at most
+    ``2**(52 - ceil(log2 L_b))`` (also after ``p`` is rounded to its dtype) and every partial sum at most
+    ``2**52``: integers that float64 adds exactly, in any order, on any number of threads; the rounding to the
+    grid is at most ``2**(k_b - 1)`` per term. cast.cpp's ``sum_k`` is the same rule."""
+    nb = m.shape[0]
+    en = torch.full((nb,), (IB_BLOCK - 1).bit_length(), dtype=torch.int64, device=m.device)
+    en[-1] = (n - (nb - 1) * IB_BLOCK - 1).bit_length()
+    return en + torch.frexp(m).exponent + extra - 52
+
+
+def _in_block_order(v: torch.Tensor) -> torch.Tensor:
+    """``0.0 + v[0] + v[1] + ...`` along dim 0 in float64, one addition after another (the kernel's order):
+    a CPU cumsum is that sequential scan."""
+    return torch.cat([v.new_zeros((1,) + v.shape[1:]), v]).cpu().cumsum(dim=0)[-1]
 
 
 def _ib_grad(total: float, status: int) -> torch.Tensor:
@@ -379,31 +388,24 @@ def ib_grad(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, inside: torch.Ten
     """The per-tensor binary-point gradient ``dL/dI = ln2 * sum g * (q - x inside | q outside)`` (TQT).
 
     Computed over blocks of :data:`IB_BLOCK` consecutive elements of the flattened tensors (the last one
-    shorter): block ``b`` gives the exact integer sum ``S_b`` of :func:`ib_grad_scale` on its own grid
-    ``2**k_b`` (each term ``round(p * 2**-k_b)``, ``p = g * d`` rounded to x's dtype), and the total is
-    ``sum_b S_b * 2**k_b`` added in block order, so the value does not depend on the number of threads: the
-    fused kernel (cast.cpp) returns the same. ``d = q - x`` is taken in x's dtype.
+    shorter): block ``b`` gives the exact integer sum ``S_b`` of ``round(p * 2**-k_b)``, ``p = g * d`` rounded to
+    x's dtype, on its own grid ``k_b = block_grid(max |g|, n, I)``, and the total is ``sum_b S_b * 2**k_b``
+    added in block order, so the value does not depend on the number of threads: the fused kernel (cast.cpp)
+    returns the same. ``d = q - x`` is taken in x's dtype.
     """
     n = g.numel()
     if n == 0:
         return _ib_grad(0.0, 1)
     g, x, q, inside = (v.reshape(-1) for v in (g, x, q, inside))
-    nb = -(-n // IB_BLOCK)
     gb, pb = _as_blocks([g.abs(), (g * torch.where(inside, q - x, q)).double()])
-    gmax = gb.amax(dim=1).tolist()
-    if not all(math.isfinite(m) for m in gmax):
+    gmax = gb.amax(dim=1)
+    if not bool(torch.isfinite(gmax).all()):
         return _ib_grad(0.0, 2)
-    if not any(gmax):
+    if not bool((gmax > 0).any()):
         return _ib_grad(0.0, 1)
-    lengths = [IB_BLOCK] * (nb - 1) + [n - (nb - 1) * IB_BLOCK]
-    k = [ib_grad_scale(ln, m, int_bits) if m else 0 for ln, m in zip(lengths, gmax)]
-    scale = torch.tensor([2.0 ** -kb for kb in k], dtype=torch.float64, device=g.device).unsqueeze(1)
-    # p * 2**-k exact in float64; every (partial) sum an integer <= 2**52
-    sums = pb.mul(scale).round_().sum(dim=1).tolist()
-    total = 0.0
-    for s_b, kb in zip(sums, k):
-        total += math.ldexp(s_b, kb)
-    return _ib_grad(total, 0)
+    k = torch.where(gmax > 0, block_grid(gmax, n, int_bits), 0).double()
+    sums = pb.mul(torch.exp2(-k).unsqueeze(1)).round_().sum(dim=1)  # p * 2**-k exact; integer partial sums
+    return _ib_grad(float(_in_block_order(sums * torch.exp2(k))), 0)
 
 
 def _relu_grad(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -412,22 +414,15 @@ def _relu_grad(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
 
 
 def _cast_backward(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, lo: float, hi: float, int_bits: int,
-                   need_ib: bool, relu: bool, a: torch.Tensor | None = None,
-                   b: torch.Tensor | None = None):
-    """``(dL/dz, dL/dI or None)`` on the fused kernel for a per-tensor cast of ``z = x`` or, with per-channel
-    ``a``, ``b``, of ``z = x * a_c + b_c`` (see :func:`affine_train_cast_backward`), ``q`` the forward's output."""
+                   need_ib: bool, relu: bool):
+    """``(dL/dx, dL/dI or None)`` on the fused kernel for a per-tensor cast of float32 ``x``, ``q`` the forward's
+    output (:class:`_FusedTrainCast`)."""
     g, x, q = g.contiguous(), x.contiguous(), q.contiguous()
     gx = _fused.empty(x.shape, torch.float32)
-    if a is None:
-        n, c, hw, pa, pb = 1, 1, x.numel(), None, None
-    else:
-        a, b = (v.detach().to(torch.float32).contiguous() for v in (a, b))
-        n, c = x.shape[0], x.shape[1]
-        hw, pa, pb = x.numel() // max(1, n * c), a.data_ptr(), b.data_ptr()
     s, status = ctypes.c_double(), ctypes.c_int()
-    _fused.kernel().qfx_cast_backward(g.data_ptr(), x.data_ptr(), pa, pb, q.data_ptr(), gx.data_ptr(), n, c, hw, lo,
-                                      hi, int_bits, int(need_ib), int(relu), _fused.threads(),
-                                      ctypes.byref(s), ctypes.byref(status))
+    _fused.kernel().qfx_cast_backward(g.data_ptr(), x.data_ptr(), q.data_ptr(), gx.data_ptr(), x.numel(), lo, hi,
+                                      int_bits, int(need_ib), int(relu), _fused.threads(), ctypes.byref(s),
+                                      ctypes.byref(status))
     return gx, (_ib_grad(s.value, status.value) if need_ib else None)
 
 
@@ -563,21 +558,6 @@ def affine_train_cast(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, t: Fixe
     return q
 
 
-def affine_train_cast_backward(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, q: torch.Tensor,
-                               t: FixedType, lo: float, hi: float, need_ib: bool, relu: bool = False):
-    """``(dL/dz, dL/dI)`` of :func:`affine_train_cast` (q its output, z recomputed): ``dL/dz = g'`` where
-    ``lo <= z <= hi``, else 0; ``dL/dI`` as :func:`ib_grad` (None without ``need_ib``); ``g' = g``, with ``relu``
-    ReLU's backward of g. One pass on the kernel (two with ``need_ib``: ``max |g'|`` first)."""
-    if not _affine_kernel_applies(x):
-        if relu:
-            g = _relu_grad(g, q)
-        z = _channel_affine(x, a, b)
-        inside = (z >= lo) & (z <= hi)
-        gz = torch.where(inside, g, 0.0)
-        return gz, (ib_grad(g, z, q, inside, t.int_bits) if need_ib else None)
-    return _cast_backward(g, x, q, lo, hi, t.int_bits, need_ib, relu, a, b)
-
-
 def _as_blocks(flat: list[torch.Tensor]) -> list[torch.Tensor]:
     """The 1-D tensors as (blocks, IB_BLOCK) rows, the last block padded with zeros."""
     n = flat[0].numel()
@@ -614,38 +594,38 @@ def bn_param_grads(gz: torch.Tensor, x: torch.Tensor, gref: torch.Tensor) -> tup
     ``qfx_bn_cast_backward``, which gives the same bits). Per block of :data:`IB_BLOCK` elements of the flattened
     tensors, with ``m = max |gref|`` (``gref`` bounds ``|gz|``: BatchNorm's incoming gradient after ReLU) and
     ``mx = max |x|``: the terms ``round(float32(gz * x) * 2**-ka)`` and ``round(gz * 2**-kb)``,
-    ``ka = ib_grad_scale(L, m, e(mx))``, ``kb = ib_grad_scale(L, m, 0)`` (exact integer sums per block and
+    ``ka = block_grid(m, n, e(mx))``, ``kb = block_grid(m, n, 0)`` (exact integer sums per block and
     channel), the grid 0 where the block's ``gref`` is all 0 or not finite (and for ``ka`` where an x is not
     finite or all are 0); each channel adds its blocks' sums times ``2**k`` in block order, in float64."""
     n, c = gz.numel(), x.shape[1]
     hw = n // max(1, x.shape[0] * c)
-    nb = -(-n // IB_BLOCK)
     gzb, pb, gab, xab = _as_blocks([gz.reshape(-1).double(), (gz * x).reshape(-1).double(), gref.reshape(-1).abs(),
                                     x.reshape(-1).abs()])
     m, mx = gab.amax(dim=1), xab.amax(dim=1)
-    en = torch.full((nb,), (IB_BLOCK - 1).bit_length(), dtype=torch.int64, device=x.device)
-    en[-1] = (n - (nb - 1) * IB_BLOCK - 1).bit_length()
     ok = torch.isfinite(m) & (m > 0)
-    eg, ex = torch.frexp(torch.where(ok, m, 1.0)).exponent, torch.frexp(torch.where(torch.isfinite(mx), mx, 1.0)).exponent
-    kb = torch.where(ok, en + eg - 52, 0)
     ok_a = ok & torch.isfinite(mx) & (mx > 0)
-    ka = torch.where(ok_a, en + eg + ex - 52, 0)
-    sb = torch.where(ok, torch.exp2(-kb.double()), 0.0).unsqueeze(1)
-    sa = torch.where(ok_a, torch.exp2(-ka.double()), 0.0).unsqueeze(1)
-    tot_a = _block_channel_sums(pb.mul(sa).round_(), hw, c).mul_(torch.exp2(ka.double()).unsqueeze(1))
-    tot_b = _block_channel_sums(gzb.mul(sb).round_(), hw, c).mul_(torch.exp2(kb.double()).unsqueeze(1))
-    # the blocks added in block order, as the kernel adds them: CPU cumsum is that sequential scan
-    da, db = (t.cpu().cumsum(dim=0)[-1].to(x.device, torch.float32) for t in (tot_a, tot_b))
-    return da, db
+    m = torch.where(ok, m, 1.0)
+    kb = torch.where(ok, block_grid(m, n, 0), 0).double()
+    ka = torch.where(ok_a, block_grid(m, n, torch.frexp(torch.where(ok_a, mx, 1.0)).exponent), 0).double()
+    sa = torch.where(ok_a, torch.exp2(-ka), 0.0).unsqueeze(1)
+    sb = torch.where(ok, torch.exp2(-kb), 0.0).unsqueeze(1)
+    tot_a = _block_channel_sums(pb.mul(sa).round_(), hw, c).mul_(torch.exp2(ka).unsqueeze(1))
+    tot_b = _block_channel_sums(gzb.mul(sb).round_(), hw, c).mul_(torch.exp2(kb).unsqueeze(1))
+    return tuple(_in_block_order(t).to(x.device, torch.float32) for t in (tot_a, tot_b))
 
 
 def bn_cast_backward(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, q: torch.Tensor,
                      t: FixedType, lo: float, hi: float, need_ib: bool, relu: bool = False):
-    """``(dL/dz, dL/dI or None, da, db)``: :func:`affine_train_cast_backward` with the affine map's parameter
-    gradients :func:`bn_param_grads` (``gref`` = g after ReLU's backward): one pass on the kernel (CPU)."""
+    """``(dL/dz, dL/dI or None, da, db)`` of :func:`affine_train_cast` (q its output, z recomputed):
+    ``dL/dz = g'`` where ``lo <= z <= hi``, else 0, ``g' = g``, with ``relu`` ReLU's backward of g; ``dL/dI`` as
+    :func:`ib_grad` (None without ``need_ib``); the affine map's parameter gradients :func:`bn_param_grads`
+    (``gref = g'``). One pass on the kernel (CPU), else torch with the same bits."""
     if not _affine_kernel_applies(x):
-        gz, gib = affine_train_cast_backward(g, x, a, b, q, t, lo, hi, need_ib, relu)
-        return (gz, gib) + bn_param_grads(gz, x, _relu_grad(g, q) if relu else g)
+        gref = _relu_grad(g, q) if relu else g
+        z = _channel_affine(x, a, b)
+        inside = (z >= lo) & (z <= hi)
+        gz = torch.where(inside, gref, 0.0)
+        return (gz, ib_grad(gref, z, q, inside, t.int_bits) if need_ib else None) + bn_param_grads(gz, x, gref)
     g, x, q = g.contiguous(), x.contiguous(), q.contiguous()
     a, b = (v.detach().to(torch.float32).contiguous() for v in (a, b))
     gz = _fused.empty(x.shape, torch.float32)

@@ -532,8 +532,7 @@ class Quantizer(nn.Module):
         hooks, not calibrating, W <= 22, F within float32's range; with ``kernel`` also CPU and a kernel): the
         parameter taking the binary-point gradient, the type with its integer bits, and the bounds where
         ``dL/dx`` passes. None otherwise."""
-        if (not self.movable_cast() or self.per_channel or self.k_hot is not None or x.dtype != torch.float32
-                or (kernel and (x.device.type != "cpu" or _fused.kernel() is None))):
+        if not self._movable_per_tensor(x) or (kernel and (x.device.type != "cpu" or _fused.kernel() is None)):
             return None
         t = self.fused_type()
         bounds = train_cast_bounds(t, self.fused_lo_raw(t))
@@ -543,7 +542,7 @@ class Quantizer(nn.Module):
         """The type (integer bits as :meth:`fused_type`) on whose grid this quantizer's training cast of float32
         (N, C, ...) ``x`` certainly lies, where the cast is plain per tensor and movable (:meth:`movable_cast`)
         and the per-channel mantissa sums fit (:func:`..quantize.channel_sums_fit`); else None."""
-        if not self.movable_cast() or self.per_channel or self.k_hot is not None or x.dtype != torch.float32:
+        if not self._movable_per_tensor(x):
             return None
         t = self.fused_type()
         return t if channel_sums_fit(x, t) else None
@@ -555,6 +554,10 @@ class Quantizer(nn.Module):
         sums = []
         y = fused_train_cast(x, self.int_bits_param, t, self.fused_lo_raw(t), sums=sums)
         return None if y is None else (y, sums[0])
+
+    def _movable_per_tensor(self, x: torch.Tensor) -> bool:
+        """A movable (:meth:`movable_cast`) plain per-tensor cast of float32 ``x``."""
+        return self.movable_cast() and not self.per_channel and self.k_hot is None and x.dtype == torch.float32
 
     def movable_cast(self) -> bool:
         """Whether another module's autograd node may run this quantizer's training cast: training, not

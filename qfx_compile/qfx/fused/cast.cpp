@@ -23,7 +23,7 @@
 // outside, p_i * 2^-k_b exact in double and rounded to an integer (half to even), k_b chosen from the block's own
 // max |g| and length so that every term is at most 2^(52-ceil(log2 L_b)) and every partial sum at most 2^52:
 // S_b is exact in double whatever the order or the number of threads; the total is sum_b S_b * 2^k_b added in
-// block order (quantize.ib_grad_scale, quantize.ib_grad computes the same in torch). Each block is read twice,
+// block order (quantize.block_grid, quantize.ib_grad computes the same in torch). Each block is read twice,
 // the second time from cache: one pass over memory.
 // A cast followed by ReLU (relu: q is then relu's output) masks g as ReLU's backward does before all of this.
 //
@@ -145,6 +145,13 @@ inline void abs_max_step(float gi, float& m, int& nonfinite) {
     m = a > m ? a : m;
 }
 
+// BatchNorm's affine map of one element, z = x * a + b, the product and the sum each rounded in float32 (no
+// contraction): the value torch's x * a + b gives.
+inline float affine_of(float x, float a, float b) {
+    float z = x * a;
+    return z + b;
+}
+
 // BatchNorm's input gradient of one element, dx = (x * b + c) + g * a, each operation rounded in float32 in that
 // order (no contraction).
 inline float bn_dx_of(float g, float x, float a, float b, float c) {
@@ -154,24 +161,18 @@ inline float bn_dx_of(float g, float x, float a, float b, float c) {
     return t + u;
 }
 
-// One pass of a float32 cast's backward over m elements (a plane of BatchNorm's output with AFFINE: z = x * a + b
-// rounded in float32, else z = x): gx = g' where lo <= z <= hi, else 0, with g' = g, or with RELU (the cast
-// followed by ReLU, q its output) g' = 0 where q <= 0 (torch's threshold_backward). With IB it returns the part
-// of the sum S of round(g' * d * kscale), d = q - z inside, q outside (the file comment).
-template <bool AFFINE, bool RELU, bool IB>
-QFX_CLONES double grad_pass(const float* g, const float* x, const float* q, float* gx, int64_t m, float a, float b,
-                            float lo, float hi, double kscale) {
+// One pass of a float32 cast's backward over m elements: gx = g' where lo <= x <= hi, else 0, with g' = g, or with
+// RELU (the cast followed by ReLU, q its output) g' = 0 where q <= 0 (torch's threshold_backward). With IB it
+// returns the part of the sum S of round(float32(g' * d) * kscale), d = q - x inside, q outside (the file comment).
+template <bool RELU, bool IB>
+QFX_CLONES double grad_pass(const float* g, const float* x, const float* q, float* gx, int64_t m, float lo, float hi,
+                            double kscale) {
     double acc = 0.0;
 #pragma omp simd reduction(+ : acc)
     for (int64_t i = 0; i < m; ++i) {
-        float z = x[i];
-        if (AFFINE) {
-            z = z * a;
-            z = z + b;
-        }
         float gi = g[i];
         if (RELU) gi = q[i] <= 0.0f ? 0.0f : gi;
-        CastGrad r = cast_grad(gi, z, q[i], lo, hi, kscale);
+        CastGrad r = cast_grad(gi, x[i], q[i], lo, hi, kscale);
         gx[i] = r.gx;
         if (IB) acc += r.term;
     }
@@ -227,9 +228,7 @@ template <typename T, int R, int O, bool RELU>
 QFX_CLONES void affine_cast_plane(const float* x, float* q, int64_t m, float a, float b, Params<T> p) {
 #pragma omp simd
     for (int64_t i = 0; i < m; ++i) {
-        float z = x[i] * a;
-        z = z + b;
-        float v = (float)(cast_raw<R, O, T>((T)z, p) * p.inv) + 0.0f;  // +0: no -0.0
+        float v = (float)(cast_raw<R, O, T>((T)affine_of(x[i], a, b), p) * p.inv) + 0.0f;  // +0: no -0.0
         q[i] = RELU ? relu_of(v) : v;
     }
 }
@@ -251,8 +250,8 @@ QFX_CLONES void cast_sums_plane(const float* x, float* out, int64_t m, Params<T>
     s[1] = s2;
 }
 
-// k of the exact binary-point gradient sum over a block of n gradients whose largest magnitude is m > 0 (the
-// file comment).
+// k of a block of the exact blocked sums over n gradients whose largest magnitude is m > 0, int_bits the exponent
+// bounding what multiplies them (the file comment; quantize.block_grid).
 int sum_k(float m, int64_t n, int int_bits) {
     int eg, en = 0;
     std::frexp((double)m, &eg);  // m < 2^eg
@@ -260,9 +259,9 @@ int sum_k(float m, int64_t n, int int_bits) {
     return en + eg + int_bits - 52;
 }
 
-// BatchNorm's output-cast backward over one plane segment (grad_pass with AFFINE and IB) with the segment's
-// parts of the exact per-channel sums for da = sum gz * x and db = sum gz: round(float32(gz * x) * ka) and
-// round(gz * kb) (qfx_bn_cast_backward).
+// BatchNorm's output-cast backward over one plane segment (grad_pass with IB on z = affine_of(x, a, b)) with the
+// segment's parts of the exact per-channel sums for da = sum gz * x and db = sum gz: round(float32(gz * x) * ka)
+// and round(gz * kb) (qfx_bn_cast_backward).
 struct BnSums {
     double ib, da, db;
 };
@@ -273,11 +272,9 @@ QFX_CLONES BnSums bn_grad_seg(const float* g, const float* x, const float* q, fl
     double acc = 0.0, sa = 0.0, sb = 0.0;
 #pragma omp simd reduction(+ : acc, sa, sb)
     for (int64_t i = 0; i < m; ++i) {
-        float z = x[i] * a;
-        z = z + b;
         float gi = g[i];
         if (RELU) gi = q[i] <= 0.0f ? 0.0f : gi;
-        CastGrad r = cast_grad(gi, z, q[i], lo, hi, kscale);
+        CastGrad r = cast_grad(gi, affine_of(x[i], a, b), q[i], lo, hi, kscale);
         gz[i] = r.gx;
         acc += r.term;
         sa += std::nearbyint((double)(r.gx * x[i]) * ka);
@@ -508,39 +505,31 @@ int qfx_affine_cast(const float* x, const float* a, const float* b, float* q, in
     return run(Boxed<double>{make_params<double>(width, is_signed, frac, overflow, sat_lo)});
 }
 
-// The training backward of a float32 cast (see the file comment and grad_pass): a per-tensor cast
-// (a == nullptr: x, g, q, gx of n * c * hw elements) or BatchNorm's output cast (a, b: [c], tensors (n, c, hw),
-// z = x * a_c + b_c recomputed); relu: the cast was followed by ReLU (q its output). With need_ib: *status = 0
-// and the blocked sum's total (the file comment; the gradient is ln2 times it) in *sum_out, *status = 1 when
-// every g' is 0 (total 0), 2 when a g' is not finite. One pass over memory (each block read twice with need_ib,
-// the second time from cache).
-void qfx_cast_backward(const float* g, const float* x, const float* a, const float* b, const float* q, float* gx,
-                       int64_t n, int64_t c, int64_t hw, float lo, float hi, int int_bits, int need_ib, int relu,
-                       int threads, double* sum_out, int* status) {
-    const int64_t total = n * c * hw;
-    const bool affine = a != nullptr;
+// The training backward of a float32 per-tensor cast of n elements (see the file comment and grad_pass); relu: the
+// cast was followed by ReLU (q its output). With need_ib: *status = 0 and the blocked sum's total (the file
+// comment; the gradient is ln2 times it) in *sum_out, *status = 1 when every g' is 0 (total 0), 2 when a g' is
+// not finite. One pass over memory (each block read twice with need_ib, the second time from cache).
+void qfx_cast_backward(const float* g, const float* x, const float* q, float* gx, int64_t n, float lo, float hi,
+                       int int_bits, int need_ib, int relu, int threads, double* sum_out, int* status) {
     *sum_out = 0.0;
-    auto run = [&](auto affine_c, auto relu_c, auto ib_c) {
-        constexpr bool A = decltype(affine_c)::value, RL = decltype(relu_c)::value, IB = decltype(ib_c)::value;
+    auto run = [&](auto relu_c, auto ib_c) {
+        constexpr bool RL = decltype(relu_c)::value, IB = decltype(ib_c)::value;
         return blocked_sum(
-            total, A ? hw : total, A ? c : 1, int_bits, IB, threads, sum_out,
+            n, n, 1, int_bits, IB, threads, sum_out,
             [&](int64_t i, int64_t len, int64_t, float& m, int& bad) { abs_max_seg<RL>(g + i, q + i, len, m, bad); },
-            [&](int64_t i, int64_t len, int64_t ch, double kscale) {
-                return grad_pass<A, RL, IB>(g + i, x + i, q + i, gx + i, len, A ? a[ch] : 1.0f, A ? b[ch] : 0.0f, lo,
-                                            hi, kscale);
+            [&](int64_t i, int64_t len, int64_t, double kscale) {
+                return grad_pass<RL, IB>(g + i, x + i, q + i, gx + i, len, lo, hi, kscale);
             });
     };
-    auto with_ib = [&](auto ib_c) {
-        using T = std::true_type;
-        using F = std::false_type;
-        if (affine) return relu ? run(T{}, T{}, ib_c) : run(T{}, F{}, ib_c);
-        return relu ? run(F{}, T{}, ib_c) : run(F{}, F{}, ib_c);
-    };
-    *status = need_ib ? with_ib(std::true_type{}) : with_ib(std::false_type{});
+    using T = std::true_type;
+    using F = std::false_type;
+    if (need_ib) *status = relu ? run(T{}, T{}) : run(F{}, T{});
+    else *status = relu ? run(T{}, F{}) : run(F{}, F{});
 }
 
-// BatchNorm's output cast backward (qfx_cast_backward with a, b: gz, and with need_ib the blocked binary-point sum
-// in *ib_out with *status) together with its affine map's parameter gradients da_c = sum gz * x and
+// BatchNorm's output cast backward (qfx_cast_backward's on z = affine_of(x, a_c, b_c), tensors (n, c, hw): gz, and
+// with need_ib the blocked binary-point sum in *ib_out with *status) together with its affine map's parameter
+// gradients da_c = sum gz * x and
 // db_c = sum gz over channel c, as exact blocked sums (quantize.bn_param_grads): per block of kBlock elements,
 // with m = max |g'| and mx = max |x| over the block, the terms round(float32(gz * x) * 2^-ka) and
 // round(gz * 2^-kb), ka = sum_k(m, L_b, e(mx)), kb = sum_k(m, L_b, 0) (each term at most 2^(52 - ceil(log2 L_b)):

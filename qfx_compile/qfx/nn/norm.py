@@ -28,7 +28,7 @@ from torch import nn
 
 from .. import fused
 from ..quantize import affine_train_cast, bn_cast_backward, bn_dx_cast_backward, bn_param_grads, channel_sums
-from ..quantizer import Quantizer, pc_fq_backward, pc_fq_forward
+from ..quantizer import Quantizer
 from ._base import (QFXModule, TensorsKey, amax, cast_of, frac_bits_of, grid_sums_of, guard, quantizer_state,
                     relu_applied)
 

@@ -93,7 +93,7 @@ def test_batchnorm_training_gradients_match_autograd():
 def test_per_channel_training_cast_kernel_equals_torch(spelling, shape, axis, monkeypatch):
     """The per-channel training cast on the fused kernel (one autograd node) against the torch path it replaces
     (torch's learnable fake-quant kernels, differentiated by autograd): the value and both gradients, bit for bit,
-    on ties, the range ends, the clamp bounds one lsb beyond, huge values, zero and negative gradients."""
+    on ties, the range ends, the clamp bounds one lsb beyond, huge values, NaN, zero and negative gradients."""
     from qfx_compile.qfx import fused
     if fused.kernel() is None:
         pytest.skip(f"no fused kernel: {fused.info()['error']}")
@@ -112,6 +112,7 @@ def test_per_channel_training_cast_kernel_equals_torch(spelling, shape, axis, mo
         x = torch.where(torch.rand(shape, generator=g) < 0.5, k * s, (k + 0.5) * s)  # grid points and ties
         x = torch.where(torch.rand(shape, generator=g) < 0.2, torch.randn(shape, generator=g) * 4 * s, x)
         x.view(-1)[:4] = torch.tensor([1e30, -1e30, 0.0, -0.0])
+        x.view(-1)[4] = math.nan if seed == 0 else x.view(-1)[4]  # torch's kernel: below the range (qmin)
         gy = torch.randn(shape, generator=g)
         gy.view(-1)[::5] = 0.0
         results = []
@@ -128,4 +129,5 @@ def test_per_channel_training_cast_kernel_equals_torch(spelling, shape, axis, mo
                 results.append((y.detach(), xr.grad, q.int_bits_param.grad))
         for a, b in zip(*results):
             assert torch.equal(a.view(torch.int32), b.view(torch.int32)), (spelling, shape, seed)
-        assert torch.equal(results[0][0], qfx.quantize(x, t, int_bits=ib, axis=axis))
+        if seed:
+            assert torch.equal(results[0][0], qfx.quantize(x, t, int_bits=ib, axis=axis))

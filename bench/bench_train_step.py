@@ -3,13 +3,21 @@
 CIFAR shape (3x32x32), batch 64, SGD step (forward, backward, update), 2 CPU
 threads. QFX: 8-bit weights (per channel), 16-bit biases, 8-bit activations,
 BatchNorm scale / shift / output, residual additions and pooling, all binary
-points learned. Prints both medians and the ratio (target: QFX within 1.2x of float).
-Seeded (Python, numpy, torch) from ``--seed``. ``--baseline REF`` also times the
+points learned. Prints both medians, the ratio (target: QFX within 1.2x of float) and each step's
+minor page faults (the kernel mapping fresh memory: system time that belongs to neither model's
+arithmetic). Seeded (Python, numpy, torch) from ``--seed``. ``--baseline REF`` also times the
 library at git commit REF, in alternating processes (bench/baseline.py); ``--readme`` writes that
 table into README.md (between the train-step markers).
 
+``--allocator`` shows what glibc's allocator does to the ratio: the two models alternating in one
+process (the default; memory one step frees, the other reuses) and each model alone in its own
+process (as a user trains one), each with glibc's default malloc and with it told to keep freed
+memory (``GLIBC_TUNABLES`` trim and mmap thresholds: no page faults once warm, so the ratio is
+that of the arithmetic); ``--readme`` writes that table (train-step-allocator markers).
+
     python bench/bench_train_step.py [--steps 20] [--threads 2] [--seed 0] [--baseline REF --rounds 3 [--readme]]
     python bench/bench_train_step.py --fusions [--steps 12]   # what the cross-module fusions buy
+    python bench/bench_train_step.py --allocator [--rounds 3] [--readme]
 """
 from __future__ import annotations
 
@@ -22,6 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import json
+import os
+import resource
+import subprocess
 import sys
 from pathlib import Path
 
@@ -82,15 +93,60 @@ def make_step(model, x, y):
     return step
 
 
-def alternate(steps_a, steps_b, n, warmup=3):
-    """Median ms of two step functions timed alternately (shares background load fairly)."""
-    ta, tb = [], []
+#: glibc told to keep the memory free() gives back (no trimming of the heap top; allocations up to 32 MiB from
+#: the heap, not mmap): once warm, a step reuses pages instead of faulting fresh ones in.
+KEEP_MEMORY = "glibc.malloc.trim_threshold=1073741824:glibc.malloc.mmap_threshold=33554432"
+
+
+def timed(step):
+    """``(seconds, minor page faults)`` of one call of ``step``."""
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t = step()
+    return t, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+
+
+def alternate(*steps, n, warmup=3):
+    """``[(median ms, median page faults)]`` of step functions timed alternately (sharing background load)."""
+    runs = [[] for _ in steps]
     for i in range(warmup + n):
-        a, b = steps_a(), steps_b()
-        if i >= warmup:
-            ta.append(a)
-            tb.append(b)
-    return 1000 * statistics.median(ta), 1000 * statistics.median(tb)
+        for r, step in zip(runs, steps):
+            v = timed(step)
+            if i >= warmup:
+                r.append(v)
+    return [(1000 * statistics.median(t for t, _ in r), statistics.median(f for _, f in r)) for r in runs]
+
+
+def allocator_table(a, load0) -> str:
+    """The float and QFX medians in four settings (module doc), child processes, ``a.rounds`` rounds each."""
+    base = [sys.executable, __file__, "--steps", str(a.steps), "--threads", str(a.threads), "--batch", str(a.batch),
+            "--seed", str(a.seed), "--json"]
+    rows = []
+    for memory in ("default", "keep"):
+        env = dict(os.environ)
+        env.pop("GLIBC_TUNABLES", None)
+        if memory == "keep":
+            env["GLIBC_TUNABLES"] = KEEP_MEMORY
+        for where in ("one process, alternating", "each alone in its own process"):
+            runs = {"float": [], "qfx": []}
+            for _ in range(a.rounds):
+                if where.startswith("one"):
+                    out = [json.loads(subprocess.run(base, env=env, capture_output=True, text=True, check=True)
+                                      .stdout.strip().splitlines()[-1])]
+                else:
+                    out = [json.loads(subprocess.run(base + ["--only", k], env=env, capture_output=True, text=True,
+                                                     check=True).stdout.strip().splitlines()[-1]) for k in runs]
+                for k in runs:
+                    runs[k].append(next(o for o in out if k in o))
+            med = {k: {f: statistics.median(r[f] for r in v) for f in (k, k + "_faults")} for k, v in runs.items()}
+            rows.append(f"| {where} | {'glibc default' if memory == 'default' else 'kept (GLIBC_TUNABLES)'} | "
+                        f"{med['float']['float']:.0f} | {med['float']['float_faults']:,.0f} | {med['qfx']['qfx']:.0f} | "
+                        f"{med['qfx']['qfx_faults']:,.0f} | {med['qfx']['qfx'] / med['float']['float']:.2f}x |")
+    head = (f"`{baseline.command(sys.argv)}` on {machine.cpu_model()}, {a.threads} thread(s), torch {torch.__version__}, "
+            f"load average {load0} -> {machine.load()}, seed {a.seed}; ResNet-20, batch {a.batch}, {a.steps} steps "
+            f"per process (median), {a.rounds} processes per row and model (median); page faults: minor faults per "
+            f"step; kept: `GLIBC_TUNABLES={KEEP_MEMORY}`:")
+    return "\n".join([head, "", "| models | memory | float ms/step | faults | QFX ms/step | faults | QFX / float |",
+                      "|---|---|---:|---:|---:|---:|---:|", *rows])
 
 
 def time_fusions(qmodel, x, y, steps, load0, warmup=3):
@@ -142,7 +198,12 @@ def main():
                     help="time the QFX step with the cross-module fusions (Conv2d.fuse_cast_into_bn, fuse_relu) "
                          "on, the convolution-cast fusion off, and both off, alternating step by step in this "
                          "process")
+    ap.add_argument("--allocator", action="store_true",
+                    help="time float and QFX with glibc's default and a memory-keeping malloc, alternating in one "
+                         "process and each alone in its own (child processes, --rounds each); with --readme write "
+                         "the table into README.md")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--only", choices=("float", "qfx"), help=argparse.SUPPRESS)
     ap.add_argument("--pkg", help=argparse.SUPPRESS)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -161,6 +222,12 @@ def main():
         if a.readme:
             baseline.write_readme("train-step", "\n".join(lines))
         return
+    if a.allocator:
+        table = allocator_table(a, load0)
+        print(table)
+        if a.readme:
+            baseline.write_readme("train-step-allocator", table)
+        return
     seed_all(a.seed)
     x = torch.randn(a.batch, 3, 32, 32)
     y = torch.randint(0, 10, (a.batch,))
@@ -168,19 +235,24 @@ def main():
     cfg = qfx.QFXConfig(weight="ap_fixed<8,1,AP_RND_CONV,AP_SAT>", bias="ap_fixed<16,6,AP_RND_CONV,AP_SAT>",
                         activation="ap_fixed<8,4,AP_RND_CONV,AP_SAT>", bn_scale="ap_fixed<8,3,AP_RND_CONV,AP_SAT>",
                         bn_shift="ap_fixed<8,3,AP_RND_CONV,AP_SAT>")
-    qmodel = qfx.quantize_model(ResNet20(), cfg, x)
-    nq = len(qfx.quantizers(qmodel))
+    qmodel = qfx.quantize_model(ResNet20(), cfg, x) if a.only != "float" else None
+    nq = len(qfx.quantizers(qmodel)) if qmodel is not None else 0
     if a.fusions:
         return time_fusions(qmodel, x, y, a.steps, load0)
-    f, q = alternate(make_step(fmodel, x, y), make_step(qmodel, x, y), a.steps)
+    if a.only:
+        (t, faults), = alternate(make_step(fmodel if a.only == "float" else qmodel, x, y), n=a.steps)
+        print(json.dumps({a.only: t, a.only + "_faults": faults}))
+        return
+    (f, ff), (q, qf) = alternate(make_step(fmodel, x, y), make_step(qmodel, x, y), n=a.steps)
     if a.json:
-        print(json.dumps({"float": f, "qfx": q, "ratio": q / f, "fused": machine.fused_kernel()}))
+        print(json.dumps({"float": f, "qfx": q, "ratio": q / f, "float_faults": ff, "qfx_faults": qf,
+                          "fused": machine.fused_kernel()}))
         return
     print(f"machine: {machine.cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"load average {load0} -> {machine.load()}, seed {a.seed}")
     print(f"ResNet-20, batch {a.batch}, 3x32x32, {a.steps} steps each, alternating (median)")
-    print(f"float: {f:8.1f} ms/step")
-    print(f"QFX  : {q:8.1f} ms/step  ({nq} quantizers)")
+    print(f"float: {f:8.1f} ms/step  ({ff:,.0f} page faults/step)")
+    print(f"QFX  : {q:8.1f} ms/step  ({qf:,.0f} page faults/step; {nq} quantizers)")
     print(f"ratio: {q / f:.2f}x (target: within 1.2x); fused cast kernel: "
           f"{'yes' if machine.fused_kernel() else 'no'}")
 

@@ -175,6 +175,41 @@ def test_binary_point_gradient_is_the_documented_sum(kernel, monkeypatch):
     assert abs(Fraction(total) - exact) <= bound  # one rounding per product and per term
 
 
+@pytest.mark.parametrize("scale", [2.0 ** -100, 1.0])
+def test_sums_of_tiny_gradients_equal_torch_and_scale_exactly(scale, monkeypatch):
+    """Gradients so small (2**-100) that a block's grid 2**-k exceeds float32's range, where the kernels round
+    their terms in double instead of float (cast.cpp ``Grid``): a per-tensor cast and a convolution + BatchNorm
+    (one node, the convolution cast run by it, the three exact sums of each pass), kernel against torch, bit for
+    bit; and the per-tensor binary-point gradient scales exactly with g (each block's grid moves with its max)."""
+    from qfx_compile.qfx import nn as qnn
+    t = FixedType(8, 3, True, "AP_RND_CONV", "AP_SAT")
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(3 * Q.IB_BLOCK + 77, generator=gen) * 4
+    g = torch.randn(x.shape, generator=gen) * torch.exp2(torch.randint(-8, 8, x.shape, generator=gen).float())
+
+    def model_step():
+        torch.manual_seed(2)
+        conv = qnn.Conv2d(3, 6, 3, padding=1, output_type="ap_fixed<8,3,AP_RND_CONV,AP_SAT>").train()
+        bn = qnn.BatchNorm2d(6).train()
+        conv.fuse_cast_into_bn = bn.fuse_relu = True
+        xi = (torch.randn(8, 3, 40, 40) * 2).requires_grad_(True)
+        out = bn(conv(xi))
+        out.backward(torch.randn(out.shape) * scale)
+        return [out.detach(), xi.grad] + [p.grad for m in (conv, bn) for p in m.parameters()]
+
+    runs = []
+    for kernel in (True, False):
+        with monkeypatch.context() as m:
+            if not kernel:
+                m.setattr(fused, "kernel", lambda: None)
+            runs.append((_train_step(t, x, g * scale, 3), model_step()))
+    (cast_k, model_k), (cast_t, model_t) = runs
+    assert all(v is not None for v in model_k)
+    for u, v in zip(list(cast_k) + model_k, list(cast_t) + model_t):
+        assert torch.equal(u.view(torch.int32), v.view(torch.int32))
+    assert cast_k[2].item() == (_train_step(t, x, g, 3)[2] * scale).item() != 0.0
+
+
 def test_binary_point_gradient_ignores_the_thread_count():
     t = FixedType(8, 4, True, "AP_RND_CONV", "AP_SAT")
     gen = torch.Generator().manual_seed(7)

@@ -20,7 +20,8 @@
 // Backward (float32, any mode): gx = g where lo <= x <= hi, else 0; the binary-point gradient sum over blocks
 // of L = 16384 consecutive elements of the flattened tensor (the last one shorter): per block b,
 // S_b = sum_i round(p_i * 2^-k_b), p_i = g_i * d_i rounded to float32, d_i = (q_i - x_i in float32) inside, q_i
-// outside, p_i * 2^-k_b exact in double and rounded to an integer (half to even), k_b chosen from the block's own
+// outside, p_i * 2^-k_b rounded to an integer (half to even; the integer of the exact product, taken in float where
+// 2^-k_b is a normal float32: Grid), k_b chosen from the block's own
 // max |g| and length so that every term is at most 2^(52-ceil(log2 L_b)) and every partial sum at most 2^52:
 // S_b is exact in double whatever the order or the number of threads; the total is sum_b S_b * 2^k_b added in
 // block order (quantize.block_grid, quantize.ib_grad computes the same in torch). Each block is read twice,
@@ -125,17 +126,47 @@ QFX_CLONES void cast_loop(const TI* x, TO* out, int64_t n, Params<T> p, int thre
     }
 }
 
+// The grid 2^-k of a block's terms in the exact sums: term(p) = round(p * 2^-k) of a float32 p, as a double. In
+// float (Grid<true>) where 2^-k is 0 or a normal float32: the float product is exact unless its magnitude is below
+// 2^-126, where it and the exact product both round to a zero of p's sign, so the integer is the double's (and NaN,
+// inf alike); one float multiply and round instead of a conversion, a double multiply and a double round.
+template <bool F32>
+struct Grid {
+    double s;
+    double term(float p) const { return std::nearbyint((double)p * s); }
+};
+
+template <>
+struct Grid<true> {
+    float s;
+    double term(float p) const { return (double)std::nearbyint(p * s); }
+};
+
+// Whether the scale 2^-k (or 0) takes Grid<true>.
+inline bool float_grid(double s) {
+    return s == 0.0 || (s >= 0x1p-126 && s <= 0x1p127);
+}
+
+// Calls f(grid) with the Grid for each scale: the float one where every scale allows it.
+template <typename F>
+auto with_grids(F&& f, double s0, double s1 = 0.0, double s2 = 0.0) {
+    if (float_grid(s0) && float_grid(s1) && float_grid(s2))
+        return f(Grid<true>{(float)s0}, Grid<true>{(float)s1}, Grid<true>{(float)s2});
+    return f(Grid<false>{s0}, Grid<false>{s1}, Grid<false>{s2});
+}
+
 // One element of a float32 cast's backward: gx = g' where lo <= z <= hi, else 0, and its term of the exact sum S,
-// round(float32(g' * d) * kscale), d = q - z inside, q outside (the file comment); z the cast's input, q its output.
+// round(float32(g' * d) * 2^-k), d = q - z inside, q outside (the file comment); z the cast's input, q its output.
 struct CastGrad {
     float gx;
     double term;
 };
 
-inline CastGrad cast_grad(float gi, float z, float q, float lo, float hi, double kscale) {
+template <typename G>
+inline CastGrad cast_grad(float gi, float z, float q, float lo, float hi, G k) {
     bool inside = (z >= lo) & (z <= hi);
     float d = inside ? q - z : q;
-    return {inside ? gi : 0.0f, std::nearbyint((double)(gi * d) * kscale)};
+    return {inside ? gi : 0.0f, k.term(gi * d)};
 }
 
 // One element's step of max |g'| (exact in float32) and of whether a g' is not finite.
@@ -163,10 +194,10 @@ inline float bn_dx_of(float g, float x, float a, float b, float c) {
 
 // One pass of a float32 cast's backward over m elements: gx = g' where lo <= x <= hi, else 0, with g' = g, or with
 // RELU (the cast followed by ReLU, q its output) g' = 0 where q <= 0 (torch's threshold_backward). With IB it
-// returns the part of the sum S of round(float32(g' * d) * kscale), d = q - x inside, q outside (the file comment).
-template <bool RELU, bool IB>
+// returns the part of the sum S of round(float32(g' * d) * 2^-k), d = q - x inside, q outside (the file comment).
+template <bool RELU, bool IB, typename G>
 QFX_CLONES double grad_pass(const float* g, const float* x, const float* q, float* gx, int64_t m, float lo, float hi,
-                            double kscale) {
+                            G kscale) {
     double acc = 0.0;
 #pragma omp simd reduction(+ : acc)
     for (int64_t i = 0; i < m; ++i) {
@@ -199,9 +230,9 @@ QFX_CLONES void bn_dx_plane(const float* g, const float* x, float* dx, int64_t m
 // BatchNorm's dx (bn_dx_plane's arithmetic) as the gradient of the cast x = cast(y) before it (the convolution's
 // output cast): max |dx| and whether a dx is not finite (MAX), or gy = dx where lo <= y <= hi, else 0, and the
 // plane's part of the exact sum of round(dx * d * kscale), d = x - y inside, x outside (the file comment).
-template <bool MAX>
+template <bool MAX, typename G>
 QFX_CLONES double bn_dx_cast_plane(const float* g, const float* x, const float* y, float* gy, int64_t m, float a,
-                                   float b, float c, float lo, float hi, double kscale, float* mx, int* bad) {
+                                   float b, float c, float lo, float hi, G kscale, float* mx, int* bad) {
     double acc = 0.0;
     float mm = 0.0f;
     int nonfinite = 0;
@@ -266,9 +297,9 @@ struct BnSums {
     double ib, da, db;
 };
 
-template <bool RELU>
+template <bool RELU, typename G>
 QFX_CLONES BnSums bn_grad_seg(const float* g, const float* x, const float* q, float* gz, int64_t m, float a, float b,
-                              float lo, float hi, double kscale, double ka, double kb) {
+                              float lo, float hi, G kscale, G ka, G kb) {
     double acc = 0.0, sa = 0.0, sb = 0.0;
 #pragma omp simd reduction(+ : acc, sa, sb)
     for (int64_t i = 0; i < m; ++i) {
@@ -277,8 +308,8 @@ QFX_CLONES BnSums bn_grad_seg(const float* g, const float* x, const float* q, fl
         CastGrad r = cast_grad(gi, affine_of(x[i], a, b), q[i], lo, hi, kscale);
         gz[i] = r.gx;
         acc += r.term;
-        sa += std::nearbyint((double)(r.gx * x[i]) * ka);
-        sb += std::nearbyint((double)r.gx * kb);
+        sa += ka.term(r.gx * x[i]);
+        sb += kb.term(r.gx);
     }
     return {acc, sa, sb};
 }
@@ -502,13 +533,18 @@ void qfx_bn_dx_cast_backward(const float* g, const float* x, const float* y, con
         [&](int64_t i, int64_t len, int64_t ch, float& m, int& bad) {
             float pm;
             int pb;
-            bn_dx_cast_plane<true>(g + i, x + i, y + i, nullptr, len, a[ch], B[ch], C[ch], lo, hi, 0.0, &pm, &pb);
+            bn_dx_cast_plane<true>(g + i, x + i, y + i, nullptr, len, a[ch], B[ch], C[ch], lo, hi, Grid<true>{0.0f},
+                                   &pm, &pb);
             m = pm > m ? pm : m;
             bad |= pb;
         },
         [&](int64_t i, int64_t len, int64_t ch, double kscale) {
-            return bn_dx_cast_plane<false>(g + i, x + i, y + i, gy + i, len, a[ch], B[ch], C[ch], lo, hi, kscale,
-                                           nullptr, nullptr);
+            return with_grids(
+                [&](auto k, auto, auto) {
+                    return bn_dx_cast_plane<false>(g + i, x + i, y + i, gy + i, len, a[ch], B[ch], C[ch], lo, hi, k,
+                                                   nullptr, nullptr);
+                },
+                kscale);
         });
 }
 
@@ -544,7 +580,9 @@ void qfx_cast_backward(const float* g, const float* x, const float* q, float* gx
             n, n, 1, int_bits, IB, threads, sum_out,
             [&](int64_t i, int64_t len, int64_t, float& m, int& bad) { abs_max_seg<RL>(g + i, q + i, len, m, bad); },
             [&](int64_t i, int64_t len, int64_t, double kscale) {
-                return grad_pass<RL, IB>(g + i, x + i, q + i, gx + i, len, lo, hi, kscale);
+                return with_grids(
+                    [&](auto k, auto, auto) { return grad_pass<RL, IB>(g + i, x + i, q + i, gx + i, len, lo, hi, k); },
+                    kscale);
             });
     };
     using T = std::true_type;
@@ -602,8 +640,12 @@ void qfx_bn_cast_backward(const float* g, const float* x, const float* a, const 
         double* pb = &sb[blk * c];
         double acc = 0.0;
         segments([&](int64_t i, int64_t m, int64_t ch) {
-            BnSums r = relu ? bn_grad_seg<true>(g + i, x + i, q + i, gz + i, m, a[ch], b[ch], lo, hi, ks, kas, kbs)
-                            : bn_grad_seg<false>(g + i, x + i, q + i, gz + i, m, a[ch], b[ch], lo, hi, ks, kas, kbs);
+            BnSums r = with_grids(
+                [&](auto k, auto ka_, auto kb_) {
+                    return relu ? bn_grad_seg<true>(g + i, x + i, q + i, gz + i, m, a[ch], b[ch], lo, hi, k, ka_, kb_)
+                                : bn_grad_seg<false>(g + i, x + i, q + i, gz + i, m, a[ch], b[ch], lo, hi, k, ka_, kb_);
+                },
+                ks, kas, kbs);
             acc += r.ib;
             pa[ch] += r.da;
             pb[ch] += r.db;

@@ -427,21 +427,19 @@ def _cast_backward(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, lo: float,
 
 
 def bn_dx_cast_backward(g: torch.Tensor, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-                        c: torch.Tensor, lo: float, hi: float, int_bits: int, need_ib: bool, out=None):
+                        c: torch.Tensor, lo: float, hi: float, int_bits: int, need_ib: bool):
     """``(dL/dy, dL/dI or None)`` of ``x = cast(y)`` (:func:`fused_train_cast`'s gradients) where the gradient
-    reaching x is BatchNorm's ``dx = (x * b_c + c_c) + gz * a_c`` (:func:`.fused.bn_dx`, with its ``out``: gz
-    recomputed from the gradient g at BatchNorm's output), on the kernel without writing dx: the values of
-    ``bn_dx`` followed by the cast's backward, float32 (N, C, ...) tensors."""
+    reaching x is BatchNorm's ``dx = (x * b_c + c_c) + g * a_c`` (:func:`.fused.bn_dx`), on the kernel without
+    writing dx: the values of ``bn_dx`` followed by the cast's backward, float32 (N, C, ...) tensors."""
     g, x, y = g.contiguous(), x.contiguous(), y.contiguous()
     a, b, c = (v.detach().to(torch.float32).contiguous() for v in (a, b, c))
-    o, _keep = _fused.out_args(out)
     gy = _fused.empty(x.shape, torch.float32)
     n, ch = x.shape[0], x.shape[1]
     s, status = ctypes.c_double(), ctypes.c_int()
     _fused.kernel().qfx_bn_dx_cast_backward(g.data_ptr(), x.data_ptr(), y.data_ptr(), a.data_ptr(), b.data_ptr(),
                                             c.data_ptr(), gy.data_ptr(), n, ch, x.numel() // max(1, n * ch), lo, hi,
                                             int_bits, int(need_ib), _fused.threads(), ctypes.byref(s),
-                                            ctypes.byref(status), *o)
+                                            ctypes.byref(status))
     return gy, (_ib_grad(s.value, status.value) if need_ib else None)
 
 
@@ -616,34 +614,26 @@ def bn_param_grads(gz: torch.Tensor, x: torch.Tensor, gref: torch.Tensor) -> tup
     return tuple(_in_block_order(t).to(x.device, torch.float32) for t in (tot_a, tot_b))
 
 
-def bn_out_cast_terms(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, q: torch.Tensor, lo: float,
-                      hi: float, relu: bool):
-    """``(g', z, inside)`` of BatchNorm's output cast ``q = cast(z)``, ``z = x * a_c + b_c`` (:func:`_channel_affine`),
-    for its backward in torch: ``g' = g`` (with ``relu`` ReLU's backward from q), ``inside = lo <= z <= hi``."""
-    z = _channel_affine(x, a, b)
-    return (_relu_grad(g, q) if relu else g), z, (z >= lo) & (z <= hi)
-
-
 def bn_cast_backward(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, q: torch.Tensor,
-                     t: FixedType, lo: float, hi: float, need_ib: bool, relu: bool = False, write_gz: bool = True):
+                     t: FixedType, lo: float, hi: float, need_ib: bool, relu: bool = False):
     """``(dL/dz, dL/dI or None, da, db)`` of :func:`affine_train_cast` (q its output, z recomputed):
     ``dL/dz = g'`` where ``lo <= z <= hi``, else 0, ``g' = g``, with ``relu`` ReLU's backward of g; ``dL/dI`` as
     :func:`ib_grad` (None without ``need_ib``); the affine map's parameter gradients :func:`bn_param_grads`
-    (``gref = g'``). One pass on the kernel (CPU), else torch with the same bits. Without ``write_gz`` the kernel
-    writes no ``dL/dz`` (None): the dx pass recomputes it (``out`` of :func:`.fused.bn_dx`)."""
+    (``gref = g'``). One pass on the kernel (CPU), else torch with the same bits."""
     if not _affine_kernel_applies(x):
-        gref, z, inside = bn_out_cast_terms(g, x, a, b, q, lo, hi, relu)
+        gref = _relu_grad(g, q) if relu else g
+        z = _channel_affine(x, a, b)
+        inside = (z >= lo) & (z <= hi)
         gz = torch.where(inside, gref, 0.0)
         return (gz, ib_grad(gref, z, q, inside, t.int_bits) if need_ib else None) + bn_param_grads(gz, x, gref)
     g, x, q = g.contiguous(), x.contiguous(), q.contiguous()
     a, b = (v.detach().to(torch.float32).contiguous() for v in (a, b))
-    gz = _fused.empty(x.shape, torch.float32) if write_gz else None
+    gz = _fused.empty(x.shape, torch.float32)
     n, c = x.shape[0], x.shape[1]
     da, db = (torch.empty(c, dtype=torch.float64) for _ in range(2))
     s, status = ctypes.c_double(), ctypes.c_int()
     _fused.kernel().qfx_bn_cast_backward(g.data_ptr(), x.data_ptr(), a.data_ptr(), b.data_ptr(), q.data_ptr(),
-                                         None if gz is None else gz.data_ptr(), n, c, x.numel() // max(1, n * c),
-                                         lo, hi, t.int_bits,
+                                         gz.data_ptr(), n, c, x.numel() // max(1, n * c), lo, hi, t.int_bits,
                                          int(need_ib), int(relu), _fused.threads(), ctypes.byref(s),
                                          ctypes.byref(status), da.data_ptr(), db.data_ptr())
     return gz, (_ib_grad(s.value, status.value) if need_ib else None), da.float(), db.float()

@@ -106,14 +106,12 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.qfx_bn_param_backward.restype = None
     lib.qfx_maxpool2d.argtypes = [p, p, i32, i64] + [i32] * 11
     lib.qfx_maxpool2d.restype = None
-    f32 = ctypes.c_float
-    lib.qfx_bn_dx.argtypes = [p] * 6 + [i64, i64, i64, i32, p, p, f32, f32, i32]
+    lib.qfx_bn_dx.argtypes = [p] * 6 + [i64, i64, i64, i32]
     lib.qfx_bn_dx.restype = None
     lib.qfx_affine_cast.argtypes = [p] * 4 + [i64, i64, i64, i32, i32, i32, i32, i32, ctypes.c_double, i32, i32]
     lib.qfx_affine_cast.restype = i32
-    lib.qfx_bn_dx_cast_backward.argtypes = [p] * 7 + [i64, i64, i64, f32, f32, i32, i32, i32,
-                                                    ctypes.POINTER(ctypes.c_double), ctypes.POINTER(i32), p, p, f32, f32,
-                                                    i32]
+    lib.qfx_bn_dx_cast_backward.argtypes = [p] * 7 + [i64, i64, i64, ctypes.c_float, ctypes.c_float, i32, i32, i32,
+                                                    ctypes.POINTER(ctypes.c_double), ctypes.POINTER(i32)]
     lib.qfx_bn_dx_cast_backward.restype = None
     lib.qfx_cast_channel_sums.argtypes = [p, p, i64, i64, i64, i32, i32, i32, i32, i32, ctypes.c_double, i32, p]
     lib.qfx_cast_channel_sums.restype = i32
@@ -193,35 +191,17 @@ def max_pool2d(x: torch.Tensor, kernel_size, stride, padding) -> torch.Tensor | 
     return out
 
 
-def bn_dx(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
-          out=None) -> torch.Tensor:
-    """``(x * b_c + c_c) + gz * a_c`` for float32 (N, C, ...) ``gz``, ``x`` and [C] ``a``, ``b``, ``c``, every
-    operation rounded in float32 in that order: one pass on the kernel (CPU), else four torch passes. ``gz = g``;
-    with ``out = (q, shift, lo, hi, relu)`` (BatchNorm's output cast ``q = cast(x * a_c + shift_c)``, bounds and
-    fused ReLU) ``g`` is the gradient at q and ``gz`` its backward, recomputed as
-    :func:`..quantize.bn_cast_backward` computes it (that pass then need not write gz)."""
+def bn_dx(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``(x * b_c + c_c) + g * a_c`` for float32 (N, C, ...) ``g``, ``x`` and [C] ``a``, ``b``, ``c``, every
+    operation rounded in float32 in that order: one pass on the kernel (CPU), else four torch passes."""
     lib = kernel()
     shape = [1, -1] + [1] * (x.dim() - 2)
     if lib is None or x.device.type != "cpu" or x.dtype != torch.float32 or g.dtype != torch.float32:
-        if out is not None:
-            from ..quantize import bn_out_cast_terms  # (quantize imports this module)
-            gref, _, inside = bn_out_cast_terms(g, x, a, out[1], out[0], out[2], out[3], out[4])
-            g = torch.where(inside, gref, 0.0)
         return (x * b.reshape(shape)).add_(c.reshape(shape)).add_(g * a.reshape(shape))
     g, x = g.contiguous(), x.contiguous()
     a, b, c = (v.detach().to(torch.float32).contiguous() for v in (a, b, c))
-    o, _keep = out_args(out)
-    res = empty(x.shape, torch.float32)
+    out = empty(x.shape, torch.float32)
     n, ch = x.shape[0], x.shape[1]
-    lib.qfx_bn_dx(g.data_ptr(), x.data_ptr(), a.data_ptr(), b.data_ptr(), c.data_ptr(), res.data_ptr(), n, ch,
-                  x.numel() // max(1, n * ch), threads(), *o)
-    return res
-
-
-def out_args(out) -> tuple:
-    """``((q, shift, lo, hi, relu) as kernel arguments (null pointers without out), tensors to keep alive)``."""
-    if out is None:
-        return (None, None, 0.0, 0.0, 0), ()
-    q, shift, lo, hi, relu = out
-    q, shift = q.contiguous(), shift.detach().to(torch.float32).contiguous()
-    return (q.data_ptr(), shift.data_ptr(), lo, hi, int(relu)), (q, shift)
+    lib.qfx_bn_dx(g.data_ptr(), x.data_ptr(), a.data_ptr(), b.data_ptr(), c.data_ptr(), out.data_ptr(), n, ch,
+                  x.numel() // max(1, n * ch), threads())
+    return out

@@ -222,56 +222,23 @@ QFX_CLONES void abs_max_seg(const float* g, const float* q, int64_t n, float& m_
     bad_io |= nonfinite;
 }
 
-// Where a BatchNorm's dx pass takes gz, the gradient reaching its affine map, for one plane: read from the tensor
-// its output cast's backward wrote (GzIn), or recomputed from the output gradient g and the output q as that backward
-// computes it (GzOut, so that it writes no gz): g' = g, with RELU 0 where q <= 0; gz = g' where
-// lo <= affine_of(x, a, b) <= hi, else 0.
-struct GzIn {
-    const float* gz;
-    float at(int64_t i, float) const { return gz[i]; }
-};
-
-template <bool RELU>
-struct GzOut {
-    const float* g;
-    const float* q;
-    float a, b, lo, hi;
-    float at(int64_t i, float x) const {
-        float gi = g[i];
-        if (RELU) gi = q[i] <= 0.0f ? 0.0f : gi;
-        float z = affine_of(x, a, b);
-        return (z >= lo) & (z <= hi) ? gi : 0.0f;
-    }
-};
-
-// The gz source of plane p (offset off, channel ch): GzIn on g where q is null, else GzOut on g and q with the
-// channel's affine map a_ch, b_ch and the output cast's bounds; f(source).
-template <typename F>
-void with_gz(F&& f, const float* g, const float* q, const float* a, const float* b, float lo, float hi, int relu,
-             int64_t off, int64_t ch) {
-    if (q == nullptr) f(GzIn{g + off});
-    else if (relu) f(GzOut<true>{g + off, q + off, a[ch], b[ch], lo, hi});
-    else f(GzOut<false>{g + off, q + off, a[ch], b[ch], lo, hi});
-}
-
-template <typename Src>
-QFX_CLONES void bn_dx_plane(Src gz, const float* x, float* dx, int64_t m, float a, float b, float c) {
+QFX_CLONES void bn_dx_plane(const float* g, const float* x, float* dx, int64_t m, float a, float b, float c) {
 #pragma omp simd
-    for (int64_t i = 0; i < m; ++i) dx[i] = bn_dx_of(gz.at(i, x[i]), x[i], a, b, c);
+    for (int64_t i = 0; i < m; ++i) dx[i] = bn_dx_of(g[i], x[i], a, b, c);
 }
 
 // BatchNorm's dx (bn_dx_plane's arithmetic) as the gradient of the cast x = cast(y) before it (the convolution's
 // output cast): max |dx| and whether a dx is not finite (MAX), or gy = dx where lo <= y <= hi, else 0, and the
 // plane's part of the exact sum of round(dx * d * kscale), d = x - y inside, x outside (the file comment).
-template <bool MAX, typename G, typename Src>
-QFX_CLONES double bn_dx_cast_plane(Src gz, const float* x, const float* y, float* gy, int64_t m, float a, float b,
-                                   float c, float lo, float hi, G kscale, float* mx, int* bad) {
+template <bool MAX, typename G>
+QFX_CLONES double bn_dx_cast_plane(const float* g, const float* x, const float* y, float* gy, int64_t m, float a,
+                                   float b, float c, float lo, float hi, G kscale, float* mx, int* bad) {
     double acc = 0.0;
     float mm = 0.0f;
     int nonfinite = 0;
 #pragma omp simd reduction(+ : acc) reduction(max : mm) reduction(| : nonfinite)
     for (int64_t i = 0; i < m; ++i) {
-        float dx = bn_dx_of(gz.at(i, x[i]), x[i], a, b, c);
+        float dx = bn_dx_of(g[i], x[i], a, b, c);
         if (MAX) {
             abs_max_step(dx, mm, nonfinite);
         } else {
@@ -330,7 +297,7 @@ struct BnSums {
     double ib, da, db;
 };
 
-template <bool RELU, bool WRITE, typename G>
+template <bool RELU, typename G>
 QFX_CLONES BnSums bn_grad_seg(const float* g, const float* x, const float* q, float* gz, int64_t m, float a, float b,
                               float lo, float hi, G kscale, G ka, G kb) {
     double acc = 0.0, sa = 0.0, sb = 0.0;
@@ -339,7 +306,7 @@ QFX_CLONES BnSums bn_grad_seg(const float* g, const float* x, const float* q, fl
         float gi = g[i];
         if (RELU) gi = q[i] <= 0.0f ? 0.0f : gi;
         CastGrad r = cast_grad(gi, affine_of(x[i], a, b), q[i], lo, hi, kscale);
-        if (WRITE) gz[i] = r.gx;
+        gz[i] = r.gx;
         acc += r.term;
         sa += ka.term(r.gx * x[i]);
         sb += kb.term(r.gx);
@@ -544,54 +511,40 @@ int qfx_cast_channel_sums(const float* x, float* out, int64_t n, int64_t c, int6
 }
 
 // The input gradient of a training BatchNorm (qfx/nn/norm.py) in one pass over (N, C, HW) float32 tensors:
-// dx = (x * B_c + C_c) + gz * a_c, each operation rounded in float32 in that order (no contraction). gz is g where q
-// is null, else recomputed from the output gradient g and the output q of the output cast (GzOut: b the affine
-// shift, lo / hi the cast's bounds, relu as in qfx_bn_cast_backward).
+// dx = (x * B_c + C_c) + g * a_c, each operation rounded in float32 in that order (no contraction).
 void qfx_bn_dx(const float* g, const float* x, const float* a, const float* B, const float* C, float* dx, int64_t n,
-               int64_t c, int64_t hw, int threads, const float* q, const float* b, float lo, float hi, int relu) {
+               int64_t c, int64_t hw, int threads) {
 #pragma omp parallel for schedule(static) num_threads(threads) if (n * c * hw >= 65536)
     for (int64_t p = 0; p < n * c; ++p) {
-        const int64_t ch = p % c, off = p * hw;
-        with_gz([&](auto gz) { bn_dx_plane(gz, x + off, dx + off, hw, a[ch], B[ch], C[ch]); }, g, q, a, b, lo, hi,
-                relu, off, ch);
+        int64_t ch = p % c;
+        bn_dx_plane(g + p * hw, x + p * hw, dx + p * hw, hw, a[ch], B[ch], C[ch]);
     }
 }
 
 // qfx_bn_dx followed by the training backward of the cast x = cast(y) that feeds the BatchNorm (qfx_cast_backward
 // on dx, x, y: the same values, without writing dx): gy, and with need_ib the blocked sum (status and total as
-// there). One pass over g, x and y (and q; each block read twice with need_ib, the second time from cache).
+// there). One pass over g, x and y (each block read twice with need_ib, the second time from cache).
 void qfx_bn_dx_cast_backward(const float* g, const float* x, const float* y, const float* a, const float* B,
                              const float* C, float* gy, int64_t n, int64_t c, int64_t hw, float lo, float hi,
-                             int int_bits, int need_ib, int threads, double* sum_out, int* status, const float* q,
-                             const float* b, float out_lo, float out_hi, int relu) {
+                             int int_bits, int need_ib, int threads, double* sum_out, int* status) {
     *sum_out = 0.0;
     *status = blocked_sum(
         n * c * hw, hw, c, int_bits, need_ib, threads, sum_out,
         [&](int64_t i, int64_t len, int64_t ch, float& m, int& bad) {
             float pm;
             int pb;
-            with_gz(
-                [&](auto gz) {
-                    bn_dx_cast_plane<true>(gz, x + i, y + i, nullptr, len, a[ch], B[ch], C[ch], lo, hi,
-                                           Grid<true>{0.0f}, &pm, &pb);
-                },
-                g, q, a, b, out_lo, out_hi, relu, i, ch);
+            bn_dx_cast_plane<true>(g + i, x + i, y + i, nullptr, len, a[ch], B[ch], C[ch], lo, hi, Grid<true>{0.0f},
+                                   &pm, &pb);
             m = pm > m ? pm : m;
             bad |= pb;
         },
         [&](int64_t i, int64_t len, int64_t ch, double kscale) {
-            double r = 0.0;
-            with_gz(
-                [&](auto gz) {
-                    r = with_grids(
-                        [&](auto k, auto, auto) {
-                            return bn_dx_cast_plane<false>(gz, x + i, y + i, gy + i, len, a[ch], B[ch], C[ch], lo, hi,
-                                                           k, nullptr, nullptr);
-                        },
-                        kscale);
+            return with_grids(
+                [&](auto k, auto, auto) {
+                    return bn_dx_cast_plane<false>(g + i, x + i, y + i, gy + i, len, a[ch], B[ch], C[ch], lo, hi, k,
+                                                   nullptr, nullptr);
                 },
-                g, q, a, b, out_lo, out_hi, relu, i, ch);
-            return r;
+                kscale);
         });
 }
 
@@ -638,10 +591,10 @@ void qfx_cast_backward(const float* g, const float* x, const float* q, float* gx
     else *status = relu ? run(T{}, F{}) : run(F{}, F{});
 }
 
-// BatchNorm's output cast backward (qfx_cast_backward's on z = affine_of(x, a_c, b_c), tensors (n, c, hw): gz (not
-// written where gz is null: the dx pass recomputes it, GzOut), and with need_ib the blocked binary-point sum in
-// *ib_out with *status) together with its affine map's parameter gradients da_c = sum gz * x and db_c = sum gz over
-// channel c, as exact blocked sums (quantize.bn_param_grads): per block of kBlock elements,
+// BatchNorm's output cast backward (qfx_cast_backward's on z = affine_of(x, a_c, b_c), tensors (n, c, hw): gz, and
+// with need_ib the blocked binary-point sum in *ib_out with *status) together with its affine map's parameter
+// gradients da_c = sum gz * x and
+// db_c = sum gz over channel c, as exact blocked sums (quantize.bn_param_grads): per block of kBlock elements,
 // with m = max |g'| and mx = max |x| over the block, the terms round(float32(gz * x) * 2^-ka) and
 // round(gz * 2^-kb), ka = sum_k(m, L_b, e(mx)), kb = sum_k(m, L_b, 0) (each term at most 2^(52 - ceil(log2 L_b)):
 // exact sums per block and channel), the grid 0 where the block's g' are all 0 or one is not finite (and for
@@ -689,12 +642,8 @@ void qfx_bn_cast_backward(const float* g, const float* x, const float* a, const 
         segments([&](int64_t i, int64_t m, int64_t ch) {
             BnSums r = with_grids(
                 [&](auto k, auto ka_, auto kb_) {
-                    float* o = gz == nullptr ? nullptr : gz + i;
-                    const float *gi = g + i, *xi = x + i, *qi = q + i;
-                    if (relu && o) return bn_grad_seg<true, true>(gi, xi, qi, o, m, a[ch], b[ch], lo, hi, k, ka_, kb_);
-                    if (relu) return bn_grad_seg<true, false>(gi, xi, qi, o, m, a[ch], b[ch], lo, hi, k, ka_, kb_);
-                    if (o) return bn_grad_seg<false, true>(gi, xi, qi, o, m, a[ch], b[ch], lo, hi, k, ka_, kb_);
-                    return bn_grad_seg<false, false>(gi, xi, qi, o, m, a[ch], b[ch], lo, hi, k, ka_, kb_);
+                    return relu ? bn_grad_seg<true>(g + i, x + i, q + i, gz + i, m, a[ch], b[ch], lo, hi, k, ka_, kb_)
+                                : bn_grad_seg<false>(g + i, x + i, q + i, gz + i, m, a[ch], b[ch], lo, hi, k, ka_, kb_);
                 },
                 ks, kas, kbs);
             acc += r.ib;

@@ -251,8 +251,7 @@ class _OneNode(torch.autograd.Function):
         mean, invstd, a0, b0, a, b, sa, sb = ctx.params
         qa, qb, t, lo, hi, relu, pre = ctx.meta
         need = ctx.needs_input_grad
-        gz, g_out, ga, gb = bn_cast_backward(g, x, a, b, q, t, lo, hi, need[5], relu, write_gz=False)
-        out = (q, b, lo, hi, relu) if gz is None else None  # no gz written: the dx pass recomputes it from g
+        gz, g_out, ga, gb = bn_cast_backward(g, x, a, b, q, t, lo, hi, need[5], relu)
         c = a.shape[0]
         res = torch.empty((6, c), dtype=torch.float32)
         dw, dbias, g_th_a, g_th_b, coef_b, coef_c = res.unbind(0)
@@ -264,12 +263,10 @@ class _OneNode(torch.autograd.Function):
                                              coef_b.data_ptr(), coef_c.data_ptr())
         gx = g_in = None
         if need[0]:
-            gz = g if gz is None else gz
             if pre is None:
-                gx = fused.bn_dx(gz, x, a, coef_b, coef_c, out)
+                gx = fused.bn_dx(gz, x, a, coef_b, coef_c)
             else:  # dx, then the convolution's output cast's backward, in one kernel
-                gx, g_in = bn_dx_cast_backward(gz, x, y, a, coef_b, coef_c, pre[1], pre[2], pre[0].int_bits, need[6],
-                                               out)
+                gx, g_in = bn_dx_cast_backward(gz, x, y, a, coef_b, coef_c, pre[1], pre[2], pre[0].int_bits, need[6])
         return (gx, dw if need[1] else None, dbias if need[2] else None, g_th_a if need[3] else None,
                 g_th_b if need[4] else None, g_out, g_in, *([None] * 10))
 

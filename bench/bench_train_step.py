@@ -18,6 +18,7 @@ that of the arithmetic); ``--readme`` writes that table (train-step-allocator ma
     python bench/bench_train_step.py [--steps 20] [--threads 2] [--seed 0] [--baseline REF --rounds 3 [--readme]]
     python bench/bench_train_step.py --fusions [--steps 12]   # what the cross-module fusions buy
     python bench/bench_train_step.py --allocator [--rounds 3] [--readme]
+    python bench/bench_train_step.py --keep-memory [--baseline REF ...]   # every process with freed memory kept
 """
 from __future__ import annotations
 
@@ -98,6 +99,10 @@ def make_step(model, x, y):
 KEEP_MEMORY = "glibc.malloc.trim_threshold=1073741824:glibc.malloc.mmap_threshold=33554432"
 
 
+def memory_mode(a) -> str:
+    return f"freed memory kept (GLIBC_TUNABLES={KEEP_MEMORY})" if a.keep_memory else "glibc's default malloc"
+
+
 def timed(step):
     """``(seconds, minor page faults)`` of one call of ``step``."""
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -138,13 +143,14 @@ def allocator_table(a, load0) -> str:
                 for k in runs:
                     runs[k].append(next(o for o in out if k in o))
             med = {k: {f: statistics.median(r[f] for r in v) for f in (k, k + "_faults")} for k, v in runs.items()}
+            f, q = med["float"], med["qfx"]
             rows.append(f"| {where} | {'glibc default' if memory == 'default' else 'kept (GLIBC_TUNABLES)'} | "
-                        f"{med['float']['float']:.0f} | {med['float']['float_faults']:,.0f} | {med['qfx']['qfx']:.0f} | "
-                        f"{med['qfx']['qfx_faults']:,.0f} | {med['qfx']['qfx'] / med['float']['float']:.2f}x |")
-    head = (f"`{baseline.command(sys.argv)}` on {machine.cpu_model()}, {a.threads} thread(s), torch {torch.__version__}, "
-            f"load average {load0} -> {machine.load()}, seed {a.seed}; ResNet-20, batch {a.batch}, {a.steps} steps "
-            f"per process (median), {a.rounds} processes per row and model (median); page faults: minor faults per "
-            f"step; kept: `GLIBC_TUNABLES={KEEP_MEMORY}`:")
+                        f"{f['float']:.0f} | {f['float_faults']:,.0f} | {q['qfx']:.0f} | {q['qfx_faults']:,.0f} | "
+                        f"{q['qfx'] / f['float']:.2f}x |")
+    head = (f"`{baseline.command(sys.argv)}` on {machine.cpu_model()}, {a.threads} thread(s), torch "
+            f"{torch.__version__}, load average {load0} -> {machine.load()}, seed {a.seed}; ResNet-20, batch "
+            f"{a.batch}, {a.steps} steps per process (median), {a.rounds} processes per row and model (median); "
+            f"page faults: minor faults per step; kept: `GLIBC_TUNABLES={KEEP_MEMORY}`:")
     return "\n".join([head, "", "| models | memory | float ms/step | faults | QFX ms/step | faults | QFX / float |",
                       "|---|---|---:|---:|---:|---:|---:|", *rows])
 
@@ -202,17 +208,23 @@ def main():
                     help="time float and QFX with glibc's default and a memory-keeping malloc, alternating in one "
                          "process and each alone in its own (child processes, --rounds each); with --readme write "
                          "the table into README.md")
+    ap.add_argument("--keep-memory", action="store_true",
+                    help="run (and have every child process run) with freed memory kept (GLIBC_TUNABLES, see "
+                         "--allocator): no page faults once warm, so before/after comparisons see the arithmetic")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--only", choices=("float", "qfx"), help=argparse.SUPPRESS)
     ap.add_argument("--pkg", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.keep_memory and os.environ.get("GLIBC_TUNABLES") != KEEP_MEMORY:  # glibc reads it at process start
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": KEEP_MEMORY})
     torch.set_num_threads(a.threads)
     load0 = machine.load()
     if a.baseline:
         args = ["--steps", str(a.steps), "--threads", str(a.threads), "--batch", str(a.batch), "--seed", str(a.seed)]
         before, after, commit = baseline.compare(__file__, args, a.baseline, a.rounds)
         lines = [f"`{baseline.command(sys.argv)}` on {machine.cpu_model()}, {a.threads} thread(s), torch "
-                 f"{torch.__version__}, load average {load0} -> {machine.load()}, seed {a.seed}; ResNet-20, batch "
+                 f"{torch.__version__}, {memory_mode(a)}, load average {load0} -> {machine.load()}, seed {a.seed}; "
+                 f"ResNet-20, batch "
                  f"{a.batch}, 3x32x32, {a.steps} steps each alternating, median; {a.rounds} processes per tree, "
                  f"alternating, median; fused cast kernel (after): {'yes' if after.get('fused') else 'no'}:", "",
                  "| | float ms/step | QFX ms/step | QFX / float |", "|---|---:|---:|---:|"]
@@ -249,7 +261,7 @@ def main():
                           "fused": machine.fused_kernel()}))
         return
     print(f"machine: {machine.cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"load average {load0} -> {machine.load()}, seed {a.seed}")
+          f"{memory_mode(a)}, load average {load0} -> {machine.load()}, seed {a.seed}")
     print(f"ResNet-20, batch {a.batch}, 3x32x32, {a.steps} steps each, alternating (median)")
     print(f"float: {f:8.1f} ms/step  ({ff:,.0f} page faults/step)")
     print(f"QFX  : {q:8.1f} ms/step  ({qf:,.0f} page faults/step; {nq} quantizers)")

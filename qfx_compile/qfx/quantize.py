@@ -432,7 +432,7 @@ def bn_dx_cast_backward(g: torch.Tensor, x: torch.Tensor, y: torch.Tensor, a: to
     reaching x is BatchNorm's ``dx = (x * b_c + c_c) + g * a_c`` (:func:`.fused.bn_dx`), on the kernel without
     writing dx: the values of ``bn_dx`` followed by the cast's backward, float32 (N, C, ...) tensors."""
     g, x, y = g.contiguous(), x.contiguous(), y.contiguous()
-    a, b, c = (v.detach().to(torch.float32).contiguous() for v in (a, b, c))
+    a, b, c = (_fused.f32(v) for v in (a, b, c))
     gy = _fused.empty(x.shape, torch.float32)
     n, ch = x.shape[0], x.shape[1]
     s, status = ctypes.c_double(), ctypes.c_int()
@@ -546,7 +546,7 @@ def affine_train_cast(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, t: Fixe
         q = _cast(z, t.frac_bits, t.int_bits, t.width, t.signed, t.rounding, t.overflow).add_(0.0)
         return torch.relu(q) if relu else q
     x = x.contiguous()
-    a, b = (v.detach().to(torch.float32).contiguous() for v in (a, b))
+    a, b = (_fused.f32(v) for v in (a, b))
     q = _fused.empty(x.shape, torch.float32)
     n, c = x.shape[0], x.shape[1]
     rc = _fused.kernel().qfx_affine_cast(x.data_ptr(), a.data_ptr(), b.data_ptr(), q.data_ptr(), n, c,
@@ -627,7 +627,7 @@ def bn_cast_backward(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch
         gz = torch.where(inside, gref, 0.0)
         return (gz, ib_grad(gref, z, q, inside, t.int_bits) if need_ib else None) + bn_param_grads(gz, x, gref)
     g, x, q = g.contiguous(), x.contiguous(), q.contiguous()
-    a, b = (v.detach().to(torch.float32).contiguous() for v in (a, b))
+    a, b = (_fused.f32(v) for v in (a, b))
     gz = _fused.empty(x.shape, torch.float32)
     n, c = x.shape[0], x.shape[1]
     da, db = (torch.empty(c, dtype=torch.float64) for _ in range(2))

@@ -210,7 +210,7 @@ def pc_fq_forward(x: torch.Tensor, theta: torch.Tensor, width: int, qmin: int, q
     ax = 0 if flat else axis % x.dim()
     c = x.shape[ax]
     outer, inner = math.prod(x.shape[:ax]), math.prod(x.shape[ax + 1:])
-    theta = theta.detach().to(torch.float32).contiguous()
+    theta = _fused.f32(theta)
     y = _fused.empty(x.shape, torch.float32)
     scale = _fused.empty((c,), torch.float32)
     _fused.kernel().qfx_pc_fq_forward(x.data_ptr(), theta.data_ptr(), y.data_ptr(), scale.data_ptr(), outer, c,

@@ -160,6 +160,14 @@ def info() -> dict:
     return {k: _state.get(k) for k in ("path", "built", "error")}
 
 
+def f32(v: torch.Tensor) -> torch.Tensor:
+    """``v`` as a contiguous float32 CPU tensor for a kernel to read through ``data_ptr``: ``v`` itself where it is
+    one (no detached copy or view: the kernel only reads), else a converted copy."""
+    if v.dtype == torch.float32 and v.is_contiguous():
+        return v
+    return v.detach().to(torch.float32).contiguous()
+
+
 def empty(shape, dtype: torch.dtype) -> torch.Tensor:
     """``torch.empty`` without the NaN fill of deterministic mode (for outputs a kernel writes in full)."""
     det = getattr(torch.utils, "deterministic", None)
@@ -199,7 +207,7 @@ def bn_dx(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c:
     if lib is None or x.device.type != "cpu" or x.dtype != torch.float32 or g.dtype != torch.float32:
         return (x * b.reshape(shape)).add_(c.reshape(shape)).add_(g * a.reshape(shape))
     g, x = g.contiguous(), x.contiguous()
-    a, b, c = (v.detach().to(torch.float32).contiguous() for v in (a, b, c))
+    a, b, c = (f32(v) for v in (a, b, c))
     out = empty(x.shape, torch.float32)
     n, ch = x.shape[0], x.shape[1]
     lib.qfx_bn_dx(g.data_ptr(), x.data_ptr(), a.data_ptr(), b.data_ptr(), c.data_ptr(), out.data_ptr(), n, ch,

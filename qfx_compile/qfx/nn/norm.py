@@ -199,7 +199,7 @@ def _param_forward(x, weight, bias, th_a, th_b, rm, rv, momentum, eps, pa, pb, g
     c = weight.shape[0]
     out = torch.empty((8, c), dtype=torch.float32)
     mean, invstd, a0, b0, a, b, sa, sb = out.unbind(0)
-    f32 = [v.detach().to(torch.float32).contiguous() for v in (weight, bias, th_a, th_b)]
+    f32 = [fused.f32(v) for v in (weight, bias, th_a, th_b)]
     lib, n = fused.kernel(), x.numel() // c
     sums, frac = grid if grid is not None else (None, 0)
     if grid is not None and sums is None:
@@ -255,7 +255,7 @@ class _OneNode(torch.autograd.Function):
         c = a.shape[0]
         res = torch.empty((6, c), dtype=torch.float32)
         dw, dbias, g_th_a, g_th_b, coef_b, coef_c = res.unbind(0)
-        w32 = weight.detach().to(torch.float32).contiguous()
+        w32 = fused.f32(weight)
         fused.kernel().qfx_bn_param_backward(ga.data_ptr(), gb.data_ptr(), a0.data_ptr(), b0.data_ptr(),
                                              sa.data_ptr(), sb.data_ptr(), *qa, *qb, w32.data_ptr(), mean.data_ptr(),
                                              invstd.data_ptr(), c, x.numel() // c, int(need[0]), dw.data_ptr(),

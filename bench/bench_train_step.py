@@ -5,7 +5,9 @@ threads. QFX: 8-bit weights (per channel), 16-bit biases, 8-bit activations,
 BatchNorm scale / shift / output, residual additions and pooling, all binary
 points learned. Prints both medians, the ratio (target: QFX within 1.2x of float) and each step's
 minor page faults (the operating system mapping in fresh memory: system time that belongs to neither model's
-arithmetic). Seeded (Python, numpy, torch) from ``--seed``. ``--baseline REF`` also times the
+arithmetic). Seeded (Python, numpy, torch) from ``--seed`` with ``qfx.seed_everything``, as the examples
+train: torch's deterministic mode, which fills every fresh tensor with NaN (about 10-16 ms of each
+step, both sides). ``--baseline REF`` also times the
 library at git commit REF, in alternating processes (bench/baseline.py); ``--readme`` writes that
 table into README.md (between the train-step markers).
 

@@ -389,47 +389,51 @@ int blocked_sum(int64_t total, int64_t hw, int64_t c, int int_bits, bool need_ib
     return need_ib ? block_total(st, vals, out) : 0;
 }
 
-// The fake-quant mantissa of xc = clamp(x, lo, hi) at 1/s = inv as torch's kernel computes it,
-// (int64_t)nearbyint(xc * inv), held in float: exact (|xc * inv| <= qmax + 1 < 2^23), -0.0 made +0.0 as the
-// integer has no sign of zero, and NaN (x86's conversion gives INT64_MIN) made qmin - 1, below the range.
-inline float fq_mantissa(float xc, float inv, float qmin) {
-    const float q = std::nearbyint(xc * inv) + 0.0f;
-    return q == q ? q : qmin - 1.0f;
-}
+// One channel of the per-channel fake quantization at scale s (qfx_pc_fq_forward): xc = clamp(x, lo, hi) with
+// lo = (qmin - 1) s, hi = (qmax + 1) s, and its mantissa as torch's kernel computes it, (int64_t)nearbyint(xc / s),
+// held in float: exact (|xc / s| <= qmax + 1 < 2^23), -0.0 made +0.0 as the integer has no sign of zero, and NaN
+// (x86's conversion gives INT64_MIN) made qmin - 1, below the range. qmin, qmax: the mantissa bounds as floats
+// (exact, W <= 22).
+struct FqChannel {
+    float s, inv, qmin, qmax, lo, hi;
+    FqChannel(float s_, float qmin_, float qmax_)
+        : s(s_), inv(1.0f / s_), qmin(qmin_), qmax(qmax_), lo((qmin_ - 1.0f) * s_), hi((qmax_ + 1.0f) * s_) {}
+    float clamp(float x) const { return x < lo ? lo : (x > hi ? hi : x); }
+    float mantissa(float xc) const {
+        const float q = std::nearbyint(xc * inv) + 0.0f;
+        return q == q ? q : qmin - 1.0f;
+    }
+};
 
-// One element of qfx_pc_fq_backward (see there): dx and the per-element scale gradient ds of x at scale s, in
-// float throughout (branch-free, so the loops vectorise); qmin, qmax: the mantissa bounds as floats (exact, W <= 22).
-inline void pc_fq_grad(float gi, float xi, float s, float qmin, float qmax, float& dx, float& ds) {
-    const float inv = 1.0f / s, lo = (qmin - 1.0f) * s, hi = (qmax + 1.0f) * s;
-    const float small = qmin - 0.0f, big = qmax - 0.0f;
-    const float xc = xi < lo ? lo : (xi > hi ? hi : xi);
-    const float q = fq_mantissa(xc, inv, qmin);
-    const bool in_q = (q >= qmin) & (q <= qmax);
+// One element of qfx_pc_fq_backward (see there): dx and the per-element scale gradient ds of x, in float throughout
+// (branch-free, so the loops vectorise).
+inline void pc_fq_grad(float gi, float xi, const FqChannel& f, float& dx, float& ds) {
+    const float small = f.qmin - 0.0f, big = f.qmax - 0.0f;
+    const float xc = f.clamp(xi);
+    const float q = f.mantissa(xc);
+    const bool in_q = (q >= f.qmin) & (q <= f.qmax);
     const float dxc = gi * (in_q ? 1.0f : 0.0f);
-    dx = (xi >= lo) & (xi <= hi) ? dxc : 0.0f;
-    const float out = (q < qmin ? gi * small : gi * big) * 1.0f;
-    const float xf = (q - 0.0f) * s;
-    const float in = (xf - xc) * inv * gi * 1.0f;
+    dx = (xi >= f.lo) & (xi <= f.hi) ? dxc : 0.0f;
+    const float out = (q < f.qmin ? gi * small : gi * big) * 1.0f;
+    const float xf = (q - 0.0f) * f.s;
+    const float in = (xf - xc) * f.inv * gi * 1.0f;
     ds = in_q ? in : out;
 }
 
-// One channel's run of qfx_pc_fq_forward: y = min(max(q, qmin), qmax) * s, q = fq_mantissa of clamp(x, lo, hi).
-QFX_CLONES void pc_fq_plane(const float* x, float* y, int64_t m, float s, float qmin, float qmax) {
-    const float inv = 1.0f / s, lo = (qmin - 1.0f) * s, hi = (qmax + 1.0f) * s;
+// One channel's run of qfx_pc_fq_forward: y = min(max(q, qmin), qmax) * s, q the mantissa of clamp(x).
+QFX_CLONES void pc_fq_plane(const float* x, float* y, int64_t m, FqChannel f) {
 #pragma omp simd
     for (int64_t i = 0; i < m; ++i) {
-        const float xc = x[i] < lo ? lo : (x[i] > hi ? hi : x[i]);
-        float q = fq_mantissa(xc, inv, qmin);
-        q = q < qmin ? qmin : (q > qmax ? qmax : q);
-        y[i] = q * s;
+        float q = f.mantissa(f.clamp(x[i]));
+        q = q < f.qmin ? f.qmin : (q > f.qmax ? f.qmax : q);
+        y[i] = q * f.s;
     }
 }
 
 // One channel's run of qfx_pc_fq_backward (pc_fq_grad per element).
-QFX_CLONES void pc_fq_grad_plane(const float* g, const float* x, float* dx, float* ds, int64_t m, float s, float qmin,
-                                 float qmax) {
+QFX_CLONES void pc_fq_grad_plane(const float* g, const float* x, float* dx, float* ds, int64_t m, FqChannel f) {
 #pragma omp simd
-    for (int64_t i = 0; i < m; ++i) pc_fq_grad(g[i], x[i], s, qmin, qmax, dx[i], ds[i]);
+    for (int64_t i = 0; i < m; ++i) pc_fq_grad(g[i], x[i], f, dx[i], ds[i]);
 }
 
 #define QFX_CASE_O(R)                                                                                  \
@@ -685,8 +689,8 @@ void qfx_pc_fq_forward(const float* x, const float* theta, float* y, float* scal
     }
     for (int64_t o = 0; o < outer; ++o)
         for (int64_t ch = 0; ch < c; ++ch)
-            pc_fq_plane(x + (o * c + ch) * inner, y + (o * c + ch) * inner, inner, scale_out[ch], (float)qmin,
-                        (float)qmax);
+            pc_fq_plane(x + (o * c + ch) * inner, y + (o * c + ch) * inner, inner,
+                        FqChannel(scale_out[ch], (float)qmin, (float)qmax));
 }
 
 // Its backward, element by element as torch computes it (the fake-quant backward on xc, then the clamp's):
@@ -697,7 +701,8 @@ void qfx_pc_fq_backward(const float* g, const float* x, const float* scale, floa
     for (int64_t o = 0; o < outer; ++o)
         for (int64_t ch = 0; ch < c; ++ch) {
             const int64_t base = (o * c + ch) * inner;
-            pc_fq_grad_plane(g + base, x + base, dx + base, dscale + base, inner, scale[ch], (float)qmin, (float)qmax);
+            pc_fq_grad_plane(g + base, x + base, dx + base, dscale + base, inner,
+                             FqChannel(scale[ch], (float)qmin, (float)qmax));
         }
 }
 
@@ -754,8 +759,8 @@ void qfx_bn_param_backward(const float* da, const float* db, const float* a0, co
     const float ln2 = (float)0.6931471805599453, two_n = (float)(2.0 / (double)n), nf = (float)n;
     for (int64_t ch = 0; ch < c; ++ch) {
         float db0, dsb, da0, dsa;
-        pc_fq_grad(db[ch], b0[ch], sb[ch], (float)qmin_b, (float)qmax_b, db0, dsb);
-        pc_fq_grad(da[ch], a0[ch], sa[ch], (float)qmin_a, (float)qmax_a, da0, dsa);
+        pc_fq_grad(db[ch], b0[ch], FqChannel(sb[ch], (float)qmin_b, (float)qmax_b), db0, dsb);
+        pc_fq_grad(da[ch], a0[ch], FqChannel(sa[ch], (float)qmin_a, (float)qmax_a), da0, dsa);
         dth_b[ch] = ((0.0f + dsb) * sb[ch]) * ln2;
         dth_a[ch] = ((0.0f + dsa) * sa[ch]) * ln2;
         const float neg = -db0;

@@ -25,7 +25,6 @@ of the type, 0 outside (where the hardware saturates or wraps).
 """
 from __future__ import annotations
 
-import ctypes
 import math
 from typing import Sequence
 
@@ -419,28 +418,33 @@ def _cast_backward(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, lo: float,
     output (:class:`_FusedTrainCast`)."""
     g, x, q = g.contiguous(), x.contiguous(), q.contiguous()
     gx = _fused.empty(x.shape, torch.float32)
-    s, status = ctypes.c_double(), ctypes.c_int()
+    gib = _fused.empty((), torch.float32) if need_ib else None  # the kernel writes _ib_grad's value
     _fused.kernel().qfx_cast_backward(g.data_ptr(), x.data_ptr(), q.data_ptr(), gx.data_ptr(), x.numel(), lo, hi,
-                                      int_bits, int(need_ib), int(relu), _fused.threads(), ctypes.byref(s),
-                                      ctypes.byref(status))
-    return gx, (_ib_grad(s.value, status.value) if need_ib else None)
+                                      int_bits, int(need_ib), int(relu), _fused.threads(),
+                                      None if gib is None else gib.data_ptr())
+    return gx, gib
 
 
 def bn_dx_cast_backward(g: torch.Tensor, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-                        c: torch.Tensor, lo: float, hi: float, int_bits: int, need_ib: bool):
+                        c: torch.Tensor, lo: float, hi: float, int_bits: int, need_ib: bool,
+                        out=None):
     """``(dL/dy, dL/dI or None)`` of ``x = cast(y)`` (:func:`fused_train_cast`'s gradients) where the gradient
     reaching x is BatchNorm's ``dx = (x * b_c + c_c) + g * a_c`` (:func:`.fused.bn_dx`), on the kernel without
-    writing dx: the values of ``bn_dx`` followed by the cast's backward, float32 (N, C, ...) tensors."""
+    writing dx: the values of ``bn_dx`` followed by the cast's backward, float32 (N, C, ...) tensors. ``out``:
+    float32 tensors ``(dL/dy, dL/dI 0-d)`` to write into (else new ones)."""
     g, x, y = g.contiguous(), x.contiguous(), y.contiguous()
     a, b, c = (_fused.f32(v) for v in (a, b, c))
-    gy = _fused.empty(x.shape, torch.float32)
     n, ch = x.shape[0], x.shape[1]
-    s, status = ctypes.c_double(), ctypes.c_int()
+    if out is None:
+        gy = _fused.empty(x.shape, torch.float32)
+        gib = _fused.empty((), torch.float32) if need_ib else None
+    else:
+        gy, gib = out
     _fused.kernel().qfx_bn_dx_cast_backward(g.data_ptr(), x.data_ptr(), y.data_ptr(), a.data_ptr(), b.data_ptr(),
                                             c.data_ptr(), gy.data_ptr(), n, ch, x.numel() // max(1, n * ch), lo, hi,
-                                            int_bits, int(need_ib), _fused.threads(), ctypes.byref(s),
-                                            ctypes.byref(status))
-    return gy, (_ib_grad(s.value, status.value) if need_ib else None)
+                                            int_bits, int(need_ib), _fused.threads(),
+                                            gib.data_ptr() if need_ib else None)
+    return gy, (gib if need_ib else None)
 
 
 class _FusedTrainCast(torch.autograd.Function):
@@ -615,11 +619,12 @@ def bn_param_grads(gz: torch.Tensor, x: torch.Tensor, gref: torch.Tensor) -> tup
 
 
 def bn_cast_backward(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, q: torch.Tensor,
-                     t: FixedType, lo: float, hi: float, need_ib: bool, relu: bool = False):
+                     t: FixedType, lo: float, hi: float, need_ib: bool, relu: bool = False, out=None):
     """``(dL/dz, dL/dI or None, da, db)`` of :func:`affine_train_cast` (q its output, z recomputed):
     ``dL/dz = g'`` where ``lo <= z <= hi``, else 0, ``g' = g``, with ``relu`` ReLU's backward of g; ``dL/dI`` as
     :func:`ib_grad` (None without ``need_ib``); the affine map's parameter gradients :func:`bn_param_grads`
-    (``gref = g'``). One pass on the kernel (CPU), else torch with the same bits."""
+    (``gref = g'``). One pass on the kernel (CPU), else torch with the same bits. ``out``: float32 tensors
+    ``(dL/dz, da [C], db [C], dL/dI 0-d)`` for the kernel to write into (else new ones)."""
     if not _affine_kernel_applies(x):
         gref = _relu_grad(g, q) if relu else g
         z = _channel_affine(x, a, b)
@@ -628,15 +633,18 @@ def bn_cast_backward(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch
         return (gz, ib_grad(gref, z, q, inside, t.int_bits) if need_ib else None) + bn_param_grads(gz, x, gref)
     g, x, q = g.contiguous(), x.contiguous(), q.contiguous()
     a, b = (_fused.f32(v) for v in (a, b))
-    gz = _fused.empty(x.shape, torch.float32)
     n, c = x.shape[0], x.shape[1]
-    da, db = (torch.empty(c, dtype=torch.float64) for _ in range(2))
-    s, status = ctypes.c_double(), ctypes.c_int()
+    if out is None:
+        gz = _fused.empty(x.shape, torch.float32)
+        da, db = _fused.empty((2, c), torch.float32).unbind(0)
+        gib = _fused.empty((), torch.float32) if need_ib else None
+    else:
+        gz, da, db, gib = out
     _fused.kernel().qfx_bn_cast_backward(g.data_ptr(), x.data_ptr(), a.data_ptr(), b.data_ptr(), q.data_ptr(),
                                          gz.data_ptr(), n, c, x.numel() // max(1, n * c), lo, hi, t.int_bits,
-                                         int(need_ib), int(relu), _fused.threads(), ctypes.byref(s),
-                                         ctypes.byref(status), da.data_ptr(), db.data_ptr())
-    return gz, (_ib_grad(s.value, status.value) if need_ib else None), da.float(), db.float()
+                                         int(need_ib), int(relu), _fused.threads(),
+                                         gib.data_ptr() if need_ib else None, da.data_ptr(), db.data_ptr())
+    return gz, (gib if need_ib else None), da, db
 
 
 def _cast(x, frac, int_bits, width, signed, rounding, overflow, out_dtype=None):

@@ -7,7 +7,7 @@ or ``QFX_FUSED=0`` in the environment. Callers then run the pure-torch kernels o
 
 The library is a plain C ABI called through ctypes (no Python headers, no torch
 headers: a build takes seconds). It is compiled with ``-O3`` (OpenMP when the
-compiler has it, AVX2 clones on x86-64 GCC) into the user cache directory
+compiler has it, AVX-512 and AVX2 clones on x86-64 GCC, picked at load by the CPU) into the user cache directory
 (``$QFX_CACHE_DIR``, else ``$XDG_CACHE_HOME/qfx-compile``, else
 ``~/.cache/qfx-compile``) under a name hashing the source, the compiler's
 version and the flags, so a changed source or compiler builds afresh and every
@@ -93,11 +93,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     i64, i32, p = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
     lib.qfx_cast.argtypes = [p, p, i64, i32, i32, i32, i32, i32, i32, ctypes.c_double, i32, i32]
     lib.qfx_cast.restype = i32
-    lib.qfx_cast_backward.argtypes = [p] * 4 + [i64, ctypes.c_float, ctypes.c_float] + [i32] * 4 + [
-        ctypes.POINTER(ctypes.c_double), ctypes.POINTER(i32)]
+    lib.qfx_cast_backward.argtypes = [p] * 4 + [i64, ctypes.c_float, ctypes.c_float] + [i32] * 4 + [p]
     lib.qfx_cast_backward.restype = None
     lib.qfx_bn_cast_backward.argtypes = [p] * 6 + [i64, i64, i64, ctypes.c_float, ctypes.c_float] + [i32] * 4 + [
-        ctypes.POINTER(ctypes.c_double), ctypes.POINTER(i32), p, p]
+        p, p, p]
     lib.qfx_bn_cast_backward.restype = None
     f64 = ctypes.c_double
     lib.qfx_bn_param_forward.argtypes = [p, i64, i32, f64, f64] + [p] * 8 + [i32, i64, i64, i32, i64, i64, i64] + [p] * 6
@@ -111,7 +110,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.qfx_affine_cast.argtypes = [p] * 4 + [i64, i64, i64, i32, i32, i32, i32, i32, ctypes.c_double, i32, i32]
     lib.qfx_affine_cast.restype = i32
     lib.qfx_bn_dx_cast_backward.argtypes = [p] * 7 + [i64, i64, i64, ctypes.c_float, ctypes.c_float, i32, i32, i32,
-                                                    ctypes.POINTER(ctypes.c_double), ctypes.POINTER(i32)]
+                                                    p]
     lib.qfx_bn_dx_cast_backward.restype = None
     lib.qfx_cast_channel_sums.argtypes = [p, p, i64, i64, i64, i32, i32, i32, i32, i32, ctypes.c_double, i32, p]
     lib.qfx_cast_channel_sums.restype = i32
@@ -199,16 +198,18 @@ def max_pool2d(x: torch.Tensor, kernel_size, stride, padding) -> torch.Tensor | 
     return out
 
 
-def bn_dx(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+def bn_dx(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
+          out: torch.Tensor | None = None) -> torch.Tensor:
     """``(x * b_c + c_c) + g * a_c`` for float32 (N, C, ...) ``g``, ``x`` and [C] ``a``, ``b``, ``c``, every
-    operation rounded in float32 in that order: one pass on the kernel (CPU), else four torch passes."""
+    operation rounded in float32 in that order: one pass on the kernel (CPU) into ``out`` (a contiguous float32
+    tensor of x's shape) or a new tensor, else four torch passes (a new tensor)."""
     lib = kernel()
     shape = [1, -1] + [1] * (x.dim() - 2)
     if lib is None or x.device.type != "cpu" or x.dtype != torch.float32 or g.dtype != torch.float32:
         return (x * b.reshape(shape)).add_(c.reshape(shape)).add_(g * a.reshape(shape))
     g, x = g.contiguous(), x.contiguous()
     a, b, c = (f32(v) for v in (a, b, c))
-    out = empty(x.shape, torch.float32)
+    out = empty(x.shape, torch.float32) if out is None else out
     n, ch = x.shape[0], x.shape[1]
     lib.qfx_bn_dx(g.data_ptr(), x.data_ptr(), a.data_ptr(), b.data_ptr(), c.data_ptr(), out.data_ptr(), n, ch,
                   x.numel() // max(1, n * ch), threads())

@@ -41,7 +41,7 @@
 #include <vector>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define QFX_CLONES __attribute__((target_clones("avx2", "default")))
+#define QFX_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define QFX_CLONES
 #endif
@@ -348,6 +348,12 @@ int block_total(const std::vector<int>& st, const std::vector<double>& vals, dou
     return status;
 }
 
+// The binary-point gradient ln2 * total rounded to float32 from a blocked sum's status and total (1: every g' is 0,
+// the gradient 0; 2: a g' is not finite, NaN): quantize._ib_grad's value (ln2 = math.log(2.0)).
+float ib_grad_of(int status, double total) {
+    return status == 2 ? NAN : status == 1 ? 0.0f : (float)(total * 0.6931471805599453);
+}
+
 // The blocked binary-point gradient sum (file comment) of a backward over total elements, (n, c) planes of hw
 // elements (per-tensor: hw = total, c = 1). Per block of kBlock elements, split at plane boundaries into
 // segments (i0, len, channel): with need_ib, seg_max(i0, len, ch, m, bad) folds max |g'| and non-finiteness
@@ -526,14 +532,14 @@ void qfx_bn_dx(const float* g, const float* x, const float* a, const float* B, c
 }
 
 // qfx_bn_dx followed by the training backward of the cast x = cast(y) that feeds the BatchNorm (qfx_cast_backward
-// on dx, x, y: the same values, without writing dx): gy, and with need_ib the blocked sum (status and total as
-// there). One pass over g, x and y (each block read twice with need_ib, the second time from cache).
+// on dx, x, y: the same values, without writing dx): gy, and with need_ib the binary-point gradient in *ib_grad
+// (as there). One pass over g, x and y (each block read twice with need_ib, the second time from cache).
 void qfx_bn_dx_cast_backward(const float* g, const float* x, const float* y, const float* a, const float* B,
                              const float* C, float* gy, int64_t n, int64_t c, int64_t hw, float lo, float hi,
-                             int int_bits, int need_ib, int threads, double* sum_out, int* status) {
-    *sum_out = 0.0;
-    *status = blocked_sum(
-        n * c * hw, hw, c, int_bits, need_ib, threads, sum_out,
+                             int int_bits, int need_ib, int threads, float* ib_grad) {
+    double total = 0.0;
+    const int status = blocked_sum(
+        n * c * hw, hw, c, int_bits, need_ib, threads, &total,
         [&](int64_t i, int64_t len, int64_t ch, float& m, int& bad) {
             float pm;
             int pb;
@@ -550,6 +556,7 @@ void qfx_bn_dx_cast_backward(const float* g, const float* x, const float* y, con
                 },
                 kscale);
         });
+    if (need_ib) *ib_grad = ib_grad_of(status, total);
 }
 
 // BatchNorm's training output in one pass over (N, C, HW) float32 x: q = cast(x * a_c + b_c) (qfx_cast's
@@ -572,16 +579,16 @@ int qfx_affine_cast(const float* x, const float* a, const float* b, float* q, in
 }
 
 // The training backward of a float32 per-tensor cast of n elements (see the file comment and grad_pass); relu: the
-// cast was followed by ReLU (q its output). With need_ib: *status = 0 and the blocked sum's total (the file
-// comment; the gradient is ln2 times it) in *sum_out, *status = 1 when every g' is 0 (total 0), 2 when a g' is
-// not finite. One pass over memory (each block read twice with need_ib, the second time from cache).
+// cast was followed by ReLU (q its output). With need_ib the binary-point gradient, ln2 times the blocked sum's
+// total (the file comment), in *ib_grad as float32: 0 when every g' is 0, NaN when a g' is not finite
+// (ib_grad_of). One pass over memory (each block read twice with need_ib, the second time from cache).
 void qfx_cast_backward(const float* g, const float* x, const float* q, float* gx, int64_t n, float lo, float hi,
-                       int int_bits, int need_ib, int relu, int threads, double* sum_out, int* status) {
-    *sum_out = 0.0;
+                       int int_bits, int need_ib, int relu, int threads, float* ib_grad) {
+    double total = 0.0;
     auto run = [&](auto relu_c, auto ib_c) {
         constexpr bool RL = decltype(relu_c)::value, IB = decltype(ib_c)::value;
         return blocked_sum(
-            n, n, 1, int_bits, IB, threads, sum_out,
+            n, n, 1, int_bits, IB, threads, &total,
             [&](int64_t i, int64_t len, int64_t, float& m, int& bad) { abs_max_seg<RL>(g + i, q + i, len, m, bad); },
             [&](int64_t i, int64_t len, int64_t, double kscale) {
                 return with_grids(
@@ -591,21 +598,26 @@ void qfx_cast_backward(const float* g, const float* x, const float* q, float* gx
     };
     using T = std::true_type;
     using F = std::false_type;
-    if (need_ib) *status = relu ? run(T{}, T{}) : run(F{}, T{});
-    else *status = relu ? run(T{}, F{}) : run(F{}, F{});
+    if (need_ib) {
+        const int status = relu ? run(T{}, T{}) : run(F{}, T{});  // before reading total
+        *ib_grad = ib_grad_of(status, total);
+    } else {
+        relu ? run(T{}, F{}) : run(F{}, F{});
+    }
 }
 
 // BatchNorm's output cast backward (qfx_cast_backward's on z = affine_of(x, a_c, b_c), tensors (n, c, hw): gz, and
-// with need_ib the blocked binary-point sum in *ib_out with *status) together with its affine map's parameter
+// with need_ib the binary-point gradient in *ib_grad as there) together with its affine map's parameter
 // gradients da_c = sum gz * x and
 // db_c = sum gz over channel c, as exact blocked sums (quantize.bn_param_grads): per block of kBlock elements,
 // with m = max |g'| and mx = max |x| over the block, the terms round(float32(gz * x) * 2^-ka) and
 // round(gz * 2^-kb), ka = sum_k(m, L_b, e(mx)), kb = sum_k(m, L_b, 0) (each term at most 2^(52 - ceil(log2 L_b)):
 // exact sums per block and channel), the grid 0 where the block's g' are all 0 or one is not finite (and for
-// ka where an x is not finite); da_c and db_c (float64) add the blocks' sums * 2^k in block order.
+// ka where an x is not finite); da_c and db_c add the blocks' sums * 2^k in block order in float64, then are
+// rounded to float32.
 void qfx_bn_cast_backward(const float* g, const float* x, const float* a, const float* b, const float* q, float* gz,
                           int64_t n, int64_t c, int64_t hw, float lo, float hi, int int_bits, int need_ib, int relu,
-                          int threads, double* ib_out, int* status, double* da, double* db) {
+                          int threads, float* ib_grad, float* da, float* db) {
     const int64_t total = n * c * hw, nb = (total + kBlock - 1) / kBlock;
     std::vector<double> ibv(nb), sa(nb * c), sb(nb * c);
     std::vector<int> st(nb);
@@ -666,11 +678,14 @@ void qfx_bn_cast_backward(const float* g, const float* x, const float* a, const 
             ta += sa[blk * c + ch];
             tb += sb[blk * c + ch];
         }
-        da[ch] = ta;
-        db[ch] = tb;
+        da[ch] = (float)ta;
+        db[ch] = (float)tb;
     }
-    *ib_out = 0.0;
-    *status = need_ib ? block_total(st, ibv, ib_out) : 0;
+    if (need_ib) {
+        double total = 0.0;
+        const int status = block_total(st, ibv, &total);
+        *ib_grad = ib_grad_of(status, total);
+    }
 }
 
 // Per-channel fake quantization, the per-channel training cast of quantizer.py (AP_RND_CONV, AP_SAT or AP_SAT_SYM,

@@ -251,24 +251,30 @@ class _OneNode(torch.autograd.Function):
         mean, invstd, a0, b0, a, b, sa, sb = ctx.params
         qa, qb, t, lo, hi, relu, pre = ctx.meta
         need = ctx.needs_input_grad
-        gz, g_out, ga, gb = bn_cast_backward(g, x, a, b, q, t, lo, hi, need[5], relu)
         c = a.shape[0]
-        res = torch.empty((6, c), dtype=torch.float32)
-        dw, dbias, g_th_a, g_th_b, coef_b, coef_c = res.unbind(0)
+        # Every output allocated before the first kernel pass, the [C] results in one buffer and the two
+        # binary-point gradients in another: a tensor operation right after a pass over the batch runs on a cold
+        # cache (tens of microseconds each), so the operations come in one burst, before the passes.
+        gz = fused.empty(x.shape, torch.float32)
+        gx = fused.empty(x.shape, torch.float32) if need[0] else None
+        ga, gb, dw, dbias, g_th_a, g_th_b, coef_b, coef_c = fused.empty((8, c), torch.float32).unbind(0)
+        g_out, g_in = fused.empty((2,), torch.float32).unbind(0)
+        bn_cast_backward(g, x, a, b, q, t, lo, hi, need[5], relu, out=(gz, ga, gb, g_out))
         w32 = fused.f32(weight)
         fused.kernel().qfx_bn_param_backward(ga.data_ptr(), gb.data_ptr(), a0.data_ptr(), b0.data_ptr(),
                                              sa.data_ptr(), sb.data_ptr(), *qa, *qb, w32.data_ptr(), mean.data_ptr(),
                                              invstd.data_ptr(), c, x.numel() // c, int(need[0]), dw.data_ptr(),
                                              dbias.data_ptr(), g_th_a.data_ptr(), g_th_b.data_ptr(),
                                              coef_b.data_ptr(), coef_c.data_ptr())
-        gx = g_in = None
         if need[0]:
             if pre is None:
-                gx = fused.bn_dx(gz, x, a, coef_b, coef_c)
+                gx = fused.bn_dx(gz, x, a, coef_b, coef_c, out=gx)
             else:  # dx, then the convolution's output cast's backward, in one kernel
-                gx, g_in = bn_dx_cast_backward(gz, x, y, a, coef_b, coef_c, pre[1], pre[2], pre[0].int_bits, need[6])
+                bn_dx_cast_backward(gz, x, y, a, coef_b, coef_c, pre[1], pre[2], pre[0].int_bits, need[6],
+                                    out=(gx, g_in))
         return (gx, dw if need[1] else None, dbias if need[2] else None, g_th_a if need[3] else None,
-                g_th_b if need[4] else None, g_out, g_in, *([None] * 10))
+                g_th_b if need[4] else None, g_out if need[5] else None,
+                g_in if need[0] and pre is not None and need[6] else None, *([None] * 10))
 
 
 class BatchNorm2d(QFXModule):

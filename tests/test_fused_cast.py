@@ -465,3 +465,39 @@ def test_convolution_cast_run_by_the_batchnorm_equals_its_own(conv_out, relu):
 
     for u, v in zip(run(True), run(False)):
         assert torch.equal(u.view(torch.int32), v.view(torch.int32))
+
+
+@pytest.mark.parametrize("grad", ["zero", "inf"])
+def test_binary_point_gradients_of_zero_and_non_finite_gradients(grad, monkeypatch):
+    """Every incoming gradient 0: each binary-point gradient is +0.0; one of them infinite: NaN where it reaches
+    the sum. The kernels (a per-tensor cast, BatchNorm's output cast, a convolution's cast run by the BatchNorm)
+    write these values themselves; the torch path is the reference."""
+    from qfx_compile.qfx import nn as qnn
+
+    def run():
+        torch.manual_seed(4)
+        conv = qnn.Conv2d(3, 5, 3, padding=1).train()
+        conv.fuse_cast_into_bn = True
+        bn = qnn.BatchNorm2d(5).train()
+        act = qfx.Quantizer(FixedType(8, 3, True, "AP_RND_CONV", "AP_SAT"))
+        z = bn(conv(torch.randn(2, 3, 6, 6) * 2))
+        out = act(z)
+        g = torch.zeros(out.shape)
+        if grad == "inf":
+            g[0, 1, 2, 3] = math.inf
+        out.backward(g)
+        return [m.int_bits_param.grad for m in (conv.output_quantizer, bn.output_quantizer, act)], z.grad_fn
+
+    got, node = run()
+    assert "_OneNode" in type(node).__name__  # the kernels ran
+    with monkeypatch.context() as m:
+        m.setattr(fused, "kernel", lambda: None)
+        want, node = run()
+    assert "_OneNode" not in type(node).__name__
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype == torch.float32 and a.dim() == 0
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32)) or (a.isnan() and b.isnan())
+    if grad == "zero":
+        assert all(v.view(torch.int32).item() == 0 for v in got)  # +0.0
+    else:
+        assert got[2].isnan()  # the cast that the infinite gradient reaches first

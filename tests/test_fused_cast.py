@@ -501,3 +501,43 @@ def test_binary_point_gradients_of_zero_and_non_finite_gradients(grad, monkeypat
         assert all(v.view(torch.int32).item() == 0 for v in got)  # +0.0
     else:
         assert got[2].isnan()  # the cast that the infinite gradient reaches first
+
+
+@pytest.mark.parametrize("rounding,overflow", MODES)
+@pytest.mark.parametrize("relu", [False, True])
+def test_residual_add_cast_equals_add_then_cast(rounding, overflow, relu, monkeypatch):
+    """The residual Add's fused training cast (quantize._FusedAddCast: a + b cast in one pass, the sum recomputed
+    in the backward) against torch's add followed by the output quantizer: output, both input gradients and the
+    binary-point gradient, bit for bit; ties and overflow in the sums; a + a; where it does not apply (another
+    shape, F outside 0..100) the module takes the composed path."""
+    from qfx_compile.qfx import nn as qnn
+
+    def run(fused_add: bool, t: FixedType, a0, b0, same=False):
+        add = qnn.Add(t).train()
+        add.fuse_relu = relu
+        if not fused_add:
+            monkeypatch.setattr(type(add.output_quantizer), "train_add_cast", lambda *args, **kw: None)
+        a = a0.clone().requires_grad_(True)
+        b = a if same else b0.clone().requires_grad_(True)
+        y = add(a, b)
+        monkeypatch.undo()
+        g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)) * 2.0 ** -3
+        y.backward(g)
+        grads = [a.grad] + ([] if same else [b.grad]) + [add.output_quantizer.int_bits_param.grad]
+        return type(y.grad_fn).__name__, [y.detach()] + grads
+
+    for w, i, signed in [(8, 3, True), (6, 1, False), (16, 6, True), (5, 5, True)]:
+        t = FixedType(w, i, signed, rounding, overflow)
+        s = _values(t, torch.float32, n=1500)[:3000]
+        a0 = s[: s.numel() // 2 * 2].reshape(2, -1)[0].reshape(3, -1)  # (3, k)
+        b0 = (s[: s.numel() // 2 * 2].reshape(2, -1)[1] / 2).reshape(3, -1)  # half: many sums land on ties
+        for same in (False, True):
+            node, got = run(True, t, a0, b0, same)
+            assert node == "_FusedAddCastBackward"
+            _, want = run(False, t, a0, b0, same)
+            for u, v in zip(got, want):
+                assert torch.equal(u.view(torch.int32), v.view(torch.int32)), (t, same)
+    t = FixedType(8, 3, True, rounding, overflow)
+    assert run(True, t, torch.randn(3, 4), torch.randn(4))[0] != "_FusedAddCastBackward"  # broadcast
+    t = FixedType(8, 120, True, rounding, overflow)  # F = -112
+    assert run(True, t, torch.randn(3, 4), torch.randn(3, 4))[0] != "_FusedAddCastBackward"

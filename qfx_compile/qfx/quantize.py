@@ -413,15 +413,16 @@ def _relu_grad(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
 
 
 def _cast_backward(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, lo: float, hi: float, int_bits: int,
-                   need_ib: bool, relu: bool):
+                   need_ib: bool, relu: bool, b: torch.Tensor | None = None):
     """``(dL/dx, dL/dI or None)`` on the fused kernel for a per-tensor cast of float32 ``x``, ``q`` the forward's
-    output (:class:`_FusedTrainCast`)."""
+    output (:class:`_FusedTrainCast`); with ``b``, of the cast of the float32 sum ``x + b`` (:class:`_FusedAddCast`:
+    the kernel recomputes the sum)."""
     g, x, q = g.contiguous(), x.contiguous(), q.contiguous()
     gx = _fused.empty(x.shape, torch.float32)
     gib = _fused.empty((), torch.float32) if need_ib else None  # the kernel writes _ib_grad's value
     _fused.kernel().qfx_cast_backward(g.data_ptr(), x.data_ptr(), q.data_ptr(), gx.data_ptr(), x.numel(), lo, hi,
                                       int_bits, int(need_ib), int(relu), _fused.threads(),
-                                      None if gib is None else gib.data_ptr())
+                                      None if gib is None else gib.data_ptr(), None if b is None else b.data_ptr())
     return gx, gib
 
 
@@ -489,6 +490,48 @@ def fused_train_cast(x: torch.Tensor, ib: torch.Tensor, t: FixedType, lo_raw: in
     if bounds is None or _fused.kernel() is None:
         return None
     return _FusedTrainCast.apply(x.contiguous(), ib, t, *bounds, relu, sums)
+
+
+class _FusedAddCast(torch.autograd.Function):
+    """The per-tensor float32 training cast of a residual sum ``a + b`` (:class:`_FusedTrainCast`'s values and
+    gradients for ``x = a + b``, the sum rounded in float32 as torch's add), one pass each way without the sum in
+    memory: the forward casts it as it adds (``qfx_add_cast``), the backward recomputes it from a and b, which the
+    layers before keep anyway. ``dL/da = dL/db = dL/dx``, one tensor for both as torch's add gives."""
+
+    @staticmethod
+    def forward(ctx, a, b, ib, t, lo, hi, relu):
+        q = _fused.empty(a.shape, torch.float32)
+        rc = _fused.kernel().qfx_add_cast(a.data_ptr(), b.data_ptr(), q.data_ptr(), a.numel(),
+                                          _ROUNDING_CODE[t.rounding], _OVERFLOW_CODE[t.overflow], t.width,
+                                          int(t.signed), t.frac_bits, float(_sym_min(t.width, t.signed)), int(relu),
+                                          _fused.threads())
+        if rc != 0:  # pragma: no cover - fused_train_add_cast checks the type
+            raise ValueError(f"fused add cast: {t} is not computed in float32")
+        ctx.save_for_backward(a, b, q)
+        ctx.meta = (t.int_bits, lo, hi, relu)
+        return q
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b, q = ctx.saved_tensors
+        int_bits, lo, hi, relu = ctx.meta
+        need = ctx.needs_input_grad
+        gx, gib = _cast_backward(g, a, q, lo, hi, int_bits, bool(need[2]), relu, b)
+        return (gx if need[0] else None), (gx if need[1] else None), gib, None, None, None, None
+
+
+def fused_train_add_cast(a: torch.Tensor, b: torch.Tensor, ib: torch.Tensor, t: FixedType, lo_raw: int,
+                         relu: bool = False) -> torch.Tensor | None:
+    """:func:`fused_train_cast` of ``a + b`` (float32 tensors of one shape: no broadcasting) without the sum in
+    memory (:class:`_FusedAddCast`), the same values and gradients; None where it does not apply (those of
+    :func:`fused_train_cast`, other shapes or dtypes, or F outside 0..100: the float32 compute of the kernel)."""
+    if (a.dtype != torch.float32 or b.dtype != torch.float32 or a.shape != b.shape or a.device.type != "cpu"
+            or b.device.type != "cpu" or ib.dim() != 0 or not 0 <= t.frac_bits <= 100):
+        return None
+    bounds = train_cast_bounds(t, lo_raw)
+    if bounds is None or _fused.kernel() is None:
+        return None
+    return _FusedAddCast.apply(a.contiguous(), b.contiguous(), ib, t, *bounds, relu)
 
 
 def channel_sums_fit(x: torch.Tensor, t: FixedType) -> bool:

@@ -46,7 +46,7 @@ from torch import nn
 
 from . import fused as _fused
 from . import khot as _khot
-from .quantize import channel_sums_fit, fused_train_cast, ib_grad, quantize, train_cast_bounds
+from .quantize import channel_sums_fit, fused_train_add_cast, fused_train_cast, ib_grad, quantize, train_cast_bounds
 from ..fixed.types import FixedType, raw_range, sat_sym_raw_min
 
 _LN2 = math.log(2.0)
@@ -492,6 +492,15 @@ class Quantizer(nn.Module):
             if y is not None:
                 return y
         return torch.relu(self(x))
+
+    def train_add_cast(self, a: torch.Tensor, b: torch.Tensor, relu: bool = False) -> torch.Tensor | None:
+        """``self(a + b)`` (with ``relu`` ``torch.relu`` of it) in training mode, values and gradients, on the fused
+        kernel without the sum in memory (:func:`..quantize.fused_train_add_cast`), where this cast is movable
+        (:meth:`movable_cast`) and plain per tensor; None elsewhere."""
+        if not self.movable_cast() or self.per_channel or self.k_hot is not None:
+            return None
+        t = self.fused_type()
+        return fused_train_add_cast(a, b, self.int_bits_param, t, self.fused_lo_raw(t), relu)
 
     def _fused_cast(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor | None:
         """The per-tensor training cast on the fused kernel; None where it does not apply."""

@@ -93,7 +93,9 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     i64, i32, p = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
     lib.qfx_cast.argtypes = [p, p, i64, i32, i32, i32, i32, i32, i32, ctypes.c_double, i32, i32]
     lib.qfx_cast.restype = i32
-    lib.qfx_cast_backward.argtypes = [p] * 4 + [i64, ctypes.c_float, ctypes.c_float] + [i32] * 4 + [p]
+    lib.qfx_add_cast.argtypes = [p, p, p, i64, i32, i32, i32, i32, i32, ctypes.c_double, i32, i32]
+    lib.qfx_add_cast.restype = i32
+    lib.qfx_cast_backward.argtypes = [p] * 4 + [i64, ctypes.c_float, ctypes.c_float] + [i32] * 4 + [p, p]
     lib.qfx_cast_backward.restype = None
     lib.qfx_bn_cast_backward.argtypes = [p] * 6 + [i64, i64, i64, ctypes.c_float, ctypes.c_float] + [i32] * 4 + [
         p, p, p]

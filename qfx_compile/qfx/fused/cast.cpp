@@ -27,6 +27,8 @@
 // block order (quantize.block_grid, quantize.ib_grad computes the same in torch). Each block is read twice,
 // the second time from cache: one pass over memory.
 // A cast followed by ReLU (relu: q is then relu's output) masks g as ReLU's backward does before all of this.
+// A residual addition's cast (qfx_add_cast) casts the float32 sum a + b without writing it; its backward
+// (qfx_cast_backward with b) recomputes the sum, so neither pass keeps it in memory.
 //
 // BatchNorm training (qfx/nn/norm.py): the output cast with the per-channel affine map fused in
 // (z = x * a_c + b_c rounded in float32, then the cast above; backward recomputes z) and, in the same backward
@@ -126,6 +128,33 @@ QFX_CLONES void cast_loop(const TI* x, TO* out, int64_t n, Params<T> p, int thre
     }
 }
 
+// Where a per-tensor cast's backward reads the cast's input: the saved tensor (One), or the float32 sum of two
+// (SumOf: a residual addition's a + b, as torch's add rounds it, recomputed instead of kept). at(i) is element i,
+// from(i) the source at element i.
+struct One {
+    const float* x;
+    float at(int64_t i) const { return x[i]; }
+    One from(int64_t i) const { return {x + i}; }
+};
+
+struct SumOf {
+    const float* a;
+    const float* b;
+    float at(int64_t i) const { return a[i] + b[i]; }
+    SumOf from(int64_t i) const { return {a + i, b + i}; }
+};
+
+// The cast of the float32 sum a + b (float compute), with RELU torch.relu of it (qfx_add_cast).
+template <int R, int O, bool RELU>
+QFX_CLONES void add_cast_loop(const float* a, const float* b, float* out, int64_t n, Params<float> p, int threads) {
+#pragma omp parallel for simd schedule(static) num_threads(threads) if (n >= 65536)
+    for (int64_t i = 0; i < n; ++i) {
+        const float z = a[i] + b[i];
+        const float v = cast_raw<R, O, float>(z, p) * p.inv + 0.0f;  // +0: no -0.0
+        out[i] = RELU ? relu_of(v) : v;
+    }
+}
+
 // The grid 2^-k of a block's terms in the exact sums: term(p) = round(p * 2^-k) of a float32 p, as a double. In
 // float (Grid<true>) where 2^-k is 0 or a normal float32: the float product is exact unless its magnitude is below
 // 2^-126, where it and the exact product both round to a zero of p's sign, so the integer is the double's (and NaN,
@@ -195,15 +224,14 @@ inline float bn_dx_of(float g, float x, float a, float b, float c) {
 // One pass of a float32 cast's backward over m elements: gx = g' where lo <= x <= hi, else 0, with g' = g, or with
 // RELU (the cast followed by ReLU, q its output) g' = 0 where q <= 0 (torch's threshold_backward). With IB it
 // returns the part of the sum S of round(float32(g' * d) * 2^-k), d = q - x inside, q outside (the file comment).
-template <bool RELU, bool IB, typename G>
-QFX_CLONES double grad_pass(const float* g, const float* x, const float* q, float* gx, int64_t m, float lo, float hi,
-                            G kscale) {
+template <bool RELU, bool IB, typename G, typename X>
+QFX_CLONES double grad_pass(const float* g, X x, const float* q, float* gx, int64_t m, float lo, float hi, G kscale) {
     double acc = 0.0;
 #pragma omp simd reduction(+ : acc)
     for (int64_t i = 0; i < m; ++i) {
         float gi = g[i];
         if (RELU) gi = q[i] <= 0.0f ? 0.0f : gi;
-        CastGrad r = cast_grad(gi, x[i], q[i], lo, hi, kscale);
+        CastGrad r = cast_grad(gi, x.at(i), q[i], lo, hi, kscale);
         gx[i] = r.gx;
         if (IB) acc += r.term;
     }
@@ -581,29 +609,49 @@ int qfx_affine_cast(const float* x, const float* a, const float* b, float* q, in
 // The training backward of a float32 per-tensor cast of n elements (see the file comment and grad_pass); relu: the
 // cast was followed by ReLU (q its output). With need_ib the binary-point gradient, ln2 times the blocked sum's
 // total (the file comment), in *ib_grad as float32: 0 when every g' is 0, NaN when a g' is not finite
-// (ib_grad_of). One pass over memory (each block read twice with need_ib, the second time from cache).
+// (ib_grad_of). With b (qfx_add_cast's backward) the cast's input is the float32 sum x + b, recomputed. One pass
+// over memory (each block read twice with need_ib, the second time from cache).
 void qfx_cast_backward(const float* g, const float* x, const float* q, float* gx, int64_t n, float lo, float hi,
-                       int int_bits, int need_ib, int relu, int threads, float* ib_grad) {
+                       int int_bits, int need_ib, int relu, int threads, float* ib_grad, const float* b) {
     double total = 0.0;
-    auto run = [&](auto relu_c, auto ib_c) {
+    auto run = [&](auto relu_c, auto ib_c, auto src) {
         constexpr bool RL = decltype(relu_c)::value, IB = decltype(ib_c)::value;
         return blocked_sum(
             n, n, 1, int_bits, IB, threads, &total,
             [&](int64_t i, int64_t len, int64_t, float& m, int& bad) { abs_max_seg<RL>(g + i, q + i, len, m, bad); },
             [&](int64_t i, int64_t len, int64_t, double kscale) {
                 return with_grids(
-                    [&](auto k, auto, auto) { return grad_pass<RL, IB>(g + i, x + i, q + i, gx + i, len, lo, hi, k); },
+                    [&](auto k, auto, auto) {
+                        return grad_pass<RL, IB>(g + i, src.from(i), q + i, gx + i, len, lo, hi, k);
+                    },
                     kscale);
             });
+    };
+    auto by_source = [&](auto relu_c, auto ib_c) {
+        return b == nullptr ? run(relu_c, ib_c, One{x}) : run(relu_c, ib_c, SumOf{x, b});
     };
     using T = std::true_type;
     using F = std::false_type;
     if (need_ib) {
-        const int status = relu ? run(T{}, T{}) : run(F{}, T{});  // before reading total
+        const int status = relu ? by_source(T{}, T{}) : by_source(F{}, T{});  // before reading total
         *ib_grad = ib_grad_of(status, total);
     } else {
-        relu ? run(T{}, F{}) : run(F{}, F{});
+        relu ? by_source(T{}, F{}) : by_source(F{}, F{});
     }
+}
+
+// The cast of a residual addition a + b (float32 tensors of n elements, the sum rounded in float32 as torch's
+// add), with relu torch.relu of it, in one pass: qfx_cast of the sum without writing it. Float compute only
+// (0 <= frac <= 100, width <= 22). Returns 0, or -1 for a bad mode or type.
+int qfx_add_cast(const float* a, const float* b, float* out, int64_t n, int rounding, int overflow, int width,
+                 int is_signed, int frac, double sat_lo, int relu, int threads) {
+    if (!(0 <= frac && frac <= 100 && width <= 22)) return -1;
+    const Params<float> p = make_params<float>(width, is_signed, frac, overflow, sat_lo);
+    return dispatch(rounding, overflow, [&](auto r, auto o) {
+        constexpr int R = decltype(r)::value, O = decltype(o)::value;
+        if (relu) add_cast_loop<R, O, true>(a, b, out, n, p, threads);
+        else add_cast_loop<R, O, false>(a, b, out, n, p, threads);
+    });
 }
 
 // BatchNorm's output cast backward (qfx_cast_backward's on z = affine_of(x, a_c, b_c), tensors (n, c, hw): gz, and

@@ -116,8 +116,13 @@ class Add(QFXModule):
 
     def forward(self, a, b):
         if self._float_path():
-            if self.fuse_relu and self.training and not self._calibrating():
-                return relu_applied(self.output_quantizer.train_cast_relu(a + b))
+            if self.training and not self._calibrating():
+                # the sum and its cast in one pass, the sum never in memory (same values and gradients)
+                y = self.output_quantizer.train_add_cast(a, b, relu=self.fuse_relu)
+                if y is not None:
+                    return relu_applied(y) if self.fuse_relu else y
+                if self.fuse_relu:
+                    return relu_applied(self.output_quantizer.train_cast_relu(a + b))
             return self.output_quantizer(a + b)
         a, b = a.to(torch.float64), b.to(torch.float64)
         guard(self, [a, b], lambda g: (g[0][1] + g[1][1], max(g[0][0], g[1][0])), "sum")

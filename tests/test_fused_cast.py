@@ -541,3 +541,25 @@ def test_residual_add_cast_equals_add_then_cast(rounding, overflow, relu, monkey
     assert run(True, t, torch.randn(3, 4), torch.randn(4))[0] != "_FusedAddCastBackward"  # broadcast
     t = FixedType(8, 120, True, rounding, overflow)  # F = -112
     assert run(True, t, torch.randn(3, 4), torch.randn(3, 4))[0] != "_FusedAddCastBackward"
+
+
+def test_empty_leaves_deterministic_fill_as_it_was():
+    """fused.empty skips deterministic mode's NaN fill for the kernels' outputs but leaves the user's setting as it
+    was: on after the call, also when the allocation fails, and off where the user turned it off."""
+    det = torch.utils.deterministic
+    was = torch.are_deterministic_algorithms_enabled(), det.fill_uninitialized_memory
+    try:
+        torch.use_deterministic_algorithms(True)
+        det.fill_uninitialized_memory = True
+        assert fused.empty((3, 4), torch.float32).shape == (3, 4)
+        assert det.fill_uninitialized_memory is True
+        assert torch.empty(4).isnan().all()  # torch's own allocations are still filled
+        with pytest.raises(RuntimeError):
+            fused.empty((-1,), torch.float32)
+        assert det.fill_uninitialized_memory is True
+        det.fill_uninitialized_memory = False
+        fused.empty((2,), torch.float64)
+        assert det.fill_uninitialized_memory is False
+    finally:
+        torch.use_deterministic_algorithms(was[0])
+        det.fill_uninitialized_memory = was[1]

@@ -169,17 +169,21 @@ def f32(v: torch.Tensor) -> torch.Tensor:
     return v.detach().to(torch.float32).contiguous()
 
 
+# torch's switch for deterministic mode's NaN fill (what torch.utils.deterministic.fill_uninitialized_memory reads
+# and sets), called directly: empty() runs hundreds of times a training step
+_get_fill = getattr(torch._C, "_get_deterministic_fill_uninitialized_memory", None)
+_set_fill = getattr(torch._C, "_set_deterministic_fill_uninitialized_memory", None)
+
+
 def empty(shape, dtype: torch.dtype) -> torch.Tensor:
     """``torch.empty`` without the NaN fill of deterministic mode (for outputs a kernel writes in full)."""
-    det = getattr(torch.utils, "deterministic", None)
-    if det is None or not getattr(det, "fill_uninitialized_memory", False) \
-            or not torch.are_deterministic_algorithms_enabled():
+    if _get_fill is None or _set_fill is None or not _get_fill() or not torch.are_deterministic_algorithms_enabled():
         return torch.empty(shape, dtype=dtype)
-    det.fill_uninitialized_memory = False
+    _set_fill(False)
     try:
         return torch.empty(shape, dtype=dtype)
     finally:
-        det.fill_uninitialized_memory = True
+        _set_fill(True)
 
 
 def max_pool2d(x: torch.Tensor, kernel_size, stride, padding) -> torch.Tensor | None:

@@ -563,3 +563,23 @@ def test_empty_leaves_deterministic_fill_as_it_was():
     finally:
         torch.use_deterministic_algorithms(was[0])
         det.fill_uninitialized_memory = was[1]
+
+
+def test_batchnorm_counts_training_batches_as_torch():
+    """num_batches_tracked counts training forwards only, and momentum=None averages the batch statistics as
+    torch's BatchNorm2d does (integer inputs, 64 per channel: the mean and the sum of squared deviations are exact
+    in float64 and each statistic is one rounded quotient, so equal bit for bit)."""
+    from qfx_compile.qfx.nn.norm import BatchNorm2d
+
+    gen = torch.Generator().manual_seed(0)
+    ours, ref = BatchNorm2d(3, momentum=None).train(), torch.nn.BatchNorm2d(3, momentum=None).train()
+    for i in range(3):
+        x = torch.randint(-8, 8, (4, 3, 4, 4), generator=gen).float()
+        ours(x)
+        ref(x)
+        if i == 1:
+            ours.eval()(x)
+            ours.train()
+    assert int(ours.num_batches_tracked) == int(ref.num_batches_tracked) == 3
+    assert torch.equal(ours.running_mean, ref.running_mean)
+    assert torch.equal(ours.running_var, ref.running_var)

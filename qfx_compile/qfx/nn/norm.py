@@ -316,8 +316,7 @@ class BatchNorm2d(QFXModule):
             raise ValueError(f"{self.layer_name}: expected a 4-D input (N, C, H, W), got {tuple(x.shape)}")
         if self._float_path():
             if self.training and not self._calibrating():
-                with torch.no_grad():
-                    self.num_batches_tracked += 1
+                self.num_batches_tracked.add_(1)  # in place: no Module.__setattr__ (a buffer without gradient)
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 fo = self.output_quantizer.fused_cast_args(x, kernel=False)  # the torch path stands in for it
                 pa, pb = _one_node_args(self.scale_quantizer, x), _one_node_args(self.shift_quantizer, x)

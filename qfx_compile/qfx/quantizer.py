@@ -535,15 +535,16 @@ class Quantizer(nn.Module):
         sym = t.overflow == "AP_SAT_SYM" and t.rounding == "AP_RND_CONV"
         return sat_sym_raw_min(t.width, t.signed) if sym else t.raw_min
 
-    def fused_cast_args(self, x: torch.Tensor, kernel: bool = True):
+    def fused_cast_args(self, x: torch.Tensor, kernel: bool = True, t: FixedType | None = None):
         """``(theta, t, lo, hi)`` where this quantizer's training cast of float32 ``x`` is the per-tensor fused
         cast and another module's autograd node may run it (training, plain per-tensor, no learned width, no
         hooks, not calibrating, W <= 22, F within float32's range; with ``kernel`` also CPU and a kernel): the
-        parameter taking the binary-point gradient, the type with its integer bits, and the bounds where
-        ``dL/dx`` passes. None otherwise."""
+        parameter taking the binary-point gradient, the type with its integer bits (``t`` where the caller has
+        it: the :meth:`fused_type` the cast was computed with), and the bounds where ``dL/dx`` passes. None
+        otherwise."""
         if not self._movable_per_tensor(x) or (kernel and (x.device.type != "cpu" or _fused.kernel() is None)):
             return None
-        t = self.fused_type()
+        t = self.fused_type() if t is None else t
         bounds = train_cast_bounds(t, self.fused_lo_raw(t))
         return None if bounds is None else (self.int_bits_param, t, *bounds)
 

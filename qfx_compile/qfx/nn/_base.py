@@ -68,9 +68,10 @@ def is_relu_applied(t: torch.Tensor) -> bool:
 _CAST_OF = "_qfx_cast_of"
 
 
-def mark_cast_of(x: torch.Tensor, y: torch.Tensor, quantizer) -> torch.Tensor:
-    """Mark ``x`` as ``quantizer``'s training cast of ``y`` (see ``Conv2d.fuse_cast_into_bn``)."""
-    setattr(x, _CAST_OF, (y, quantizer, x._version))
+def mark_cast_of(x: torch.Tensor, y: torch.Tensor, quantizer, t) -> torch.Tensor:
+    """Mark ``x`` as ``quantizer``'s training cast of ``y`` to the type ``t`` (its ``fused_type`` at the cast; see
+    ``Conv2d.fuse_cast_into_bn``)."""
+    setattr(x, _CAST_OF, (y, quantizer, t, x._version))
     return x
 
 
@@ -94,10 +95,10 @@ def grid_sums_of(x: torch.Tensor):
 
 
 def cast_of(x: torch.Tensor):
-    """``(y, quantizer)`` where ``x`` carries :func:`mark_cast_of`'s mark and has not been changed in place since,
-    else None."""
+    """``(y, quantizer, t)`` where ``x`` carries :func:`mark_cast_of`'s mark and has not been changed in place
+    since, else None."""
     mark = getattr(x, _CAST_OF, None)
-    return None if mark is None or mark[2] != x._version else mark[:2]
+    return None if mark is None or mark[3] != x._version else mark[:3]
 
 
 def frac_bits_of(x: torch.Tensor) -> int:

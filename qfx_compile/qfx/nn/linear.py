@@ -209,7 +209,7 @@ class Conv2d(_Weighted):
             cast = q.train_cast_channel_sums(y, t) if self.fuse_cast_into_bn else None
             if cast is None:  # the BatchNorm computes the sums (same values)
                 return mark_grid_sums(q(y), None, t.frac_bits)
-            return mark_cast_of(mark_grid_sums(cast[0], cast[1], t.frac_bits), y, q)
+            return mark_cast_of(mark_grid_sums(cast[0], cast[1], t.frac_bits), y, q, t)
         ops = self._f32_operands(x)
         if ops is not None:
             return self._cast_f32_out(F.conv2d(*ops, self.stride, self.padding, groups=self.groups))

@@ -324,7 +324,7 @@ class BatchNorm2d(QFXModule):
                                for v in (self.running_mean, self.running_var))
                 if fo is not None and pa is not None and pb is not None and stats_ok:
                     src = cast_of(x)  # x = a convolution's output cast of src[0] (Conv2d.fuse_cast_into_bn)
-                    pre = src[1].fused_cast_args(src[0]) if src is not None else None
+                    pre = src[1].fused_cast_args(src[0], t=src[2]) if src is not None else None
                     inp, xc = (x, None) if pre is None else (src[0], x.detach())
                     y = _OneNode.apply(inp, self.weight, self.bias, self.scale_quantizer.int_bits_param,
                                        self.shift_quantizer.int_bits_param, fo[0], None if pre is None else pre[0],

@@ -515,12 +515,12 @@ def test_residual_add_cast_equals_add_then_cast(rounding, overflow, relu, monkey
     def run(fused_add: bool, t: FixedType, a0, b0, same=False):
         add = qnn.Add(t).train()
         add.fuse_relu = relu
-        if not fused_add:
-            monkeypatch.setattr(type(add.output_quantizer), "train_add_cast", lambda *args, **kw: None)
         a = a0.clone().requires_grad_(True)
         b = a if same else b0.clone().requires_grad_(True)
-        y = add(a, b)
-        monkeypatch.undo()
+        with monkeypatch.context() as m:
+            if not fused_add:
+                m.setattr(type(add.output_quantizer), "train_add_cast", lambda *args, **kw: None)
+            y = add(a, b)
         g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)) * 2.0 ** -3
         y.backward(g)
         grads = [a.grad] + ([] if same else [b.grad]) + [add.output_quantizer.int_bits_param.grad]

@@ -346,6 +346,13 @@ def _cast_kernel(x: torch.Tensor, kind: int, frac: int, width: int, signed: bool
     return out
 
 
+def _type_args(t: FixedType) -> tuple:
+    """``t`` as the fused kernels take a type: rounding and overflow codes, width, signedness, F and the lowest
+    AP_SAT_SYM mantissa."""
+    return (_ROUNDING_CODE[t.rounding], _OVERFLOW_CODE[t.overflow], t.width, int(t.signed), t.frac_bits,
+            float(_sym_min(t.width, t.signed)))
+
+
 # ------------------------------------------------------------ training (float32, per tensor)
 _LN2 = math.log(2.0)
 
@@ -484,12 +491,17 @@ def fused_train_cast(x: torch.Tensor, ib: torch.Tensor, t: FixedType, lo_raw: in
     a list ``sums`` (no relu, :func:`channel_sums_fit`), :func:`channel_sums` of the cast appended to it, from
     the same pass. None where the kernel does not apply (not CPU float32, W > 22, F out of float32's range, no
     kernel)."""
+    bounds = _kernel_bounds(x, ib, t, lo_raw)
+    return None if bounds is None else _FusedTrainCast.apply(x.contiguous(), ib, t, *bounds, relu, sums)
+
+
+def _kernel_bounds(x: torch.Tensor, ib: torch.Tensor, t: FixedType, lo_raw: int) -> tuple[float, float] | None:
+    """:func:`train_cast_bounds` where the fused kernel takes the per-tensor training cast of ``x`` to ``t``
+    (CPU float32 ``x``, a 0-d binary-point parameter ``ib``, a kernel), else None."""
     if x.dtype != torch.float32 or x.device.type != "cpu" or ib.dim() != 0:
         return None
     bounds = train_cast_bounds(t, lo_raw)
-    if bounds is None or _fused.kernel() is None:
-        return None
-    return _FusedTrainCast.apply(x.contiguous(), ib, t, *bounds, relu, sums)
+    return None if bounds is None or _fused.kernel() is None else bounds
 
 
 class _FusedAddCast(torch.autograd.Function):
@@ -501,10 +513,8 @@ class _FusedAddCast(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, ib, t, lo, hi, relu):
         q = _fused.empty(a.shape, torch.float32)
-        rc = _fused.kernel().qfx_add_cast(a.data_ptr(), b.data_ptr(), q.data_ptr(), a.numel(),
-                                          _ROUNDING_CODE[t.rounding], _OVERFLOW_CODE[t.overflow], t.width,
-                                          int(t.signed), t.frac_bits, float(_sym_min(t.width, t.signed)), int(relu),
-                                          _fused.threads())
+        rc = _fused.kernel().qfx_add_cast(a.data_ptr(), b.data_ptr(), q.data_ptr(), a.numel(), *_type_args(t),
+                                          int(relu), _fused.threads())
         if rc != 0:  # pragma: no cover - fused_train_add_cast checks the type
             raise ValueError(f"fused add cast: {t} is not computed in float32")
         ctx.save_for_backward(a, b, q)
@@ -525,13 +535,10 @@ def fused_train_add_cast(a: torch.Tensor, b: torch.Tensor, ib: torch.Tensor, t: 
     """:func:`fused_train_cast` of ``a + b`` (float32 tensors of one shape: no broadcasting) without the sum in
     memory (:class:`_FusedAddCast`), the same values and gradients; None where it does not apply (those of
     :func:`fused_train_cast`, other shapes or dtypes, or F outside 0..100: the float32 compute of the kernel)."""
-    if (a.dtype != torch.float32 or b.dtype != torch.float32 or a.shape != b.shape or a.device.type != "cpu"
-            or b.device.type != "cpu" or ib.dim() != 0 or not 0 <= t.frac_bits <= 100):
+    if b.dtype != torch.float32 or b.device.type != "cpu" or a.shape != b.shape or not 0 <= t.frac_bits <= 100:
         return None
-    bounds = train_cast_bounds(t, lo_raw)
-    if bounds is None or _fused.kernel() is None:
-        return None
-    return _FusedAddCast.apply(a.contiguous(), b.contiguous(), ib, t, *bounds, relu)
+    bounds = _kernel_bounds(a, ib, t, lo_raw)
+    return None if bounds is None else _FusedAddCast.apply(a.contiguous(), b.contiguous(), ib, t, *bounds, relu)
 
 
 def channel_sums_fit(x: torch.Tensor, t: FixedType) -> bool:
@@ -548,9 +555,7 @@ def _cast_channel_sums(x: torch.Tensor, t: FixedType) -> tuple[torch.Tensor, tor
     n, c = x.shape[0], x.shape[1]
     sums = torch.empty((2, c), dtype=torch.float64)
     rc = _fused.kernel().qfx_cast_channel_sums(x.data_ptr(), q.data_ptr(), n, c, x.numel() // max(1, n * c),
-                                               _ROUNDING_CODE[t.rounding], _OVERFLOW_CODE[t.overflow], t.width,
-                                               int(t.signed), t.frac_bits, float(_sym_min(t.width, t.signed)),
-                                               _fused.threads(), sums.data_ptr())
+                                               *_type_args(t), _fused.threads(), sums.data_ptr())
     if rc != 0:  # pragma: no cover - FixedType validates the modes
         raise ValueError(f"fused cast: unknown mode {t.rounding} / {t.overflow}")
     return q, sums
@@ -597,9 +602,7 @@ def affine_train_cast(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, t: Fixe
     q = _fused.empty(x.shape, torch.float32)
     n, c = x.shape[0], x.shape[1]
     rc = _fused.kernel().qfx_affine_cast(x.data_ptr(), a.data_ptr(), b.data_ptr(), q.data_ptr(), n, c,
-                                         x.numel() // max(1, n * c), _ROUNDING_CODE[t.rounding],
-                                         _OVERFLOW_CODE[t.overflow], t.width, int(t.signed), t.frac_bits,
-                                         float(_sym_min(t.width, t.signed)), int(relu), _fused.threads())
+                                         x.numel() // max(1, n * c), *_type_args(t), int(relu), _fused.threads())
     if rc != 0:  # pragma: no cover - FixedType validates the modes
         raise ValueError(f"fused cast: unknown mode {t.rounding} / {t.overflow}")
     return q

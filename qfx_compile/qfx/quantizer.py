@@ -46,10 +46,9 @@ from torch import nn
 
 from . import fused as _fused
 from . import khot as _khot
-from .quantize import channel_sums_fit, fused_train_add_cast, fused_train_cast, ib_grad, quantize, train_cast_bounds
+from .quantize import (_LN2, channel_sums_fit, fused_train_add_cast, fused_train_cast, ib_grad, quantize,
+                       train_cast_bounds)
 from ..fixed.types import FixedType, raw_range, sat_sym_raw_min
-
-_LN2 = math.log(2.0)
 #: Widths the float32 training path emulates exactly; wider casts train in float64.
 _F32_WIDTH = 22
 #: Rounding / overflow modes with a fused float32 training kernel.
@@ -497,7 +496,7 @@ class Quantizer(nn.Module):
         """``self(a + b)`` (with ``relu`` ``torch.relu`` of it) in training mode, values and gradients, on the fused
         kernel without the sum in memory (:func:`..quantize.fused_train_add_cast`), where this cast is movable
         (:meth:`movable_cast`) and plain per tensor; None elsewhere."""
-        if not self.movable_cast() or self.per_channel or self.k_hot is not None:
+        if not self._movable_per_tensor(a):
             return None
         t = self.fused_type()
         return fused_train_add_cast(a, b, self.int_bits_param, t, self.fused_lo_raw(t), relu)

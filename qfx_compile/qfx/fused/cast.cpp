@@ -50,6 +50,9 @@
 
 namespace {
 
+// ln 2 as a double (Python's math.log(2.0)): the binary-point gradients are ln2 times their sums (quantize._LN2).
+constexpr double kLn2 = 0.6931471805599453;
+
 enum Rounding { TRN = 0, TRN_ZERO = 1, RND = 2, RND_ZERO = 3, RND_MIN_INF = 4, RND_INF = 5, RND_CONV = 6 };
 enum Overflow { SAT = 0, SAT_ZERO = 1, SAT_SYM = 2, WRAP = 3 };
 
@@ -119,21 +122,13 @@ inline T relu_of(T v) {
     return v < (T)0 ? (T)0 : v;
 }
 
-template <typename TI, typename TO, typename T, int R, int O, bool RELU>
-QFX_CLONES void cast_loop(const TI* x, TO* out, int64_t n, Params<T> p, int threads) {
-#pragma omp parallel for simd schedule(static) num_threads(threads) if (n >= 65536)
-    for (int64_t i = 0; i < n; ++i) {
-        TO v = (TO)(cast_raw<R, O, T>((T)x[i], p) * p.inv) + (TO)0;  // +0: no -0.0
-        out[i] = RELU ? relu_of(v) : v;
-    }
-}
-
-// Where a per-tensor cast's backward reads the cast's input: the saved tensor (One), or the float32 sum of two
-// (SumOf: a residual addition's a + b, as torch's add rounds it, recomputed instead of kept). at(i) is element i,
-// from(i) the source at element i.
+// Where a cast reads its input: a tensor (One), or the float32 sum of two (SumOf: a residual addition's a + b, as
+// torch's add rounds it, computed again instead of kept in memory). at(i) is element i, from(i) the source at
+// element i.
+template <typename TI>
 struct One {
-    const float* x;
-    float at(int64_t i) const { return x[i]; }
+    const TI* x;
+    TI at(int64_t i) const { return x[i]; }
     One from(int64_t i) const { return {x + i}; }
 };
 
@@ -144,13 +139,12 @@ struct SumOf {
     SumOf from(int64_t i) const { return {a + i, b + i}; }
 };
 
-// The cast of the float32 sum a + b (float compute), with RELU torch.relu of it (qfx_add_cast).
-template <int R, int O, bool RELU>
-QFX_CLONES void add_cast_loop(const float* a, const float* b, float* out, int64_t n, Params<float> p, int threads) {
-#pragma omp parallel for simd schedule(static) num_threads(threads) if (n >= 65536)
+// The cast of n elements of the source x into out, with RELU torch.relu of it.
+template <typename TO, typename T, int R, int O, bool RELU, typename X>
+QFX_CLONES void cast_loop(X x, TO* out, int64_t n, Params<T> p, int threads) {
+#pragma omp parallel for simd schedule(static) num_threads(threads) if (n >= 65536) firstprivate(x)
     for (int64_t i = 0; i < n; ++i) {
-        const float z = a[i] + b[i];
-        const float v = cast_raw<R, O, float>(z, p) * p.inv + 0.0f;  // +0: no -0.0
+        TO v = (TO)(cast_raw<R, O, T>((T)x.at(i), p) * p.inv) + (TO)0;  // +0: no -0.0
         out[i] = RELU ? relu_of(v) : v;
     }
 }
@@ -377,9 +371,9 @@ int block_total(const std::vector<int>& st, const std::vector<double>& vals, dou
 }
 
 // The binary-point gradient ln2 * total rounded to float32 from a blocked sum's status and total (1: every g' is 0,
-// the gradient 0; 2: a g' is not finite, NaN): quantize._ib_grad's value (ln2 = math.log(2.0)).
+// the gradient 0; 2: a g' is not finite, NaN): quantize._ib_grad's value.
 float ib_grad_of(int status, double total) {
-    return status == 2 ? NAN : status == 1 ? 0.0f : (float)(total * 0.6931471805599453);
+    return status == 2 ? NAN : status == 1 ? 0.0f : (float)(total * kLn2);
 }
 
 // The blocked binary-point gradient sum (file comment) of a backward over total elements, (n, c) planes of hw
@@ -506,10 +500,11 @@ int qfx_cast(const void* x, void* out, int64_t n, int kind, int rounding, int ov
         using T = typename decltype(params)::value_type;
         return dispatch(rounding, overflow, [&](auto r, auto o) {
             constexpr int R = decltype(r)::value, O = decltype(o)::value;
-            if (kind == 0 && relu) cast_loop<float, float, T, R, O, true>((const float*)x, (float*)out, n, params.p, threads);
-            else if (kind == 0) cast_loop<float, float, T, R, O, false>((const float*)x, (float*)out, n, params.p, threads);
-            else if (kind == 1) cast_loop<float, double, T, R, O, false>((const float*)x, (double*)out, n, params.p, threads);
-            else cast_loop<double, double, T, R, O, false>((const double*)x, (double*)out, n, params.p, threads);
+            const One<float> xf{(const float*)x};
+            if (kind == 0 && relu) cast_loop<float, T, R, O, true>(xf, (float*)out, n, params.p, threads);
+            else if (kind == 0) cast_loop<float, T, R, O, false>(xf, (float*)out, n, params.p, threads);
+            else if (kind == 1) cast_loop<double, T, R, O, false>(xf, (double*)out, n, params.p, threads);
+            else cast_loop<double, T, R, O, false>(One<double>{(const double*)x}, (double*)out, n, params.p, threads);
         });
     };
     if (kind != 2 && 0 <= frac && frac <= 100 && width <= 22)  // float32 compute
@@ -628,7 +623,7 @@ void qfx_cast_backward(const float* g, const float* x, const float* q, float* gx
             });
     };
     auto by_source = [&](auto relu_c, auto ib_c) {
-        return b == nullptr ? run(relu_c, ib_c, One{x}) : run(relu_c, ib_c, SumOf{x, b});
+        return b == nullptr ? run(relu_c, ib_c, One<float>{x}) : run(relu_c, ib_c, SumOf{x, b});
     };
     using T = std::true_type;
     using F = std::false_type;
@@ -649,8 +644,8 @@ int qfx_add_cast(const float* a, const float* b, float* out, int64_t n, int roun
     const Params<float> p = make_params<float>(width, is_signed, frac, overflow, sat_lo);
     return dispatch(rounding, overflow, [&](auto r, auto o) {
         constexpr int R = decltype(r)::value, O = decltype(o)::value;
-        if (relu) add_cast_loop<R, O, true>(a, b, out, n, p, threads);
-        else add_cast_loop<R, O, false>(a, b, out, n, p, threads);
+        if (relu) cast_loop<float, float, R, O, true>(SumOf{a, b}, out, n, p, threads);
+        else cast_loop<float, float, R, O, false>(SumOf{a, b}, out, n, p, threads);
     });
 }
 
@@ -819,7 +814,7 @@ void qfx_bn_param_backward(const float* da, const float* db, const float* a0, co
                            const float* weight, const float* mean, const float* invstd, int64_t c, int64_t n,
                            int need_x, float* dweight, float* dbias, float* dth_a, float* dth_b, float* coef_b,
                            float* coef_c) {
-    const float ln2 = (float)0.6931471805599453, two_n = (float)(2.0 / (double)n), nf = (float)n;
+    const float ln2 = (float)kLn2, two_n = (float)(2.0 / (double)n), nf = (float)n;
     for (int64_t ch = 0; ch < c; ++ch) {
         float db0, dsb, da0, dsa;
         pc_fq_grad(db[ch], b0[ch], FqChannel(sb[ch], (float)qmin_b, (float)qmax_b), db0, dsb);

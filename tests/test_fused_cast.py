@@ -467,6 +467,111 @@ def test_convolution_cast_run_by_the_batchnorm_equals_its_own(conv_out, relu):
         assert torch.equal(u.view(torch.int32), v.view(torch.int32))
 
 
+def _conv_bn_step(one_node: bool, bias: bool, x_grad: bool, consumer: str, conv_out: str, geometry: tuple):
+    """One training step of a QFX convolution (feeding a BatchNorm, a plain loss or both) with its one-node path
+    (linear._ConvCast) or the composed path (a hook on the weight quantizer makes the module take it): the
+    outputs, the input gradient, every parameter gradient and the running statistics."""
+    from qfx_compile.qfx import nn as qnn
+    cin, cout, k, stride, padding, groups = geometry
+    torch.manual_seed(5)
+    conv = qnn.Conv2d(cin, cout, k, stride, padding, bias=bias, groups=groups, output_type=conv_out).train()
+    bn = qnn.BatchNorm2d(cout).train()
+    conv.fuse_cast_into_bn = consumer in ("bn", "both")
+    with torch.no_grad():
+        bn.weight.uniform_(-2.0, 2.0)
+        conv.weight_quantizer.int_bits_param.copy_(torch.linspace(-1.4, 1.6, cout))
+        if bias:
+            conv.bias.uniform_(-3.0, 3.0)  # some bias values saturate
+    if not one_node:
+        conv.weight_quantizer.register_forward_pre_hook(lambda m, a: None)
+    x = (torch.randn(4, cin, 9, 8) * 2).requires_grad_(x_grad)
+    q = conv(x)
+    assert ("_ConvCast" in type(q.grad_fn).__name__) == one_node
+    outs, loss = [q.detach()], 0.0
+    if consumer in ("bn", "both"):
+        z = bn(q)
+        assert "_OneNode" in type(z.grad_fn).__name__
+        gz = torch.randn(z.shape) * torch.exp2(torch.randint(-6, 6, z.shape).float())
+        gz[:, 1] = 0.0
+        loss = (z * gz).sum()
+        outs += [z.detach(), bn.running_mean, bn.running_var]
+    if consumer in ("plain", "both"):
+        gq = torch.randn(q.shape) * torch.exp2(torch.randint(-6, 6, q.shape).float())
+        loss = loss + (q * gq).sum()
+    loss.backward()
+    grads = [p.grad for m in (conv, bn) for p in m.parameters()]
+    assert all(g is not None for g in grads[:3 + 2 * bias])  # weight, its and the output's binary points, bias
+    return outs + ([x.grad] if x_grad else []) + [g for g in grads if g is not None]
+
+
+@pytest.mark.parametrize("consumer", ["bn", "plain", "both"])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("x_grad", [True, False])
+@pytest.mark.parametrize("conv_out,geometry", [
+    ("ap_fixed<8,3,AP_RND_CONV,AP_SAT>", (3, 5, 3, 1, 1, 1)),
+    ("ap_fixed<6,1,AP_TRN,AP_WRAP>", (4, 6, 3, 2, 0, 2)),
+    ("ap_fixed<7,2,AP_RND_INF,AP_SAT_ZERO>", (3, 6, (3, 1), (1, 2), (1, 0), 3))])  # depthwise, x2
+def test_convolution_one_node_equals_the_composed_path(consumer, bias, x_grad, conv_out, geometry):
+    """A convolution's training step as one autograd node (weight and bias casts, torch's convolution and its
+    backward, the output cast) against the separate nodes it replaces, whoever consumes the output: a BatchNorm
+    that runs the cast's backward itself, a plain use (the cast's backward in the node), or both (y and q
+    recomputed: the BatchNorm released them). Outputs and every gradient, bit for bit."""
+    got = _conv_bn_step(True, bias, x_grad, consumer, conv_out, geometry)
+    want = _conv_bn_step(False, bias, x_grad, consumer, conv_out, geometry)
+    assert len(got) == len(want)
+    for u, v in zip(got, want):
+        assert torch.equal(u.view(torch.int32), v.view(torch.int32))
+
+
+def test_convolution_node_frees_what_the_batchnorm_keeps():
+    """Fed to a BatchNorm that runs the output cast's backward, the convolution's node lets go of its output and
+    sum at once (the BatchNorm's node keeps them): held to the convolution's own backward, they doubled the step's
+    fresh memory. With no such BatchNorm it keeps them."""
+    from qfx_compile.qfx import nn as qnn
+    conv = qnn.Conv2d(3, 4, 3, bias=False).train()
+    bn = qnn.BatchNorm2d(4).train()
+    x = torch.randn(2, 3, 6, 6)
+    q = conv(x)
+    assert len(q.grad_fn.keep) == 4
+    conv.fuse_cast_into_bn = True
+    q = conv(x)
+    assert len(q.grad_fn.keep) == 4
+    bn(q).sum().backward()
+    assert q.grad_fn.keep == []
+    assert conv.weight.grad is not None
+
+
+def test_convolution_node_is_not_filled_in_deterministic_mode():
+    """In deterministic mode the convolution's node has torch allocate the convolution's outputs and gradients
+    without the NaN fill (it writes them in full): the same values and gradients as without deterministic mode,
+    and the user's setting left as it was."""
+    from qfx_compile.qfx import nn as qnn
+    det = torch.utils.deterministic
+    was = torch.are_deterministic_algorithms_enabled(), det.fill_uninitialized_memory
+
+    def run():
+        torch.manual_seed(1)
+        conv = qnn.Conv2d(3, 4, 3, padding=1).train()
+        x = torch.randn(2, 3, 6, 6, requires_grad=True)
+        q = conv(x)
+        assert "_ConvCast" in type(q.grad_fn).__name__
+        q.backward(torch.randn(q.shape))
+        return [q.detach(), x.grad] + [p.grad for p in conv.parameters()]
+
+    try:
+        torch.use_deterministic_algorithms(False)
+        want = run()
+        torch.use_deterministic_algorithms(True)
+        det.fill_uninitialized_memory = True
+        got = run()
+        assert det.fill_uninitialized_memory is True and torch.empty(3).isnan().all()
+    finally:
+        torch.use_deterministic_algorithms(was[0])
+        det.fill_uninitialized_memory = was[1]
+    for u, v in zip(got, want):
+        assert torch.equal(u.view(torch.int32), v.view(torch.int32))
+
+
 @pytest.mark.parametrize("grad", ["zero", "inf"])
 def test_binary_point_gradients_of_zero_and_non_finite_gradients(grad, monkeypatch):
     """Every incoming gradient 0: each binary-point gradient is +0.0; one of them infinite: NaN where it reaches

@@ -419,7 +419,7 @@ def _relu_grad(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return torch.where(r <= 0, 0.0, g)
 
 
-def _cast_backward(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, lo: float, hi: float, int_bits: int,
+def train_cast_backward(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, lo: float, hi: float, int_bits: int,
                    need_ib: bool, relu: bool, b: torch.Tensor | None = None):
     """``(dL/dx, dL/dI or None)`` on the fused kernel for a per-tensor cast of float32 ``x``, ``q`` the forward's
     output (:class:`_FusedTrainCast`); with ``b``, of the cast of the float32 sum ``x + b`` (:class:`_FusedAddCast`:
@@ -455,6 +455,16 @@ def bn_dx_cast_backward(g: torch.Tensor, x: torch.Tensor, y: torch.Tensor, a: to
     return gy, (gib if need_ib else None)
 
 
+def train_cast_forward(x: torch.Tensor, t: FixedType, relu: bool = False, with_sums: bool = False):
+    """``(q, sums)``: the per-tensor training cast of float32 ``x`` to ``t`` on the fused kernel in one pass (with
+    ``relu`` ``torch.relu`` of it), and with ``with_sums`` (no relu, (N, C, ...) ``x``, :func:`channel_sums_fit`)
+    the float64 (2, C) :func:`channel_sums` of q from the same pass, else None. No autograd node: the values of
+    :class:`_FusedTrainCast`'s forward, whose backward is :func:`train_cast_backward`."""
+    if with_sums:
+        return _cast_channel_sums(x, t)
+    return _cast_kernel(x, 0, t.frac_bits, t.width, t.signed, t.rounding, t.overflow, torch.float32, relu), None
+
+
 class _FusedTrainCast(torch.autograd.Function):
     """The per-tensor float32 training cast on the fused kernel, one pass each way.
 
@@ -466,10 +476,8 @@ class _FusedTrainCast(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, ib, t, lo, hi, relu, sums=None):
-        if sums is None:
-            q = _cast_kernel(x, 0, t.frac_bits, t.width, t.signed, t.rounding, t.overflow, torch.float32, relu)
-        else:  # (N, C, ...) x: the per-channel mantissa sums too (cast_channel_sums), appended to the list sums
-            q, s = _cast_channel_sums(x, t)
+        q, s = train_cast_forward(x, t, relu, sums is not None)
+        if sums is not None:  # (N, C, ...) x: the per-channel mantissa sums too, appended to the list sums
             sums.append(s)
         ctx.save_for_backward(x, q)
         ctx.meta = (t.int_bits, lo, hi, relu)
@@ -479,7 +487,7 @@ class _FusedTrainCast(torch.autograd.Function):
     def backward(ctx, g):
         x, q = ctx.saved_tensors
         int_bits, lo, hi, relu = ctx.meta
-        gx, gib = _cast_backward(g, x, q, lo, hi, int_bits, bool(ctx.needs_input_grad[1]), relu)
+        gx, gib = train_cast_backward(g, x, q, lo, hi, int_bits, bool(ctx.needs_input_grad[1]), relu)
         return gx, gib, None, None, None, None, None
 
 
@@ -526,7 +534,7 @@ class _FusedAddCast(torch.autograd.Function):
         a, b, q = ctx.saved_tensors
         int_bits, lo, hi, relu = ctx.meta
         need = ctx.needs_input_grad
-        gx, gib = _cast_backward(g, a, q, lo, hi, int_bits, bool(need[2]), relu, b)
+        gx, gib = train_cast_backward(g, a, q, lo, hi, int_bits, bool(need[2]), relu, b)
         return (gx if need[0] else None), (gx if need[1] else None), gib, None, None, None, None
 
 
@@ -541,10 +549,10 @@ def fused_train_add_cast(a: torch.Tensor, b: torch.Tensor, ib: torch.Tensor, t: 
     return None if bounds is None else _FusedAddCast.apply(a.contiguous(), b.contiguous(), ib, t, *bounds, relu)
 
 
-def channel_sums_fit(x: torch.Tensor, t: FixedType) -> bool:
-    """Whether the per-channel sums of the mantissas ``m`` of ``t`` over (N, C, ...) ``x`` and of ``m * m`` are
-    integers below ``2**53`` for any values (``|m| <= 2**W``): exact in float64 in any order."""
-    return x.dim() >= 2 and x.shape[1] > 0 and (x.numel() // x.shape[1]) * 4 ** t.width <= 2 ** 53
+def channel_sums_fit(shape: Sequence[int], t: FixedType) -> bool:
+    """Whether the per-channel sums of the mantissas ``m`` of ``t`` over an (N, C, ...) tensor of ``shape`` and of
+    ``m * m`` are integers below ``2**53`` for any values (``|m| <= 2**W``): exact in float64 in any order."""
+    return len(shape) >= 2 and shape[1] > 0 and (math.prod(shape) // shape[1]) * 4 ** t.width <= 2 ** 53
 
 
 def _cast_channel_sums(x: torch.Tensor, t: FixedType) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -547,14 +548,15 @@ class Quantizer(nn.Module):
         bounds = train_cast_bounds(t, self.fused_lo_raw(t))
         return None if bounds is None else (self.int_bits_param, t, *bounds)
 
-    def train_grid(self, x: torch.Tensor) -> FixedType | None:
+    def train_grid(self, x: torch.Tensor, shape: Sequence[int] | None = None) -> FixedType | None:
         """The type (integer bits as :meth:`fused_type`) on whose grid this quantizer's training cast of float32
         (N, C, ...) ``x`` certainly lies, where the cast is plain per tensor and movable (:meth:`movable_cast`)
-        and the per-channel mantissa sums fit (:func:`..quantize.channel_sums_fit`); else None."""
+        and the per-channel mantissa sums fit (:func:`..quantize.channel_sums_fit`); else None. ``shape``: the
+        cast's input shape where it is not yet computed (``x`` then any float32 tensor of its dtype)."""
         if not self._movable_per_tensor(x):
             return None
         t = self.fused_type()
-        return t if channel_sums_fit(x, t) else None
+        return t if channel_sums_fit(x.shape if shape is None else shape, t) else None
 
     def train_cast_channel_sums(self, x: torch.Tensor, t: FixedType):
         """``(self(x), sums)`` with ``t = train_grid(x)``: the training cast on the fused kernel (values and

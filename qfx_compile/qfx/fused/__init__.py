@@ -175,15 +175,21 @@ _get_fill = getattr(torch._C, "_get_deterministic_fill_uninitialized_memory", No
 _set_fill = getattr(torch._C, "_set_deterministic_fill_uninitialized_memory", None)
 
 
-def empty(shape, dtype: torch.dtype) -> torch.Tensor:
-    """``torch.empty`` without the NaN fill of deterministic mode (for outputs a kernel writes in full)."""
+def unfilled(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with deterministic mode's NaN fill of fresh tensors off, for a call that writes
+    every element of what it allocates (the fill would only be overwritten: the results are the same)."""
     if _get_fill is None or _set_fill is None or not _get_fill() or not torch.are_deterministic_algorithms_enabled():
-        return torch.empty(shape, dtype=dtype)
+        return fn(*args, **kwargs)
     _set_fill(False)
     try:
-        return torch.empty(shape, dtype=dtype)
+        return fn(*args, **kwargs)
     finally:
         _set_fill(True)
+
+
+def empty(shape, dtype: torch.dtype) -> torch.Tensor:
+    """``torch.empty`` without the NaN fill of deterministic mode (for outputs a kernel writes in full)."""
+    return unfilled(torch.empty, shape, dtype=dtype)
 
 
 def max_pool2d(x: torch.Tensor, kernel_size, stride, padding) -> torch.Tensor | None:

@@ -68,11 +68,20 @@ def is_relu_applied(t: torch.Tensor) -> bool:
 _CAST_OF = "_qfx_cast_of"
 
 
-def mark_cast_of(x: torch.Tensor, y: torch.Tensor, quantizer, t) -> torch.Tensor:
+def mark_cast_of(x: torch.Tensor, y: torch.Tensor, quantizer, t, keep: list | None = None) -> torch.Tensor:
     """Mark ``x`` as ``quantizer``'s training cast of ``y`` to the type ``t`` (its ``fused_type`` at the cast; see
-    ``Conv2d.fuse_cast_into_bn``)."""
-    setattr(x, _CAST_OF, (y, quantizer, t, x._version))
+    ``Conv2d.fuse_cast_into_bn``); ``keep``: the list in which the node that made ``x`` holds what the cast's own
+    backward needs (:func:`release_cast`)."""
+    setattr(x, _CAST_OF, (y, quantizer, t, x._version, keep))
     return x
+
+
+def release_cast(x: torch.Tensor) -> None:
+    """Empty the ``keep`` list of :func:`mark_cast_of`'s mark on ``x``: its consumer runs the cast's backward
+    itself (its node keeps y and x), so the node that made ``x`` need not hold them to its own backward."""
+    mark = getattr(x, _CAST_OF, None)
+    if mark is not None and mark[4] is not None:
+        mark[4].clear()
 
 
 _GRID_SUMS = "_qfx_grid_sums"

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..quantizer import Quantizer
+from .. import fused
+from ..quantize import train_cast_backward, train_cast_forward
+from ..quantizer import Quantizer, pc_fq_backward, pc_fq_forward
 from ._base import (QFXModule, TensorsKey, amax, frac_bits_of, guard, input_grids, mark_cast_of, mark_grid_sums,
                     quantizer_state)
 
@@ -30,6 +32,68 @@ def _ieee_f32() -> bool:
     mk = torch.backends.mkldnn
     precs = [getattr(getattr(mk, k, None), "fp32_precision", "none") for k in ("conv", "matmul")]
     return all(p in ("none", "ieee") for p in precs) and torch.get_float32_matmul_precision() == "highest"
+
+
+class _ConvCast(torch.autograd.Function):
+    """A convolution's training forward as one autograd node on the fused kernels: the per-channel casts of the
+    weights and the bias (:func:`..quantizer.pc_fq_forward`; ``bias`` None: none), ``y = conv2d(x, w, b)`` and
+    the output cast ``q = cast(y, t)``, with ``sums`` (a list) also its per-channel mantissa sums
+    (:func:`..quantize.train_cast_forward`).
+
+    Outputs ``(q, y)``. A BatchNorm fed by q (``Conv2d.fuse_cast_into_bn``) runs the cast's backward in its own
+    pass and sends ``dL/dy``; it also empties ``keep`` (``_base.release_cast``), where this node holds y and q
+    for the cast's backward, so that they are freed with the BatchNorm's node (held to this node's backward, they
+    doubled the step's fresh memory). ``dL/dq`` from any other use goes through the cast's backward here
+    (:func:`..quantize.train_cast_backward`), on y and q recomputed where they were released or changed in place.
+    Then torch's ``convolution_backward`` (what the convolution's own autograd node calls) and the parameter
+    casts' backward (:func:`..quantizer.pc_fq_backward`). Values and gradients are those of the separate nodes
+    (parameter casts, convolution, output cast), bit for bit; one Python node instead of four is less of the
+    per-step cost that does not grow with the batch. torch allocates the convolution's outputs without
+    deterministic mode's NaN fill (:func:`..fused.unfilled`: it writes them in full)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, th_w, bias, th_b, th_out, geom, wq, bq, t, lo, hi, sums):
+        w, ctx.w_saved = pc_fq_forward(weight, th_w, *wq)
+        b, ctx.b_saved = pc_fq_forward(bias, th_b, *bq) if bias is not None else (None, None)
+        y = fused.unfilled(torch.conv2d, x, w, b, geom[0], geom[1], 1, geom[2])
+        q, s = train_cast_forward(y, t, with_sums=sums is not None)
+        if sums is not None:
+            sums.append(s)
+        ctx.save_for_backward(x, w)
+        y_, q_ = y.detach(), q.detach()  # detached: no reference cycle through the outputs' grad_fn
+        ctx.keep = [y_, q_, y_._version, q_._version]
+        ctx.meta = (geom, b, t, lo, hi)
+        ctx.set_materialize_grads(False)
+        return q, y
+
+    @staticmethod
+    def backward(ctx, gq, gy):
+        x, w = ctx.saved_tensors
+        (stride, padding, groups), b, t, lo, hi = ctx.meta
+        need = ctx.needs_input_grad
+        g, g_out = gy, None
+        if gq is not None:
+            keep = ctx.keep
+            if keep and keep[0]._version == keep[2] and keep[1]._version == keep[3]:
+                y, q = keep[0], keep[1]
+            else:
+                y = torch.conv2d(x, w, b, stride, padding, 1, groups)
+                q = train_cast_forward(y, t)[0]
+            gc, g_out = train_cast_backward(gq, y, q, lo, hi, t.int_bits, bool(need[5]), False)
+            g = gc if g is None else g + gc
+        grads = [None] * 13
+        if g is not None:
+            need_w, need_b = bool(need[1] or need[2]), bool(need[3] or need[4])
+            gx, gw, gb = fused.unfilled(torch.ops.aten.convolution_backward, g, x, w,
+                                        None if b is None else list(b.shape), stride, padding, (1, 1), False,
+                                        (0, 0), groups, [bool(need[0]), need_w, need_b])
+            grads[0] = gx
+            if need_w:
+                grads[1:3] = pc_fq_backward(gw, ctx.w_saved, bool(need[1]), bool(need[2]))
+            if need_b:
+                grads[3:5] = pc_fq_backward(gb, ctx.b_saved, bool(need[3]), bool(need[4]))
+        grads[5] = g_out
+        return tuple(grads)
 
 
 class _Weighted(QFXModule):
@@ -198,7 +262,40 @@ class Conv2d(_Weighted):
     #: gradient, in one kernel (values and gradients unchanged; the cast's own node is then never run).
     fuse_cast_into_bn: bool = False
 
+    def _train_node(self, x):
+        """The training forward as one autograd node (:class:`_ConvCast`) where it applies: the weight and bias
+        casts on the per-channel fused kernel, the output cast plain per tensor with mantissa sums that fit
+        (``Quantizer.train_grid``), CPU float32, every quantizer movable (``Quantizer.movable_cast``); else None.
+        Its output is marked as the other training path marks it."""
+        wq, bq, q = self.weight_quantizer, self.bias_quantizer, self.output_quantizer
+        if x.dim() != 4 or x.dtype != torch.float32 or x.device.type != "cpu" or not wq.movable_cast():
+            return None
+        pw = wq.pc_fq_args(self.weight)
+        pb = None if self.bias is None else bq.pc_fq_args(self.bias) if bq.movable_cast() else None
+        if pw is None or (self.bias is not None and pb is None):
+            return None
+        n, _, h, wd = x.shape
+        (kh, kw), (sh, sw), (ph, pw_) = self.kernel_size, self.stride, self.padding
+        shape = (n, self.out_channels, (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw_ - kw) // sw + 1)
+        t = q.train_grid(x, shape) if min(shape) > 0 else None
+        fo = q.fused_cast_args(x, t=t) if t is not None else None
+        if fo is None:
+            return None
+        sums = [] if self.fuse_cast_into_bn else None
+        out, y = _ConvCast.apply(x, self.weight, wq.int_bits_param, self.bias,
+                                 None if self.bias is None else bq.int_bits_param, q.int_bits_param,
+                                 (self.stride, self.padding, self.groups), (*pw, wq.axis),
+                                 None if pb is None else (*pb, bq.axis), t, fo[2], fo[3], sums)
+        if sums is None:
+            return mark_grid_sums(out, None, t.frac_bits)
+        keep = out.grad_fn.keep if out.grad_fn is not None else None
+        return mark_cast_of(mark_grid_sums(out, sums[0], t.frac_bits), y, q, t, keep)
+
     def forward(self, x):
+        if self.training and not self._calibrating():
+            y = self._train_node(x)
+            if y is not None:
+                return y
         w, b = self._params()
         if self._float_path():
             y = F.conv2d(x, w, b, self.stride, self.padding, groups=self.groups)

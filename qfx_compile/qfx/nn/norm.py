@@ -30,7 +30,7 @@ from .. import fused
 from ..quantize import affine_train_cast, bn_cast_backward, bn_dx_cast_backward, bn_param_grads, channel_sums
 from ..quantizer import Quantizer
 from ._base import (QFXModule, TensorsKey, amax, cast_of, frac_bits_of, grid_sums_of, guard, quantizer_state,
-                    relu_applied)
+                    release_cast, relu_applied)
 
 
 def _grid_batch_stats(x, grid, running_mean, running_var, momentum, eps):
@@ -325,6 +325,8 @@ class BatchNorm2d(QFXModule):
                 if fo is not None and pa is not None and pb is not None and stats_ok:
                     src = cast_of(x)  # x = a convolution's output cast of src[0] (Conv2d.fuse_cast_into_bn)
                     pre = src[1].fused_cast_args(src[0], t=src[2]) if src is not None else None
+                    if pre is not None:
+                        release_cast(x)  # _OneNode keeps y and x and runs the cast's backward
                     inp, xc = (x, None) if pre is None else (src[0], x.detach())
                     y = _OneNode.apply(inp, self.weight, self.bias, self.scale_quantizer.int_bits_param,
                                        self.shift_quantizer.int_bits_param, fo[0], None if pre is None else pre[0],

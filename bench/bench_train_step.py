@@ -102,7 +102,8 @@ KEEP_MEMORY = "glibc.malloc.trim_threshold=1073741824:glibc.malloc.mmap_threshol
 
 
 def memory_mode(a) -> str:
-    return f"freed memory kept (GLIBC_TUNABLES={KEEP_MEMORY})" if a.keep_memory else "glibc's default malloc"
+    mem = f"freed memory kept (GLIBC_TUNABLES={KEEP_MEMORY})" if a.keep_memory else "glibc's default malloc"
+    return mem + (", deterministic mode off" if getattr(a, "no_deterministic", False) else "")
 
 
 def timed(step):
@@ -213,6 +214,9 @@ def main():
     ap.add_argument("--keep-memory", action="store_true",
                     help="run (and have every child process run) with freed memory kept (GLIBC_TUNABLES, see "
                          "--allocator): no page faults once warm, so before/after comparisons see the arithmetic")
+    ap.add_argument("--no-deterministic", action="store_true",
+                    help="seed, but leave torch's deterministic mode off (no NaN fill of fresh tensors: torch's "
+                         "layers allocate most of the float step's tensors, the QFX layers few of theirs)")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--only", choices=("float", "qfx"), help=argparse.SUPPRESS)
     ap.add_argument("--pkg", help=argparse.SUPPRESS)
@@ -223,6 +227,7 @@ def main():
     load0 = machine.load()
     if a.baseline:
         args = ["--steps", str(a.steps), "--threads", str(a.threads), "--batch", str(a.batch), "--seed", str(a.seed)]
+        args += ["--no-deterministic"] if a.no_deterministic else []
         before, after, commit = baseline.compare(__file__, args, a.baseline, a.rounds)
         lines = [f"`{baseline.command(sys.argv)}` on {machine.cpu_model()}, {a.threads} thread(s), torch "
                  f"{torch.__version__}, {memory_mode(a)}, load average {load0} -> {machine.load()}, seed {a.seed}; "
@@ -243,6 +248,8 @@ def main():
             baseline.write_readme("train-step-allocator", table)
         return
     seed_all(a.seed)
+    if a.no_deterministic:
+        torch.use_deterministic_algorithms(False)
     x = torch.randn(a.batch, 3, 32, 32)
     y = torch.randint(0, 10, (a.batch,))
     fmodel = ResNet20()

@@ -1,6 +1,6 @@
 # qfx-compile developer entry points. Every target installs what it needs.
 #   make demo   train/export/compile/C-simulate the bundled MNIST example
-#   make test   the whole test suite (about 1,800 tests, 5-7 min on 2 idle cores)
+#   make test   the whole test suite (about 1,870 tests, 5-8 min on 2 idle cores)
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0

@@ -21,6 +21,7 @@ that of the arithmetic); ``--readme`` writes that table (train-step-allocator ma
     python bench/bench_train_step.py --fusions [--steps 12]   # what the cross-module fusions buy
     python bench/bench_train_step.py --allocator [--rounds 3] [--readme]
     python bench/bench_train_step.py --keep-memory [--baseline REF ...]   # every process with freed memory kept
+    python bench/bench_train_step.py --no-deterministic [...]   # seeded, deterministic mode (its NaN fill) off
 """
 from __future__ import annotations
 

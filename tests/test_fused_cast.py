@@ -523,6 +523,42 @@ def test_convolution_one_node_equals_the_composed_path(consumer, bias, x_grad, c
         assert torch.equal(u.view(torch.int32), v.view(torch.int32))
 
 
+@pytest.mark.parametrize("case", ["frozen_weight", "frozen_binary_points", "channels_last", "no_grad"])
+def test_convolution_one_node_edge_cases_equal_the_composed_path(case):
+    """The convolution's one node where only some of its inputs take gradients (frozen weights or binary points),
+    on a channels-last input, and in a training forward without autograd: the composed path's values and
+    gradients, bit for bit."""
+    from qfx_compile.qfx import nn as qnn
+
+    def run(one_node: bool):
+        torch.manual_seed(6)
+        conv = qnn.Conv2d(3, 4, 3, padding=1, bias=True).train()
+        if case == "frozen_weight":
+            conv.weight.requires_grad_(False)
+        if case == "frozen_binary_points":
+            for q in (conv.weight_quantizer, conv.bias_quantizer, conv.output_quantizer):
+                q.int_bits_param.requires_grad_(False)
+        if not one_node:
+            conv.weight_quantizer.register_forward_pre_hook(lambda m, a: None)
+        x = torch.randn(2, 3, 6, 5, requires_grad=True)
+        if case == "channels_last":
+            x = x.detach().to(memory_format=torch.channels_last).requires_grad_(True)
+        if case == "no_grad":
+            with torch.no_grad():
+                q = conv(x)
+            assert q.grad_fn is None
+            return [q]
+        q = conv(x)
+        assert ("_ConvCast" in type(q.grad_fn).__name__) == one_node
+        q.backward(torch.randn(q.shape) * 0.1)
+        return [q.detach(), x.grad] + [p.grad for p in conv.parameters() if p.requires_grad]
+
+    got, want = run(True), run(False)
+    assert len(got) == len(want)
+    for u, v in zip(got, want):
+        assert torch.equal(u, v) and torch.equal(u.view(torch.int32), v.view(torch.int32))
+
+
 def test_convolution_node_frees_what_the_batchnorm_keeps():
     """Fed to a BatchNorm that runs the output cast's backward, the convolution's node lets go of its output and
     sum at once (the BatchNorm's node keeps them): held to the convolution's own backward, they doubled the step's

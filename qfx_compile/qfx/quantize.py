@@ -420,7 +420,7 @@ def _relu_grad(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
 
 
 def train_cast_backward(g: torch.Tensor, x: torch.Tensor, q: torch.Tensor, lo: float, hi: float, int_bits: int,
-                   need_ib: bool, relu: bool, b: torch.Tensor | None = None):
+                        need_ib: bool, relu: bool, b: torch.Tensor | None = None):
     """``(dL/dx, dL/dI or None)`` on the fused kernel for a per-tensor cast of float32 ``x``, ``q`` the forward's
     output (:class:`_FusedTrainCast`); with ``b``, of the cast of the float32 sum ``x + b`` (:class:`_FusedAddCast`:
     the kernel recomputes the sum)."""

@@ -47,9 +47,9 @@ class _ConvCast(torch.autograd.Function):
     (:func:`..quantize.train_cast_backward`), on y and q recomputed where they were released or changed in place.
     Then torch's ``convolution_backward`` (what the convolution's own autograd node calls) and the parameter
     casts' backward (:func:`..quantizer.pc_fq_backward`). Values and gradients are those of the separate nodes
-    (parameter casts, convolution, output cast), bit for bit; one Python node instead of four is less of the
-    per-step cost that does not grow with the batch. torch allocates the convolution's outputs without
-    deterministic mode's NaN fill (:func:`..fused.unfilled`: it writes them in full)."""
+    (parameter casts, convolution, output cast), bit for bit. torch allocates the convolution's outputs without
+    deterministic mode's NaN fill (:func:`..fused.unfilled`: it writes them in full); that fill and the early
+    release are what the node saves (README, round (7)), not the node count."""
 
     @staticmethod
     def forward(ctx, x, weight, th_w, bias, th_b, th_out, geom, wq, bq, t, lo, hi, sums):
@@ -288,7 +288,7 @@ class Conv2d(_Weighted):
                                  None if pb is None else (*pb, bq.axis), t, fo[2], fo[3], sums)
         if sums is None:
             return mark_grid_sums(out, None, t.frac_bits)
-        keep = out.grad_fn.keep if out.grad_fn is not None else None
+        keep = out.grad_fn.keep if out.grad_fn is not None else None  # grad_fn: the node's ctx
         return mark_cast_of(mark_grid_sums(out, sums[0], t.frac_bits), y, q, t, keep)
 
     def forward(self, x):

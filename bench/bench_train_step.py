@@ -234,10 +234,12 @@ def main():
                  f"{torch.__version__}, {memory_mode(a)}, load average {load0} -> {machine.load()}, seed {a.seed}; "
                  f"ResNet-20, batch "
                  f"{a.batch}, 3x32x32, {a.steps} steps each alternating, median; {a.rounds} processes per tree, "
-                 f"alternating, median; fused cast kernel (after): {'yes' if after.get('fused') else 'no'}:", "",
-                 "| | float ms/step | QFX ms/step | QFX / float |", "|---|---:|---:|---:|"]
+                 f"alternating, median; page faults: minor faults per step; fused cast kernel (after): "
+                 f"{'yes' if after.get('fused') else 'no'}:", "",
+                 "| | float ms/step | faults | QFX ms/step | faults | QFX / float |", "|---|---:|---:|---:|---:|---:|"]
         for name, r in ((f"before ({commit})", before), (f"after ({baseline.head()})", after)):
-            lines.append(f"| {name} | {r['float']:.0f} | {r['qfx']:.0f} | {r['ratio']:.2f}x |")
+            lines.append(f"| {name} | {r['float']:.0f} | {r['float_faults']:,.0f} | {r['qfx']:.0f} | "
+                         f"{r['qfx_faults']:,.0f} | {r['ratio']:.2f}x |")
         print("\n".join(lines))
         if a.readme:
             baseline.write_readme("train-step", "\n".join(lines))

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ...fixed.types import FixedType
+from .. import heap
 
 _LIMIT = 2.0 ** 53 * (1 - 2.0 ** -40)  # margin for the float64 rounding of the bound itself
 
@@ -34,8 +35,13 @@ class QFXModule(nn.Module):
         return self.calibrating
 
     def _float_path(self) -> bool:
-        """True in training and calibration: float32 with straight-through casts."""
-        return self.training or self._calibrating()
+        """True in training and calibration: float32 with straight-through casts (the first such forward sets
+        glibc's heap thresholds for the process: :func:`..heap.keep_freed_memory`)."""
+        if self.training or self._calibrating():
+            if heap.status is None:
+                heap.keep_freed_memory()
+            return True
+        return False
 
     #: Set by ``quantize_model`` on a BatchNorm or Add whose every call feeds one ReLU and nothing else:
     #: in training it applies that ReLU in its output cast's pass (:func:`relu_applied` marks the tensor, and

@@ -292,7 +292,7 @@ class Conv2d(_Weighted):
         return mark_cast_of(mark_grid_sums(out, sums[0], t.frac_bits), y, q, t, keep)
 
     def forward(self, x):
-        if self.training and not self._calibrating():
+        if self._float_path() and not self._calibrating():
             y = self._train_node(x)
             if y is not None:
                 return y

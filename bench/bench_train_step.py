@@ -15,7 +15,9 @@ table into README.md (between the train-step markers).
 process (the default; memory one step frees, the other reuses) and each model alone in its own
 process (as a user trains one), each with glibc's default malloc and with it told to keep freed
 memory (``GLIBC_TUNABLES`` trim and mmap thresholds: no page faults once warm, so the ratio is
-that of the arithmetic); ``--readme`` writes that table (train-step-allocator markers).
+that of the arithmetic); ``--readme`` writes that table (train-step-allocator markers). "glibc's default"
+is what each process does by itself: a QFX model's first training or calibration forward sets glibc's heap
+thresholds (``qfx.keep_freed_memory``), so a float-only process keeps glibc's starting thresholds.
 
     python bench/bench_train_step.py [--steps 20] [--threads 2] [--seed 0] [--baseline REF --rounds 3 [--readme]]
     python bench/bench_train_step.py --fusions [--steps 12]   # what the cross-module fusions buy

@@ -588,6 +588,11 @@ class Quantizer(nn.Module):
         qmin = sat_sym_raw_min(t.width, t.signed) if t.overflow == "AP_SAT_SYM" else t.raw_min
         return t.width, qmin, t.raw_max
 
+    def movable_pc_fq_args(self, x: torch.Tensor) -> tuple[int, int, int] | None:
+        """:meth:`pc_fq_args` where another module's autograd node may run this cast (:meth:`movable_cast`), else
+        None."""
+        return self.pc_fq_args(x) if self.movable_cast() else None
+
     def _train_cast(self, x: torch.Tensor) -> torch.Tensor:
         """The training-mode cast (values of the eval cast, straight-through / TQT gradients)."""
         y = self._fused_cast(x)  # the fused CPU kernel (quantize.fused_train_cast), same values

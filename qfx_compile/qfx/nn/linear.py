@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...fixed.window import out_shape, symmetric_pads
 from .. import fused
 from ..quantize import train_cast_backward, train_cast_forward
 from ..quantizer import Quantizer, pc_fq_backward, pc_fq_forward
@@ -262,22 +263,28 @@ class Conv2d(_Weighted):
     #: gradient, in one kernel (values and gradients unchanged; the cast's own node is then never run).
     fuse_cast_into_bn: bool = False
 
+    def _out_spatial(self, x) -> tuple[int, int]:
+        """``(H_out, W_out)`` for (N, C, H, W) ``x`` (:func:`...fixed.window.out_shape`); ValueError where the window
+        does not fit."""
+        return out_shape(x.shape[2:], self.kernel_size, self.stride, symmetric_pads(self.padding, 2))
+
     def _train_node(self, x):
         """The training forward as one autograd node (:class:`_ConvCast`) where it applies: the weight and bias
         casts on the per-channel fused kernel, the output cast plain per tensor with mantissa sums that fit
         (``Quantizer.train_grid``), CPU float32, every quantizer movable (``Quantizer.movable_cast``); else None.
         Its output is marked as the other training path marks it."""
         wq, bq, q = self.weight_quantizer, self.bias_quantizer, self.output_quantizer
-        if x.dim() != 4 or x.dtype != torch.float32 or x.device.type != "cpu" or not wq.movable_cast():
+        if x.dim() != 4 or x.dtype != torch.float32 or x.device.type != "cpu":
             return None
-        pw = wq.pc_fq_args(self.weight)
-        pb = None if self.bias is None else bq.pc_fq_args(self.bias) if bq.movable_cast() else None
+        pw = wq.movable_pc_fq_args(self.weight)
+        pb = None if self.bias is None else bq.movable_pc_fq_args(self.bias)
         if pw is None or (self.bias is not None and pb is None):
             return None
-        n, _, h, wd = x.shape
-        (kh, kw), (sh, sw), (ph, pw_) = self.kernel_size, self.stride, self.padding
-        shape = (n, self.out_channels, (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw_ - kw) // sw + 1)
-        t = q.train_grid(x, shape) if min(shape) > 0 else None
+        try:
+            spatial = self._out_spatial(x)
+        except ValueError:  # a window larger than the padded input: torch's own message, on the other path
+            return None
+        t = q.train_grid(x, (x.shape[0], self.out_channels) + spatial)
         fo = q.fused_cast_args(x, t=t) if t is not None else None
         if fo is None:
             return None
@@ -315,13 +322,11 @@ class Conv2d(_Weighted):
         if x.device.type == "cpu":
             y = F.conv2d(x, w, b, self.stride, self.padding, groups=self.groups)
         else:  # im2col + matmul: no FFT / Winograd algorithm on accelerators
-            n, _, h, wd = x.shape
+            n = x.shape[0]
             cols = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)
             g = self.groups  # per group: (O/g, C/g*K) @ (C/g*K, L)
             y = (w.reshape(g, w.shape[0] // g, -1) @ cols.reshape(n, g, -1, cols.shape[-1]))
-            oh = (h + 2 * self.padding[0] - self.kernel_size[0]) // self.stride[0] + 1
-            ow = (wd + 2 * self.padding[1] - self.kernel_size[1]) // self.stride[1] + 1
-            y = y.reshape(n, w.shape[0], oh, ow)
+            y = y.reshape((n, w.shape[0]) + self._out_spatial(x))
             if b is not None:
                 y = y + b.reshape(1, -1, 1, 1)
         return self.output_quantizer(y)

@@ -188,7 +188,7 @@ class _AffineCast(torch.autograd.Function):
 def _one_node_args(q: Quantizer, x: torch.Tensor):
     """``(W, qmin, qmax)`` of the per-channel scale or shift quantizer ``q`` for :class:`_OneNode`, None where
     it does not apply (not the per-channel fused kernel's cast, or not movable: ``Quantizer.movable_cast``)."""
-    return q.pc_fq_args(x) if q.movable_cast() and q.axis == 0 else None
+    return q.movable_pc_fq_args(x) if q.axis == 0 else None
 
 
 def _param_forward(x, weight, bias, th_a, th_b, rm, rv, momentum, eps, pa, pb, grid):
